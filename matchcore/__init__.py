@@ -1,0 +1,64 @@
+"""matchcore: the matching core of a binary prediction-market exchange.
+
+``Engine`` is the C++ core behind Cython; ``matchcore.reference.Engine`` is the
+pure-Python model with the same interface and rules, used as the test oracle.
+The contract both follow is docs/matchcore.md.
+"""
+
+from ._engine import Engine
+from .codes import (
+    ALL_MARKETS,
+    MAX_CASH,
+    MAX_QUANTITY,
+    PRICE_SCALE,
+    TICKS,
+    CancelReason,
+    CommandType,
+    EventType,
+    Intent,
+    MarketState,
+    MatchType,
+    OrderFlags,
+    Reject,
+    Side,
+    Stp,
+    TimeInForce,
+)
+from .errors import InvariantError
+from .records import (
+    BOOK_LEVEL_DTYPE,
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    MarketInfo,
+    OrderInfo,
+    event_dicts,
+    make_commands,
+)
+
+__all__ = [
+    "ALL_MARKETS",
+    "BOOK_LEVEL_DTYPE",
+    "COMMAND_DTYPE",
+    "EVENT_DTYPE",
+    "MAX_CASH",
+    "MAX_QUANTITY",
+    "PRICE_SCALE",
+    "TICKS",
+    "CancelReason",
+    "CommandType",
+    "Engine",
+    "EventType",
+    "Intent",
+    "InvariantError",
+    "MarketInfo",
+    "MarketState",
+    "MatchType",
+    "OrderFlags",
+    "OrderInfo",
+    "Reject",
+    "Side",
+    "Stp",
+    "TimeInForce",
+    "event_dicts",
+    "make_commands",
+]

@@ -1,0 +1,396 @@
+# cython: language_level=3, embedsignature=True
+"""The C++ matching core behind a thin Python API (docs/matchcore.md §7).
+
+Every state-changing method builds one fixed-size command record and runs it
+through the same C++ code as the batch API, so the two APIs cannot disagree.
+Per-call methods return an int (the order id, a count, 0, or -Reject) and
+create no Python object per event: events stay in the engine's buffer until
+``last_events()`` or ``drain_events()`` copies them out in bulk.
+"""
+
+cimport cython
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from libcpp.string cimport string
+
+from matchcore cimport libmatchcore as lib
+
+import hashlib
+
+import numpy as np
+
+from .codes import ALL_MARKETS as _ALL_MARKETS
+from .errors import InvariantError
+from .records import BOOK_LEVEL_DTYPE, COMMAND_DTYPE, EVENT_DTYPE, MarketInfo, OrderInfo
+
+cnp.import_array()
+
+#: The C++ values of every code, checked against matchcore.codes by the tests.
+CONSTANTS = {
+    "PRICE_SCALE": lib.PRICE_SCALE, "MAX_QUANTITY": lib.MAX_QUANTITY,
+    "MAX_CASH": lib.MAX_CASH, "MAX_ORDERS": lib.MAX_ORDERS, "ALL_MARKETS": lib.ALL_MARKETS,
+    "Intent.BUY_YES": lib.BUY_YES, "Intent.SELL_YES": lib.SELL_YES,
+    "Intent.BUY_NO": lib.BUY_NO, "Intent.SELL_NO": lib.SELL_NO,
+    "Side.BID": lib.BID, "Side.ASK": lib.ASK,
+    "TimeInForce.GTC": lib.GTC, "TimeInForce.GTD": lib.GTD,
+    "TimeInForce.IOC": lib.IOC, "TimeInForce.FOK": lib.FOK,
+    "Stp.REJECT_AGGRESSOR": lib.REJECT_AGGRESSOR, "Stp.CANCEL_RESTING": lib.CANCEL_RESTING,
+    "Stp.CANCEL_BOTH": lib.CANCEL_BOTH,
+    "OrderFlags.POST_ONLY": lib.POST_ONLY, "OrderFlags.MARKET": lib.MARKET_ORDER,
+    "OrderFlags.BY_CASH": lib.BY_CASH,
+    "MatchType.NONE": lib.MATCH_NONE, "MatchType.COMPLEMENTARY": lib.COMPLEMENTARY,
+    "MatchType.MINT": lib.MINT, "MatchType.MERGE": lib.MERGE,
+    "MarketState.NONE": lib.STATE_NONE, "MarketState.PRE_OPEN": lib.PRE_OPEN,
+    "MarketState.OPEN": lib.OPEN, "MarketState.HALTED": lib.HALTED,
+    "MarketState.CLOSED": lib.CLOSED, "MarketState.RESOLVED": lib.RESOLVED,
+    "CommandType.NEW_ORDER": lib.CMD_NEW_ORDER, "CommandType.CANCEL": lib.CMD_CANCEL,
+    "CommandType.CANCEL_CLIENT": lib.CMD_CANCEL_CLIENT,
+    "CommandType.CANCEL_ALL": lib.CMD_CANCEL_ALL, "CommandType.REPLACE": lib.CMD_REPLACE,
+    "CommandType.ADVANCE_TIME": lib.CMD_ADVANCE_TIME,
+    "CommandType.CREATE_MARKET": lib.CMD_CREATE_MARKET,
+    "CommandType.SET_MARKET_STATE": lib.CMD_SET_MARKET_STATE,
+    "CommandType.SET_TICK": lib.CMD_SET_TICK, "CommandType.ADD_ACCOUNT": lib.CMD_ADD_ACCOUNT,
+    "EventType.ACCEPTED": lib.EV_ACCEPTED, "EventType.REJECTED": lib.EV_REJECTED,
+    "EventType.TRADE": lib.EV_TRADE, "EventType.CANCELED": lib.EV_CANCELED,
+    "EventType.REPLACED": lib.EV_REPLACED, "EventType.LEVEL": lib.EV_LEVEL,
+    "EventType.MARKET": lib.EV_MARKET, "EventType.ACCOUNT": lib.EV_ACCOUNT,
+    "Reject.INVALID_COMMAND": lib.R_INVALID_COMMAND, "Reject.INVALID_PRICE": lib.R_INVALID_PRICE,
+    "Reject.INVALID_QUANTITY": lib.R_INVALID_QUANTITY,
+    "Reject.BELOW_MIN_SIZE": lib.R_BELOW_MIN_SIZE,
+    "Reject.DUPLICATE_CLIENT_ORDER_ID": lib.R_DUPLICATE_CLIENT_ORDER_ID,
+    "Reject.INSUFFICIENT_BALANCE": lib.R_INSUFFICIENT_BALANCE,
+    "Reject.INVALID_EXPIRY": lib.R_INVALID_EXPIRY, "Reject.FOK_NOT_FILLED": lib.R_FOK_NOT_FILLED,
+    "Reject.POST_ONLY_WOULD_CROSS": lib.R_POST_ONLY_WOULD_CROSS,
+    "Reject.MARKET_NOT_OPEN": lib.R_MARKET_NOT_OPEN,
+    "Reject.UNKNOWN_MARKET": lib.R_UNKNOWN_MARKET,
+    "Reject.UNKNOWN_ACCOUNT": lib.R_UNKNOWN_ACCOUNT, "Reject.UNKNOWN_ORDER": lib.R_UNKNOWN_ORDER,
+    "Reject.NOT_OWNER": lib.R_NOT_OWNER, "Reject.CAPACITY": lib.R_CAPACITY,
+    "Reject.INVALID_ORDER": lib.R_INVALID_ORDER, "Reject.INVALID_TICK": lib.R_INVALID_TICK,
+    "Reject.INVALID_STATE_TRANSITION": lib.R_INVALID_STATE_TRANSITION,
+    "Reject.MARKET_EXISTS": lib.R_MARKET_EXISTS, "Reject.ACCOUNT_EXISTS": lib.R_ACCOUNT_EXISTS,
+    "CancelReason.USER": lib.C_USER, "CancelReason.UNFILLED": lib.C_UNFILLED,
+    "CancelReason.SELF_TRADE": lib.C_SELF_TRADE, "CancelReason.EXPIRED": lib.C_EXPIRED,
+    "CancelReason.MARKET_CLOSED": lib.C_MARKET_CLOSED,
+    "CancelReason.TICK_CHANGE": lib.C_TICK_CHANGE,
+}
+
+assert sizeof(lib.Command) == COMMAND_DTYPE.itemsize
+assert sizeof(lib.Event) == EVENT_DTYPE.itemsize
+assert sizeof(lib.BookLevel) == BOOK_LEVEL_DTYPE.itemsize
+
+
+cdef inline void _clear(lib.Command* c, uint8_t command_type, int64_t time) noexcept nogil:
+    memset(c, 0, sizeof(lib.Command))
+    c.type = command_type
+    c.time = time
+
+
+@cython.final
+cdef class Engine:
+    """The matching engine: all memory preallocated from the capacities below.
+
+    Parameters
+    ----------
+    max_orders : int
+        Resting orders the pool holds (``<= 2**29``); a GTC/GTD order beyond it
+        is rejected with ``CAPACITY``.
+    max_markets, max_accounts : int
+        Market and account ids are ``0 <= id < max_*``.
+    max_levels : int, optional
+        Price levels across all markets (``2 * (10_000 / tick - 1)`` per
+        market); by default every market can have tick $0.001.
+    """
+
+    cdef lib.Engine core
+    cdef size_t _last_start  # first event of the last per-call method
+    cdef bint _busy          # a batch runs without the GIL
+
+    def __init__(self, uint32_t max_orders=65536, uint32_t max_markets=64,
+                 uint32_t max_accounts=4096, max_levels=None):
+        cdef lib.Config config
+        cdef string error
+        config.max_orders = max_orders
+        config.max_markets = max_markets
+        config.max_accounts = max_accounts
+        config.max_levels = 0 if max_levels is None else max_levels
+        if max_levels is not None and max_levels < 1:
+            raise ValueError("max_levels must be >= 1")
+        if not self.core.init(config, error):
+            raise ValueError(error.decode())
+        self._last_start = 0
+
+    # ------------------------------------------------------------ helpers
+
+    cdef inline int64_t _run(self, lib.Command* c) except? -1:
+        if self._busy:
+            raise RuntimeError("the engine is running a batch in another thread")
+        self._last_start = self.core.events().size()
+        return self.core.execute(c[0])
+
+    cdef object _copy_events(self, size_t start, size_t stop):
+        cdef size_t n = stop - start
+        cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
+        if n:
+            memcpy(cnp.PyArray_DATA(out), self.core.events().data() + start,
+                   n * sizeof(lib.Event))
+        return out
+
+    cdef const lib.Market* _market(self, uint32_t market) except NULL:
+        cdef const lib.Market* m = self.core.market(market)
+        if m == NULL:
+            raise KeyError(f"unknown market {market}")
+        return m
+
+    # ------------------------------------------------------ admin commands
+
+    def create_market(self, uint32_t market, int32_t tick, int64_t min_size=1,
+                      int64_t lot=1, *, int64_t time=0):
+        """Create a market in PRE_OPEN; tick, min size and lot in price / quantity units."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_CREATE_MARKET, time)
+        c.market = market
+        c.price = tick
+        c.quantity = min_size
+        c.aux = lot
+        return self._run(&c)
+
+    def set_market_state(self, uint32_t market, uint8_t state, *, int64_t time=0):
+        """Move a market along PRE_OPEN -> OPEN <-> HALTED -> CLOSED."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_SET_MARKET_STATE, time)
+        c.market = market
+        c.arg = state
+        return self._run(&c)
+
+    def set_tick(self, uint32_t market, int32_t tick, *, int64_t time=0):
+        """Change the tick; a coarser tick cancels resting orders off the new grid."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_SET_TICK, time)
+        c.market = market
+        c.price = tick
+        return self._run(&c)
+
+    def add_account(self, uint32_t account, *, int64_t time=0):
+        """Register an account id."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_ADD_ACCOUNT, time)
+        c.account = account
+        return self._run(&c)
+
+    # ------------------------------------------------------ order commands
+
+    def submit(self, uint32_t account, uint32_t market, uint8_t intent, int32_t price,
+               int64_t quantity, uint8_t tif=0, *, int64_t expiry=0,
+               uint64_t client_order_id=0, uint8_t stp=0, bint post_only=False,
+               bint market_order=False, bint by_cash=False, int64_t time=0):
+        """Enter an order; returns its order id, or -Reject.
+
+        ``price`` is the YES limit (the worst-price bound of a market order);
+        ``quantity`` is in 0.01-share units, or the budget in micro-dollars
+        when ``by_cash``.
+        """
+        cdef lib.Command c
+        _clear(&c, lib.CMD_NEW_ORDER, time)
+        c.account = account
+        c.market = market
+        c.intent = intent
+        c.price = price
+        c.quantity = quantity
+        c.tif = tif
+        c.expiry = expiry
+        c.client_order_id = client_order_id
+        c.stp = stp
+        c.flags = ((lib.POST_ONLY if post_only else 0) | (lib.MARKET_ORDER if market_order else 0)
+                   | (lib.BY_CASH if by_cash else 0))
+        return self._run(&c)
+
+    def cancel(self, uint32_t account, uint64_t order_id, *, int64_t time=0):
+        """Cancel a resting order of ``account``; 0 or -Reject."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_CANCEL, time)
+        c.account = account
+        c.order_id = order_id
+        return self._run(&c)
+
+    def cancel_client(self, uint32_t account, uint64_t client_order_id, *, int64_t time=0):
+        """Cancel the resting order of ``account`` with this client order id."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_CANCEL_CLIENT, time)
+        c.account = account
+        c.client_order_id = client_order_id
+        return self._run(&c)
+
+    def cancel_all(self, uint32_t account, uint32_t market=_ALL_MARKETS, *, int64_t time=0):
+        """Cancel every resting order of ``account`` (in one market or all); the count."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_CANCEL_ALL, time)
+        c.account = account
+        c.market = market
+        return self._run(&c)
+
+    def replace(self, uint32_t account, uint64_t order_id, int32_t price=0,
+                int64_t quantity=0, *, int64_t time=0):
+        """Set a new price and/or remaining quantity (0 keeps it); 0 or -Reject."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_REPLACE, time)
+        c.account = account
+        c.order_id = order_id
+        c.price = price
+        c.quantity = quantity
+        return self._run(&c)
+
+    def advance_time(self, int64_t time):
+        """Move engine time forward; returns how many GTD orders expired."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_ADVANCE_TIME, time)
+        return self._run(&c)
+
+    # ------------------------------------------------------------- events
+
+    def process(self, commands):
+        """Run an array of COMMAND_DTYPE records; returns their EVENT_DTYPE events.
+
+        The GIL is released while the batch runs.
+        """
+        if not isinstance(commands, np.ndarray):
+            raise TypeError(f"commands must be a numpy array, not {type(commands).__name__}")
+        if commands.dtype != COMMAND_DTYPE:
+            raise TypeError(f"commands must have dtype matchcore.COMMAND_DTYPE, not {commands.dtype}")
+        if commands.ndim != 1:
+            raise ValueError(f"commands must be one-dimensional, not {commands.ndim}-D")
+        if self._busy:
+            raise RuntimeError("the engine is running a batch in another thread")
+        cdef cnp.ndarray batch = np.require(commands, requirements=("C", "A"))
+        cdef const lib.Command* data = <const lib.Command*> cnp.PyArray_DATA(batch)
+        cdef size_t count = batch.shape[0]
+        cdef size_t start = self.core.events().size()
+        self._busy = True
+        try:
+            with nogil:
+                self.core.process(data, count)
+        finally:
+            self._busy = False
+        out = self._copy_events(start, self.core.events().size())
+        self.core.events().truncate(start)
+        return out
+
+    def last_events(self):
+        """The events of the last per-call method, as an EVENT_DTYPE array."""
+        return self._copy_events(self._last_start, self.core.events().size())
+
+    def drain_events(self):
+        """Every event buffered by per-call methods since the last drain; clears them."""
+        out = self._copy_events(0, self.core.events().size())
+        self.core.events().truncate(0)
+        self._last_start = 0
+        return out
+
+    @property
+    def pending_events(self):
+        """How many per-call events wait in the buffer."""
+        return self.core.events().size()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def now(self):
+        """Engine time: the latest command time seen."""
+        return self.core.now()
+
+    @property
+    def next_order_id(self):
+        return self.core.next_order_id()
+
+    @property
+    def order_count(self):
+        """Resting orders."""
+        return self.core.order_count()
+
+    @property
+    def capacities(self):
+        """The capacities the engine was built with."""
+        cdef const lib.Config* c = &self.core.config()
+        return {"max_orders": c.max_orders, "max_markets": c.max_markets,
+                "max_accounts": c.max_accounts, "max_levels": c.max_levels}
+
+    def memory(self):
+        """Bytes preallocated per structure, and the size of one order slot."""
+        cdef lib.MemoryStats s = self.core.memory()
+        return {"order_slot": s.order_slot, "orders": s.orders, "order_index": s.order_index,
+                "client_index": s.client_index, "expiry_heap": s.expiry_heap,
+                "levels": s.levels, "markets": s.markets, "accounts": s.accounts}
+
+    def book(self, uint32_t market, Py_ssize_t depth=10):
+        """The top ``depth`` levels per side, best first: ``(bids, asks)`` BOOK_LEVEL_DTYPE arrays."""
+        if depth < 0:
+            raise ValueError("depth must be >= 0")
+        cdef const lib.Market* m = self._market(market)
+        sides = []
+        cdef cnp.ndarray out
+        cdef size_t n
+        for side in (lib.BID, lib.ASK):
+            out = np.empty(depth, dtype=BOOK_LEVEL_DTYPE)
+            n = self.core.book_side(m[0], side, depth, <lib.BookLevel*> cnp.PyArray_DATA(out))
+            sides.append(out[:n])
+        return sides[0], sides[1]
+
+    def best(self, uint32_t market):
+        """``(bid_price, bid_qty, ask_price, ask_qty)``; 0, 0 for an empty side."""
+        cdef const lib.Market* m = self._market(market)
+        cdef lib.BookLevel bid, ask
+        memset(&bid, 0, sizeof(bid))
+        memset(&ask, 0, sizeof(ask))
+        self.core.book_side(m[0], lib.BID, 1, &bid)
+        self.core.book_side(m[0], lib.ASK, 1, &ask)
+        return bid.price, bid.quantity, ask.price, ask.quantity
+
+    def order(self, uint64_t order_id):
+        """The resting order with this id as an OrderInfo, or None."""
+        cdef const lib.Order* o = self.core.find_order(order_id)
+        if o == NULL:
+            return None
+        return OrderInfo(o.order_id, o.account, o.market, o.intent, lib.side_of(o.intent),
+                         o.price, o.leaves_qty, o.tif, self.core.expiry_of(o[0]),
+                         o.client_order_id, o.stp,
+                         o.flags)
+
+    def market(self, uint32_t market):
+        """The market's parameters and state as a MarketInfo, or None."""
+        cdef const lib.Market* m = self.core.market(market)
+        if m == NULL:
+            return None
+        return MarketInfo(m.id, m.state, m.tick, m.min_size, m.lot)
+
+    # ------------------------------------------------------------- state
+
+    def canonical_state(self):
+        """The canonical state bytes of docs/matchcore.md §6."""
+        cdef string out
+        self.core.encode_state(out)
+        return out
+
+    def snapshot(self):
+        """The state as bytes; ``Engine.restore(data)`` continues from it exactly."""
+        return self.canonical_state()
+
+    @classmethod
+    def restore(cls, data):
+        """Rebuild an engine from ``snapshot()`` bytes; ValueError if they are malformed."""
+        cdef const unsigned char[::1] view = memoryview(data).cast("B")
+        cdef Engine engine = Engine.__new__(Engine)
+        cdef string error
+        cdef const unsigned char* start = &view[0] if view.shape[0] else NULL
+        if not engine.core.decode_state(start, view.shape[0], error):
+            raise ValueError(f"cannot restore: {error.decode()}")
+        return engine
+
+    def digest(self):
+        """A hash of the whole state: equal for equal states (blake2b-128, hex)."""
+        return hashlib.blake2b(self.canonical_state(), digest_size=16).hexdigest()
+
+    def validate(self):
+        """Check every invariant; raises InvariantError naming the first that breaks."""
+        cdef string error
+        if not self.core.validate(error):
+            raise InvariantError(error.decode())

@@ -1,0 +1,134 @@
+"""Codes and limits shared by the core and the reference model.
+
+The values are part of the record format (docs/matchcore.md §2) and mirror
+``matchcore/include/matchcore/types.hpp``; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+PRICE_SCALE = 10_000
+"""Price units per dollar: a price of 5_700 is $0.57."""
+MAX_QUANTITY = 10**10
+"""Largest order quantity, in units of 0.01 share (100 million shares)."""
+MAX_CASH = 10**16
+"""Largest budget of a buy by cash, in micro-dollars."""
+MAX_ORDERS = 2**29
+"""Largest ``max_orders``: keeps every level total below 2**63."""
+ALL_MARKETS = 0xFFFF_FFFF
+"""``CANCEL_ALL`` target meaning every market."""
+TICKS = (1, 10, 100, 1000)
+"""The allowed tick sizes, in price units."""
+
+
+class Intent(IntEnum):
+    BUY_YES = 0
+    SELL_YES = 1
+    BUY_NO = 2
+    SELL_NO = 3
+
+
+class Side(IntEnum):
+    BID = 0
+    ASK = 1
+
+
+class TimeInForce(IntEnum):
+    GTC = 0
+    GTD = 1
+    IOC = 2
+    FOK = 3
+
+
+class Stp(IntEnum):
+    """Self-trade prevention mode, chosen per order."""
+
+    REJECT_AGGRESSOR = 0
+    CANCEL_RESTING = 1
+    CANCEL_BOTH = 2
+
+
+class OrderFlags(IntFlag):
+    POST_ONLY = 1
+    MARKET = 2
+    BY_CASH = 4
+
+
+class MatchType(IntEnum):
+    NONE = 0
+    COMPLEMENTARY = 1
+    MINT = 2
+    MERGE = 3
+
+
+class MarketState(IntEnum):
+    NONE = 0
+    PRE_OPEN = 1
+    OPEN = 2
+    HALTED = 3
+    CLOSED = 4
+    RESOLVED = 5
+
+
+class CommandType(IntEnum):
+    NEW_ORDER = 1
+    CANCEL = 2
+    CANCEL_CLIENT = 3
+    CANCEL_ALL = 4
+    REPLACE = 5
+    ADVANCE_TIME = 6
+    CREATE_MARKET = 7
+    SET_MARKET_STATE = 8
+    SET_TICK = 9
+    ADD_ACCOUNT = 10
+
+
+class EventType(IntEnum):
+    ACCEPTED = 1
+    REJECTED = 2
+    TRADE = 3
+    CANCELED = 4
+    REPLACED = 5
+    LEVEL = 6
+    MARKET = 7
+    ACCOUNT = 8
+
+
+class Reject(IntEnum):
+    """Why a command was rejected; per-call methods return ``-Reject``."""
+
+    INVALID_COMMAND = 1
+    INVALID_PRICE = 2
+    INVALID_QUANTITY = 3
+    BELOW_MIN_SIZE = 4
+    DUPLICATE_CLIENT_ORDER_ID = 5
+    INSUFFICIENT_BALANCE = 6
+    INVALID_EXPIRY = 7
+    FOK_NOT_FILLED = 8
+    POST_ONLY_WOULD_CROSS = 9
+    MARKET_NOT_OPEN = 10
+    UNKNOWN_MARKET = 11
+    UNKNOWN_ACCOUNT = 12
+    UNKNOWN_ORDER = 13
+    NOT_OWNER = 14
+    CAPACITY = 15
+    INVALID_ORDER = 16
+    INVALID_TICK = 17
+    INVALID_STATE_TRANSITION = 18
+    MARKET_EXISTS = 19
+    ACCOUNT_EXISTS = 20
+
+
+class CancelReason(IntEnum):
+    USER = 1
+    UNFILLED = 2
+    SELF_TRADE = 3
+    EXPIRED = 4
+    MARKET_CLOSED = 5
+    TICK_CHANGE = 6
+
+
+def side_of(intent: int) -> Side:
+    """The book side an intent rests on: buying YES or selling NO bids."""
+    return Side.BID if intent in (Intent.BUY_YES, Intent.SELL_NO) else Side.ASK

@@ -1,0 +1,232 @@
+// matchcore/engine.hpp — the matching engine: commands in, events out.
+//
+// Design (docs/matchcore.md is the contract, DESIGN.md §5 the intent):
+//
+// * One engine owns all memory, sized once by Config: the order pool, the two
+//   hash indexes, the expiry heap, the accounts, the markets and one arena of
+//   price levels. Nothing on the command path allocates (the event buffer
+//   grows only when a batch produces more events than any before it).
+// * One book per market, in YES prices. Each side is an array of levels
+//   indexed by price / tick - 1 (9 to 9,999 levels), each level an intrusive
+//   FIFO of order slots with its total and count; a two-level bitset per side
+//   finds the next non-empty level when the best one empties. Markets get
+//   their level arrays from one arena that is compacted when a tick change
+//   needs a block of another size.
+// * Bids hold BUY_YES and SELL_NO, asks SELL_YES and BUY_NO: a NO order at
+//   1 - p is a YES order at p on the other side, so one book serves the four
+//   intents, and the match type (complementary, mint, merge) follows from the
+//   two intents of a trade.
+// * Deterministic: time comes only from the commands (GTD expiry included),
+//   ties break on order id, so the same commands give the same events and
+//   the same canonical state, byte for byte, as the Python reference model.
+// * No exceptions and no Python on the hot path: rejects are events and
+//   negative results; only allocation failure (std::bad_alloc) can throw.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "event_buffer.hpp"
+#include "expiry_heap.hpp"
+#include "hash_index.hpp"
+#include "level_bits.hpp"
+#include "order_pool.hpp"
+#include "types.hpp"
+
+namespace matchcore {
+
+/// Capacities; every table is allocated once from these.
+struct Config {
+  uint32_t max_orders = 65536;
+  uint32_t max_markets = 64;
+  uint32_t max_accounts = 4096;
+  uint32_t max_levels = 0;  ///< 0: max_markets * 2 * 999 (every market at tick $0.001)
+};
+
+/// One price level: an intrusive FIFO of order slots with its running total.
+struct Level {
+  uint32_t head;
+  uint32_t tail;
+  uint32_t count;
+  uint32_t pad;
+  int64_t total;
+};
+
+struct Market {
+  uint32_t id;
+  uint8_t state;  ///< MarketState; STATE_NONE when not created
+  int32_t tick;
+  int64_t min_size;
+  int64_t lot;
+  uint32_t levels_per_side;  ///< L(tick) = 10'000 / tick - 1
+  uint32_t level_base;       ///< first level in the arena: bids, then asks
+  int32_t best[2];           ///< best level index per side, -1 when the side is empty
+  LevelBits bits[2];
+};
+
+struct Account {
+  uint32_t head;  ///< oldest resting order (ascending order id along acct_next)
+  uint32_t tail;
+  uint32_t orders;
+  uint8_t exists;
+};
+
+/// One row of Engine::book_side(); the layout of matchcore.BOOK_LEVEL_DTYPE.
+struct BookLevel {
+  int32_t price;
+  uint32_t count;
+  int64_t quantity;
+};
+
+/// Bytes used by each structure, for the benchmark reports.
+struct MemoryStats {
+  size_t order_slot;
+  size_t orders;
+  size_t order_index;
+  size_t client_index;
+  size_t expiry_heap;
+  size_t levels;
+  size_t markets;
+  size_t accounts;
+};
+
+class Engine {
+ public:
+  /// Allocates every table; returns false with a message for bad capacities.
+  bool init(const Config& config, std::string& error);
+  const Config& config() const noexcept { return config_; }
+
+  /// Runs one command, appending its events. Returns >= 0 on success (the new
+  /// order id for NEW_ORDER, a count for CANCEL_ALL / ADVANCE_TIME, else 0)
+  /// and -Reject when the command is rejected.
+  int64_t execute(const Command& command);
+  /// Runs a batch in order; the events go to events().
+  void process(const Command* commands, size_t count);
+
+  EventBuffer& events() noexcept { return events_; }
+
+  // Queries (not on the command path).
+  int64_t now() const noexcept { return now_; }
+  uint64_t next_order_id() const noexcept { return next_order_id_; }
+  uint32_t order_count() const noexcept { return pool_.live(); }
+  /// The market, or nullptr when it was never created.
+  const Market* market(uint32_t id) const noexcept;
+  /// The resting order with this id, or nullptr.
+  const Order* find_order(uint64_t order_id) const noexcept;
+  /// A resting order's expiry time: 0 unless it is GTD.
+  int64_t expiry_of(const Order& o) const noexcept {
+    return o.heap_pos == NIL ? 0 : expiry_.at(o.heap_pos).expiry;
+  }
+  /// Up to `depth` non-empty levels of one side, best first; returns how many.
+  size_t book_side(const Market& m, int side, size_t depth, BookLevel* out) const noexcept;
+  int32_t level_price(const Market& m, int32_t index) const noexcept {
+    return (index + 1) * m.tick;
+  }
+  const Level& level(const Market& m, int side, int32_t index) const noexcept {
+    return levels_[m.level_base + side * m.levels_per_side + index];
+  }
+  MemoryStats memory() const noexcept;
+
+  /// The canonical state of docs/matchcore.md §6 (also the snapshot format).
+  void encode_state(std::string& out) const;
+  /// Rebuilds this (uninitialized) engine from encode_state() bytes.
+  bool decode_state(const uint8_t* data, size_t size, std::string& error);
+  /// Checks every invariant; on failure returns false and says which.
+  bool validate(std::string& error) const;
+
+ private:
+  /// The incoming side of a match: a new order, or a resting one being replaced.
+  struct Taker {
+    uint64_t order_id;
+    uint64_t client_order_id;
+    int64_t remaining;  ///< quantity, or the budget of a BY_CASH order
+    int64_t expiry;
+    uint32_t account;
+    uint32_t slot;  ///< NIL for a new order
+    int32_t limit;
+    uint8_t intent;
+    uint8_t side;
+    uint8_t tif;
+    uint8_t stp;
+    uint8_t flags;
+  };
+  enum Stop { STOP_NONE, STOP_DONE, STOP_NO_CROSS, STOP_SELF_TRADE };
+
+  // Commands.
+  int64_t new_order(const Command& c);
+  int64_t cancel(const Command& c, uint32_t slot);
+  int64_t cancel_all(const Command& c);
+  int64_t replace(const Command& c);
+  int64_t create_market(const Command& c);
+  int64_t set_market_state(const Command& c);
+  int64_t set_tick(const Command& c);
+  int64_t add_account(const Command& c);
+  uint32_t expire_due();
+
+  // Matching.
+  Stop sweep(Market& m, Taker& t);
+  bool fok_completes(const Market& m, const Taker& t) const noexcept;
+  bool complete(const Market& m, const Taker& t, int64_t remaining) const noexcept;
+  void finish_taker(Market& m, Taker& t, Stop stop);
+  bool crosses_book(const Market& m, int side, int32_t price) const noexcept;
+
+  // Book maintenance.
+  Level& level_at(Market& m, int side, int32_t index) noexcept {
+    return levels_[m.level_base + side * m.levels_per_side + index];
+  }
+  int32_t level_index(const Market& m, int32_t price) const noexcept {
+    return price / m.tick - 1;
+  }
+  int32_t next_level(const Market& m, int side, int32_t index) const noexcept {
+    return side == BID ? m.bits[BID].next_below(index) : m.bits[ASK].next_above(index);
+  }
+  void link_back(Market& m, uint32_t slot) noexcept;
+  void unlink(Market& m, uint32_t slot) noexcept;
+  uint32_t rest_new(const Taker& t, uint32_t market);
+  void retire(uint32_t slot) noexcept;
+  void cancel_resting(Market& m, uint32_t slot, uint8_t reason);
+  /// Cancels whole levels, bids then asks, best to worst: every level when
+  /// keep_tick is 0, else the levels whose price is not a multiple of it.
+  void cancel_levels(Market& m, uint8_t reason, int32_t keep_tick);
+  bool price_ok(const Market& m, int32_t price) const noexcept;
+  Reject quantity_check(const Market& m, int64_t quantity) const noexcept;
+
+  // Level arena.
+  uint32_t allocate_levels(uint32_t count);
+  void compact_levels();
+  void reindex(Market& m, int32_t tick);
+
+  // Events.
+  Event& emit(uint8_t type) {
+    Event& e = events_.emit();
+    e.seq = seq_;
+    e.command = command_;
+    e.type = type;
+    return e;
+  }
+  int64_t reject(const Command& c, Reject reason);
+  void emit_level(const Market& m, int side, int32_t index);
+  void emit_canceled(const Order& o, uint8_t reason);
+  void emit_market(const Market& m, int32_t tick);
+
+  Config config_;
+  OrderPool pool_;
+  OrderIndex order_index_;
+  ClientIndex client_index_;
+  ExpiryHeap expiry_;
+  std::vector<Account> accounts_;
+  std::vector<Market> markets_;
+  std::vector<Level> levels_;
+  uint32_t levels_top_ = 0;     ///< arena high-water mark
+  uint32_t levels_in_use_ = 0;  ///< sum of 2 * L(tick) over created markets
+  EventBuffer events_;
+  int64_t now_ = 0;
+  uint64_t next_order_id_ = 1;
+  uint64_t seq_ = 0;     ///< seq of the command being run
+  uint8_t command_ = 0;  ///< type of the command being run
+};
+
+inline int32_t levels_per_side(int32_t tick) noexcept { return PRICE_SCALE / tick - 1; }
+
+}  // namespace matchcore

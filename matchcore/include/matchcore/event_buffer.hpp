@@ -1,0 +1,50 @@
+// matchcore/event_buffer.hpp — where the engine writes its events.
+//
+// A flat array of fixed-size records that callers copy out in bulk. Its
+// capacity is reserved up front and only grows (doubling) when one batch
+// produces more events than ever before, so the steady state allocates
+// nothing. A fresh event is zeroed: fields an event type does not use are 0.
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "types.hpp"
+
+namespace matchcore {
+
+class EventBuffer {
+ public:
+  EventBuffer() = default;
+  EventBuffer(const EventBuffer&) = delete;
+  EventBuffer& operator=(const EventBuffer&) = delete;
+  ~EventBuffer() { std::free(data_); }
+
+  void reserve(size_t capacity) {
+    if (capacity <= capacity_) return;
+    void* grown = std::realloc(data_, capacity * sizeof(Event));
+    if (!grown) throw std::bad_alloc();
+    data_ = static_cast<Event*>(grown);
+    capacity_ = capacity;
+  }
+
+  /// Appends a zeroed event and returns it.
+  Event& emit() {
+    if (size_ == capacity_) reserve(capacity_ ? capacity_ * 2 : 1024);
+    Event& e = data_[size_++];
+    std::memset(&e, 0, sizeof e);
+    return e;
+  }
+
+  const Event* data() const noexcept { return data_; }
+  size_t size() const noexcept { return size_; }
+  void truncate(size_t size) noexcept { size_ = size; }
+
+ private:
+  Event* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+}  // namespace matchcore

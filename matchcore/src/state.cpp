@@ -1,0 +1,406 @@
+// Canonical state (snapshot) encoding, decoding and the invariant checker.
+//
+// The canonical state is the engine's logical state in a fixed order
+// (docs/matchcore.md §6): it does not depend on slot numbers, hash layout or
+// arena placement, so two engines in the same logical state, the C++ core and
+// the Python reference model included, produce the same bytes and digest.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "matchcore/engine.hpp"
+
+namespace matchcore {
+
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the state format is little-endian");
+
+constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x01'};
+
+template <class T>
+void put(std::string& out, T value) {
+  char bytes[sizeof(T)];
+  std::memcpy(bytes, &value, sizeof(T));
+  out.append(bytes, sizeof(T));
+}
+
+/// Bounds-checked little-endian reader; after the first short read every read
+/// returns 0 and ok() is false.
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  template <class T>
+  T get() {
+    T value{};
+    if (!ok_ || size_ - pos_ < sizeof(T)) {
+      ok_ = false;
+      return value;
+    }
+    std::memcpy(&value, data_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return value;
+  }
+  bool ok() const { return ok_; }
+  bool at_end() const { return pos_ == size_; }
+  const uint8_t* bytes(size_t n) {
+    if (!ok_ || size_ - pos_ < n) {
+      ok_ = false;
+      return nullptr;
+    }
+    const uint8_t* p = data_ + pos_;
+    pos_ += n;
+    return p;
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+bool fail(std::string& error, std::string message) {
+  error = std::move(message);
+  return false;
+}
+
+}  // namespace
+
+void Engine::encode_state(std::string& out) const {
+  out.clear();
+  out.append(MAGIC, sizeof MAGIC);
+  put(out, config_.max_orders);
+  put(out, config_.max_markets);
+  put(out, config_.max_accounts);
+  put(out, config_.max_levels);
+  put(out, now_);
+  put(out, next_order_id_);
+
+  uint32_t n_accounts = 0;
+  for (const Account& a : accounts_) n_accounts += a.exists;
+  put(out, n_accounts);
+  for (uint32_t id = 0; id < config_.max_accounts; ++id)
+    if (accounts_[id].exists) put(out, id);
+
+  uint32_t n_markets = 0;
+  for (const Market& m : markets_) n_markets += m.state != STATE_NONE;
+  put(out, n_markets);
+  for (const Market& m : markets_) {
+    if (m.state == STATE_NONE) continue;
+    put(out, m.id);
+    put(out, m.state);
+    put(out, m.tick);
+    put(out, m.min_size);
+    put(out, m.lot);
+    for (int side = BID; side <= ASK; ++side) {
+      const size_t count_at = out.size();
+      put(out, uint32_t{0});
+      uint32_t n_levels = 0;
+      for (int32_t i = m.best[side]; i >= 0; i = next_level(m, side, i), ++n_levels) {
+        const Level& lv = level(m, side, i);
+        put(out, level_price(m, i));
+        put(out, lv.count);
+        put(out, lv.total);
+        for (uint32_t slot = lv.head; slot != NIL; slot = pool_[slot].next) {
+          const Order& o = pool_[slot];
+          put(out, o.order_id);
+          put(out, o.client_order_id);
+          put(out, o.account);
+          put(out, o.leaves_qty);
+          put(out, expiry_of(o));
+          put(out, o.intent);
+          put(out, o.tif);
+          put(out, o.stp);
+          put(out, o.flags);
+        }
+      }
+      std::memcpy(&out[count_at], &n_levels, sizeof n_levels);
+    }
+  }
+}
+
+bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) {
+  Reader in(data, size);
+  const uint8_t* magic = in.bytes(sizeof MAGIC);
+  if (!magic || std::memcmp(magic, MAGIC, sizeof MAGIC) != 0) {
+    return fail(error, "not a matchcore state (bad magic or version)");
+  }
+  Config config;
+  config.max_orders = in.get<uint32_t>();
+  config.max_markets = in.get<uint32_t>();
+  config.max_accounts = in.get<uint32_t>();
+  config.max_levels = in.get<uint32_t>();
+  const int64_t now = in.get<int64_t>();
+  const uint64_t next_order_id = in.get<uint64_t>();
+  if (!in.ok()) return fail(error, "truncated header");
+  if (config.max_levels == 0) return fail(error, "max_levels is 0");
+  if (!init(config, error)) return false;
+  now_ = now;
+  next_order_id_ = next_order_id;
+  if (next_order_id_ == 0) return fail(error, "next_order_id is 0");
+
+  const uint32_t n_accounts = in.get<uint32_t>();
+  if (!in.ok() || n_accounts > config_.max_accounts) return fail(error, "bad account count");
+  int64_t previous = -1;
+  for (uint32_t k = 0; k < n_accounts; ++k) {
+    const uint32_t id = in.get<uint32_t>();
+    if (!in.ok() || id >= config_.max_accounts || int64_t{id} <= previous) {
+      return fail(error, "account ids must be ascending and below max_accounts");
+    }
+    accounts_[id].exists = 1;
+    previous = id;
+  }
+
+  std::vector<std::pair<uint64_t, uint32_t>> resting;  // (order id, slot)
+  const uint32_t n_markets = in.get<uint32_t>();
+  if (!in.ok() || n_markets > config_.max_markets) return fail(error, "bad market count");
+  previous = -1;
+  for (uint32_t k = 0; k < n_markets; ++k) {
+    const uint32_t id = in.get<uint32_t>();
+    const uint8_t state = in.get<uint8_t>();
+    const int32_t tick = in.get<int32_t>();
+    const int64_t min_size = in.get<int64_t>();
+    const int64_t lot = in.get<int64_t>();
+    if (!in.ok()) return fail(error, "truncated market");
+    if (id >= config_.max_markets || int64_t{id} <= previous) {
+      return fail(error, "market ids must be ascending and below max_markets");
+    }
+    previous = id;
+    if (state < PRE_OPEN || state > RESOLVED) return fail(error, "bad market state");
+    if (!valid_tick(tick)) return fail(error, "bad tick");
+    if (lot <= 0 || min_size <= 0 || min_size > MAX_QUANTITY || min_size % lot != 0) {
+      return fail(error, "bad min size or lot");
+    }
+    const uint32_t needed = 2 * static_cast<uint32_t>(levels_per_side(tick));
+    if (uint64_t{levels_in_use_} + needed > config_.max_levels) {
+      return fail(error, "markets need more than max_levels price levels");
+    }
+    Market& m = markets_[id];
+    m.level_base = allocate_levels(needed);
+    m.levels_per_side = needed / 2;
+    m.tick = tick;
+    m.min_size = min_size;
+    m.lot = lot;
+    m.state = state;
+    for (int side = BID; side <= ASK; ++side) {
+      const uint32_t n_levels = in.get<uint32_t>();
+      if (!in.ok() || n_levels > m.levels_per_side) return fail(error, "bad level count");
+      for (uint32_t l = 0; l < n_levels; ++l) {
+        const int32_t price = in.get<int32_t>();
+        const uint32_t count = in.get<uint32_t>();
+        const int64_t total = in.get<int64_t>();
+        if (!in.ok()) return fail(error, "truncated level");
+        if (!price_ok(m, price)) return fail(error, "level price off the grid");
+        const int32_t index = level_index(m, price);
+        if (count == 0 || m.bits[side].test(static_cast<uint32_t>(index)) ||
+            (m.best[side] >= 0 && (side == BID ? index > m.best[side] : index < m.best[side]))) {
+          return fail(error, "levels must be non-empty, distinct and listed best first");
+        }
+        for (uint32_t n = 0; n < count; ++n) {
+          Taker t{};
+          t.order_id = in.get<uint64_t>();
+          t.client_order_id = in.get<uint64_t>();
+          t.account = in.get<uint32_t>();
+          t.remaining = in.get<int64_t>();
+          t.expiry = in.get<int64_t>();
+          t.intent = in.get<uint8_t>();
+          t.tif = in.get<uint8_t>();
+          t.stp = in.get<uint8_t>();
+          t.flags = in.get<uint8_t>();
+          t.limit = price;
+          if (!in.ok()) return fail(error, "truncated order");
+          if (t.order_id == 0 || t.order_id >= next_order_id_ ||
+              order_index_.find(t.order_id) != NIL) {
+            return fail(error, "order ids must be unique, non-zero and below next_order_id");
+          }
+          if (t.account >= config_.max_accounts || !accounts_[t.account].exists) {
+            return fail(error, "order of an unknown account");
+          }
+          if (t.intent > SELL_NO || side_of(t.intent) != side) {
+            return fail(error, "order intent does not match its side");
+          }
+          if ((t.tif != GTC && t.tif != GTD) || (t.tif == GTD) != (t.expiry != 0) ||
+              t.stp > CANCEL_BOTH || (t.flags & ~POST_ONLY)) {
+            return fail(error, "resting order with a bad time in force, expiry, stp or flags");
+          }
+          if (t.remaining <= 0 || t.remaining > MAX_QUANTITY || t.remaining % lot != 0) {
+            return fail(error, "resting order with a bad quantity");
+          }
+          if (t.client_order_id &&
+              client_index_.find(ClientKey{t.client_order_id, t.account}) != NIL) {
+            return fail(error, "duplicate client order id");
+          }
+          if (pool_.full()) return fail(error, "more resting orders than max_orders");
+          const uint32_t slot = pool_.allocate();
+          Order& o = pool_[slot];
+          o = Order{t.order_id, t.client_order_id, t.remaining, t.account, id,     NIL,
+                    NIL,        NIL,               NIL,         NIL,       price,  t.intent,
+                    t.tif,      t.stp,             t.flags};
+          order_index_.insert(t.order_id, slot);
+          if (t.client_order_id) client_index_.insert(ClientKey{t.client_order_id, t.account}, slot);
+          if (t.tif == GTD) expiry_.push(pool_, slot, t.expiry);
+          link_back(m, slot);
+          resting.emplace_back(t.order_id, slot);
+        }
+        const Level& lv = level(m, side, index);
+        if (lv.total != total) return fail(error, "level total differs from its orders");
+      }
+    }
+    const int32_t bid = m.best[BID];
+    const int32_t ask = m.best[ASK];
+    if (bid >= 0 && ask >= 0 && bid >= ask) return fail(error, "crossed book");
+  }
+  if (!in.at_end()) return fail(error, "trailing bytes after the state");
+
+  // Account lists run in acceptance order, that is ascending order id.
+  std::sort(resting.begin(), resting.end());
+  for (const auto& [order_id, slot] : resting) {
+    Order& o = pool_[slot];
+    Account& a = accounts_[o.account];
+    o.acct_prev = a.tail;
+    o.acct_next = NIL;
+    if (a.tail != NIL) {
+      pool_[a.tail].acct_next = slot;
+    } else {
+      a.head = slot;
+    }
+    a.tail = slot;
+    ++a.orders;
+  }
+  return validate(error);
+}
+
+bool Engine::validate(std::string& error) const {
+  std::vector<uint8_t> seen(pool_.capacity(), 0);
+  uint32_t live = 0;
+  uint32_t with_client_id = 0;
+  uint32_t gtd = 0;
+  uint64_t levels_used = 0;
+  for (const Market& m : markets_) {
+    const std::string where = "market " + std::to_string(m.id);
+    if (m.state == STATE_NONE) {
+      if (m.levels_per_side != 0) return fail(error, where + ": not created but holds levels");
+      continue;
+    }
+    if (m.levels_per_side != static_cast<uint32_t>(levels_per_side(m.tick))) {
+      return fail(error, where + ": level count does not match the tick");
+    }
+    if (uint64_t{m.level_base} + 2 * m.levels_per_side > levels_top_) {
+      return fail(error, where + ": level block outside the arena");
+    }
+    levels_used += 2 * m.levels_per_side;
+    for (int side = BID; side <= ASK; ++side) {
+      const char* side_name = side == BID ? " bid" : " ask";
+      int32_t best = -1;
+      for (int32_t i = 0; i < static_cast<int32_t>(m.levels_per_side); ++i) {
+        const Level& lv = level(m, side, i);
+        const std::string at = where + side_name + " level " + std::to_string(level_price(m, i));
+        if (m.bits[side].test(static_cast<uint32_t>(i)) != (lv.count > 0)) {
+          return fail(error, at + ": bitset disagrees with the level");
+        }
+        uint32_t count = 0;
+        int64_t total = 0;
+        uint32_t prev = NIL;
+        for (uint32_t slot = lv.head; slot != NIL; slot = pool_[slot].next) {
+          if (slot >= pool_.capacity() || seen[slot]) {
+            return fail(error, at + ": broken or cyclic order list");
+          }
+          seen[slot] = 1;
+          const Order& o = pool_[slot];
+          const std::string id = at + ": order " + std::to_string(o.order_id);
+          if (o.prev != prev) return fail(error, id + ": prev link is wrong");
+          if (o.market != m.id || o.price != level_price(m, i) || side_of(o.intent) != side) {
+            return fail(error, id + ": market, price or side differs from its level");
+          }
+          if (o.leaves_qty <= 0 || o.leaves_qty % m.lot != 0) {
+            return fail(error, id + ": remaining quantity is not a positive number of lots");
+          }
+          if (order_index_.find(o.order_id) != slot) {
+            return fail(error, id + ": missing from the order id index");
+          }
+          if (o.order_id >= next_order_id_) return fail(error, id + ": id not yet assigned");
+          if (o.client_order_id) {
+            ++with_client_id;
+            if (client_index_.find(ClientKey{o.client_order_id, o.account}) != slot) {
+              return fail(error, id + ": missing from the client order id index");
+            }
+          }
+          if ((o.tif == GTD) != (o.heap_pos != NIL)) {
+            return fail(error, id + ": GTD orders, and only they, are in the expiry heap");
+          }
+          if (o.tif == GTD) {
+            ++gtd;
+            if (o.heap_pos >= expiry_.size() || expiry_.at(o.heap_pos).slot != slot ||
+                expiry_.at(o.heap_pos).order_id != o.order_id) {
+              return fail(error, id + ": expiry heap entry points elsewhere");
+            }
+            const ExpiryHeap::Entry& entry = expiry_.at(o.heap_pos);
+            if (entry.expiry <= now_) return fail(error, id + ": should have expired");
+          }
+          if (o.account >= config_.max_accounts || !accounts_[o.account].exists) {
+            return fail(error, id + ": unknown account");
+          }
+          ++count;
+          total += o.leaves_qty;
+          prev = slot;
+        }
+        if (lv.tail != prev) return fail(error, at + ": tail link is wrong");
+        if (lv.count != count) return fail(error, at + ": count differs from its orders");
+        if (lv.total != total) return fail(error, at + ": total differs from its orders");
+        if (count > 0 && (side == BID || best < 0)) best = i;  // highest bid, lowest ask
+      }
+      if (m.best[side] != best) return fail(error, where + side_name + ": best level is wrong");
+    }
+    if (m.best[BID] >= 0 && m.best[ASK] >= 0 && m.best[BID] >= m.best[ASK]) {
+      return fail(error, where + ": book is crossed");
+    }
+    if ((m.state == CLOSED || m.state == PRE_OPEN) && (m.best[BID] >= 0 || m.best[ASK] >= 0)) {
+      return fail(error, where + ": orders rest in a market that is not trading");
+    }
+  }
+  live = pool_.live();
+  uint32_t linked = 0;
+  for (uint8_t s : seen) linked += s;
+  if (linked != live) return fail(error, "pool counts orders that are in no level");
+  if (order_index_.size() != live) return fail(error, "order id index size differs");
+  if (client_index_.size() != with_client_id) return fail(error, "client index size differs");
+  if (expiry_.size() != gtd) return fail(error, "expiry heap size differs");
+  for (uint32_t pos = 1; pos < expiry_.size(); ++pos) {
+    if (ExpiryHeap::before(expiry_.at(pos), expiry_.at((pos - 1) / 2))) {
+      return fail(error, "expiry heap order is broken");
+    }
+  }
+  if (levels_used != levels_in_use_ || levels_in_use_ > config_.max_levels) {
+    return fail(error, "level arena accounting is wrong");
+  }
+  uint32_t listed = 0;
+  for (uint32_t id = 0; id < config_.max_accounts; ++id) {
+    const Account& a = accounts_[id];
+    uint32_t prev = NIL;
+    uint64_t last_id = 0;
+    uint32_t n = 0;
+    for (uint32_t slot = a.head; slot != NIL; slot = pool_[slot].acct_next) {
+      if (slot >= pool_.capacity() || !seen[slot] || n > live) {
+        return fail(error, "account " + std::to_string(id) + ": broken order list");
+      }
+      const Order& o = pool_[slot];
+      if (o.account != id || o.acct_prev != prev || o.order_id <= last_id) {
+        return fail(error, "account " + std::to_string(id) + ": order list out of order");
+      }
+      last_id = o.order_id;
+      prev = slot;
+      ++n;
+    }
+    if (a.tail != prev || a.orders != n) {
+      return fail(error, "account " + std::to_string(id) + ": order count or tail is wrong");
+    }
+    listed += n;
+  }
+  if (listed != live) return fail(error, "account lists do not cover every order");
+  return true;
+}
+
+}  // namespace matchcore

@@ -1,0 +1,48 @@
+"""Declares the one C++17 extension; metadata lives in pyproject.toml.
+
+Build switches (environment variables):
+  MATCHCORE_DEBUG=1     -O1, assertions, symbols, frame pointers
+  MATCHCORE_PROFILE=1   -O3 with symbols and frame pointers (perf, py-spy)
+  MATCHCORE_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer
+"""
+
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def flags() -> tuple[list[str], list[str]]:
+    compile_args = ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-function"]
+    link_args: list[str] = []
+    if os.environ.get("MATCHCORE_DEBUG"):
+        compile_args += ["-O1", "-g", "-fno-omit-frame-pointer", "-UNDEBUG"]
+    else:
+        compile_args += ["-O3", "-DNDEBUG"]
+    if os.environ.get("MATCHCORE_PROFILE"):
+        compile_args += ["-g", "-fno-omit-frame-pointer"]
+    if os.environ.get("MATCHCORE_SANITIZE"):
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        compile_args += san
+        link_args += san
+    return compile_args, link_args
+
+
+compile_args, link_args = flags()
+extension = Extension(
+    "matchcore._engine",
+    sources=["matchcore/_engine.pyx", "matchcore/src/engine.cpp", "matchcore/src/state.cpp"],
+    include_dirs=["matchcore/include", numpy.get_include()],
+    language="c++",
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        compiler_directives={"language_level": "3", "embedsignature": True},
+    )
+)
