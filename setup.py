@@ -15,6 +15,8 @@ from setuptools import Extension, setup
 
 def flags() -> tuple[list[str], list[str]]:
     compile_args = ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-function"]
+    # Internal calls stay direct (no PLT): only the module init is exported.
+    compile_args += ["-fvisibility=hidden", "-fno-semantic-interposition"]
     link_args: list[str] = []
     if os.environ.get("MATCHCORE_DEBUG"):
         compile_args += ["-O1", "-g", "-fno-omit-frame-pointer", "-UNDEBUG"]

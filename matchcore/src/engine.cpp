@@ -8,12 +8,6 @@ namespace matchcore {
 
 namespace {
 
-/// Whether an order of `side` with this limit trades with a level at `level_price`:
-/// a bid takes asks priced at or below its limit, an ask takes bids at or above.
-inline bool takes(int side, int32_t level_price, int32_t limit) noexcept {
-  return side == BID ? level_price <= limit : level_price >= limit;
-}
-
 bool valid_transition(uint8_t from, uint8_t to) noexcept {
   switch (from) {
     case PRE_OPEN:
@@ -126,9 +120,6 @@ uint32_t Engine::expire_due() {
 
 // ---------------------------------------------------------------- new orders
 
-bool Engine::price_ok(const Market& m, int32_t price) const noexcept {
-  return price >= m.tick && price <= PRICE_SCALE - m.tick && price % m.tick == 0;
-}
 
 Reject Engine::quantity_check(const Market& m, int64_t quantity) const noexcept {
   if (quantity <= 0 || quantity > MAX_QUANTITY || quantity % m.lot != 0) {
@@ -196,11 +187,6 @@ int64_t Engine::new_order(const Command& c) {
   return static_cast<int64_t>(t.order_id);
 }
 
-bool Engine::crosses_book(const Market& m, int side, int32_t price) const noexcept {
-  int opposite = side ^ 1;
-  int32_t best = m.best[opposite];
-  return best >= 0 && takes(side, level_price(m, best), price);
-}
 
 // ------------------------------------------------------------------ matching
 
@@ -211,7 +197,7 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
     const int32_t index = m.best[opposite];
     if (index < 0) return STOP_NO_CROSS;
     const int32_t price = level_price(m, index);
-    if (!takes(t.side, price, t.limit)) return STOP_NO_CROSS;
+    if (!takes_level(t.side, price, t.limit)) return STOP_NO_CROSS;
     Level& lv = level_at(m, opposite, index);
     const int64_t token = token_price(t.intent, price);
     const int64_t lot_cost = token * m.lot;
@@ -284,7 +270,7 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
   int64_t remaining = t.remaining;
   for (int32_t index = m.best[opposite]; index >= 0; index = next_level(m, opposite, index)) {
     const int32_t price = level_price(m, index);
-    if (!takes(t.side, price, t.limit)) break;
+    if (!takes_level(t.side, price, t.limit)) break;
     const int64_t token = token_price(t.intent, price);
     const int64_t lot_cost = token * m.lot;
     for (uint32_t slot = level(m, opposite, index).head; slot != NIL; slot = pool_[slot].next) {
@@ -376,48 +362,7 @@ uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
 
 // ------------------------------------------------------------ book upkeep
 
-void Engine::link_back(Market& m, uint32_t slot) noexcept {
-  Order& o = pool_[slot];
-  const int side = side_of(o.intent);
-  const int32_t index = level_index(m, o.price);
-  Level& lv = level_at(m, side, index);
-  o.prev = lv.tail;
-  o.next = NIL;
-  if (lv.tail != NIL) {
-    pool_[lv.tail].next = slot;
-  } else {
-    lv.head = slot;
-    m.bits[side].set(static_cast<uint32_t>(index));
-    int32_t& best = m.best[side];
-    if (best < 0 || (side == BID ? index > best : index < best)) best = index;
-  }
-  lv.tail = slot;
-  ++lv.count;
-  lv.total += o.leaves_qty;
-}
 
-void Engine::unlink(Market& m, uint32_t slot) noexcept {
-  Order& o = pool_[slot];
-  const int side = side_of(o.intent);
-  const int32_t index = level_index(m, o.price);
-  Level& lv = level_at(m, side, index);
-  if (o.prev != NIL) {
-    pool_[o.prev].next = o.next;
-  } else {
-    lv.head = o.next;
-  }
-  if (o.next != NIL) {
-    pool_[o.next].prev = o.prev;
-  } else {
-    lv.tail = o.prev;
-  }
-  --lv.count;
-  lv.total -= o.leaves_qty;
-  if (lv.count == 0) {
-    m.bits[side].reset(static_cast<uint32_t>(index));
-    if (m.best[side] == index) m.best[side] = next_level(m, side, index);
-  }
-}
 
 void Engine::retire(uint32_t slot) noexcept {
   Order& o = pool_[slot];
@@ -694,15 +639,6 @@ int64_t Engine::reject(const Command& c, Reject reason) {
   return -static_cast<int64_t>(reason);
 }
 
-void Engine::emit_level(const Market& m, int side, int32_t index) {
-  const Level& lv = level(m, side, index);
-  Event& e = emit(EV_LEVEL);
-  e.market = m.id;
-  e.side = static_cast<uint8_t>(side);
-  e.price = level_price(m, index);
-  e.quantity = lv.total;
-  e.count = lv.count;
-}
 
 void Engine::emit_canceled(const Order& o, uint8_t reason) {
   Event& e = emit(EV_CANCELED);

@@ -176,7 +176,7 @@ class Engine {
     return levels_[m.level_base + side * m.levels_per_side + index];
   }
   int32_t level_index(const Market& m, int32_t price) const noexcept {
-    return price / m.tick - 1;
+    return divide_by_tick(price, m.tick) - 1;
   }
   int32_t next_level(const Market& m, int side, int32_t index) const noexcept {
     return side == BID ? m.bits[BID].next_below(index) : m.bits[ASK].next_above(index);
@@ -228,5 +228,79 @@ class Engine {
 };
 
 inline int32_t levels_per_side(int32_t tick) noexcept { return PRICE_SCALE / tick - 1; }
+
+// ------------------------------------------------------------------------
+// Hot-path helpers, inline so that a command compiles to one straight function.
+
+/// Whether an order of `side` with this limit trades with a level at `level_price`:
+/// a bid takes asks priced at or below its limit, an ask takes bids at or above.
+inline bool takes_level(int side, int32_t level_price, int32_t limit) noexcept {
+  return side == BID ? level_price <= limit : level_price >= limit;
+}
+
+inline bool Engine::price_ok(const Market& m, int32_t price) const noexcept {
+  return price >= m.tick && price <= PRICE_SCALE - m.tick &&
+         divide_by_tick(price, m.tick) * m.tick == price;
+}
+
+inline bool Engine::crosses_book(const Market& m, int side, int32_t price) const noexcept {
+  int opposite = side ^ 1;
+  int32_t best = m.best[opposite];
+  return best >= 0 && takes_level(side, level_price(m, best), price);
+}
+
+inline void Engine::link_back(Market& m, uint32_t slot) noexcept {
+  Order& o = pool_[slot];
+  const int side = side_of(o.intent);
+  const int32_t index = level_index(m, o.price);
+  Level& lv = level_at(m, side, index);
+  o.prev = lv.tail;
+  o.next = NIL;
+  if (lv.tail != NIL) {
+    pool_[lv.tail].next = slot;
+  } else {
+    lv.head = slot;
+    m.bits[side].set(static_cast<uint32_t>(index));
+    int32_t& best = m.best[side];
+    if (best < 0 || (side == BID ? index > best : index < best)) best = index;
+  }
+  lv.tail = slot;
+  ++lv.count;
+  lv.total += o.leaves_qty;
+}
+
+inline void Engine::unlink(Market& m, uint32_t slot) noexcept {
+  Order& o = pool_[slot];
+  const int side = side_of(o.intent);
+  const int32_t index = level_index(m, o.price);
+  Level& lv = level_at(m, side, index);
+  if (o.prev != NIL) {
+    pool_[o.prev].next = o.next;
+  } else {
+    lv.head = o.next;
+  }
+  if (o.next != NIL) {
+    pool_[o.next].prev = o.prev;
+  } else {
+    lv.tail = o.prev;
+  }
+  --lv.count;
+  lv.total -= o.leaves_qty;
+  if (lv.count == 0) {
+    m.bits[side].reset(static_cast<uint32_t>(index));
+    if (m.best[side] == index) m.best[side] = next_level(m, side, index);
+  }
+}
+
+inline void Engine::emit_level(const Market& m, int side, int32_t index) {
+  const Level& lv = level(m, side, index);
+  Event& e = emit(EV_LEVEL);
+  e.market = m.id;
+  e.side = static_cast<uint8_t>(side);
+  e.price = level_price(m, index);
+  e.quantity = lv.total;
+  e.count = lv.count;
+}
+
 
 }  // namespace matchcore

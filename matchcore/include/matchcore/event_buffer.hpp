@@ -10,6 +10,10 @@
 #include <cstring>
 #include <new>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "types.hpp"
 
 namespace matchcore {
@@ -33,7 +37,15 @@ class EventBuffer {
   Event& emit() {
     if (size_ == capacity_) reserve(capacity_ ? capacity_ * 2 : 1024);
     Event& e = data_[size_++];
+#if defined(__SSE2__)
+    // Six 16-byte stores: compilers turn a 96-byte memset into `rep stos`,
+    // whose start-up costs more than the whole store sequence.
+    const __m128i zero = _mm_setzero_si128();
+    __m128i* words = reinterpret_cast<__m128i*>(&e);
+    for (size_t i = 0; i < sizeof(Event) / sizeof(__m128i); ++i) _mm_storeu_si128(words + i, zero);
+#else
     std::memset(&e, 0, sizeof e);
+#endif
     return e;
   }
 

@@ -169,4 +169,20 @@ inline constexpr bool valid_tick(int32_t tick) noexcept {
   return tick == 1 || tick == 10 || tick == 100 || tick == 1000;
 }
 
+/// price / tick for a valid tick. A division by a variable costs tens of
+/// cycles; by a constant the compiler multiplies, and the branch on a market's
+/// tick is always predicted.
+inline constexpr int32_t divide_by_tick(int32_t price, int32_t tick) noexcept {
+  switch (tick) {
+    case 1:
+      return price;
+    case 10:
+      return price / 10;
+    case 100:
+      return price / 100;
+    default:
+      return price / 1000;
+  }
+}
+
 }  // namespace matchcore
