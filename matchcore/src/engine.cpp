@@ -276,9 +276,9 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
     for (uint32_t slot = level(m, opposite, index).head; slot != NIL; slot = pool_[slot].next) {
       const Order& o = pool_[slot];
       if (by_cash ? remaining < lot_cost : remaining == 0) return complete(m, t, remaining);
-      if (o.account == t.account) {
+      if (o.account == t.account) {  // a self-trade stop never completes an order
         if (t.stp == CANCEL_RESTING) continue;
-        return complete(m, t, remaining);
+        return false;
       }
       if (by_cash) {
         remaining -= token * std::min(o.leaves_qty, remaining / lot_cost * m.lot);
