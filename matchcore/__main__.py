@@ -49,7 +49,9 @@ def session(seed: int, count: int, accounts: int) -> np.ndarray:
     pick = rng.random(count)
     move = rng.integers(-5, 6, count) * TICK
 
-    kind = np.select([roll < 0.55, roll < 0.70, roll < 0.90], [0, 1, 2], 3)  # quote/take/move/cancel
+    kind = np.select(
+        [roll < 0.55, roll < 0.70, roll < 0.90], [0, 1, 2], 3
+    )  # quote/take/move/cancel
     order_ids = np.zeros(count, dtype=np.int64)
     accounts_of = owner.copy()
     live: list[tuple[int, int]] = []  # (order id, account) of quotes that may rest
@@ -134,13 +136,19 @@ def main() -> None:
     engine.validate()
     bids, asks = engine.book(0, depth=5)
     print("\nbook of market 0 (YES price, shares, orders):")
-    for level in asks[::-1]:
-        print(f"    ask {dollars(level['price'])}  {level['quantity'] / 100:>10,.0f}  {level['count']}")
-    for level in bids:
-        print(f"    bid {dollars(level['price'])}  {level['quantity'] / 100:>10,.0f}  {level['count']}")
+    for name, levels in (("ask", asks[::-1]), ("bid", bids)):
+        for level in levels:
+            shares = level["quantity"] / 100
+            print(f"    {name} {dollars(level['price'])}  {shares:>10,.0f}  {level['count']}")
     print("\nevents:", ", ".join(f"{k} {v:,}" for k, v in events_by_type.most_common()))
-    print("rejects (quotes already filled or gone):", ", ".join(f"{k} {v:,}" for k, v in rejects.items()))
-    print("traded shares by match type:", ", ".join(f"{k} {v / 100:,.0f}" for k, v in match_volume.items()))
+    print(
+        "rejects (quotes already filled or gone):",
+        ", ".join(f"{k} {v:,}" for k, v in rejects.items()),
+    )
+    print(
+        "traded shares by match type:",
+        ", ".join(f"{k} {v / 100:,.0f}" for k, v in match_volume.items()),
+    )
     print(f"resting orders {engine.order_count:,}; invariants ok; digest {engine.digest()}")
     n = len(commands)
     print(

@@ -13,6 +13,7 @@ side and reports the first event or state where they part.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,18 +61,24 @@ def engine_capacities(shape: StreamShape) -> dict[str, int]:
     }
 
 
-def setup_commands(shape: StreamShape, rng: np.random.Generator) -> list[dict[str, Any]]:
+def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any]]:
     """Markets (mixed ticks, lots and minimum sizes), opened, and the accounts."""
     rows: list[dict[str, Any]] = []
     for market in range(shape.markets):
-        tick = int(rng.choice([10, 100, 100]))
-        lot = int(rng.choice([1, 100]))
+        tick = rng.choice([10, 100, 100])
+        lot = rng.choice([1, 100])
         rows.append(
-            {"type": CommandType.CREATE_MARKET, "market": market, "price": tick,
-             "quantity": lot * int(rng.integers(1, 3)), "aux": lot}
+            {
+                "type": CommandType.CREATE_MARKET,
+                "market": market,
+                "price": tick,
+                "quantity": lot * rng.randrange(1, 3),
+                "aux": lot,
+            }
         )
-        rows.append({"type": CommandType.SET_MARKET_STATE, "market": market,
-                     "arg": MarketState.OPEN})
+        rows.append(
+            {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": MarketState.OPEN}
+        )
     rows += [{"type": CommandType.ADD_ACCOUNT, "account": a} for a in range(shape.accounts)]
     return rows
 
@@ -79,31 +86,38 @@ def setup_commands(shape: StreamShape, rng: np.random.Generator) -> list[dict[st
 class _StreamState:
     """What the generator remembers to aim commands at plausible targets."""
 
-    def __init__(self, shape: StreamShape, rng: np.random.Generator, setup: list[dict[str, Any]]):
+    def __init__(self, shape: StreamShape, rng: random.Random, setup: list[dict[str, Any]]):
         self.shape = shape
         self.rng = rng
         self.time = 0
         self.mid = {m: 5_000 for m in range(shape.markets)}
-        self.tick = {r["market"]: r["price"] for r in setup if r["type"] == CommandType.CREATE_MARKET}
+        self.tick = {
+            r["market"]: r["price"] for r in setup if r["type"] == CommandType.CREATE_MARKET
+        }
         self.lot = {r["market"]: r["aux"] for r in setup if r["type"] == CommandType.CREATE_MARKET}
         self.shadow = Engine(**engine_capacities(shape))
         self.shadow.process(make_commands(setup))
+        self.pending: list[dict[str, Any]] = []  # not yet run by the shadow
         self.resting: list[int] = []  # order ids that rested at some point
         self.reopen: dict[int, int] = {}  # halted market -> commands until it reopens
 
     def run(self, row: dict[str, Any]) -> None:
-        """Feed the shadow engine and remember the orders that rest."""
-        events = self.shadow.process(make_commands([row]))
-        for e in events[events["type"] == EventType.ACCEPTED]:
-            if self.shadow.order(int(e["order_id"])) is not None:
-                self.resting.append(int(e["order_id"]))
+        """Feed the shadow engine (32 commands at a time) and remember what rests."""
+        self.pending.append(row)
+        if len(self.pending) < 32:
+            return
+        events = self.shadow.process(make_commands(self.pending))
+        self.pending.clear()
+        for order_id in events["order_id"][events["type"] == EventType.ACCEPTED]:
+            if self.shadow.order(int(order_id)) is not None:
+                self.resting.append(int(order_id))
 
     def target(self) -> tuple[int, int]:
         """(order id, account): usually a resting order and its owner."""
-        for _ in range(4):
+        for _ in range(8):
             if not self.resting:
                 break
-            i = int(self.rng.integers(len(self.resting)))
+            i = self.rng.randrange(len(self.resting))
             order = self.shadow.order(self.resting[i])
             if order is None:
                 self.resting[i] = self.resting[-1]
@@ -111,60 +125,80 @@ class _StreamState:
                 continue
             owner = order.account if self.rng.random() < 0.9 else self.account()
             return order.order_id, owner
-        return int(self.rng.integers(1, self.shadow.next_order_id + 1)), self.account()
+        return self.rng.randrange(1, self.shadow.next_order_id + 1), self.account()
 
     def market(self) -> int:
-        return int(self.rng.integers(self.shape.markets))
+        return self.rng.randrange(self.shape.markets)
 
     def account(self) -> int:
-        return int(self.rng.integers(self.shape.accounts))
+        return self.rng.randrange(self.shape.accounts)
 
     def price(self, market: int) -> int:
         tick = self.tick[market]
-        self.mid[market] += int(self.rng.integers(-1, 2)) * tick
+        self.mid[market] += self.rng.randrange(-1, 2) * tick
         self.mid[market] = min(max(self.mid[market], 1_000), 9_000)
-        offset = int(self.rng.integers(-self.shape.spread_ticks, self.shape.spread_ticks + 1))
+        offset = self.rng.randrange(-self.shape.spread_ticks, self.shape.spread_ticks + 1)
         return self.mid[market] // tick * tick + offset * tick
 
     def quantity(self, market: int) -> int:
-        return self.lot[market] * int(self.rng.integers(1, 12))
+        return self.lot[market] * self.rng.randrange(1, 12)
 
     def bad_price(self, market: int) -> int:
-        return int(self.rng.choice([0, -self.tick[market], 10_000, self.tick[market] - 1,
-                                    self.price(market) + 1, 2**31 - 1]))
+        return self.rng.choice(
+            [
+                0,
+                -self.tick[market],
+                10_000,
+                self.tick[market] - 1,
+                self.price(market) + 1,
+                2**31 - 1,
+            ]
+        )
 
     def bad_quantity(self, market: int) -> int:
-        return int(self.rng.choice([0, -self.lot[market], MAX_QUANTITY + self.lot[market],
-                                    self.lot[market] + 1 if self.lot[market] > 1 else 0,
-                                    2**63 - 1]))
+        return self.rng.choice(
+            [
+                0,
+                -self.lot[market],
+                MAX_QUANTITY + self.lot[market],
+                self.lot[market] + 1 if self.lot[market] > 1 else 0,
+                2**63 - 1,
+            ]
+        )
 
 
 def _new_order(s: _StreamState) -> dict[str, Any]:
     rng = s.rng
     market = s.market()
-    intent = int(rng.integers(4))
-    tif = int(rng.choice([TimeInForce.GTC] * 6 + [TimeInForce.GTD] * 2
-                         + [TimeInForce.IOC] * 2 + [TimeInForce.FOK]))
+    intent = rng.randrange(4)
+    tif = rng.choice(
+        [TimeInForce.GTC] * 6 + [TimeInForce.GTD] * 2 + [TimeInForce.IOC] * 2 + [TimeInForce.FOK]
+    )
     row: dict[str, Any] = {
-        "type": CommandType.NEW_ORDER, "account": s.account(), "market": market,
-        "intent": intent, "tif": tif, "price": s.price(market), "quantity": s.quantity(market),
-        "stp": int(rng.choice([0, 0, 1, 2])),
+        "type": CommandType.NEW_ORDER,
+        "account": s.account(),
+        "market": market,
+        "intent": intent,
+        "tif": tif,
+        "price": s.price(market),
+        "quantity": s.quantity(market),
+        "stp": rng.choice([0, 0, 1, 2]),
     }
     if tif == TimeInForce.GTD:
-        row["expiry"] = s.time + int(rng.integers(-2, 40))
+        row["expiry"] = s.time + rng.randrange(-2, 40)
     roll = rng.random()
     if roll < 0.06:
         row["flags"] = OrderFlags.POST_ONLY
-        row["tif"] = int(rng.choice([TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC]))
+        row["tif"] = rng.choice([TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC])
     elif roll < 0.14:  # market order: IOC/FOK with a worst-price bound
         row["flags"] = OrderFlags.MARKET
-        row["tif"] = int(rng.choice([TimeInForce.IOC, TimeInForce.FOK]))
+        row["tif"] = rng.choice([TimeInForce.IOC, TimeInForce.FOK])
         row["expiry"] = 0
         if intent in (Intent.BUY_YES, Intent.BUY_NO) and rng.random() < 0.5:
             row["flags"] |= OrderFlags.BY_CASH
-            row["quantity"] = int(rng.integers(1, 60_000)) * s.lot[market]
+            row["quantity"] = rng.randrange(1, 60_000) * s.lot[market]
     if rng.random() < 0.3:
-        row["client_order_id"] = int(rng.integers(1, 12))
+        row["client_order_id"] = rng.randrange(1, 12)
     return row
 
 
@@ -175,7 +209,9 @@ def _replace(s: _StreamState) -> dict[str, Any]:
     market = order.market if order is not None else s.market()
     roll = rng.random()
     return {
-        "type": CommandType.REPLACE, "account": account, "order_id": order_id,
+        "type": CommandType.REPLACE,
+        "account": account,
+        "order_id": order_id,
         "price": s.price(market) if roll < 0.75 else 0,
         "quantity": s.quantity(market) if roll > 0.5 or rng.random() < 0.2 else 0,
     }
@@ -183,61 +219,70 @@ def _replace(s: _StreamState) -> dict[str, Any]:
 
 def _admin(s: _StreamState) -> dict[str, Any]:
     rng = s.rng
-    market = int(rng.integers(s.shape.markets + 1))  # sometimes one that does not exist
+    market = rng.randrange(s.shape.markets + 1)  # sometimes one that does not exist
     roll = rng.random()
     if roll < 0.5:  # mostly short halts, reopened a few commands later
-        state = int(rng.choice([MarketState.HALTED] * 7 + [MarketState.OPEN] * 2
-                               + [MarketState.PRE_OPEN]))
+        state = rng.choice(
+            [MarketState.HALTED] * 7 + [MarketState.OPEN] * 2 + [MarketState.PRE_OPEN]
+        )
         if rng.random() < s.shape.close_rate:
             state = MarketState.CLOSED
         if state == MarketState.HALTED:
-            s.reopen[market] = int(rng.integers(1, 60))
+            s.reopen[market] = rng.randrange(1, 60)
         return {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": state}
     if roll < 0.8:
-        tick = int(rng.choice([1, 10, 10, 100, 100, 1000, 7]))
+        tick = rng.choice([1, 10, 10, 100, 100, 1000, 7])
         if market in s.tick and tick in (1, 10, 100, 1000):
             s.tick[market] = tick
         return {"type": CommandType.SET_TICK, "market": market, "price": tick}
     if roll < 0.9:
-        return {"type": CommandType.ADD_ACCOUNT, "account": int(rng.integers(s.shape.accounts + 2))}
-    return {"type": CommandType.CREATE_MARKET, "market": market, "price": 100, "quantity": 1,
-            "aux": 1}
+        return {"type": CommandType.ADD_ACCOUNT, "account": rng.randrange(s.shape.accounts + 2)}
+    return {
+        "type": CommandType.CREATE_MARKET,
+        "market": market,
+        "price": 100,
+        "quantity": 1,
+        "aux": 1,
+    }
 
 
 def _invalid(s: _StreamState) -> dict[str, Any]:
     rng = s.rng
     row = _new_order(s)
-    what = int(rng.integers(7))
+    what = rng.randrange(7)
     if what == 0:
         row["price"] = s.bad_price(row["market"])
     elif what == 1:
         row["quantity"] = s.bad_quantity(row["market"])
     elif what == 2:
-        row["intent"] = int(rng.choice([4, 9, 255]))
+        row["intent"] = rng.choice([4, 9, 255])
     elif what == 3:
-        row["flags"] = int(rng.choice([8, 16, OrderFlags.BY_CASH, OrderFlags.POST_ONLY | 2]))
+        row["flags"] = rng.choice([8, 16, OrderFlags.BY_CASH, OrderFlags.POST_ONLY | 2])
     elif what == 4:
-        row["market"] = int(rng.choice([s.shape.markets + 7, ALL_MARKETS]))
+        row["market"] = rng.choice([s.shape.markets + 7, ALL_MARKETS])
     elif what == 5:
-        row["account"] = int(rng.choice([s.shape.accounts + 5, 2**32 - 1]))
+        row["account"] = rng.choice([s.shape.accounts + 5, 2**32 - 1])
     else:
-        row = {"type": int(rng.choice([0, 11, 99, 255])), "market": row["market"]}
+        row = {"type": rng.choice([0, 11, 99, 255]), "market": row["market"]}
     return row
 
 
 def random_stream(seed: int, count: int, shape: StreamShape | None = None) -> np.ndarray:
     """Setup commands followed by ``count`` random commands, as a COMMAND_DTYPE array."""
     shape = shape or StreamShape()
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
     rows = setup_commands(shape, rng)
     s = _StreamState(shape, rng, rows)
     for _ in range(count):
-        s.time += int(rng.choice([0, 1, 1, 2, 5]))
+        s.time += rng.choice([0, 1, 1, 2, 5])
         reopen = [m for m, left in s.reopen.items() if left <= 0]
         roll = rng.random()
         if reopen:
-            row = {"type": CommandType.SET_MARKET_STATE, "market": reopen[0],
-                   "arg": MarketState.OPEN}
+            row = {
+                "type": CommandType.SET_MARKET_STATE,
+                "market": reopen[0],
+                "arg": MarketState.OPEN,
+            }
             del s.reopen[reopen[0]]
         elif roll < shape.invalid_rate:
             row = _invalid(s)
@@ -251,19 +296,25 @@ def random_stream(seed: int, count: int, shape: StreamShape | None = None) -> np
                 order_id, account = s.target()
                 row = {"type": CommandType.CANCEL, "account": account, "order_id": order_id}
             elif kind < 0.64:
-                row = {"type": CommandType.CANCEL_CLIENT, "account": s.account(),
-                       "client_order_id": int(rng.integers(0, 12))}
+                row = {
+                    "type": CommandType.CANCEL_CLIENT,
+                    "account": s.account(),
+                    "client_order_id": rng.randrange(0, 12),
+                }
             elif kind < 0.66:
-                row = {"type": CommandType.CANCEL_ALL, "account": s.account(),
-                       "market": int(rng.choice([ALL_MARKETS, s.market()]))}
+                row = {
+                    "type": CommandType.CANCEL_ALL,
+                    "account": s.account(),
+                    "market": rng.choice([ALL_MARKETS, s.market()]),
+                }
             elif kind < 0.96:
                 row = _replace(s)
             else:
                 row = {"type": CommandType.ADVANCE_TIME}
-                s.time += int(rng.integers(0, 30))
+                s.time += rng.randrange(0, 30)
         s.reopen = {m: left - 1 for m, left in s.reopen.items()}
         # Time mostly moves forward; sometimes a command comes stamped in the past.
-        row["time"] = s.time - int(rng.integers(1, 10)) if rng.random() < 0.03 else s.time
+        row["time"] = s.time - rng.randrange(1, 10) if rng.random() < 0.03 else s.time
         s.run(row)
         rows.append(row)
     out = np.zeros(len(rows), dtype=COMMAND_DTYPE)
@@ -304,7 +355,8 @@ def first_difference(
         batch = commands[start : start + chunk]
         ev_left, ev_right = left.process(batch), right.process(batch)
         if not np.array_equal(ev_left, ev_right):
-            for i, (a, b) in enumerate(zip(event_dicts(ev_left), event_dicts(ev_right))):
+            pairs = zip(event_dicts(ev_left), event_dicts(ev_right), strict=False)
+            for i, (a, b) in enumerate(pairs):
                 if a != b:
                     seq = a.get("seq", b.get("seq", 0))
                     return Difference(start, f"event {i} (command seq {seq}): {a} != {b}")
