@@ -29,7 +29,8 @@ cnp.import_array()
 #: The C++ values of every code, checked against matchcore.codes by the tests.
 CONSTANTS = {
     "PRICE_SCALE": lib.PRICE_SCALE, "MAX_QUANTITY": lib.MAX_QUANTITY,
-    "MAX_CASH": lib.MAX_CASH, "MAX_ORDERS": lib.MAX_ORDERS, "ALL_MARKETS": lib.ALL_MARKETS,
+    "MAX_CASH": lib.MAX_CASH, "MAX_ORDERS": lib.MAX_ORDERS, "MAX_MARKETS": lib.MAX_MARKETS,
+    "MAX_ACCOUNTS": lib.MAX_ACCOUNTS, "MAX_LEVELS": lib.MAX_LEVELS, "ALL_MARKETS": lib.ALL_MARKETS,
     "Intent.BUY_YES": lib.BUY_YES, "Intent.SELL_YES": lib.SELL_YES,
     "Intent.BUY_NO": lib.BUY_NO, "Intent.SELL_NO": lib.SELL_NO,
     "Side.BID": lib.BID, "Side.ASK": lib.ASK,
@@ -86,6 +87,13 @@ cdef inline void _clear(lib.Command* c, uint8_t command_type, int64_t time) noex
     c.time = time
 
 
+cdef uint32_t _capacity(str name, value, uint32_t limit) except? 0:
+    """A capacity argument as uint32, or ValueError naming the allowed range."""
+    if not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be an int in [1, {limit}], not {value!r}")
+    return value
+
+
 @cython.final
 cdef class Engine:
     """The matching engine: all memory preallocated from the capacities below.
@@ -96,26 +104,24 @@ cdef class Engine:
         Resting orders the pool holds (``<= 2**29``); a GTC/GTD order beyond it
         is rejected with ``CAPACITY``.
     max_markets, max_accounts : int
-        Market and account ids are ``0 <= id < max_*``.
+        Market and account ids are ``0 <= id < max_*`` (``<= 2**17``, ``<= 2**24``).
     max_levels : int, optional
         Price levels across all markets (``2 * (10_000 / tick - 1)`` per
-        market); by default every market can have tick $0.001.
+        market, ``<= 2**27``); by default every market can have tick $0.001.
     """
 
     cdef lib.Engine core
     cdef size_t _last_start  # first event of the last per-call method
     cdef bint _busy          # a batch runs without the GIL
 
-    def __init__(self, uint32_t max_orders=65536, uint32_t max_markets=64,
-                 uint32_t max_accounts=4096, max_levels=None):
+    def __init__(self, max_orders=65536, max_markets=64, max_accounts=4096, max_levels=None):
         cdef lib.Config config
         cdef string error
-        config.max_orders = max_orders
-        config.max_markets = max_markets
-        config.max_accounts = max_accounts
-        config.max_levels = 0 if max_levels is None else max_levels
-        if max_levels is not None and max_levels < 1:
-            raise ValueError("max_levels must be >= 1")
+        config.max_orders = _capacity("max_orders", max_orders, lib.MAX_ORDERS)
+        config.max_markets = _capacity("max_markets", max_markets, lib.MAX_MARKETS)
+        config.max_accounts = _capacity("max_accounts", max_accounts, lib.MAX_ACCOUNTS)
+        config.max_levels = (0 if max_levels is None
+                             else _capacity("max_levels", max_levels, lib.MAX_LEVELS))
         if not self.core.init(config, error):
             raise ValueError(error.decode())
         self._last_start = 0

@@ -16,6 +16,12 @@ MAX_CASH = 10**16
 """Largest budget of a buy by cash, in micro-dollars."""
 MAX_ORDERS = 2**29
 """Largest ``max_orders``: keeps every level total below 2**63."""
+MAX_MARKETS = 2**17
+"""Largest ``max_markets`` (each market holds about 2.6 KB of book bitsets)."""
+MAX_ACCOUNTS = 2**24
+"""Largest ``max_accounts``."""
+MAX_LEVELS = 2**27
+"""Largest ``max_levels`` (24 bytes each)."""
 ALL_MARKETS = 0xFFFF_FFFF
 """``CANCEL_ALL`` target meaning every market."""
 TICKS = (1, 10, 100, 1000)

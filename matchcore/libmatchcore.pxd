@@ -15,6 +15,9 @@ cdef extern from "matchcore/types.hpp" namespace "matchcore" nogil:
     const int64_t MAX_QUANTITY
     const int64_t MAX_CASH
     const uint32_t MAX_ORDERS
+    const uint32_t MAX_MARKETS
+    const uint32_t MAX_ACCOUNTS
+    const uint32_t MAX_LEVELS
     const uint32_t ALL_MARKETS
 
     enum:

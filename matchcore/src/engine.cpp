@@ -24,22 +24,26 @@ bool valid_transition(uint8_t from, uint8_t to) noexcept {
 }  // namespace
 
 bool Engine::init(const Config& config, std::string& error) {
-  if (config.max_orders < 1 || config.max_orders > MAX_ORDERS) {
-    error = "max_orders must be in [1, 2**29]";
-    return false;
-  }
-  if (config.max_markets < 1 || config.max_markets >= ALL_MARKETS) {
-    error = "max_markets must be in [1, 2**32 - 1)";
-    return false;
-  }
-  if (config.max_accounts < 1) {
-    error = "max_accounts must be >= 1";
-    return false;
+  const struct {
+    const char* name;
+    uint32_t value;
+    uint32_t limit;
+  } bounds[] = {{"max_orders", config.max_orders, MAX_ORDERS},
+                {"max_markets", config.max_markets, MAX_MARKETS},
+                {"max_accounts", config.max_accounts, MAX_ACCOUNTS},
+                {"max_levels", config.max_levels, MAX_LEVELS}};
+  for (const auto& b : bounds) {
+    // max_levels 0 asks for the default.
+    if ((b.value < 1 && b.limit != MAX_LEVELS) || b.value > b.limit) {
+      error = std::string(b.name) + " must be in [1, " + std::to_string(b.limit) + "], not " +
+              std::to_string(b.value);
+      return false;
+    }
   }
   config_ = config;
   if (config_.max_levels == 0) {
     uint64_t levels = uint64_t{config.max_markets} * 2 * 999;
-    config_.max_levels = static_cast<uint32_t>(std::min<uint64_t>(levels, 0xFFFF'FFFEu));
+    config_.max_levels = static_cast<uint32_t>(std::min<uint64_t>(levels, MAX_LEVELS));
   }
   pool_.init(config_.max_orders);
   order_index_.init(config_.max_orders);

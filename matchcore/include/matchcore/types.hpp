@@ -17,6 +17,11 @@ constexpr int32_t PRICE_SCALE = 10'000;
 constexpr int64_t MAX_QUANTITY = 10'000'000'000LL;
 /// Largest order pool: MAX_ORDERS * MAX_QUANTITY < 2^63, so level totals never overflow.
 constexpr uint32_t MAX_ORDERS = 1u << 29;
+/// Upper bounds of the other capacities: far above any real venue, low
+/// enough that a corrupted snapshot header cannot ask for absurd memory.
+constexpr uint32_t MAX_MARKETS = 1u << 17;
+constexpr uint32_t MAX_ACCOUNTS = 1u << 24;
+constexpr uint32_t MAX_LEVELS = 1u << 27;
 /// Largest budget of a buy by cash (micro-dollars).
 constexpr int64_t MAX_CASH = 10'000'000'000'000'000LL;
 /// CANCEL_ALL target meaning every market.

@@ -1,0 +1,1384 @@
+"""Pure-Python reference model of the matchcore engine: the test oracle.
+
+This module is a second, independent implementation of the contract in
+``docs/matchcore.md``. It has exactly the Python API of the C++ core
+(``matchcore.Engine``, §7), produces the same events in the same order with the
+same fields (§3, §4) and the same canonical state bytes (§6), so the fast core
+can be compared to it event by event and digest by digest on long random
+command streams.
+
+It is written to be obviously correct rather than fast, with plain Python data:
+
+- a market holds two book sides; a side is a dict ``price -> _Level`` plus a
+  sorted list of the prices in use (``bisect``); a level is a FIFO ``deque`` of
+  orders and its total quantity;
+- ``_orders`` maps the order id of every resting order to the order;
+- ``_by_client`` maps ``(account, client_order_id)`` to the order id of the
+  resting order that has it;
+- ``_expiry_heap`` is a heap of ``(expiry, order_id)`` of GTD orders; entries of
+  orders that have left the book are skipped when they come out (ids are never
+  reused and an order's expiry never changes, so such an entry is simply stale).
+
+Every command, from ``process()`` or from a per-call method, goes through
+``_run()``: the time step and the expiry, then one handler per command type that
+makes its checks in the order of the contract and emits events as tuples in the
+field order of ``EVENT_DTYPE``. Integers only; no floats anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import operator
+import struct
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from .codes import (
+    ALL_MARKETS,
+    MAX_ACCOUNTS,
+    MAX_CASH,
+    MAX_LEVELS,
+    MAX_MARKETS,
+    MAX_ORDERS,
+    MAX_QUANTITY,
+    PRICE_SCALE,
+    TICKS,
+    CancelReason,
+    CommandType,
+    EventType,
+    Intent,
+    MarketState,
+    MatchType,
+    OrderFlags,
+    Reject,
+    Side,
+    Stp,
+    TimeInForce,
+)
+from .errors import InvariantError
+from .records import BOOK_LEVEL_DTYPE, COMMAND_DTYPE, EVENT_DTYPE, MarketInfo, OrderInfo
+
+__all__ = ["Engine"]
+
+# Plain-int copies of the codes used on the hot path (IntEnum attribute access
+# is slow); each is the value of the enum member it is named after.
+_BID, _ASK = int(Side.BID), int(Side.ASK)
+_BUY_YES, _SELL_YES = int(Intent.BUY_YES), int(Intent.SELL_YES)
+_BUY_NO, _SELL_NO = int(Intent.BUY_NO), int(Intent.SELL_NO)
+_GTC, _GTD = int(TimeInForce.GTC), int(TimeInForce.GTD)
+_IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
+_REJECT_AGGRESSOR = int(Stp.REJECT_AGGRESSOR)
+_CANCEL_RESTING = int(Stp.CANCEL_RESTING)
+_CANCEL_BOTH = int(Stp.CANCEL_BOTH)
+_POST_ONLY = int(OrderFlags.POST_ONLY)
+_MARKET_FLAG = int(OrderFlags.MARKET)
+_BY_CASH = int(OrderFlags.BY_CASH)
+_ALL_FLAGS = _POST_ONLY | _MARKET_FLAG | _BY_CASH
+
+_PRE_OPEN, _OPEN = int(MarketState.PRE_OPEN), int(MarketState.OPEN)
+_HALTED, _CLOSED = int(MarketState.HALTED), int(MarketState.CLOSED)
+_RESOLVED = int(MarketState.RESOLVED)
+
+_EV_ACCEPTED = int(EventType.ACCEPTED)
+_EV_REJECTED = int(EventType.REJECTED)
+_EV_TRADE = int(EventType.TRADE)
+_EV_CANCELED = int(EventType.CANCELED)
+_EV_REPLACED = int(EventType.REPLACED)
+_EV_LEVEL = int(EventType.LEVEL)
+_EV_MARKET = int(EventType.MARKET)
+_EV_ACCOUNT = int(EventType.ACCOUNT)
+
+_USER = int(CancelReason.USER)
+_UNFILLED = int(CancelReason.UNFILLED)
+_SELF_TRADE = int(CancelReason.SELF_TRADE)
+_EXPIRED = int(CancelReason.EXPIRED)
+_MARKET_CLOSED = int(CancelReason.MARKET_CLOSED)
+_TICK_CHANGE = int(CancelReason.TICK_CHANGE)
+
+_CMD_NEW_ORDER = int(CommandType.NEW_ORDER)
+_CMD_CANCEL = int(CommandType.CANCEL)
+_CMD_CANCEL_CLIENT = int(CommandType.CANCEL_CLIENT)
+_CMD_CANCEL_ALL = int(CommandType.CANCEL_ALL)
+_CMD_REPLACE = int(CommandType.REPLACE)
+_CMD_ADVANCE_TIME = int(CommandType.ADVANCE_TIME)
+_CMD_CREATE_MARKET = int(CommandType.CREATE_MARKET)
+_CMD_SET_MARKET_STATE = int(CommandType.SET_MARKET_STATE)
+_CMD_SET_TICK = int(CommandType.SET_TICK)
+_CMD_ADD_ACCOUNT = int(CommandType.ADD_ACCOUNT)
+
+_MATCH_TYPE = {
+    # (bid intent, ask intent) -> match type (§4, the sweep)
+    (_BUY_YES, _SELL_YES): int(MatchType.COMPLEMENTARY),
+    (_SELL_NO, _BUY_NO): int(MatchType.COMPLEMENTARY),
+    (_BUY_YES, _BUY_NO): int(MatchType.MINT),
+    (_SELL_NO, _SELL_YES): int(MatchType.MERGE),
+}
+
+_SIDE_OF_INTENT = {_BUY_YES: _BID, _SELL_NO: _BID, _SELL_YES: _ASK, _BUY_NO: _ASK}
+
+_ALLOWED_TRANSITIONS = frozenset(
+    {
+        (_PRE_OPEN, _OPEN),
+        (_PRE_OPEN, _CLOSED),
+        (_OPEN, _HALTED),
+        (_HALTED, _OPEN),
+        (_OPEN, _CLOSED),
+        (_HALTED, _CLOSED),
+    }
+)
+
+
+def _levels_per_side(tick: int) -> int:
+    """``L(tick)``: the number of price levels of one side (§1)."""
+    return PRICE_SCALE // tick - 1
+
+
+def _price_ok(price: int, tick: int) -> bool:
+    """A price on the tick grid and within ``tick <= p <= 10_000 - tick`` (§1)."""
+    return tick <= price <= PRICE_SCALE - tick and price % tick == 0
+
+
+def _token_price(intent: int, price: int) -> int:
+    """What a buyer by cash pays per unit of quantity at YES price ``price``."""
+    return price if intent == _BUY_YES else PRICE_SCALE - price
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+class _Command(NamedTuple):
+    """One command, fields in the order of ``COMMAND_DTYPE`` (``pad`` is ``_pad``)."""
+
+    seq: int = 0
+    time: int = 0
+    order_id: int = 0
+    client_order_id: int = 0
+    quantity: int = 0
+    expiry: int = 0
+    aux: int = 0
+    account: int = 0
+    market: int = 0
+    price: int = 0
+    type: int = 0
+    intent: int = 0
+    tif: int = 0
+    stp: int = 0
+    flags: int = 0
+    arg: int = 0
+    taker_fee_bps: int = 0
+    maker_fee_bps: int = 0
+    fee_base: int = 0
+    pad: int = 0
+
+
+assert len(_Command._fields) == len(COMMAND_DTYPE.names)
+
+# (min, max) of every command field, from its numpy type, to check per-call
+# arguments the way a conversion to the C field type would.
+_COMMAND_FIELD_RANGES = tuple(
+    (int(info.min), int(info.max))
+    for info in (np.iinfo(COMMAND_DTYPE.fields[name][0]) for name in COMMAND_DTYPE.names)
+)
+
+
+# ---------------------------------------------------------------------------
+# Book structures
+# ---------------------------------------------------------------------------
+
+
+class _Order:
+    """An order: resting in a level, or the taker of a sweep.
+
+    ``leaves`` is the remaining quantity, or the remaining budget in cash for a
+    buy by cash (which never rests).
+    """
+
+    __slots__ = (
+        "account",
+        "client_order_id",
+        "expiry",
+        "flags",
+        "intent",
+        "leaves",
+        "market",
+        "order_id",
+        "price",
+        "side",
+        "stp",
+        "tif",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: int,
+        market: int,
+        intent: int,
+        price: int,
+        leaves: int,
+        tif: int,
+        expiry: int,
+        client_order_id: int,
+        stp: int,
+        flags: int,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.market = market
+        self.intent = intent
+        self.side = _SIDE_OF_INTENT[intent]
+        self.price = price
+        self.leaves = leaves
+        self.tif = tif
+        self.expiry = expiry
+        self.client_order_id = client_order_id
+        self.stp = stp
+        self.flags = flags
+
+
+class _Level:
+    """One price level: its orders in time priority and their total quantity."""
+
+    __slots__ = ("orders", "price", "total")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.orders: deque[_Order] = deque()
+        self.total = 0
+
+
+class _BookSide:
+    """The non-empty levels of one side: ``price -> _Level`` and the sorted prices."""
+
+    __slots__ = ("levels", "prices", "side")
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+        self.levels: dict[int, _Level] = {}
+        self.prices: list[int] = []  # ascending, exactly the keys of ``levels``
+
+    def best_price(self) -> int | None:
+        if not self.prices:
+            return None
+        return self.prices[-1] if self.side == _BID else self.prices[0]
+
+    def best_level(self) -> _Level | None:
+        price = self.best_price()
+        return None if price is None else self.levels[price]
+
+    def prices_best_first(self) -> list[int]:
+        """A copy of the prices, best first (bids descending, asks ascending)."""
+        return self.prices[::-1] if self.side == _BID else self.prices[:]
+
+    def levels_best_first(self) -> Iterator[_Level]:
+        for price in self.prices_best_first():
+            yield self.levels[price]
+
+    def level_at(self, price: int) -> _Level:
+        """The level at ``price``, created (empty) if there is none."""
+        level = self.levels.get(price)
+        if level is None:
+            level = self.levels[price] = _Level(price)
+            insort(self.prices, price)
+        return level
+
+    def drop_level(self, price: int) -> None:
+        """Forget the (now empty) level at ``price``."""
+        del self.levels[price]
+        del self.prices[bisect_left(self.prices, price)]
+
+
+class _Market:
+    __slots__ = ("lot", "market", "min_size", "sides", "state", "tick")
+
+    def __init__(self, market: int, tick: int, min_size: int, lot: int) -> None:
+        self.market = market
+        self.state = _PRE_OPEN
+        self.tick = tick
+        self.min_size = min_size
+        self.lot = lot
+        self.sides = (_BookSide(_BID), _BookSide(_ASK))
+
+
+# ---------------------------------------------------------------------------
+# Canonical state formats (§6)
+# ---------------------------------------------------------------------------
+
+_MAGIC = b"MCSTATE\x01"
+_HEADER = struct.Struct("<8sIIIIqQ")
+_U32 = struct.Struct("<I")
+_MARKET_REC = struct.Struct("<IBiqq")
+_LEVEL_REC = struct.Struct("<iIq")
+_ORDER_REC = struct.Struct("<QQIqqBBBB")
+
+
+class _Reader:
+    """Reads ``struct`` records from a snapshot; ``ValueError`` when it runs out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def read(self, fmt: struct.Struct) -> tuple[int, ...]:
+        if self.pos + fmt.size > len(self.data):
+            raise ValueError(f"snapshot truncated at byte {self.pos} (needs {fmt.size} more)")
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+
+# ---------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------
+
+
+class Engine:
+    """The reference engine; same API, events and state bytes as ``matchcore.Engine``."""
+
+    def __init__(
+        self,
+        max_orders: int = 65536,
+        max_markets: int = 64,
+        max_accounts: int = 4096,
+        max_levels: int | None = None,
+    ) -> None:
+        # §5: each argument an int in [1, MAX_*], else ValueError. The default
+        # max_levels (every market at tick $0.001) is capped at MAX_LEVELS, as
+        # the core does (it only matters for max_markets > 67_174).
+        max_orders = _capacity_arg("max_orders", max_orders, MAX_ORDERS)
+        max_markets = _capacity_arg("max_markets", max_markets, MAX_MARKETS)
+        max_accounts = _capacity_arg("max_accounts", max_accounts, MAX_ACCOUNTS)
+        if max_levels is None:
+            max_levels = min(max_markets * 2 * _levels_per_side(10), MAX_LEVELS)
+        max_levels = _capacity_arg("max_levels", max_levels, MAX_LEVELS)
+        self._max_orders = max_orders
+        self._max_markets = max_markets
+        self._max_accounts = max_accounts
+        self._max_levels = max_levels
+
+        self._now = 0
+        self._next_order_id = 1
+        self._accounts: set[int] = set()
+        self._markets: dict[int, _Market] = {}
+        self._levels_used = 0  # sum over created markets of 2 * L(tick)
+        self._orders: dict[int, _Order] = {}  # resting orders by order id
+        self._by_client: dict[tuple[int, int], int] = {}  # (account, client id) -> order id
+        self._expiry_heap: list[tuple[int, int]] = []  # (expiry, order id), may hold stale entries
+
+        # Per-call API event buffers (process() does not touch them).
+        self._last_events: list[tuple[int, ...]] = []
+        self._buffered_events: list[tuple[int, ...]] = []
+
+        # The command being run: where its events go, and the fields every event copies.
+        self._out: list[tuple[int, ...]] = []
+        self._seq = 0
+        self._command_type = 0
+
+    # ------------------------------------------------------------------
+    # Running commands
+    # ------------------------------------------------------------------
+
+    def process(self, commands: np.ndarray) -> np.ndarray:
+        """Run a batch of ``COMMAND_DTYPE`` records; return their events."""
+        if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
+            raise TypeError("process() takes a numpy array of COMMAND_DTYPE")
+        if commands.ndim != 1:
+            raise ValueError(f"process() takes a 1-D array, got {commands.ndim}-D")
+        out: list[tuple[int, ...]] = []
+        for row in commands.tolist():
+            self._run(_Command._make(row), out)
+        return _event_array(out)
+
+    def _run(self, cmd: _Command, out: list[tuple[int, ...]]) -> int:
+        """Run one command, appending its events to ``out``; the per-call result."""
+        self._out = out
+        self._seq = cmd.seq
+        self._command_type = cmd.type
+        expired = self._advance_time(cmd.time)
+        if cmd.type == _CMD_ADVANCE_TIME:
+            return expired
+        handler = _HANDLERS.get(cmd.type)
+        if handler is None:
+            return self._reject(cmd, Reject.INVALID_COMMAND)
+        return handler(self, cmd)
+
+    def _call(self, **fields: int) -> int:
+        """Per-call API: build the command (seq 0), run it, buffer its events."""
+        values = []
+        for name, (low, high) in zip(_Command._fields, _COMMAND_FIELD_RANGES, strict=True):
+            value = operator.index(fields.pop(name, 0))
+            if not low <= value <= high:
+                raise OverflowError(f"{name}={value} is out of range [{low}, {high}]")
+            values.append(value)
+        if fields:
+            raise TypeError(f"unknown command fields {sorted(fields)}")
+        events: list[tuple[int, ...]] = []
+        result = self._run(_Command._make(values), events)
+        self._last_events = events
+        self._buffered_events.extend(events)
+        return result
+
+    # ------------------------------------------------------------------
+    # Time and expiry (§4, steps 1 and 2 of every command)
+    # ------------------------------------------------------------------
+
+    def _advance_time(self, time: int) -> int:
+        """``now = max(now, time)``, then expire GTD orders; the number expired."""
+        if time > self._now:
+            self._now = time
+        heap = self._expiry_heap
+        expired = 0
+        while heap and heap[0][0] <= self._now:
+            _, order_id = heapq.heappop(heap)
+            order = self._orders.get(order_id)
+            if order is None:  # stale entry: the order already left the book
+                continue
+            self._cancel_resting(order, _EXPIRED)
+            expired += 1
+        return expired
+
+    # ------------------------------------------------------------------
+    # Events (tuples in EVENT_DTYPE field order:
+    #  seq, order_id, maker_order_id, quantity, leaves_qty, maker_leaves_qty,
+    #  fee, maker_fee, account, maker_account, market, price, count, type,
+    #  reason, intent, maker_intent, match_type, side, tif, flags, command,
+    #  state, _pad)
+    # ------------------------------------------------------------------
+
+    def _reject(self, cmd: _Command, reason: int) -> int:
+        order_id = cmd.order_id if cmd.type in (_CMD_CANCEL, _CMD_REPLACE) else 0
+        self._out.append(
+            (self._seq, order_id, 0, 0, 0, 0, 0, 0, cmd.account, 0, cmd.market, 0, 0,
+             _EV_REJECTED, int(reason), 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+        return -int(reason)
+
+    def _emit_accepted(self, o: _Order) -> None:
+        self._out.append(
+            (self._seq, o.order_id, 0, o.leaves, o.leaves, 0, 0, 0, o.account, 0, o.market,
+             o.price, 0, _EV_ACCEPTED, 0, o.intent, 0, 0, o.side, o.tif, o.flags,
+             self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_trade(self, taker: _Order, maker: _Order, price: int, qty: int) -> None:
+        if taker.side == _BID:
+            match_type = _MATCH_TYPE[(taker.intent, maker.intent)]
+        else:
+            match_type = _MATCH_TYPE[(maker.intent, taker.intent)]
+        self._out.append(
+            (self._seq, taker.order_id, maker.order_id, qty, taker.leaves, maker.leaves, 0, 0,
+             taker.account, maker.account, taker.market, price, 0, _EV_TRADE, 0, taker.intent,
+             maker.intent, match_type, taker.side, taker.tif, taker.flags,
+             self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_canceled(self, o: _Order, reason: int) -> None:
+        self._out.append(
+            (self._seq, o.order_id, 0, o.leaves, 0, 0, 0, 0, o.account, 0, o.market, o.price, 0,
+             _EV_CANCELED, reason, o.intent, 0, 0, o.side, o.tif, o.flags,
+             self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_replaced(self, o: _Order) -> None:
+        self._out.append(
+            (self._seq, o.order_id, 0, o.leaves, o.leaves, 0, 0, 0, o.account, 0, o.market,
+             o.price, 0, _EV_REPLACED, 0, o.intent, 0, 0, o.side, o.tif, o.flags,
+             self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_level(self, market: int, side: int, level: _Level) -> None:
+        self._out.append(
+            (self._seq, 0, 0, level.total, 0, 0, 0, 0, 0, 0, market, level.price,
+             len(level.orders), _EV_LEVEL, 0, 0, 0, 0, side, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_market(self, m: _Market) -> None:
+        self._out.append(
+            (self._seq, 0, 0, m.min_size, m.lot, 0, 0, 0, 0, 0, m.market, m.tick, 0,
+             _EV_MARKET, 0, 0, 0, 0, 0, 0, 0, self._command_type, m.state, 0)
+        )  # fmt: skip
+
+    def _emit_account(self, account: int) -> None:
+        self._out.append(
+            (self._seq, 0, 0, 0, 0, 0, 0, 0, account, 0, 0, 0, 0,
+             _EV_ACCOUNT, 0, 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------
+    # Resting orders: in the book (level FIFO) and in the indexes
+    # ------------------------------------------------------------------
+
+    def _attach(self, order: _Order) -> _Level:
+        """Put ``order`` at the back of its price level; return the level."""
+        level = self._markets[order.market].sides[order.side].level_at(order.price)
+        level.orders.append(order)
+        level.total += order.leaves
+        return level
+
+    def _detach(self, order: _Order) -> _Level:
+        """Take ``order`` out of its level (dropping the level if empty); return it."""
+        book_side = self._markets[order.market].sides[order.side]
+        level = book_side.levels[order.price]
+        level.orders.remove(order)
+        level.total -= order.leaves
+        if not level.orders:
+            book_side.drop_level(order.price)
+        return level
+
+    def _remember(self, order: _Order) -> None:
+        """Index a newly resting order: by id, by client id, by expiry."""
+        self._orders[order.order_id] = order
+        if order.client_order_id:
+            self._by_client[(order.account, order.client_order_id)] = order.order_id
+        if order.tif == _GTD:
+            heapq.heappush(self._expiry_heap, (order.expiry, order.order_id))
+            if len(self._expiry_heap) > 64 + 2 * len(self._orders):
+                self._rebuild_expiry_heap()
+
+    def _forget(self, order: _Order) -> None:
+        """Drop an order that leaves the book from the indexes (the heap entry goes stale)."""
+        del self._orders[order.order_id]
+        if order.client_order_id:
+            del self._by_client[(order.account, order.client_order_id)]
+
+    def _rebuild_expiry_heap(self) -> None:
+        self._expiry_heap = [(o.expiry, o.order_id) for o in self._orders.values() if o.tif == _GTD]
+        heapq.heapify(self._expiry_heap)
+
+    def _cancel_resting(self, order: _Order, reason: int) -> None:
+        """Cancel one resting order: ``CANCELED`` then ``LEVEL``."""
+        level = self._detach(order)
+        self._forget(order)
+        self._emit_canceled(order, reason)
+        self._emit_level(order.market, order.side, level)
+
+    def _cancel_levels(self, market: _Market, reason: int, doomed: Callable[[int], bool]) -> None:
+        """Cancel every level whose price is ``doomed``: bids best to worst, then asks.
+
+        Each level: the ``CANCELED`` of its orders in FIFO order, then one ``LEVEL``.
+        """
+        for book_side in market.sides:
+            for price in book_side.prices_best_first():
+                if not doomed(price):
+                    continue
+                level = book_side.levels[price]
+                for order in level.orders:
+                    self._forget(order)
+                    self._emit_canceled(order, reason)
+                level.orders.clear()
+                level.total = 0
+                book_side.drop_level(price)
+                self._emit_level(market.market, book_side.side, level)
+
+    # ------------------------------------------------------------------
+    # Matching
+    # ------------------------------------------------------------------
+
+    @staticmethod
+    def _crosses(taker: _Order, price: int) -> bool:
+        """Does a level at ``price`` of the opposite side cross the taker's limit?"""
+        return price <= taker.price if taker.side == _BID else price >= taker.price
+
+    @staticmethod
+    def _can_buy_at(market: _Market, taker: _Order, leaves: int, price: int) -> bool:
+        """Has a taker with ``leaves`` left something to buy at ``price``?
+
+        Checked before each resting order: by quantity, ``leaves > 0``; by cash,
+        the budget pays for one lot there, ``B >= tp(price) * lot``.
+        """
+        if taker.flags & _BY_CASH:
+            return leaves >= _token_price(taker.intent, price) * market.lot
+        return leaves > 0
+
+    @staticmethod
+    def _is_complete(market: _Market, taker: _Order, leaves: int) -> bool:
+        """Is a taker with ``leaves`` left complete (what an FOK needs)?
+
+        By quantity: nothing left. By cash: the budget cannot buy one more lot
+        at the limit price, ``B < tp(limit) * lot``.
+        """
+        if taker.flags & _BY_CASH:
+            return leaves < _token_price(taker.intent, taker.price) * market.lot
+        return leaves == 0
+
+    def _would_cross(self, market: _Market, side: int, price: int) -> bool:
+        """Would an order of ``side`` at ``price`` trade on entry (post-only check)?"""
+        best = market.sides[1 - side].best_price()
+        if best is None:
+            return False
+        return best <= price if side == _BID else best >= price
+
+    @staticmethod
+    def _fill(
+        market: _Market, taker: _Order, leaves: int, maker: _Order, price: int
+    ) -> tuple[int, int]:
+        """``(quantity filled, what it takes from leaves)`` against ``maker`` at ``price``.
+
+        By quantity both are ``min(leaves, maker.leaves)``. By cash the fill is
+        the most whole lots the budget pays for, ``min(maker.leaves,
+        (B // (tp * lot)) * lot)``, at least one lot (the caller checked
+        ``_can_buy_at``), and it costs ``tp * fill``.
+        """
+        if taker.flags & _BY_CASH:
+            tp = _token_price(taker.intent, price)
+            fill = min(maker.leaves, (leaves // (tp * market.lot)) * market.lot)
+            return fill, tp * fill
+        fill = min(leaves, maker.leaves)
+        return fill, fill
+
+    def _fok_fills(self, market: _Market, taker: _Order) -> bool:
+        """Would the taker be complete after the sweep? The sweep simulated, without effect.
+
+        It stops where the real sweep stops: nothing left to buy, no level
+        crosses, or a self-trade with ``REJECT_AGGRESSOR`` / ``CANCEL_BOTH``
+        (``CANCEL_RESTING`` skips the own order). A self-trade stop never
+        completes the order, even a by-cash one whose budget left could not buy
+        a lot at the limit price (§4, the sweep).
+        """
+        leaves = taker.leaves
+        for level in market.sides[1 - taker.side].levels_best_first():
+            if not self._crosses(taker, level.price):
+                break
+            for maker in level.orders:
+                if not self._can_buy_at(market, taker, leaves, level.price):
+                    return self._is_complete(market, taker, leaves)
+                if maker.account == taker.account:
+                    if taker.stp == _CANCEL_RESTING:
+                        continue  # would be canceled; matching goes on
+                    return False  # the sweep stops here: never complete
+                leaves -= self._fill(market, taker, leaves, maker, level.price)[1]
+        return self._is_complete(market, taker, leaves)
+
+    def _sweep(self, market: _Market, taker: _Order) -> bool:
+        """Match ``taker`` against the opposite side (§4, the sweep).
+
+        Emits the ``TRADE`` events, the ``CANCELED`` of resting orders removed by
+        self-trade prevention and one ``LEVEL`` per opposite level that changed,
+        when the sweep leaves it. Returns True if it stopped on self-trade
+        prevention (``REJECT_AGGRESSOR`` or ``CANCEL_BOTH``).
+        """
+        opposite = market.sides[1 - taker.side]
+        while True:
+            level = opposite.best_level()
+            if level is None or not self._crosses(taker, level.price):
+                return False
+            stopped_on_stp = False
+            nothing_to_buy = False
+            changed = False
+            orders = level.orders
+            while orders:
+                if not self._can_buy_at(market, taker, taker.leaves, level.price):
+                    nothing_to_buy = True
+                    break
+                maker = orders[0]
+                if maker.account == taker.account:  # self-trade, whatever the intents
+                    if taker.stp == _REJECT_AGGRESSOR:
+                        stopped_on_stp = True
+                        break
+                    orders.popleft()
+                    level.total -= maker.leaves
+                    changed = True
+                    self._forget(maker)
+                    self._emit_canceled(maker, _SELF_TRADE)
+                    if taker.stp == _CANCEL_BOTH:
+                        stopped_on_stp = True
+                        break
+                    continue
+                fill, cost = self._fill(market, taker, taker.leaves, maker, level.price)
+                taker.leaves -= cost
+                maker.leaves -= fill
+                level.total -= fill
+                changed = True
+                if maker.leaves == 0:
+                    orders.popleft()
+                    self._forget(maker)
+                self._emit_trade(taker, maker, level.price, fill)
+            if not orders:
+                opposite.drop_level(level.price)
+            if changed:
+                self._emit_level(market.market, opposite.side, level)
+            if stopped_on_stp:
+                return True
+            if nothing_to_buy:
+                return False
+
+    def _finish_taker(self, market: _Market, order: _Order, stopped_on_stp: bool) -> None:
+        """What follows the sweep of a new order (§4, NEW_ORDER)."""
+        if stopped_on_stp:
+            self._emit_canceled(order, _SELF_TRADE)
+        elif order.leaves == 0:
+            pass  # complete
+        elif order.tif in (_IOC, _FOK):
+            self._emit_canceled(order, _UNFILLED)  # for BY_CASH: any budget left
+        else:
+            level = self._attach(order)
+            self._remember(order)
+            self._emit_level(market.market, order.side, level)
+
+    # ------------------------------------------------------------------
+    # Command handlers (checks in the order of §4)
+    # ------------------------------------------------------------------
+
+    def _new_order(self, cmd: _Command) -> int:
+        market = self._markets.get(cmd.market) if cmd.market < self._max_markets else None
+        if market is None:
+            return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        if not self._account_known(cmd.account):
+            return self._reject(cmd, Reject.UNKNOWN_ACCOUNT)
+        intent, tif, flags = cmd.intent, cmd.tif, cmd.flags
+        if not self._order_shape_ok(intent, tif, cmd.stp, flags):
+            return self._reject(cmd, Reject.INVALID_ORDER)
+        if market.state != _OPEN:
+            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
+        if not _price_ok(cmd.price, market.tick):
+            return self._reject(cmd, Reject.INVALID_PRICE)
+        if flags & _BY_CASH:
+            if not 0 < cmd.quantity <= MAX_CASH:
+                return self._reject(cmd, Reject.INVALID_QUANTITY)
+        else:
+            reason = self._quantity_reject(market, cmd.quantity)
+            if reason:
+                return self._reject(cmd, reason)
+        if (tif == _GTD and cmd.expiry <= self._now) or (tif != _GTD and cmd.expiry != 0):
+            return self._reject(cmd, Reject.INVALID_EXPIRY)
+        if cmd.client_order_id and (cmd.account, cmd.client_order_id) in self._by_client:
+            return self._reject(cmd, Reject.DUPLICATE_CLIENT_ORDER_ID)
+        if tif in (_GTC, _GTD) and len(self._orders) >= self._max_orders:
+            return self._reject(cmd, Reject.CAPACITY)
+        # (risk) INSUFFICIENT_BALANCE will be checked here.
+        side = _SIDE_OF_INTENT[intent]
+        if flags & _POST_ONLY and self._would_cross(market, side, cmd.price):
+            return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
+        order = _Order(
+            0, cmd.account, cmd.market, intent, cmd.price, cmd.quantity, tif,
+            cmd.expiry, cmd.client_order_id, cmd.stp, flags,
+        )  # fmt: skip
+        if tif == _FOK and not self._fok_fills(market, order):
+            return self._reject(cmd, Reject.FOK_NOT_FILLED)
+
+        order.order_id = self._next_order_id
+        self._next_order_id += 1
+        self._emit_accepted(order)
+        stopped_on_stp = self._sweep(market, order)
+        self._finish_taker(market, order, stopped_on_stp)
+        return order.order_id
+
+    @staticmethod
+    def _order_shape_ok(intent: int, tif: int, stp: int, flags: int) -> bool:
+        """Check 3 of NEW_ORDER: enum values and combinations."""
+        if intent > 3 or tif > 3 or stp > 2 or flags & ~_ALL_FLAGS:
+            return False
+        if flags & _POST_ONLY and (tif in (_IOC, _FOK) or flags & _MARKET_FLAG):
+            return False
+        if flags & _MARKET_FLAG and tif in (_GTC, _GTD):
+            return False
+        if flags & _BY_CASH:
+            if not flags & _MARKET_FLAG:
+                return False
+            if intent in (_SELL_YES, _SELL_NO):
+                return False
+        return True
+
+    @staticmethod
+    def _quantity_reject(market: _Market, quantity: int) -> int:
+        """The reject of an order quantity (0 if valid)."""
+        if quantity <= 0 or quantity > MAX_QUANTITY or quantity % market.lot != 0:
+            return Reject.INVALID_QUANTITY
+        if quantity < market.min_size:
+            return Reject.BELOW_MIN_SIZE
+        return 0
+
+    def _account_known(self, account: int) -> bool:
+        return account < self._max_accounts and account in self._accounts
+
+    def _cancel(self, cmd: _Command) -> int:
+        order = self._orders.get(cmd.order_id)
+        if order is None:
+            return self._reject(cmd, Reject.UNKNOWN_ORDER)
+        if order.account != cmd.account:
+            return self._reject(cmd, Reject.NOT_OWNER)
+        self._cancel_resting(order, _USER)
+        return 0
+
+    def _cancel_client(self, cmd: _Command) -> int:
+        order_id = self._by_client.get((cmd.account, cmd.client_order_id))
+        if cmd.client_order_id == 0 or order_id is None:
+            return self._reject(cmd, Reject.UNKNOWN_ORDER)
+        self._cancel_resting(self._orders[order_id], _USER)
+        return 0
+
+    def _cancel_all(self, cmd: _Command) -> int:
+        if not self._account_known(cmd.account):
+            return self._reject(cmd, Reject.UNKNOWN_ACCOUNT)
+        if cmd.market != ALL_MARKETS and cmd.market not in self._markets:
+            return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        order_ids = sorted(
+            o.order_id
+            for o in self._orders.values()
+            if o.account == cmd.account and cmd.market in (ALL_MARKETS, o.market)
+        )
+        for order_id in order_ids:
+            self._cancel_resting(self._orders[order_id], _USER)
+        return len(order_ids)
+
+    def _replace(self, cmd: _Command) -> int:
+        order = self._orders.get(cmd.order_id)
+        if order is None:
+            return self._reject(cmd, Reject.UNKNOWN_ORDER)
+        if order.account != cmd.account:
+            return self._reject(cmd, Reject.NOT_OWNER)
+        market = self._markets[order.market]
+        if market.state != _OPEN:
+            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
+        if cmd.price != 0 and not _price_ok(cmd.price, market.tick):
+            return self._reject(cmd, Reject.INVALID_PRICE)
+        if cmd.quantity != 0:
+            reason = self._quantity_reject(market, cmd.quantity)
+            if reason:
+                return self._reject(cmd, reason)
+        # (risk) INSUFFICIENT_BALANCE for the difference will be checked here.
+        new_price = cmd.price or order.price
+        new_qty = cmd.quantity or order.leaves
+        if order.flags & _POST_ONLY and self._would_cross(market, order.side, new_price):
+            return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
+
+        if new_price == order.price and new_qty <= order.leaves:
+            # Keeps its place: LEVEL if the quantity went down, else nothing.
+            shrink = order.leaves - new_qty
+            order.leaves = new_qty
+            self._emit_replaced(order)
+            if shrink:
+                level = market.sides[order.side].levels[order.price]
+                level.total -= shrink
+                self._emit_level(market.market, order.side, level)
+            return 0
+
+        # Loses its place: leaves its level, then trades and/or rests at the back.
+        old_level = self._detach(order)
+        same_price = new_price == order.price
+        order.price = new_price
+        order.leaves = new_qty
+        self._emit_replaced(order)
+        if same_price:  # the quantity grew: one LEVEL
+            level = self._attach(order)
+            self._emit_level(market.market, order.side, level)
+            return 0
+        self._emit_level(market.market, order.side, old_level)
+        opposite_best = market.sides[1 - order.side].best_price()
+        if opposite_best is not None and self._crosses(order, opposite_best):
+            stopped_on_stp = self._sweep(market, order)
+            if stopped_on_stp:
+                self._forget(order)
+                self._emit_canceled(order, _SELF_TRADE)
+                return 0
+            if order.leaves == 0:
+                self._forget(order)
+                return 0
+        level = self._attach(order)
+        self._emit_level(market.market, order.side, level)
+        return 0
+
+    def _create_market(self, cmd: _Command) -> int:
+        tick, min_size, lot = cmd.price, cmd.quantity, cmd.aux
+        if cmd.market >= self._max_markets:
+            return self._reject(cmd, Reject.CAPACITY)
+        if cmd.market in self._markets:
+            return self._reject(cmd, Reject.MARKET_EXISTS)
+        if tick not in TICKS:
+            return self._reject(cmd, Reject.INVALID_TICK)
+        if lot <= 0 or min_size <= 0 or min_size > MAX_QUANTITY or min_size % lot != 0:
+            return self._reject(cmd, Reject.INVALID_QUANTITY)
+        if cmd.taker_fee_bps or cmd.maker_fee_bps or cmd.fee_base:
+            return self._reject(cmd, Reject.INVALID_ORDER)
+        levels = 2 * _levels_per_side(tick)
+        if self._levels_used + levels > self._max_levels:
+            return self._reject(cmd, Reject.CAPACITY)
+        self._levels_used += levels
+        market = self._markets[cmd.market] = _Market(cmd.market, tick, min_size, lot)
+        self._emit_market(market)
+        return 0
+
+    def _set_market_state(self, cmd: _Command) -> int:
+        market = self._markets.get(cmd.market)
+        if market is None:
+            return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        if (market.state, cmd.arg) not in _ALLOWED_TRANSITIONS:
+            return self._reject(cmd, Reject.INVALID_STATE_TRANSITION)
+        market.state = cmd.arg
+        self._emit_market(market)
+        if market.state == _CLOSED:
+            self._cancel_levels(market, _MARKET_CLOSED, lambda price: True)
+        return 0
+
+    def _set_tick(self, cmd: _Command) -> int:
+        market = self._markets.get(cmd.market)
+        if market is None:
+            return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        tick = cmd.price
+        if tick not in TICKS:
+            return self._reject(cmd, Reject.INVALID_TICK)
+        levels_after = (
+            self._levels_used - 2 * _levels_per_side(market.tick) + 2 * _levels_per_side(tick)
+        )
+        if levels_after > self._max_levels:
+            return self._reject(cmd, Reject.CAPACITY)
+        self._levels_used = levels_after
+        market.tick = tick
+        self._emit_market(market)
+        self._cancel_levels(market, _TICK_CHANGE, lambda price: price % tick != 0)
+        return 0
+
+    def _add_account(self, cmd: _Command) -> int:
+        if cmd.account >= self._max_accounts:
+            return self._reject(cmd, Reject.CAPACITY)
+        if cmd.account in self._accounts:
+            return self._reject(cmd, Reject.ACCOUNT_EXISTS)
+        self._accounts.add(cmd.account)
+        self._emit_account(cmd.account)
+        return 0
+
+    # ------------------------------------------------------------------
+    # Per-call API (§7)
+    # ------------------------------------------------------------------
+
+    def create_market(
+        self, market: int, tick: int, min_size: int = 1, lot: int = 1, *, time: int = 0
+    ) -> int:
+        return self._call(
+            type=_CMD_CREATE_MARKET, market=market, price=tick, quantity=min_size, aux=lot,
+            time=time,
+        )  # fmt: skip
+
+    def set_market_state(self, market: int, state: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_SET_MARKET_STATE, market=market, arg=state, time=time)
+
+    def set_tick(self, market: int, tick: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_SET_TICK, market=market, price=tick, time=time)
+
+    def add_account(self, account: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_ADD_ACCOUNT, account=account, time=time)
+
+    def submit(
+        self,
+        account: int,
+        market: int,
+        intent: int,
+        price: int,
+        quantity: int,
+        tif: int = TimeInForce.GTC,
+        *,
+        expiry: int = 0,
+        client_order_id: int = 0,
+        stp: int = Stp.REJECT_AGGRESSOR,
+        post_only: bool = False,
+        market_order: bool = False,
+        by_cash: bool = False,
+        time: int = 0,
+    ) -> int:
+        flags = (
+            (_POST_ONLY if post_only else 0)
+            | (_MARKET_FLAG if market_order else 0)
+            | (_BY_CASH if by_cash else 0)
+        )
+        return self._call(
+            type=_CMD_NEW_ORDER, account=account, market=market, intent=intent, price=price,
+            quantity=quantity, tif=tif, expiry=expiry, client_order_id=client_order_id,
+            stp=stp, flags=flags, time=time,
+        )  # fmt: skip
+
+    def cancel(self, account: int, order_id: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_CANCEL, account=account, order_id=order_id, time=time)
+
+    def cancel_client(self, account: int, client_order_id: int, *, time: int = 0) -> int:
+        return self._call(
+            type=_CMD_CANCEL_CLIENT, account=account, client_order_id=client_order_id, time=time
+        )
+
+    def cancel_all(self, account: int, market: int = ALL_MARKETS, *, time: int = 0) -> int:
+        return self._call(type=_CMD_CANCEL_ALL, account=account, market=market, time=time)
+
+    def replace(
+        self, account: int, order_id: int, price: int = 0, quantity: int = 0, *, time: int = 0
+    ) -> int:
+        return self._call(
+            type=_CMD_REPLACE, account=account, order_id=order_id, price=price,
+            quantity=quantity, time=time,
+        )  # fmt: skip
+
+    def advance_time(self, time: int) -> int:
+        return self._call(type=_CMD_ADVANCE_TIME, time=time)
+
+    def last_events(self) -> np.ndarray:
+        """The events of the last per-call method."""
+        return _event_array(self._last_events)
+
+    def drain_events(self) -> np.ndarray:
+        """Every event buffered by per-call methods since the last drain; clears them all,
+        those of the last call included (``last_events()`` is then empty)."""
+        events = _event_array(self._buffered_events)
+        self._buffered_events = []
+        self._last_events = []
+        return events
+
+    # ------------------------------------------------------------------
+    # Queries
+    # ------------------------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        return self._now
+
+    @property
+    def order_count(self) -> int:
+        return len(self._orders)
+
+    def book(self, market: int, depth: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``depth`` levels of each side, best first."""
+        m = self._markets[market]
+        depth = operator.index(depth)
+        if depth < 0:
+            raise ValueError("depth must be >= 0")
+        result = []
+        for book_side in m.sides:
+            prices = book_side.prices_best_first()[:depth]
+            rows = [(p, len(book_side.levels[p].orders), book_side.levels[p].total) for p in prices]
+            result.append(np.array(rows, dtype=BOOK_LEVEL_DTYPE))
+        return result[0], result[1]
+
+    def best(self, market: int) -> tuple[int, int, int, int]:
+        """``(bid_price, bid_qty, ask_price, ask_qty)``; 0, 0 for an empty side."""
+        m = self._markets[market]
+        out: list[int] = []
+        for book_side in m.sides:
+            level = book_side.best_level()
+            out += [0, 0] if level is None else [level.price, level.total]
+        return out[0], out[1], out[2], out[3]
+
+    def order(self, order_id: int) -> OrderInfo | None:
+        o = self._orders.get(order_id)
+        if o is None:
+            return None
+        return OrderInfo(
+            o.order_id, o.account, o.market, o.intent, o.side, o.price, o.leaves, o.tif,
+            o.expiry, o.client_order_id, o.stp, o.flags,
+        )  # fmt: skip
+
+    def market(self, market: int) -> MarketInfo | None:
+        m = self._markets.get(market)
+        if m is None:
+            return None
+        return MarketInfo(m.market, m.state, m.tick, m.min_size, m.lot)
+
+    # ------------------------------------------------------------------
+    # Canonical state, digest, snapshot, restore (§6)
+    # ------------------------------------------------------------------
+
+    def canonical_state(self) -> bytes:
+        parts = [
+            _HEADER.pack(
+                _MAGIC,
+                self._max_orders,
+                self._max_markets,
+                self._max_accounts,
+                self._max_levels,
+                self._now,
+                self._next_order_id,
+            ),
+            _U32.pack(len(self._accounts)),
+        ]
+        parts += [_U32.pack(a) for a in sorted(self._accounts)]
+        parts.append(_U32.pack(len(self._markets)))
+        for market_id in sorted(self._markets):
+            m = self._markets[market_id]
+            parts.append(_MARKET_REC.pack(m.market, m.state, m.tick, m.min_size, m.lot))
+            for book_side in m.sides:
+                parts.append(_U32.pack(len(book_side.prices)))
+                for level in book_side.levels_best_first():
+                    parts.append(_LEVEL_REC.pack(level.price, len(level.orders), level.total))
+                    for o in level.orders:
+                        parts.append(
+                            _ORDER_REC.pack(
+                                o.order_id,
+                                o.client_order_id,
+                                o.account,
+                                o.leaves,
+                                o.expiry if o.tif == _GTD else 0,
+                                o.intent,
+                                o.tif,
+                                o.stp,
+                                o.flags,
+                            )
+                        )
+        return b"".join(parts)
+
+    def snapshot(self) -> bytes:
+        return self.canonical_state()
+
+    def digest(self) -> str:
+        return hashlib.blake2b(self.canonical_state(), digest_size=16).hexdigest()
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        """Rebuild an engine from ``snapshot()`` bytes; ``ValueError`` if malformed."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("restore() takes bytes")
+        data = bytes(data)
+        reader = _Reader(data)
+        magic, max_orders, max_markets, max_accounts, max_levels, now, next_order_id = reader.read(
+            _HEADER
+        )
+        if magic != _MAGIC:
+            raise ValueError(f"not a matchcore state (magic {magic!r})")
+        if now < 0:
+            raise ValueError(f"negative engine time {now}")
+        if next_order_id < 1:
+            raise ValueError(f"next_order_id {next_order_id} < 1")
+        engine = cls(max_orders, max_markets, max_accounts, max_levels)
+        engine._now = now
+        engine._next_order_id = next_order_id
+
+        (n_accounts,) = reader.read(_U32)
+        if n_accounts > max_accounts:
+            raise ValueError(f"{n_accounts} accounts > max_accounts {max_accounts}")
+        previous = -1
+        for _ in range(n_accounts):
+            (account,) = reader.read(_U32)
+            if account <= previous or account >= max_accounts:
+                raise ValueError(f"account {account} out of order or >= max_accounts")
+            engine._accounts.add(account)
+            previous = account
+
+        (n_markets,) = reader.read(_U32)
+        if n_markets > max_markets:
+            raise ValueError(f"{n_markets} markets > max_markets {max_markets}")
+        previous = -1
+        for _ in range(n_markets):
+            market_id, state, tick, min_size, lot = reader.read(_MARKET_REC)
+            if market_id <= previous or market_id >= max_markets:
+                raise ValueError(f"market {market_id} out of order or >= max_markets")
+            previous = market_id
+            if not _PRE_OPEN <= state <= _RESOLVED:
+                raise ValueError(f"market {market_id}: bad state {state}")
+            if tick not in TICKS:
+                raise ValueError(f"market {market_id}: bad tick {tick}")
+            if lot <= 0 or min_size <= 0 or min_size > MAX_QUANTITY or min_size % lot != 0:
+                raise ValueError(f"market {market_id}: bad min_size {min_size} / lot {lot}")
+            market = _Market(market_id, tick, min_size, lot)
+            market.state = state
+            engine._markets[market_id] = market
+            engine._levels_used += 2 * _levels_per_side(tick)
+            for book_side in market.sides:
+                engine._restore_side(reader, market, book_side)
+
+        if reader.pos != len(data):
+            raise ValueError(f"{len(data) - reader.pos} trailing bytes after the state")
+        engine._rebuild_expiry_heap()
+        try:
+            engine.validate()
+        except InvariantError as exc:
+            raise ValueError(f"inconsistent snapshot: {exc}") from None
+        return engine
+
+    def _restore_side(self, reader: _Reader, market: _Market, book_side: _BookSide) -> None:
+        name = Side(book_side.side).name
+        where = f"market {market.market} {name}"
+        (n_levels,) = reader.read(_U32)
+        if n_levels > _levels_per_side(market.tick):
+            raise ValueError(f"{where}: {n_levels} levels > L(tick)")
+        previous: int | None = None
+        for _ in range(n_levels):
+            price, count, total = reader.read(_LEVEL_REC)
+            if not _price_ok(price, market.tick):
+                raise ValueError(f"{where}: level price {price} off the grid")
+            if previous is not None and (
+                price >= previous if book_side.side == _BID else price <= previous
+            ):
+                raise ValueError(f"{where}: level {price} not strictly after {previous}")
+            previous = price
+            if count == 0:
+                raise ValueError(f"{where} level {price}: empty level")
+            level = book_side.level_at(price)
+            for _ in range(count):
+                oid, client_id, account, leaves, expiry, intent, tif, stp, flags = reader.read(
+                    _ORDER_REC
+                )
+                if oid == 0 or oid >= self._next_order_id or oid in self._orders:
+                    raise ValueError(f"{where} level {price}: bad or duplicate order id {oid}")
+                if intent > 3 or _SIDE_OF_INTENT[intent] != book_side.side:
+                    raise ValueError(f"order {oid}: intent {intent} not on the {name} side")
+                if tif not in (_GTC, _GTD) or stp > 2 or flags & ~_POST_ONLY:
+                    raise ValueError(f"order {oid}: bad tif/stp/flags {tif}/{stp}/{flags}")
+                if tif != _GTD and expiry != 0:
+                    raise ValueError(f"order {oid}: expiry {expiry} on a non-GTD order")
+                if client_id and (account, client_id) in self._by_client:
+                    raise ValueError(f"order {oid}: duplicate client order id {client_id}")
+                order = _Order(
+                    oid, account, market.market, intent, price, leaves, tif, expiry,
+                    client_id, stp, flags,
+                )  # fmt: skip
+                level.orders.append(order)
+                level.total += leaves
+                self._orders[oid] = order
+                if client_id:
+                    self._by_client[(account, client_id)] = oid
+            if level.total != total:
+                raise ValueError(f"{where} level {price}: total {total} != {level.total}")
+
+    # ------------------------------------------------------------------
+    # Invariants
+    # ------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check every invariant of the book state; ``InvariantError`` names the broken one."""
+
+        def fail(message: str) -> None:
+            raise InvariantError(message)
+
+        if len(self._orders) > self._max_orders:
+            fail(f"{len(self._orders)} resting orders > max_orders {self._max_orders}")
+        levels_used = sum(2 * _levels_per_side(m.tick) for m in self._markets.values())
+        if levels_used != self._levels_used:
+            fail(f"level arena count {self._levels_used} != sum of 2*L(tick) {levels_used}")
+        if levels_used > self._max_levels:
+            fail(f"level arena usage {levels_used} > max_levels {self._max_levels}")
+        for account in self._accounts:
+            if not 0 <= account < self._max_accounts:
+                fail(f"account {account} >= max_accounts {self._max_accounts}")
+
+        seen: dict[int, _Order] = {}
+        for market_id, market in self._markets.items():
+            if market.market != market_id or not 0 <= market_id < self._max_markets:
+                fail(f"market {market_id}: bad id {market.market} (max {self._max_markets})")
+            for book_side in market.sides:
+                self._validate_side(market, book_side, seen, fail)
+            best_bid = market.sides[_BID].best_price()
+            best_ask = market.sides[_ASK].best_price()
+            if best_bid is not None and best_ask is not None and best_bid >= best_ask:
+                fail(f"market {market_id}: book crossed, best bid {best_bid} >= ask {best_ask}")
+            if (market.sides[_BID].prices or market.sides[_ASK].prices) and market.state not in (
+                _OPEN,
+                _HALTED,
+            ):
+                fail(f"market {market_id}: resting orders in state {market.state}")
+
+        if seen.keys() != self._orders.keys():
+            extra = sorted(self._orders.keys() - seen.keys())[:5]
+            missing = sorted(seen.keys() - self._orders.keys())[:5]
+            fail(f"order index != orders in books (not in a book: {extra}, unindexed: {missing})")
+
+        expected_clients = {
+            (o.account, o.client_order_id): o.order_id
+            for o in self._orders.values()
+            if o.client_order_id
+        }
+        if len(expected_clients) != sum(1 for o in self._orders.values() if o.client_order_id):
+            fail("two resting orders of one account share a client order id")
+        if expected_clients != self._by_client:
+            diff = set(expected_clients.items()) ^ set(self._by_client.items())
+            fail(f"client order id index inconsistent: {sorted(diff)[:5]}")
+
+        heap = self._expiry_heap
+        for i in range(1, len(heap)):
+            if heap[(i - 1) // 2] > heap[i]:
+                fail(f"expiry heap property broken at index {i}")
+        in_heap = set(heap)
+        for o in self._orders.values():
+            if o.tif == _GTD:
+                if o.expiry <= self._now:
+                    fail(f"GTD order {o.order_id} expiry {o.expiry} <= now {self._now}")
+                if (o.expiry, o.order_id) not in in_heap:
+                    fail(f"GTD order {o.order_id} missing from the expiry set")
+
+    def _validate_side(
+        self,
+        market: _Market,
+        book_side: _BookSide,
+        seen: dict[int, _Order],
+        fail: Callable[[str], None],
+    ) -> None:
+        where = f"market {market.market} {Side(book_side.side).name}"
+        if book_side.prices != sorted(set(book_side.prices)):
+            fail(f"{where}: price list not strictly ascending")
+        if set(book_side.prices) != book_side.levels.keys():
+            fail(f"{where}: price list != level keys")
+        for price, level in book_side.levels.items():
+            at = f"{where} level {price}"
+            if level.price != price:
+                fail(f"{at}: level says price {level.price}")
+            if not _price_ok(price, market.tick):
+                fail(f"{at}: price off the grid of tick {market.tick}")
+            if not level.orders:
+                fail(f"{at}: empty level kept in the book")
+            total = sum(o.leaves for o in level.orders)
+            if level.total != total:
+                fail(f"{at}: total {level.total} != sum of order leaves {total}")
+            for o in level.orders:
+                self._validate_order(market, book_side, level, o, seen, fail)
+
+    def _validate_order(
+        self,
+        market: _Market,
+        book_side: _BookSide,
+        level: _Level,
+        o: _Order,
+        seen: dict[int, _Order],
+        fail: Callable[[str], None],
+    ) -> None:
+        at = f"order {o.order_id} (market {market.market} level {level.price})"
+        if o.order_id in seen:
+            fail(f"{at}: appears twice in the books")
+        seen[o.order_id] = o
+        if self._orders.get(o.order_id) is not o:
+            fail(f"{at}: not the order indexed under its id")
+        if not 0 < o.order_id < self._next_order_id:
+            fail(f"{at}: id not below next_order_id {self._next_order_id}")
+        if o.market != market.market or o.price != level.price:
+            fail(f"{at}: says market {o.market} price {o.price}")
+        if o.intent not in _SIDE_OF_INTENT or _SIDE_OF_INTENT[o.intent] != book_side.side:
+            fail(f"{at}: intent {o.intent} does not rest on side {book_side.side}")
+        if o.side != book_side.side:
+            fail(f"{at}: side {o.side} != book side {book_side.side}")
+        if not 0 < o.leaves <= MAX_QUANTITY or o.leaves % market.lot != 0:
+            fail(f"{at}: leaves {o.leaves} not a positive multiple of lot {market.lot}")
+        if o.account not in self._accounts:
+            fail(f"{at}: unknown account {o.account}")
+        if o.tif not in (_GTC, _GTD):
+            fail(f"{at}: resting with tif {o.tif}")
+        if o.tif != _GTD and o.expiry != 0:
+            fail(f"{at}: expiry {o.expiry} on a non-GTD order")
+        if o.stp > 2 or o.flags & ~_POST_ONLY:
+            fail(f"{at}: bad stp {o.stp} or flags {o.flags}")
+
+
+def _capacity_arg(name: str, value: int, high: int) -> int:
+    """A constructor capacity: an ``int`` in ``[1, high]``, else ``ValueError`` (§5)."""
+    if not isinstance(value, int) or not 1 <= value <= high:
+        raise ValueError(f"{name} must be an int in [1, {high}], not {value!r}")
+    return value
+
+
+def _event_array(events: list[tuple[int, ...]]) -> np.ndarray:
+    if not events:
+        return np.zeros(0, dtype=EVENT_DTYPE)
+    return np.array(events, dtype=EVENT_DTYPE)
+
+
+# ADVANCE_TIME has no handler: _run() does its time step and expiry, then returns.
+_HANDLERS: dict[int, Callable[[Engine, _Command], int]] = {
+    _CMD_NEW_ORDER: Engine._new_order,
+    _CMD_CANCEL: Engine._cancel,
+    _CMD_CANCEL_CLIENT: Engine._cancel_client,
+    _CMD_CANCEL_ALL: Engine._cancel_all,
+    _CMD_REPLACE: Engine._replace,
+    _CMD_CREATE_MARKET: Engine._create_market,
+    _CMD_SET_MARKET_STATE: Engine._set_market_state,
+    _CMD_SET_TICK: Engine._set_tick,
+    _CMD_ADD_ACCOUNT: Engine._add_account,
+}
