@@ -78,7 +78,7 @@ def test_restore_mid_stream_continues_identically(seed: int) -> None:
     commands = testing.random_stream(seed, 6_000, SHAPE)
     original = mc.Engine(**CAPACITIES)
     for cut in (1_500, 3_000, 4_500):
-        original.process(commands[: cut] if cut == 1_500 else commands[cut - 1_500 : cut])
+        original.process(commands[:cut] if cut == 1_500 else commands[cut - 1_500 : cut])
         snapshot = original.snapshot()
         rest = commands[cut:]
         expected = mc.Engine.restore(snapshot).process(rest)

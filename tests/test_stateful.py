@@ -18,8 +18,8 @@ from matchcore import reference
 MARKETS = (0, 1)
 ACCOUNTS = (0, 1, 2)
 ticks = st.sampled_from([1, 10, 100, 1000])
-accounts = st.sampled_from(ACCOUNTS + (7,))  # 7 is never added
-markets = st.sampled_from(MARKETS + (3,))  # 3 is never created
+accounts = st.sampled_from((*ACCOUNTS, 7))  # 7 is never added
+markets = st.sampled_from((*MARKETS, 3))  # 3 is never created
 intents = st.sampled_from(list(mc.Intent))
 prices = st.one_of(
     st.integers(40, 60).map(lambda x: x * 100),  # near the touch of a $0.50 market
@@ -125,7 +125,7 @@ class TwoEngines(RuleBasedStateMachine):
     def cancel_client(self, account, client_order_id) -> None:
         self.both("cancel_client", account, client_order_id, time=self.time)
 
-    @rule(account=accounts, market=st.sampled_from(MARKETS + (mc.ALL_MARKETS, 3)))
+    @rule(account=accounts, market=st.sampled_from((*MARKETS, mc.ALL_MARKETS, 3)))
     def cancel_all(self, account, market) -> None:
         self.both("cancel_all", account, market, time=self.time)
 
