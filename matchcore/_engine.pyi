@@ -1,3 +1,5 @@
+from typing import final
+
 import numpy as np
 import numpy.typing as npt
 
@@ -5,6 +7,7 @@ from .records import MarketInfo, OrderInfo
 
 CONSTANTS: dict[str, int]
 
+@final
 class Engine:
     def __init__(
         self,

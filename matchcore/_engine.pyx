@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, autotestdict=False
 """The C++ matching core behind a thin Python API (docs/matchcore.md §7).
 
 Every state-changing method builds one fixed-size command record and runs it
@@ -22,7 +22,10 @@ import numpy as np
 
 from .codes import ALL_MARKETS as _ALL_MARKETS
 from .errors import InvariantError
-from .records import BOOK_LEVEL_DTYPE, COMMAND_DTYPE, EVENT_DTYPE, MarketInfo, OrderInfo
+from .records import BOOK_LEVEL_DTYPE as _BOOK_LEVEL_DTYPE
+from .records import COMMAND_DTYPE as _COMMAND_DTYPE
+from .records import EVENT_DTYPE as _EVENT_DTYPE
+from .records import MarketInfo, OrderInfo
 
 cnp.import_array()
 
@@ -76,9 +79,9 @@ CONSTANTS = {
     "CancelReason.TICK_CHANGE": lib.C_TICK_CHANGE,
 }
 
-assert sizeof(lib.Command) == COMMAND_DTYPE.itemsize
-assert sizeof(lib.Event) == EVENT_DTYPE.itemsize
-assert sizeof(lib.BookLevel) == BOOK_LEVEL_DTYPE.itemsize
+assert sizeof(lib.Command) == _COMMAND_DTYPE.itemsize
+assert sizeof(lib.Event) == _EVENT_DTYPE.itemsize
+assert sizeof(lib.BookLevel) == _BOOK_LEVEL_DTYPE.itemsize
 
 
 cdef inline void _clear(lib.Command* c, uint8_t command_type, int64_t time) noexcept nogil:
@@ -136,7 +139,7 @@ cdef class Engine:
 
     cdef object _copy_events(self, size_t start, size_t stop):
         cdef size_t n = stop - start
-        cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
+        cdef cnp.ndarray out = np.empty(n, dtype=_EVENT_DTYPE)
         if n:
             memcpy(cnp.PyArray_DATA(out), self.core.events().data() + start,
                    n * sizeof(lib.Event))
@@ -261,8 +264,9 @@ cdef class Engine:
         """
         if not isinstance(commands, np.ndarray):
             raise TypeError(f"commands must be a numpy array, not {type(commands).__name__}")
-        if commands.dtype != COMMAND_DTYPE:
-            raise TypeError(f"commands must have dtype matchcore.COMMAND_DTYPE, not {commands.dtype}")
+        if commands.dtype != _COMMAND_DTYPE:
+            raise TypeError(
+                f"commands must have dtype matchcore.COMMAND_DTYPE, not {commands.dtype}")
         if commands.ndim != 1:
             raise ValueError(f"commands must be one-dimensional, not {commands.ndim}-D")
         if self._busy:
@@ -328,7 +332,10 @@ cdef class Engine:
                 "levels": s.levels, "markets": s.markets, "accounts": s.accounts}
 
     def book(self, uint32_t market, Py_ssize_t depth=10):
-        """The top ``depth`` levels per side, best first: ``(bids, asks)`` BOOK_LEVEL_DTYPE arrays."""
+        """The top ``depth`` levels per side, best first, as BOOK_LEVEL_DTYPE arrays.
+
+        Returns ``(bids, asks)``.
+        """
         if depth < 0:
             raise ValueError("depth must be >= 0")
         cdef const lib.Market* m = self._market(market)
@@ -336,7 +343,7 @@ cdef class Engine:
         cdef cnp.ndarray out
         cdef size_t n
         for side in (lib.BID, lib.ASK):
-            out = np.empty(depth, dtype=BOOK_LEVEL_DTYPE)
+            out = np.empty(depth, dtype=_BOOK_LEVEL_DTYPE)
             n = self.core.book_side(m[0], side, depth, <lib.BookLevel*> cnp.PyArray_DATA(out))
             sides.append(out[:n])
         return sides[0], sides[1]

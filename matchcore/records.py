@@ -110,5 +110,5 @@ def make_commands(rows: list[dict[str, Any]]) -> np.ndarray:
 
 def event_dicts(events: np.ndarray) -> list[dict[str, int]]:
     """Events as plain dicts without the zero fields, for tests and debugging."""
-    names = [n for n in EVENT_DTYPE.names if n != "_pad"]
+    names = [n for n in EVENT_DTYPE.fields or () if n != "_pad"]
     return [{n: int(e[n]) for n in names if e[n]} for e in events]
