@@ -1,0 +1,1 @@
+"""Benchmark harness: workloads, peers, runners and reports (run with ``python -m bench``)."""

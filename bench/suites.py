@@ -1,0 +1,266 @@
+"""What runs on each workload: which peers, at which sizes, and the figures derived from them.
+
+A suite returns a plain dict (the JSON report): one *table* per (workload, size),
+each with its rows and, per row, the ratio of its median time per command to this
+project's batch and per-call figures measured in the same table. A peer too slow
+for the full size (the pure-Python reference) runs in a second table at a reduced
+size, next to this project's engines at that same size, so its ratios compare like
+with like.
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import workloads
+from .peers import Peer, Unavailable
+from .peers.engine import BatchPeer, CallsPeer
+from .peers.liquibook_peer import LiquibookPeer
+from .peers.orderbook_peer import OrderBookPeer
+from .peers.plain import PlainPeer
+from .runner import Measurement, measure
+
+CORE = "matchcore"
+REFERENCE = "reference"
+BATCH, CALLS = f"{CORE} batch", f"{CORE} per-call"
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    runs: int = 5
+    warmup: int = 1
+    size: int | None = None  # measured commands (default: full, or the quick size)
+    reference_size: int | None = None
+    chunk: int = 8192  # commands per process() call; 0: one call
+    progress: bool = True
+
+    FULL: ClassVar[dict[str, int]] = {"XC": workloads.XC_FULL, "PEER": workloads.PEER_FULL}
+    QUICK: ClassVar[dict[str, int]] = {"XC": 50_000, "PEER": 50_000}
+    REFERENCE_FULL: ClassVar[int] = 100_000
+    REFERENCE_QUICK: ClassVar[int] = 5_000
+
+    def n(self, workload: str) -> int:
+        if self.size is not None:
+            return self.size
+        return (self.QUICK if self.quick else self.FULL)[workload]
+
+    def n_reference(self, workload: str) -> int:
+        size = self.reference_size
+        if size is None:
+            size = self.REFERENCE_QUICK if self.quick else self.REFERENCE_FULL
+        return min(size, self.n(workload))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "quick": self.quick,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "chunk": self.chunk,
+            "sizes": {w: self.n(w) for w in self.FULL},
+            "reference_sizes": {w: self.n_reference(w) for w in self.FULL},
+        }
+
+
+# ------------------------------------------------------------------ progress
+
+
+@contextmanager
+def _bar(enabled: bool, total: int, desc: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar (on stderr) if enabled and installed, else a no-op; yields ``update(n)``."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield lambda _n: None
+        return
+    with tqdm(total=total, desc=desc, unit="cmd" if total > 1000 else "run", leave=False) as bar:
+        yield bar.update
+
+
+# ------------------------------------------------------------------ peers
+
+
+def reference_engine() -> tuple[type | None, str | None]:
+    """The pure-Python reference Engine class, or why it cannot be used."""
+    try:
+        return importlib.import_module("matchcore.reference").Engine, None
+    except (ImportError, AttributeError) as exc:
+        return None, f"matchcore.reference is not importable: {exc!r}"
+
+
+def _core_engine() -> type:
+    from matchcore import Engine
+
+    return Engine
+
+
+def _core_peers(cfg: Config, one_call: bool = False) -> list[Peer]:
+    """This project's batch and per-call peers; ``one_call`` adds a single process() call."""
+    engine = _core_engine()
+    peers: list[Peer] = [BatchPeer(engine, CORE, cfg.chunk), CallsPeer(engine, CORE)]
+    if one_call and cfg.chunk:
+        peers.insert(1, BatchPeer(engine, CORE, 0, suffix=", one call"))
+    return peers
+
+
+def _reference_peers(cfg: Config) -> tuple[list[Peer], str | None]:
+    engine, why = reference_engine()
+    if engine is None:
+        return [], why
+    return [BatchPeer(engine, REFERENCE, cfg.chunk), CallsPeer(engine, REFERENCE)], None
+
+
+# ------------------------------------------------------------------ tables
+
+
+def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: str = "") -> dict:
+    """Measure every peer on one workload; ratios to this project's figures in the same table."""
+    rows: list[Measurement] = []
+    unavailable: list[dict[str, str]] = []
+    with _bar(cfg.progress, len(peers) * (cfg.runs + cfg.warmup), title) as update:
+        for peer in peers:
+            try:
+                rows.append(measure(peer, workload, cfg.runs, cfg.warmup, lambda: update(1)))
+            except Unavailable as exc:
+                unavailable.append({"peer": peer.name, "reason": str(exc)})
+            except Exception as exc:  # a peer that breaks is reported, and fails the run
+                unavailable.append({"peer": peer.name, "reason": f"failed: {exc!r}", "error": True})
+    by_name = {m.peer: m for m in rows}
+    out_rows = []
+    for m in rows:
+        row = m.as_dict()
+        for key, base in (("ratio_to_batch", BATCH), ("ratio_to_per_call", CALLS)):
+            row[key] = round(m.median_ns / by_name[base].median_ns, 3) if base in by_name else None
+        out_rows.append(row)
+    digests = {m.peer: m.outcome.extra["digest"] for m in rows if "digest" in m.outcome.extra}
+    table = {
+        "title": title,
+        "workload": workload.name,
+        "commands": workload.n,
+        "seed": workload.seed,
+        "params": workload.params,
+        "mix": workload.mix(),
+        "expected": workload.expected.as_dict(),
+        "note": note,
+        "rows": out_rows,
+        "unavailable": unavailable,
+        "all_checks_ok": all(m.check.ok for m in rows)
+        and not any(u.get("error") for u in unavailable),
+    }
+    if digests:
+        table["state_digests_agree"] = len(set(digests.values())) == 1
+    core = by_name.get(BATCH)
+    if core is not None and core.memory is not None:
+        table["memory"] = memory_figures(core.memory)
+    return table
+
+
+def memory_figures(memory: dict[str, Any]) -> dict[str, Any]:
+    """Bytes per resting order (slot + indexes, over capacity) and per market, from memory()."""
+    b, cap = memory["bytes"], memory["capacities"]
+    per_order = sum(b[k] for k in ("orders", "order_index", "client_index", "expiry_heap"))
+    return {
+        "capacities": cap,
+        "engine_memory_bytes": b,
+        "order_slot_bytes": b["order_slot"],
+        "bytes_per_resting_order": round(per_order / cap["max_orders"], 2),
+        "bytes_per_market": round((b["levels"] + b["markets"]) / cap["max_markets"], 2),
+        "bytes_per_account": round(b["accounts"] / cap["max_accounts"], 2),
+    }
+
+
+def _generate(cfg: Config, desc: str, make: Callable[..., Any], n: int, **kw: Any) -> Any:
+    with _bar(cfg.progress and n >= 200_000, n, desc) as update:
+        return make(n=n, progress=update, **kw)
+
+
+def _finish(result: dict[str, Any]) -> dict[str, Any]:
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["all_checks_ok"] = all(t["all_checks_ok"] for t in result["tables"])
+    return result
+
+
+# ------------------------------------------------------------------ suites
+
+
+def run_xc(cfg: Config) -> dict[str, Any]:
+    """XC: this project's batch and per-call APIs; the reference at a reduced size."""
+    n = cfg.n("XC")
+    wl = _generate(cfg, "generating XC", workloads.xc, n)
+    tables = [run_table(f"XC, {n:,} commands", wl, _core_peers(cfg, one_call=True), cfg)]
+    ref_peers, why = _reference_peers(cfg)
+    notes = []
+    if ref_peers:
+        n_ref = cfg.n_reference("XC")
+        small = wl if n_ref == n else workloads.xc(n=n_ref)
+        tables.append(
+            run_table(
+                f"XC, {n_ref:,} commands (reduced size for the reference)",
+                small,
+                _core_peers(cfg) + ref_peers,
+                cfg,
+                note="reduced size: the pure-Python reference is slow; same seed (a prefix "
+                "of the full stream), ratios against this project at the same size",
+            )
+        )
+    else:
+        notes.append(why)
+    return _finish({"workload": "XC", "tables": tables, "notes": notes})
+
+
+def _peer_peers(cfg: Config, with_orderbook: bool = False) -> list[Peer]:
+    peers: list[Peer] = [
+        *_core_peers(cfg, one_call=True),
+        PlainPeer(),
+        LiquibookPeer(True),
+        LiquibookPeer(False),
+    ]
+    if with_orderbook:
+        peers.append(OrderBookPeer())
+    return peers
+
+
+def run_peer(cfg: Config) -> dict[str, Any]:
+    """PEER (and its add/cancel part PEER-AC) against every peer that installs here."""
+    n = cfg.n("PEER")
+    wl = _generate(cfg, "generating PEER", workloads.peer, n)
+    tables = [run_table(f"PEER, {n:,} operations", wl, _peer_peers(cfg), cfg)]
+    notes = []
+    ref_peers, why = _reference_peers(cfg)
+    if ref_peers:
+        n_ref = cfg.n_reference("PEER")
+        small = wl if n_ref == n else workloads.peer(n=n_ref)
+        tables.append(
+            run_table(
+                f"PEER, {n_ref:,} operations (reduced size for the reference)",
+                small,
+                [*_core_peers(cfg), PlainPeer(), *ref_peers],
+                cfg,
+                note="reduced size: the pure-Python reference is slow; same seed (a prefix "
+                "of the full stream), ratios against this project at the same size",
+            )
+        )
+    else:
+        notes.append(why)
+    ac = _generate(cfg, "generating PEER-AC", workloads.peer, n, crosses=False)
+    tables.append(
+        run_table(
+            f"PEER-AC (add/cancel part), {n:,} operations",
+            ac,
+            _peer_peers(cfg, with_orderbook=True),
+            cfg,
+            note="adds and cancels only, for order-book (a price -> size store without matching)",
+        )
+    )
+    return _finish({"workload": "PEER", "tables": tables, "notes": notes})
+
+
+SUITES: dict[str, Callable[[Config], dict[str, Any]]] = {"xc": run_xc, "peer": run_peer}
