@@ -1,4 +1,4 @@
-"""``python -m matchcore``: a seeded trading session through the core, to see it work.
+"""``matchcore`` (or ``python -m matchcore``): a seeded trading session through the core.
 
 Market makers quote around a drifting fair price with all four intents (a NO
 bid is a YES ask), takers cross with IOC and market orders, and quotes are
@@ -98,7 +98,7 @@ def dollars(price: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m matchcore", description=__doc__)
+    parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     parser.add_argument("--commands", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
