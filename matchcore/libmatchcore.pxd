@@ -127,6 +127,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         const Config& config()
         int64_t execute(const Command& command) except +
         void process(const Command* commands, size_t count) except +
+        void process_timed(const Command* commands, size_t count, int64_t* nanoseconds) except +
         EventBuffer& events()
         int64_t now()
         uint64_t next_order_id()

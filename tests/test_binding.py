@@ -95,3 +95,15 @@ def test_book_depth(depth: int) -> None:
     bids, asks = engine.book(0, depth)
     assert len(bids) == min(depth, 10) and len(asks) == 0
     assert list(bids["price"]) == list(range(4900, 4900 - 100 * len(bids), -100))
+
+
+def test_process_timed_gives_the_same_events_and_one_time_per_command() -> None:
+    """The timed path runs the same commands: same events, one duration each."""
+    shape = testing.StreamShape()
+    commands = testing.random_stream(5, 3_000, shape)
+    plain, timed = (mc.Engine(**testing.engine_capacities(shape)) for _ in range(2))
+    events, nanoseconds = timed.process_timed(commands)
+    assert np.array_equal(events, plain.process(commands))
+    assert nanoseconds.dtype == np.int64 and len(nanoseconds) == len(commands)
+    assert (nanoseconds >= 0).all() and nanoseconds.max() > 0
+    assert timed.digest() == plain.digest()
