@@ -22,6 +22,12 @@ MAX_ACCOUNTS = 2**24
 """Largest ``max_accounts``."""
 MAX_LEVELS = 2**27
 """Largest ``max_levels`` (24 bytes each)."""
+MAX_POSITIONS = 2**29
+"""Largest ``max_positions``."""
+MAX_TOTAL_CASH = 2**62
+"""Largest net deposits: every balance and collateral stays below 2**62."""
+FEE_BPS_LIMIT = 1_000
+"""Fee rates are within +-1_000 basis points (taker rates are never negative)."""
 ALL_MARKETS = 0xFFFF_FFFF
 """``CANCEL_ALL`` target meaning every market."""
 TICKS = (1, 10, 100, 1000)
@@ -88,6 +94,11 @@ class CommandType(IntEnum):
     SET_MARKET_STATE = 8
     SET_TICK = 9
     ADD_ACCOUNT = 10
+    DEPOSIT = 11
+    WITHDRAW = 12
+    SPLIT = 13
+    MERGE = 14
+    RESOLVE = 15
 
 
 class EventType(IntEnum):
@@ -99,6 +110,9 @@ class EventType(IntEnum):
     LEVEL = 6
     MARKET = 7
     ACCOUNT = 8
+    BALANCE = 9
+    POSITION = 10
+    SETTLEMENT = 11
 
 
 class Reject(IntEnum):
@@ -124,6 +138,26 @@ class Reject(IntEnum):
     INVALID_STATE_TRANSITION = 18
     MARKET_EXISTS = 19
     ACCOUNT_EXISTS = 20
+    INVALID_FEE = 21
+    INVALID_OUTCOME = 22
+    LEDGER_DISABLED = 23
+
+
+class FeeBase(IntEnum):
+    """What a fee rate applies to (docs/matchcore.md §8)."""
+
+    NOTIONAL = 0
+    MIN = 1
+    PQ = 2
+
+
+class Outcome(IntEnum):
+    """How a market resolved."""
+
+    NONE = 0
+    YES = 1
+    NO = 2
+    HALF = 3
 
 
 class CancelReason(IntEnum):

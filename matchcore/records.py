@@ -92,6 +92,35 @@ class MarketInfo(NamedTuple):
     tick: int
     min_size: int
     lot: int
+    taker_fee_bps: int
+    maker_fee_bps: int
+    fee_base: int
+    outcome: int
+    collateral: int
+
+
+class Balance(NamedTuple):
+    """An account's cash in micro-dollars, as returned by ``Engine.balance()``."""
+
+    free: int
+    reserved: int
+
+
+class Position(NamedTuple):
+    """An account's shares in one market (0.01-share units), from ``Engine.position()``."""
+
+    yes_free: int
+    yes_reserved: int
+    no_free: int
+    no_reserved: int
+
+
+class Totals(NamedTuple):
+    """Engine-wide money, from ``Engine.totals()``: what conservation is checked against."""
+
+    net_deposits: int
+    fees: int
+    collateral: int
 
 
 def make_commands(rows: list[dict[str, Any]]) -> np.ndarray:
