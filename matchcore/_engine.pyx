@@ -10,7 +10,7 @@ create no Python object per event: events stay in the engine's buffer until
 
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from libcpp.string cimport string
 
@@ -25,7 +25,7 @@ from .errors import InvariantError
 from .records import BOOK_LEVEL_DTYPE as _BOOK_LEVEL_DTYPE
 from .records import COMMAND_DTYPE as _COMMAND_DTYPE
 from .records import EVENT_DTYPE as _EVENT_DTYPE
-from .records import MarketInfo, OrderInfo
+from .records import Balance, MarketInfo, OrderInfo, Position, Totals
 
 cnp.import_array()
 
@@ -34,6 +34,8 @@ CONSTANTS = {
     "PRICE_SCALE": lib.PRICE_SCALE, "MAX_QUANTITY": lib.MAX_QUANTITY,
     "MAX_CASH": lib.MAX_CASH, "MAX_ORDERS": lib.MAX_ORDERS, "MAX_MARKETS": lib.MAX_MARKETS,
     "MAX_ACCOUNTS": lib.MAX_ACCOUNTS, "MAX_LEVELS": lib.MAX_LEVELS, "ALL_MARKETS": lib.ALL_MARKETS,
+    "MAX_POSITIONS": lib.MAX_POSITIONS, "MAX_TOTAL_CASH": lib.MAX_TOTAL_CASH,
+    "FEE_BPS_LIMIT": lib.FEE_BPS_LIMIT,
     "Intent.BUY_YES": lib.BUY_YES, "Intent.SELL_YES": lib.SELL_YES,
     "Intent.BUY_NO": lib.BUY_NO, "Intent.SELL_NO": lib.SELL_NO,
     "Side.BID": lib.BID, "Side.ASK": lib.ASK,
@@ -55,10 +57,15 @@ CONSTANTS = {
     "CommandType.CREATE_MARKET": lib.CMD_CREATE_MARKET,
     "CommandType.SET_MARKET_STATE": lib.CMD_SET_MARKET_STATE,
     "CommandType.SET_TICK": lib.CMD_SET_TICK, "CommandType.ADD_ACCOUNT": lib.CMD_ADD_ACCOUNT,
+    "CommandType.DEPOSIT": lib.CMD_DEPOSIT, "CommandType.WITHDRAW": lib.CMD_WITHDRAW,
+    "CommandType.SPLIT": lib.CMD_SPLIT, "CommandType.MERGE": lib.CMD_MERGE,
+    "CommandType.RESOLVE": lib.CMD_RESOLVE,
     "EventType.ACCEPTED": lib.EV_ACCEPTED, "EventType.REJECTED": lib.EV_REJECTED,
     "EventType.TRADE": lib.EV_TRADE, "EventType.CANCELED": lib.EV_CANCELED,
     "EventType.REPLACED": lib.EV_REPLACED, "EventType.LEVEL": lib.EV_LEVEL,
     "EventType.MARKET": lib.EV_MARKET, "EventType.ACCOUNT": lib.EV_ACCOUNT,
+    "EventType.BALANCE": lib.EV_BALANCE, "EventType.POSITION": lib.EV_POSITION,
+    "EventType.SETTLEMENT": lib.EV_SETTLEMENT,
     "Reject.INVALID_COMMAND": lib.R_INVALID_COMMAND, "Reject.INVALID_PRICE": lib.R_INVALID_PRICE,
     "Reject.INVALID_QUANTITY": lib.R_INVALID_QUANTITY,
     "Reject.BELOW_MIN_SIZE": lib.R_BELOW_MIN_SIZE,
@@ -73,6 +80,11 @@ CONSTANTS = {
     "Reject.INVALID_ORDER": lib.R_INVALID_ORDER, "Reject.INVALID_TICK": lib.R_INVALID_TICK,
     "Reject.INVALID_STATE_TRANSITION": lib.R_INVALID_STATE_TRANSITION,
     "Reject.MARKET_EXISTS": lib.R_MARKET_EXISTS, "Reject.ACCOUNT_EXISTS": lib.R_ACCOUNT_EXISTS,
+    "Reject.INVALID_FEE": lib.R_INVALID_FEE, "Reject.INVALID_OUTCOME": lib.R_INVALID_OUTCOME,
+    "Reject.LEDGER_DISABLED": lib.R_LEDGER_DISABLED,
+    "FeeBase.NOTIONAL": lib.FEE_NOTIONAL, "FeeBase.MIN": lib.FEE_MIN, "FeeBase.PQ": lib.FEE_PQ,
+    "Outcome.NONE": lib.OUTCOME_NONE, "Outcome.YES": lib.OUTCOME_YES,
+    "Outcome.NO": lib.OUTCOME_NO, "Outcome.HALF": lib.OUTCOME_HALF,
     "CancelReason.USER": lib.C_USER, "CancelReason.UNFILLED": lib.C_UNFILLED,
     "CancelReason.SELF_TRADE": lib.C_SELF_TRADE, "CancelReason.EXPIRED": lib.C_EXPIRED,
     "CancelReason.MARKET_CLOSED": lib.C_MARKET_CLOSED,
@@ -111,13 +123,20 @@ cdef class Engine:
     max_levels : int, optional
         Price levels across all markets (``2 * (10_000 / tick - 1)`` per
         market, ``<= 2**27``); by default every market can have tick $0.001.
+    max_positions : int, optional
+        (account, market) positions held at once (``<= 2**29``); by default
+        ``max_orders + max_accounts``.
+    ledger : bool
+        Keep the money (reservations, settlement, fees; docs/matchcore.md §8).
+        False: matching only.
     """
 
     cdef lib.Engine core
     cdef size_t _last_start  # first event of the last per-call method
     cdef bint _busy          # a batch runs without the GIL
 
-    def __init__(self, max_orders=65536, max_markets=64, max_accounts=4096, max_levels=None):
+    def __init__(self, max_orders=65536, max_markets=64, max_accounts=4096, max_levels=None,
+                 max_positions=None, ledger=True):
         cdef lib.Config config
         cdef string error
         config.max_orders = _capacity("max_orders", max_orders, lib.MAX_ORDERS)
@@ -125,6 +144,9 @@ cdef class Engine:
         config.max_accounts = _capacity("max_accounts", max_accounts, lib.MAX_ACCOUNTS)
         config.max_levels = (0 if max_levels is None
                              else _capacity("max_levels", max_levels, lib.MAX_LEVELS))
+        config.max_positions = (0 if max_positions is None
+                                else _capacity("max_positions", max_positions, lib.MAX_POSITIONS))
+        config.ledger = bool(ledger)
         if not self.core.init(config, error):
             raise ValueError(error.decode())
         self._last_start = 0
@@ -154,14 +176,22 @@ cdef class Engine:
     # ------------------------------------------------------ admin commands
 
     def create_market(self, uint32_t market, int32_t tick, int64_t min_size=1,
-                      int64_t lot=1, *, int64_t time=0):
-        """Create a market in PRE_OPEN; tick, min size and lot in price / quantity units."""
+                      int64_t lot=1, *, int16_t taker_fee_bps=0, int16_t maker_fee_bps=0,
+                      uint8_t fee_base=0, int64_t time=0):
+        """Create a market in PRE_OPEN; tick, min size and lot in price / quantity units.
+
+        Fees are in basis points of ``fee_base`` (a FeeBase); a negative maker
+        rate is a rebate.
+        """
         cdef lib.Command c
         _clear(&c, lib.CMD_CREATE_MARKET, time)
         c.market = market
         c.price = tick
         c.quantity = min_size
         c.aux = lot
+        c.taker_fee_bps = taker_fee_bps
+        c.maker_fee_bps = maker_fee_bps
+        c.fee_base = fee_base
         return self._run(&c)
 
     def set_market_state(self, uint32_t market, uint8_t state, *, int64_t time=0):
@@ -253,6 +283,49 @@ cdef class Engine:
         """Move engine time forward; returns how many GTD orders expired."""
         cdef lib.Command c
         _clear(&c, lib.CMD_ADVANCE_TIME, time)
+        return self._run(&c)
+
+    # ----------------------------------------------------- ledger commands
+
+    def deposit(self, uint32_t account, int64_t amount, *, int64_t time=0):
+        """Add ``amount`` micro-dollars to the account's free cash; 0 or -Reject."""
+        return self._account_cash(lib.CMD_DEPOSIT, account, amount, time)
+
+    def withdraw(self, uint32_t account, int64_t amount, *, int64_t time=0):
+        """Take ``amount`` micro-dollars from the account's free cash; 0 or -Reject."""
+        return self._account_cash(lib.CMD_WITHDRAW, account, amount, time)
+
+    def split(self, uint32_t account, uint32_t market, int64_t quantity, *, int64_t time=0):
+        """Turn ``quantity * 10_000`` micro-dollars into ``quantity`` YES + NO pairs."""
+        return self._pairs(lib.CMD_SPLIT, account, market, quantity, time)
+
+    def merge(self, uint32_t account, uint32_t market, int64_t quantity, *, int64_t time=0):
+        """Turn ``quantity`` YES + NO pairs back into cash."""
+        return self._pairs(lib.CMD_MERGE, account, market, quantity, time)
+
+    def resolve(self, uint32_t market, uint8_t outcome, *, int64_t time=0):
+        """Resolve a market (an Outcome): cancel its orders, pay its shares."""
+        cdef lib.Command c
+        _clear(&c, lib.CMD_RESOLVE, time)
+        c.market = market
+        c.arg = outcome
+        return self._run(&c)
+
+    cdef object _account_cash(self, uint8_t command, uint32_t account, int64_t amount,
+                              int64_t time):
+        cdef lib.Command c
+        _clear(&c, command, time)
+        c.account = account
+        c.quantity = amount
+        return self._run(&c)
+
+    cdef object _pairs(self, uint8_t command, uint32_t account, uint32_t market,
+                       int64_t quantity, int64_t time):
+        cdef lib.Command c
+        _clear(&c, command, time)
+        c.account = account
+        c.market = market
+        c.quantity = quantity
         return self._run(&c)
 
     # ------------------------------------------------------------- events
@@ -350,14 +423,16 @@ cdef class Engine:
         """The capacities the engine was built with."""
         cdef const lib.Config* c = &self.core.config()
         return {"max_orders": c.max_orders, "max_markets": c.max_markets,
-                "max_accounts": c.max_accounts, "max_levels": c.max_levels}
+                "max_accounts": c.max_accounts, "max_levels": c.max_levels,
+                "max_positions": c.max_positions, "ledger": c.ledger}
 
     def memory(self):
         """Bytes preallocated per structure, and the size of one order slot."""
         cdef lib.MemoryStats s = self.core.memory()
         return {"order_slot": s.order_slot, "orders": s.orders, "order_index": s.order_index,
                 "client_index": s.client_index, "expiry_heap": s.expiry_heap,
-                "levels": s.levels, "markets": s.markets, "accounts": s.accounts}
+                "levels": s.levels, "markets": s.markets, "accounts": s.accounts,
+                "positions": s.positions}
 
     def book(self, uint32_t market, Py_ssize_t depth=10):
         """The top ``depth`` levels per side, best first, as BOOK_LEVEL_DTYPE arrays.
@@ -401,7 +476,33 @@ cdef class Engine:
         cdef const lib.Market* m = self.core.market(market)
         if m == NULL:
             return None
-        return MarketInfo(m.id, m.state, m.tick, m.min_size, m.lot)
+        return MarketInfo(m.id, m.state, m.tick, m.min_size, m.lot, m.fees.taker_bps,
+                          m.fees.maker_bps, m.fees.base, m.outcome, m.collateral)
+
+    def balance(self, uint32_t account):
+        """The account's cash as Balance(free, reserved) in micro-dollars, or None."""
+        cdef const lib.Account* a = self.core.account(account)
+        if a == NULL:
+            return None
+        return Balance(a.cash_free, a.cash_reserved)
+
+    def position(self, uint32_t account, uint32_t market):
+        """The account's shares in the market as a Position (zeros when none is held)."""
+        cdef const lib.Position* p = self.core.position(account, market)
+        if p == NULL:
+            return Position(0, 0, 0, 0)
+        return Position(p.yes_free, p.yes_reserved, p.no_free, p.no_reserved)
+
+    def totals(self):
+        """Totals(net_deposits, fees, collateral): what conservation is checked against."""
+        cdef int64_t collateral = 0
+        cdef const lib.Market* m
+        cdef uint32_t market
+        for market in range(self.core.config().max_markets):
+            m = self.core.market(market)
+            if m != NULL:
+                collateral += m.collateral
+        return Totals(self.core.net_deposits(), self.core.fees(), collateral)
 
     # ------------------------------------------------------------- state
 

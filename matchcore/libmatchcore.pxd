@@ -18,6 +18,9 @@ cdef extern from "matchcore/types.hpp" namespace "matchcore" nogil:
     const uint32_t MAX_MARKETS
     const uint32_t MAX_ACCOUNTS
     const uint32_t MAX_LEVELS
+    const uint32_t MAX_POSITIONS
+    const int64_t MAX_TOTAL_CASH
+    const int32_t FEE_BPS_LIMIT
     const uint32_t ALL_MARKETS
 
     enum:
@@ -30,15 +33,18 @@ cdef extern from "matchcore/types.hpp" namespace "matchcore" nogil:
         STATE_NONE, PRE_OPEN, OPEN, HALTED, CLOSED, RESOLVED
         CMD_NEW_ORDER, CMD_CANCEL, CMD_CANCEL_CLIENT, CMD_CANCEL_ALL, CMD_REPLACE
         CMD_ADVANCE_TIME, CMD_CREATE_MARKET, CMD_SET_MARKET_STATE, CMD_SET_TICK
-        CMD_ADD_ACCOUNT
+        CMD_ADD_ACCOUNT, CMD_DEPOSIT, CMD_WITHDRAW, CMD_SPLIT, CMD_MERGE, CMD_RESOLVE
         EV_ACCEPTED, EV_REJECTED, EV_TRADE, EV_CANCELED, EV_REPLACED, EV_LEVEL
-        EV_MARKET, EV_ACCOUNT
+        EV_MARKET, EV_ACCOUNT, EV_BALANCE, EV_POSITION, EV_SETTLEMENT
         R_INVALID_COMMAND, R_INVALID_PRICE, R_INVALID_QUANTITY, R_BELOW_MIN_SIZE
         R_DUPLICATE_CLIENT_ORDER_ID, R_INSUFFICIENT_BALANCE, R_INVALID_EXPIRY
         R_FOK_NOT_FILLED, R_POST_ONLY_WOULD_CROSS, R_MARKET_NOT_OPEN
         R_UNKNOWN_MARKET, R_UNKNOWN_ACCOUNT, R_UNKNOWN_ORDER, R_NOT_OWNER
         R_CAPACITY, R_INVALID_ORDER, R_INVALID_TICK, R_INVALID_STATE_TRANSITION
-        R_MARKET_EXISTS, R_ACCOUNT_EXISTS
+        R_MARKET_EXISTS, R_ACCOUNT_EXISTS, R_INVALID_FEE, R_INVALID_OUTCOME
+        R_LEDGER_DISABLED
+        FEE_NOTIONAL, FEE_MIN, FEE_PQ
+        OUTCOME_NONE, OUTCOME_YES, OUTCOME_NO, OUTCOME_HALF
         C_USER, C_UNFILLED, C_SELF_TRADE, C_EXPIRED, C_MARKET_CLOSED, C_TICK_CHANGE
 
     cdef struct Command:
@@ -85,6 +91,21 @@ cdef extern from "matchcore/order_pool.hpp" namespace "matchcore" nogil:
         uint8_t flags
 
 
+# --------------------------------------------------------------- ledger.hpp
+
+cdef extern from "matchcore/ledger.hpp" namespace "matchcore" nogil:
+    cdef struct FeeSchedule:
+        int16_t taker_bps
+        int16_t maker_bps
+        uint8_t base
+
+    cdef struct Position:
+        int64_t yes_free
+        int64_t yes_reserved
+        int64_t no_free
+        int64_t no_reserved
+
+
 # --------------------------------------------------------------- engine.hpp
 
 cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
@@ -93,6 +114,12 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         uint32_t max_markets
         uint32_t max_accounts
         uint32_t max_levels
+        uint32_t max_positions
+        bool ledger
+
+    cdef struct Account:
+        int64_t cash_free
+        int64_t cash_reserved
 
     cdef struct Market:
         uint32_t id
@@ -101,6 +128,9 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         int64_t min_size
         int64_t lot
         int32_t best[2]
+        FeeSchedule fees
+        uint8_t outcome
+        int64_t collateral
 
     cdef struct BookLevel:
         int32_t price
@@ -116,6 +146,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         size_t levels
         size_t markets
         size_t accounts
+        size_t positions
 
     cdef cppclass EventBuffer:
         const Event* data()
@@ -134,6 +165,10 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         uint32_t order_count()
         const Market* market(uint32_t id)
         const Order* find_order(uint64_t order_id)
+        const Account* account(uint32_t id)
+        const Position* position(uint32_t account, uint32_t market)
+        int64_t net_deposits()
+        int64_t fees()
         int64_t expiry_of(const Order& o)
         size_t book_side(const Market& m, int side, size_t depth, BookLevel* out)
         MemoryStats memory()

@@ -7,8 +7,11 @@ order type and intent, cancels and replaces aimed at resting orders (a shadow
 engine runs the stream as it is generated, to know which orders rest; any
 stream is valid input, so this only steers the choice), GTD expiries, time
 going backwards, tick changes, short halts and rare closes, and a sprinkling
-of invalid input. ``first_difference()`` runs two engines side by
-side and reports the first event or state where they part.
+of invalid input. With the ledger, markets carry random fee schedules, some
+accounts are rich and some nearly broke (so balance rejects are common), and
+deposits, withdrawals, splits, merges and rare resolutions are mixed in.
+``first_difference()`` runs two engines side by side and reports the first
+event or state where they part.
 """
 
 from __future__ import annotations
@@ -49,15 +52,19 @@ class StreamShape:
     admin_rate: float = 0.01  # state, tick, account and market commands
     invalid_rate: float = 0.01  # malformed values and unknown ids
     close_rate: float = 0.005  # share of state changes that close a market
+    ledger: bool = True  # money: fees, funding, ledger commands
+    ledger_rate: float = 0.06  # deposits, withdrawals, splits, merges, resolutions
 
 
-def engine_capacities(shape: StreamShape) -> dict[str, int]:
+def engine_capacities(shape: StreamShape) -> dict[str, Any]:
     """Capacities small enough that CAPACITY rejects happen in long streams."""
     return {
         "max_orders": 48,
         "max_markets": shape.markets + 1,
         "max_accounts": shape.accounts + 1,
         "max_levels": 2 * 999 * shape.markets + 2 * 99,
+        "max_positions": shape.accounts * shape.markets - 2,
+        "ledger": shape.ledger,
     }
 
 
@@ -67,19 +74,38 @@ def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any
     for market in range(shape.markets):
         tick = rng.choice([10, 100, 100])
         lot = rng.choice([1, 100])
-        rows.append(
-            {
-                "type": CommandType.CREATE_MARKET,
-                "market": market,
-                "price": tick,
-                "quantity": lot * rng.randrange(1, 3),
-                "aux": lot,
-            }
-        )
+        row = {
+            "type": CommandType.CREATE_MARKET,
+            "market": market,
+            "price": tick,
+            "quantity": lot * rng.randrange(1, 3),
+            "aux": lot,
+        }
+        if shape.ledger:
+            taker = rng.choice([0, 1, 7, 30, 100, 999, 1000])
+            row["taker_fee_bps"] = taker
+            row["maker_fee_bps"] = rng.choice([0, 3, -min(taker, 5), -taker, 200])
+            row["fee_base"] = rng.randrange(3)
+        rows.append(row)
         rows.append(
             {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": MarketState.OPEN}
         )
     rows += [{"type": CommandType.ADD_ACCOUNT, "account": a} for a in range(shape.accounts)]
+    if shape.ledger:  # rich accounts, modest ones and nearly broke ones, some with shares
+        for account in range(shape.accounts):
+            cash = rng.choice([10**11, 10**9, 5 * 10**7, 300_000])
+            rows.append({"type": CommandType.DEPOSIT, "account": account, "quantity": cash})
+            for market in range(shape.markets):
+                pairs = min(cash // 40_000, 20_000) // 100 * 100
+                if pairs and rng.random() < 0.7:
+                    rows.append(
+                        {
+                            "type": CommandType.SPLIT,
+                            "account": account,
+                            "market": market,
+                            "quantity": pairs,
+                        }
+                    )
     return rows
 
 
@@ -263,8 +289,26 @@ def _invalid(s: _StreamState) -> dict[str, Any]:
     elif what == 5:
         row["account"] = rng.choice([s.shape.accounts + 5, 2**32 - 1])
     else:
-        row = {"type": rng.choice([0, 11, 99, 255]), "market": row["market"]}
+        row = {"type": rng.choice([0, 16, 99, 255]), "market": row["market"]}
     return row
+
+
+def _ledger(s: _StreamState) -> dict[str, Any]:
+    """A deposit, withdrawal, split, merge or (rarely) a resolution."""
+    rng = s.rng
+    roll = rng.random()
+    account, market = s.account(), s.market()
+    if roll < 0.35:
+        amount = rng.choice([1, 999, 10**5, 10**7, 10**9])
+        return {"type": CommandType.DEPOSIT, "account": account, "quantity": amount}
+    if roll < 0.55:
+        amount = rng.choice([1, 10**5, 10**7, 10**9, 10**11])
+        return {"type": CommandType.WITHDRAW, "account": account, "quantity": amount}
+    if roll < 0.999:
+        pairs = s.lot[market] * rng.choice([1, 3, 10, 100])
+        kind = CommandType.SPLIT if roll < 0.8 else CommandType.MERGE
+        return {"type": kind, "account": account, "market": market, "quantity": pairs}
+    return {"type": CommandType.RESOLVE, "market": market, "arg": rng.choice([1, 2, 3, 3, 0])}
 
 
 def random_stream(seed: int, count: int, shape: StreamShape | None = None) -> np.ndarray:
@@ -288,6 +332,8 @@ def random_stream(seed: int, count: int, shape: StreamShape | None = None) -> np
             row = _invalid(s)
         elif roll < shape.invalid_rate + shape.admin_rate:
             row = _admin(s)
+        elif shape.ledger and roll < shape.invalid_rate + shape.admin_rate + shape.ledger_rate:
+            row = _ledger(s)
         else:
             kind = rng.random()
             if kind < 0.48:

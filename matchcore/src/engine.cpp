@@ -1,5 +1,5 @@
-// The command path of the engine: validation, matching, book maintenance.
-// The exact order of checks and events is docs/matchcore.md §4.
+// The command path of the engine: validation, matching, settlement, book upkeep.
+// The exact order of checks and events is docs/matchcore.md §4 and §8.
 #include "matchcore/engine.hpp"
 
 #include <algorithm>
@@ -36,10 +36,12 @@ bool Engine::init(const Config& config, std::string& error) {
   } bounds[] = {{"max_orders", config.max_orders, MAX_ORDERS},
                 {"max_markets", config.max_markets, MAX_MARKETS},
                 {"max_accounts", config.max_accounts, MAX_ACCOUNTS},
-                {"max_levels", config.max_levels, MAX_LEVELS}};
+                {"max_levels", config.max_levels, MAX_LEVELS},
+                {"max_positions", config.max_positions, MAX_POSITIONS}};
   for (const auto& b : bounds) {
-    // max_levels 0 asks for the default.
-    if ((b.value < 1 && b.limit != MAX_LEVELS) || b.value > b.limit) {
+    // max_levels and max_positions 0 ask for the default.
+    const bool has_default = b.limit == MAX_LEVELS || b.limit == MAX_POSITIONS;
+    if ((b.value < 1 && !has_default) || b.value > b.limit) {
       error = std::string(b.name) + " must be in [1, " + std::to_string(b.limit) + "], not " +
               std::to_string(b.value);
       return false;
@@ -50,11 +52,17 @@ bool Engine::init(const Config& config, std::string& error) {
     uint64_t levels = uint64_t{config.max_markets} * 2 * 999;
     config_.max_levels = static_cast<uint32_t>(std::min<uint64_t>(levels, MAX_LEVELS));
   }
+  if (config_.max_positions == 0) {
+    uint64_t positions = uint64_t{config.max_orders} + config.max_accounts;
+    config_.max_positions = static_cast<uint32_t>(std::min<uint64_t>(positions, MAX_POSITIONS));
+  }
   pool_.init(config_.max_orders);
   order_index_.init(config_.max_orders);
   client_index_.init(config_.max_orders);
   expiry_.init(config_.max_orders);
-  accounts_.assign(config_.max_accounts, Account{NIL, NIL, 0, 0});
+  accounts_.assign(config_.max_accounts, Account{0, 0, NIL, NIL, 0, 0});
+  positions_.init(config_.ledger ? config_.max_positions : 1);
+  net_deposits_ = fees_ = 0;
   Market blank{};
   blank.best[BID] = blank.best[ASK] = -1;
   blank.bits[BID].clear_all();
@@ -137,6 +145,15 @@ int64_t Engine::execute(const Command& c) {
       return set_tick(c);
     case CMD_ADD_ACCOUNT:
       return add_account(c);
+    case CMD_DEPOSIT:
+      return deposit(c);
+    case CMD_WITHDRAW:
+      return withdraw(c);
+    case CMD_SPLIT:
+    case CMD_MERGE:
+      return split_or_merge(c);
+    case CMD_RESOLVE:
+      return resolve(c);
     default:
       return reject(c, R_INVALID_COMMAND);
   }
@@ -196,19 +213,41 @@ int64_t Engine::new_order(const Command& c) {
       client_index_.find(ClientKey{c.client_order_id, c.account}) != NIL) {
     return reject(c, R_DUPLICATE_CLIENT_ORDER_ID);
   }
-  if (!immediate && pool_.full()) return reject(c, R_CAPACITY);
-  // (risk) the ledger's pre-trade check will reserve cash or shares here.
+  const bool ledger = config_.ledger;
+  const uint32_t position = ledger ? positions_.find(c.account, c.market) : NIL;
+  if ((!immediate && pool_.full()) || (ledger && position == NIL && positions_.full())) {
+    return reject(c, R_CAPACITY);
+  }
   const int side = side_of(c.intent);
+  Taker t{};
+  t.client_order_id = c.client_order_id;
+  t.remaining = c.quantity;
+  t.expiry = c.tif == GTD ? c.expiry : 0;
+  t.account = c.account;
+  t.slot = NIL;
+  t.position = position;
+  t.limit = c.price;
+  t.intent = c.intent;
+  t.side = static_cast<uint8_t>(side);
+  t.tif = c.tif;
+  t.stp = c.stp;
+  t.flags = c.flags;
+  if (ledger) {
+    const bool buy = c.intent == BUY_YES || c.intent == BUY_NO;
+    if (buy && !by_cash) t.lot_reserve = m.fees.lot_reserve(c.intent, c.price, m.lot);
+    if (by_cash) t.fee_reserve = m.fees.budget_fee_reserve(c.quantity);
+    if (!affordable(m, t)) return reject(c, R_INSUFFICIENT_BALANCE);
+  }
   if (post_only && crosses_book(m, side, c.price)) return reject(c, R_POST_ONLY_WOULD_CROSS);
-
-  Taker t{0,        c.client_order_id,
-          c.quantity, c.tif == GTD ? c.expiry : 0,
-          c.account, NIL,
-          c.price,  c.intent,
-          static_cast<uint8_t>(side), c.tif,
-          c.stp,    c.flags};
   if (c.tif == FOK && !fok_completes(m, t)) return reject(c, R_FOK_NOT_FILLED);
 
+  if (ledger) {
+    t.position = positions_.find_or_create(c.account, c.market);
+    // The taker counts as an order of its position while it runs, so that a
+    // self-trade cancel of the account's last resting order cannot free it.
+    ++positions_[t.position].orders;
+    reserve_entry(m, t);
+  }
   t.order_id = next_order_id_++;
   Event& e = emit(EV_ACCEPTED);
   e.order_id = t.order_id;
@@ -239,13 +278,13 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
     if (!takes_level(t.side, price, t.limit)) return STOP_NO_CROSS;
     Level& lv = level_at(m, opposite, index);
     const int64_t token = token_price(t.intent, price);
-    const int64_t lot_cost = token * m.lot;
     bool changed = false;
     Stop stop = STOP_NONE;
     for (uint32_t slot = lv.head; slot != NIL;) {
       Order& o = pool_[slot];
       const uint32_t next = o.next;
-      if (by_cash ? t.remaining < lot_cost : t.remaining == 0) {
+      const int64_t lots = by_cash ? cash_lots(m, t, t.remaining, t.fee_reserve, price) : 0;
+      if (by_cash ? lots == 0 : t.remaining == 0) {  // nothing left to buy here
         stop = STOP_DONE;
         break;
       }
@@ -263,14 +302,11 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
         slot = next;
         continue;
       }
-      int64_t fill;
-      if (by_cash) {
-        fill = std::min(o.leaves_qty, t.remaining / lot_cost * m.lot);
-        t.remaining -= token * fill;
-      } else {
-        fill = std::min(o.leaves_qty, t.remaining);
-        t.remaining -= fill;
-      }
+      const int64_t fill = std::min(o.leaves_qty, by_cash ? lots * m.lot : t.remaining);
+      int64_t taker_fee = 0;
+      int64_t maker_fee = 0;
+      if (config_.ledger) settle(m, t, o, price, fill, taker_fee, maker_fee);
+      t.remaining -= by_cash ? token * fill : fill;
       o.leaves_qty -= fill;
       lv.total -= fill;
       changed = true;
@@ -290,6 +326,8 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
       e.quantity = fill;
       e.leaves_qty = t.remaining;
       e.maker_leaves_qty = o.leaves_qty;
+      e.fee = taker_fee;
+      e.maker_fee = maker_fee;
       e.match_type = t.side == BID ? match_type(t.intent, o.intent) : match_type(o.intent, t.intent);
 
       if (o.leaves_qty == 0) {
@@ -303,35 +341,48 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
   }
 }
 
+int64_t Engine::cash_lots(const Market& m, const Taker& t, int64_t budget, int64_t fee_reserve,
+                          int32_t price) const noexcept {
+  int64_t lots = budget / (token_price(t.intent, price) * m.lot);
+  if (config_.ledger && m.fees.taker_bps > 0 && lots > 0) {
+    // fee(k lots) = ceil(bps * B_lot * k / D) <= fee_reserve  <=>  bps * B_lot * k <= fee_reserve * D
+    const __int128 per_lot = __int128{m.fees.taker_bps} * m.fees.amount(t.intent, price, m.lot);
+    if (per_lot > 0) {
+      const __int128 covered = __int128{fee_reserve} * m.fees.divisor() / per_lot;
+      if (covered < lots) lots = static_cast<int64_t>(covered);
+    }
+  }
+  return lots;
+}
+
 bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
   const int opposite = t.side ^ 1;
   const bool by_cash = t.flags & BY_CASH;
   int64_t remaining = t.remaining;
+  int64_t fee_reserve = t.fee_reserve;
   for (int32_t index = m.best[opposite]; index >= 0; index = next_level(m, opposite, index)) {
     const int32_t price = level_price(m, index);
     if (!takes_level(t.side, price, t.limit)) break;
-    const int64_t token = token_price(t.intent, price);
-    const int64_t lot_cost = token * m.lot;
     for (uint32_t slot = level(m, opposite, index).head; slot != NIL; slot = pool_[slot].next) {
       const Order& o = pool_[slot];
-      if (by_cash ? remaining < lot_cost : remaining == 0) return complete(m, t, remaining);
+      const int64_t lots = by_cash ? cash_lots(m, t, remaining, fee_reserve, price) : 0;
+      if (by_cash ? lots == 0 : remaining == 0) goto done;
       if (o.account == t.account) {  // a self-trade stop never completes an order
         if (t.stp == CANCEL_RESTING) continue;
         return false;
       }
+      const int64_t fill = std::min(o.leaves_qty, by_cash ? lots * m.lot : remaining);
       if (by_cash) {
-        remaining -= token * std::min(o.leaves_qty, remaining / lot_cost * m.lot);
+        remaining -= token_price(t.intent, price) * fill;
+        if (config_.ledger) fee_reserve -= m.fees.fee(m.fees.taker_bps, t.intent, price, fill);
       } else {
-        remaining -= std::min(o.leaves_qty, remaining);
+        remaining -= fill;
       }
     }
   }
-  return complete(m, t, remaining);
-}
-
-bool Engine::complete(const Market& m, const Taker& t, int64_t remaining) const noexcept {
-  if (t.flags & BY_CASH) return remaining < token_price(t.intent, t.limit) * m.lot;
-  return remaining == 0;
+done:
+  // Complete: nothing left to buy at the limit price itself.
+  return by_cash ? cash_lots(m, t, remaining, fee_reserve, t.limit) == 0 : remaining == 0;
 }
 
 void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
@@ -341,7 +392,7 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
     cancel_reason = C_SELF_TRADE;
   } else if (t.remaining > 0 && (by_cash || t.tif == IOC || t.tif == FOK)) {
     cancel_reason = C_UNFILLED;
-  } else if (t.remaining > 0) {  // GTC / GTD remainder rests
+  } else if (t.remaining > 0) {  // GTC / GTD remainder rests, keeping its reservation
     uint32_t slot = t.slot;
     if (slot == NIL) {
       slot = rest_new(t, m.id);
@@ -353,6 +404,7 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
     emit_level(m, t.side, level_index(m, t.limit));
     return;
   }
+  if (config_.ledger) release_taker(m, t);
   if (cancel_reason) {
     Event& e = emit(EV_CANCELED);
     e.order_id = t.order_id;
@@ -366,7 +418,12 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
     e.quantity = t.remaining;
     e.reason = cancel_reason;
   }
-  if (t.slot != NIL) retire(t.slot);  // a replaced order that is done
+  if (t.slot != NIL) {
+    retire(t.slot);  // a replaced order that is done
+  } else if (config_.ledger) {
+    --positions_[t.position].orders;  // the new order's pin
+    positions_.release_if_empty(t.position);
+  }
 }
 
 uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
@@ -396,7 +453,104 @@ uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
   }
   a.tail = slot;
   ++a.orders;
-  return slot;
+  return slot;  // the position already counts the order (new_order pinned it)
+}
+
+// ----------------------------------------------------------------- ledger
+
+bool Engine::affordable(const Market& m, const Taker& t) const noexcept {
+  if (t.intent == SELL_YES || t.intent == SELL_NO) {
+    if (t.position == NIL) return false;
+    const Position& p = positions_[t.position];
+    return (t.intent == SELL_YES ? p.yes_free : p.no_free) >= t.remaining;
+  }
+  const int64_t need = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
+                                           : t.remaining / m.lot * t.lot_reserve;
+  return accounts_[t.account].cash_free >= need;
+}
+
+void Engine::reserve_entry(const Market& m, Taker& t) {
+  if (t.intent == SELL_YES || t.intent == SELL_NO) {
+    Position& p = positions_[t.position];
+    free_shares(p, t.intent) -= t.remaining;
+    reserved_shares(p, t.intent) += t.remaining;
+    return;
+  }
+  Account& a = accounts_[t.account];
+  const int64_t amount = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
+                                             : t.remaining / m.lot * t.lot_reserve;
+  a.cash_free -= amount;
+  a.cash_reserved += amount;
+}
+
+void Engine::release_taker(const Market& m, Taker& t) {
+  if (t.intent == SELL_YES || t.intent == SELL_NO) {
+    Position& p = positions_[t.position];
+    reserved_shares(p, t.intent) -= t.remaining;
+    free_shares(p, t.intent) += t.remaining;
+    return;
+  }
+  Account& a = accounts_[t.account];
+  const int64_t amount = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
+                                             : t.remaining / m.lot * t.lot_reserve;
+  a.cash_reserved -= amount;
+  a.cash_free += amount;
+}
+
+void Engine::release_order(const Market& m, const Order& o) {
+  if (o.intent == SELL_YES || o.intent == SELL_NO) {
+    Position& p = positions_[positions_.find(o.account, o.market)];
+    reserved_shares(p, o.intent) -= o.leaves_qty;
+    free_shares(p, o.intent) += o.leaves_qty;
+    return;
+  }
+  Account& a = accounts_[o.account];
+  const int64_t amount = buy_reserve(m, o.intent, o.price, o.leaves_qty);
+  a.cash_reserved -= amount;
+  a.cash_free += amount;
+}
+
+void Engine::settle(Market& m, Taker& t, const Order& maker, int32_t price, int64_t quantity,
+                    int64_t& taker_fee, int64_t& maker_fee) {
+  taker_fee = m.fees.fee(m.fees.taker_bps, t.intent, price, quantity);
+  maker_fee = m.fees.fee(m.fees.maker_bps, maker.intent, price, quantity);
+  Position& taker_position = positions_[t.position];
+  if (t.flags & BY_CASH) {  // pays from its budget and fee reserve, both reserved cash
+    accounts_[t.account].cash_reserved -= token_price(t.intent, price) * quantity + taker_fee;
+    t.fee_reserve -= taker_fee;
+    (t.intent == BUY_YES ? taker_position.yes_free : taker_position.no_free) += quantity;
+  } else {
+    settle_side(m, t.account, taker_position, t.intent, price, quantity, taker_fee, t.lot_reserve);
+  }
+  const bool maker_buys = maker.intent == BUY_YES || maker.intent == BUY_NO;
+  settle_side(m, maker.account, positions_[positions_.find(maker.account, m.id)], maker.intent,
+              price, quantity, maker_fee,
+              maker_buys ? m.fees.lot_reserve(maker.intent, maker.price, m.lot) : 0);
+  const uint8_t bid = t.side == BID ? t.intent : maker.intent;
+  const uint8_t ask = t.side == BID ? maker.intent : t.intent;
+  const MatchType kind = match_type(bid, ask);
+  if (kind == MINT) m.collateral += PRICE_SCALE * quantity;
+  if (kind == MERGE) m.collateral -= PRICE_SCALE * quantity;
+  fees_ += taker_fee + maker_fee;
+}
+
+void Engine::settle_side(const Market& m, uint32_t account, Position& p, uint8_t intent,
+                         int32_t price, int64_t quantity, int64_t fee, int64_t lot_reserve) {
+  Account& a = accounts_[account];
+  switch (intent) {
+    case BUY_YES:
+    case BUY_NO: {  // pays price and fee from its lots' reservation; the rest is freed
+      const int64_t released = quantity / m.lot * lot_reserve;
+      a.cash_reserved -= released;
+      a.cash_free += released - token_price(intent, price) * quantity - fee;
+      (intent == BUY_YES ? p.yes_free : p.no_free) += quantity;
+      break;
+    }
+    default:  // a sell gives up reserved shares, takes its proceeds less its fee
+      reserved_shares(p, intent) -= quantity;
+      a.cash_free += token_price(intent, price) * quantity - fee;
+      break;
+  }
 }
 
 // ------------------------------------------------------------ book upkeep
@@ -420,11 +574,17 @@ void Engine::retire(uint32_t slot) noexcept {
     a.tail = o.acct_prev;
   }
   --a.orders;
+  if (config_.ledger) {
+    const uint32_t position = positions_.find(o.account, o.market);
+    --positions_[position].orders;
+    positions_.release_if_empty(position);
+  }
   pool_.release(slot);
 }
 
 void Engine::cancel_resting(Market& m, uint32_t slot, uint8_t reason) {
   emit_canceled(pool_[slot], reason);
+  if (config_.ledger) release_order(m, pool_[slot]);
   unlink(m, slot);
   retire(slot);
 }
@@ -498,10 +658,29 @@ int64_t Engine::replace(const Command& c) {
   if (c.quantity != 0) {
     if (Reject r = quantity_check(m, quantity); r != R_NONE) return reject(c, r);
   }
-  // (risk) the ledger will re-reserve the difference here.
   const int side = side_of(o.intent);
+  const bool buy = o.intent == BUY_YES || o.intent == BUY_NO;
+  const uint32_t position = config_.ledger ? positions_.find(o.account, o.market) : NIL;
+  int64_t more = 0;  // ledger: what the order needs now minus what it holds
+  if (config_.ledger) {
+    more = buy ? buy_reserve(m, o.intent, price, quantity) -
+                     buy_reserve(m, o.intent, o.price, o.leaves_qty)
+               : quantity - o.leaves_qty;
+    const int64_t available =
+        buy ? accounts_[o.account].cash_free : free_shares(positions_[position], o.intent);
+    if (more > available) return reject(c, R_INSUFFICIENT_BALANCE);
+  }
   if ((o.flags & POST_ONLY) && crosses_book(m, side, price)) {
     return reject(c, R_POST_ONLY_WOULD_CROSS);
+  }
+  if (config_.ledger) {
+    if (buy) {
+      accounts_[o.account].cash_free -= more;
+      accounts_[o.account].cash_reserved += more;
+    } else {
+      free_shares(positions_[position], o.intent) -= more;
+      reserved_shares(positions_[position], o.intent) += more;
+    }
   }
 
   Event& e = emit(EV_REPLACED);
@@ -530,10 +709,21 @@ int64_t Engine::replace(const Command& c) {
   o.leaves_qty = quantity;
   if (crosses_book(m, side, price)) {
     emit_level(m, side, old_index);
-    Taker t{o.order_id, o.client_order_id, quantity,     expiry_of(o),
-            o.account,  slot,              price,        o.intent,
-            static_cast<uint8_t>(side),    o.tif,        o.stp,
-            o.flags};
+    Taker t{};
+    t.order_id = o.order_id;
+    t.client_order_id = o.client_order_id;
+    t.remaining = quantity;
+    t.expiry = expiry_of(o);
+    t.lot_reserve = config_.ledger && buy ? m.fees.lot_reserve(o.intent, price, m.lot) : 0;
+    t.account = o.account;
+    t.slot = slot;
+    t.position = position;
+    t.limit = price;
+    t.intent = o.intent;
+    t.side = static_cast<uint8_t>(side);
+    t.tif = o.tif;
+    t.stp = o.stp;
+    t.flags = o.flags;
     Stop stop = sweep(m, t);
     finish_taker(m, t, stop);
   } else {
@@ -554,8 +744,10 @@ int64_t Engine::create_market(const Command& c) {
   if (lot <= 0 || min_size <= 0 || min_size > MAX_QUANTITY || min_size % lot != 0) {
     return reject(c, R_INVALID_QUANTITY);
   }
-  if (c.taker_fee_bps != 0 || c.maker_fee_bps != 0 || c.fee_base != 0) {
-    return reject(c, R_INVALID_ORDER);
+  if (c.taker_fee_bps < 0 || c.taker_fee_bps > FEE_BPS_LIMIT ||
+      c.maker_fee_bps < -FEE_BPS_LIMIT || c.maker_fee_bps > FEE_BPS_LIMIT ||
+      c.maker_fee_bps < -c.taker_fee_bps || c.fee_base > FEE_PQ) {
+    return reject(c, R_INVALID_FEE);
   }
   const uint32_t needed = 2 * static_cast<uint32_t>(levels_per_side(c.price));
   if (uint64_t{levels_in_use_} + needed > config_.max_levels) return reject(c, R_CAPACITY);
@@ -564,6 +756,9 @@ int64_t Engine::create_market(const Command& c) {
   m.tick = c.price;
   m.min_size = min_size;
   m.lot = lot;
+  m.fees = FeeSchedule{c.taker_fee_bps, c.maker_fee_bps, c.fee_base};
+  m.outcome = OUTCOME_NONE;
+  m.collateral = 0;
   m.state = PRE_OPEN;
   emit_market(m, m.tick);
   return 0;
@@ -604,6 +799,140 @@ int64_t Engine::add_account(const Command& c) {
   a.exists = 1;
   Event& e = emit(EV_ACCOUNT);
   e.account = c.account;
+  return 0;
+}
+
+int64_t Engine::deposit(const Command& c) {
+  if (!config_.ledger) return reject(c, R_LEDGER_DISABLED);
+  if (c.account >= config_.max_accounts || !accounts_[c.account].exists) {
+    return reject(c, R_UNKNOWN_ACCOUNT);
+  }
+  if (c.quantity <= 0 || c.quantity > MAX_CASH) return reject(c, R_INVALID_QUANTITY);
+  if (net_deposits_ > MAX_TOTAL_CASH - c.quantity) return reject(c, R_CAPACITY);
+  Account& a = accounts_[c.account];
+  a.cash_free += c.quantity;
+  net_deposits_ += c.quantity;
+  Event& e = emit(EV_BALANCE);
+  e.account = c.account;
+  e.quantity = c.quantity;
+  e.leaves_qty = a.cash_free;
+  e.maker_leaves_qty = a.cash_reserved;
+  return 0;
+}
+
+int64_t Engine::withdraw(const Command& c) {
+  if (!config_.ledger) return reject(c, R_LEDGER_DISABLED);
+  if (c.account >= config_.max_accounts || !accounts_[c.account].exists) {
+    return reject(c, R_UNKNOWN_ACCOUNT);
+  }
+  if (c.quantity <= 0 || c.quantity > MAX_CASH) return reject(c, R_INVALID_QUANTITY);
+  Account& a = accounts_[c.account];
+  if (c.quantity > a.cash_free) return reject(c, R_INSUFFICIENT_BALANCE);
+  a.cash_free -= c.quantity;
+  net_deposits_ -= c.quantity;
+  Event& e = emit(EV_BALANCE);
+  e.account = c.account;
+  e.quantity = -c.quantity;
+  e.leaves_qty = a.cash_free;
+  e.maker_leaves_qty = a.cash_reserved;
+  return 0;
+}
+
+int64_t Engine::split_or_merge(const Command& c) {
+  if (!config_.ledger) return reject(c, R_LEDGER_DISABLED);
+  if (c.account >= config_.max_accounts || !accounts_[c.account].exists) {
+    return reject(c, R_UNKNOWN_ACCOUNT);
+  }
+  if (c.market >= config_.max_markets || markets_[c.market].state == STATE_NONE) {
+    return reject(c, R_UNKNOWN_MARKET);
+  }
+  Market& m = markets_[c.market];
+  const bool split = c.type == CMD_SPLIT;
+  const uint8_t state = m.state;
+  if (!(state == PRE_OPEN || state == OPEN || state == HALTED || (!split && state == CLOSED))) {
+    return reject(c, R_MARKET_NOT_OPEN);
+  }
+  const int64_t pairs = c.quantity;
+  if (pairs <= 0 || pairs > MAX_QUANTITY || pairs % m.lot != 0) {
+    return reject(c, R_INVALID_QUANTITY);
+  }
+  Account& a = accounts_[c.account];
+  uint32_t position = positions_.find(c.account, c.market);
+  const int64_t cash = PRICE_SCALE * pairs;
+  if (split) {
+    if (position == NIL && positions_.full()) return reject(c, R_CAPACITY);
+    if (a.cash_free < cash) return reject(c, R_INSUFFICIENT_BALANCE);
+    position = positions_.find_or_create(c.account, c.market);
+    Position& p = positions_[position];
+    a.cash_free -= cash;
+    p.yes_free += pairs;
+    p.no_free += pairs;
+    m.collateral += cash;
+  } else {
+    if (position == NIL || positions_[position].yes_free < pairs ||
+        positions_[position].no_free < pairs) {
+      return reject(c, R_INSUFFICIENT_BALANCE);
+    }
+    Position& p = positions_[position];
+    a.cash_free += cash;
+    p.yes_free -= pairs;
+    p.no_free -= pairs;
+    m.collateral -= cash;
+  }
+  Event& e = emit(EV_POSITION);
+  e.account = c.account;
+  e.market = c.market;
+  e.quantity = pairs;
+  e.leaves_qty = positions_[position].yes_free;
+  e.maker_leaves_qty = positions_[position].no_free;
+  positions_.release_if_empty(position);
+  return 0;
+}
+
+int64_t Engine::resolve(const Command& c) {
+  if (c.market >= config_.max_markets || markets_[c.market].state == STATE_NONE) {
+    return reject(c, R_UNKNOWN_MARKET);
+  }
+  if (c.arg != OUTCOME_YES && c.arg != OUTCOME_NO && c.arg != OUTCOME_HALF) {
+    return reject(c, R_INVALID_OUTCOME);
+  }
+  Market& m = markets_[c.market];
+  if (m.state == RESOLVED) return reject(c, R_INVALID_STATE_TRANSITION);
+  m.state = RESOLVED;
+  m.outcome = c.arg;
+  emit_market(m, m.tick, m.outcome);
+  cancel_levels(m, C_MARKET_CLOSED, 0);
+  if (!config_.ledger) return 0;
+  std::vector<uint32_t> holders;  // resolution is rare: a scan of the table is fine
+  for (uint32_t slot : positions_.live_slots()) {
+    if (positions_[slot].market == m.id) holders.push_back(slot);
+  }
+  std::sort(holders.begin(), holders.end(), [this](uint32_t a, uint32_t b) {
+    return positions_[a].account < positions_[b].account;
+  });
+  const int64_t yes_pays = m.outcome == OUTCOME_YES ? PRICE_SCALE
+                           : m.outcome == OUTCOME_HALF ? PRICE_SCALE / 2 : 0;
+  const int64_t no_pays = m.outcome == OUTCOME_NO ? PRICE_SCALE
+                          : m.outcome == OUTCOME_HALF ? PRICE_SCALE / 2 : 0;
+  for (uint32_t slot : holders) {
+    Position& p = positions_[slot];
+    const int64_t yes = p.yes_free + p.yes_reserved;  // nothing is reserved after the cancels
+    const int64_t no = p.no_free + p.no_reserved;
+    const int64_t paid = yes * yes_pays + no * no_pays;
+    accounts_[p.account].cash_free += paid;
+    m.collateral -= paid;
+    p.yes_free = p.yes_reserved = p.no_free = p.no_reserved = 0;
+    if (yes != 0 || no != 0) {
+      Event& e = emit(EV_SETTLEMENT);
+      e.account = p.account;
+      e.market = m.id;
+      e.quantity = paid;
+      e.leaves_qty = yes;
+      e.maker_leaves_qty = no;
+      e.reason = m.outcome;
+    }
+    positions_.release_if_empty(slot);
+  }
   return 0;
 }
 
@@ -693,10 +1022,14 @@ void Engine::emit_canceled(const Order& o, uint8_t reason) {
   e.reason = reason;
 }
 
-void Engine::emit_market(const Market& m, int32_t tick) {
+void Engine::emit_market(const Market& m, int32_t tick, uint8_t outcome) {
   Event& e = emit(EV_MARKET);
   e.market = m.id;
   e.price = tick;
+  e.fee = m.fees.taker_bps;
+  e.maker_fee = m.fees.maker_bps;
+  e.count = m.fees.base;
+  e.reason = outcome;
   e.quantity = m.min_size;
   e.leaves_qty = m.lot;
   e.state = m.state;
@@ -707,6 +1040,17 @@ void Engine::emit_market(const Market& m, int32_t tick) {
 const Market* Engine::market(uint32_t id) const noexcept {
   if (id >= config_.max_markets || markets_[id].state == STATE_NONE) return nullptr;
   return &markets_[id];
+}
+
+const Account* Engine::account(uint32_t id) const noexcept {
+  if (id >= config_.max_accounts || !accounts_[id].exists) return nullptr;
+  return &accounts_[id];
+}
+
+const Position* Engine::position(uint32_t account, uint32_t market) const noexcept {
+  if (!config_.ledger) return nullptr;
+  const uint32_t slot = positions_.find(account, market);
+  return slot == NIL ? nullptr : &positions_[slot];
 }
 
 const Order* Engine::find_order(uint64_t order_id) const noexcept {
@@ -732,7 +1076,8 @@ MemoryStats Engine::memory() const noexcept {
                      expiry_.bytes(),
                      levels_.size() * sizeof(Level),
                      markets_.size() * sizeof(Market),
-                     accounts_.size() * sizeof(Account)};
+                     accounts_.size() * sizeof(Account),
+                     positions_.bytes()};
 }
 
 }  // namespace matchcore

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -18,7 +19,7 @@ namespace {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the state format is little-endian");
 
-constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x01'};
+constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x02'};
 
 template <class T>
 void put(std::string& out, T value) {
@@ -76,14 +77,31 @@ void Engine::encode_state(std::string& out) const {
   put(out, config_.max_markets);
   put(out, config_.max_accounts);
   put(out, config_.max_levels);
+  put(out, config_.max_positions);
+  put(out, uint8_t{config_.ledger});
   put(out, now_);
   put(out, next_order_id_);
+  put(out, net_deposits_);
+  put(out, fees_);
 
   uint32_t n_accounts = 0;
   for (const Account& a : accounts_) n_accounts += a.exists;
   put(out, n_accounts);
-  for (uint32_t id = 0; id < config_.max_accounts; ++id)
-    if (accounts_[id].exists) put(out, id);
+  for (uint32_t id = 0; id < config_.max_accounts; ++id) {
+    if (!accounts_[id].exists) continue;
+    put(out, id);
+    put(out, accounts_[id].cash_free);
+    put(out, accounts_[id].cash_reserved);
+  }
+
+  // Positions grouped by market, ascending account within each.
+  std::vector<uint32_t> held = config_.ledger ? positions_.live_slots() : std::vector<uint32_t>{};
+  std::sort(held.begin(), held.end(), [this](uint32_t a, uint32_t b) {
+    const Position& x = positions_[a];
+    const Position& y = positions_[b];
+    return x.market != y.market ? x.market < y.market : x.account < y.account;
+  });
+  size_t next_held = 0;
 
   uint32_t n_markets = 0;
   for (const Market& m : markets_) n_markets += m.state != STATE_NONE;
@@ -95,6 +113,11 @@ void Engine::encode_state(std::string& out) const {
     put(out, m.tick);
     put(out, m.min_size);
     put(out, m.lot);
+    put(out, m.fees.taker_bps);
+    put(out, m.fees.maker_bps);
+    put(out, m.fees.base);
+    put(out, m.outcome);
+    put(out, m.collateral);
     for (int side = BID; side <= ASK; ++side) {
       const size_t count_at = out.size();
       put(out, uint32_t{0});
@@ -119,6 +142,18 @@ void Engine::encode_state(std::string& out) const {
       }
       std::memcpy(&out[count_at], &n_levels, sizeof n_levels);
     }
+    while (next_held < held.size() && positions_[held[next_held]].market < m.id) ++next_held;
+    size_t end = next_held;
+    while (end < held.size() && positions_[held[end]].market == m.id) ++end;
+    put(out, static_cast<uint32_t>(end - next_held));
+    for (; next_held < end; ++next_held) {
+      const Position& p = positions_[held[next_held]];
+      put(out, p.account);
+      put(out, p.yes_free);
+      put(out, p.yes_reserved);
+      put(out, p.no_free);
+      put(out, p.no_reserved);
+    }
   }
 }
 
@@ -133,24 +168,47 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
   config.max_markets = in.get<uint32_t>();
   config.max_accounts = in.get<uint32_t>();
   config.max_levels = in.get<uint32_t>();
+  config.max_positions = in.get<uint32_t>();
+  const uint8_t ledger = in.get<uint8_t>();
   const int64_t now = in.get<int64_t>();
   const uint64_t next_order_id = in.get<uint64_t>();
+  const int64_t net_deposits = in.get<int64_t>();
+  const int64_t fees = in.get<int64_t>();
   if (!in.ok()) return fail(error, "truncated header");
-  if (config.max_levels == 0) return fail(error, "max_levels is 0");
+  if (config.max_levels == 0 || config.max_positions == 0) {
+    return fail(error, "max_levels and max_positions must be >= 1");
+  }
+  if (ledger > 1) return fail(error, "the ledger flag must be 0 or 1");
+  config.ledger = ledger == 1;
   if (!init(config, error)) return false;
   now_ = now;
   next_order_id_ = next_order_id;
+  if (now_ < 0) return fail(error, "negative engine time");
   if (next_order_id_ == 0) return fail(error, "next_order_id is 0");
+  if (net_deposits < 0 || net_deposits > MAX_TOTAL_CASH) return fail(error, "bad net deposits");
+  if (!config_.ledger && (net_deposits != 0 || fees != 0)) {
+    return fail(error, "money in an engine without the ledger");
+  }
+  net_deposits_ = net_deposits;
+  fees_ = fees;
 
   const uint32_t n_accounts = in.get<uint32_t>();
   if (!in.ok() || n_accounts > config_.max_accounts) return fail(error, "bad account count");
   int64_t previous = -1;
   for (uint32_t k = 0; k < n_accounts; ++k) {
     const uint32_t id = in.get<uint32_t>();
+    const int64_t cash_free = in.get<int64_t>();
+    const int64_t cash_reserved = in.get<int64_t>();
     if (!in.ok() || id >= config_.max_accounts || int64_t{id} <= previous) {
       return fail(error, "account ids must be ascending and below max_accounts");
     }
+    if (cash_free < 0 || cash_reserved < 0 || cash_free > MAX_TOTAL_CASH ||
+        cash_reserved > MAX_TOTAL_CASH) {
+      return fail(error, "account cash out of range");
+    }
     accounts_[id].exists = 1;
+    accounts_[id].cash_free = cash_free;
+    accounts_[id].cash_reserved = cash_reserved;
     previous = id;
   }
 
@@ -164,7 +222,20 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     const int32_t tick = in.get<int32_t>();
     const int64_t min_size = in.get<int64_t>();
     const int64_t lot = in.get<int64_t>();
+    const int16_t taker_bps = in.get<int16_t>();
+    const int16_t maker_bps = in.get<int16_t>();
+    const uint8_t fee_base = in.get<uint8_t>();
+    const uint8_t outcome = in.get<uint8_t>();
+    const int64_t collateral = in.get<int64_t>();
     if (!in.ok()) return fail(error, "truncated market");
+    if (taker_bps < 0 || taker_bps > FEE_BPS_LIMIT || maker_bps < -FEE_BPS_LIMIT ||
+        maker_bps > FEE_BPS_LIMIT || maker_bps < -taker_bps || fee_base > FEE_PQ) {
+      return fail(error, "bad fee schedule");
+    }
+    if (outcome > OUTCOME_HALF || (outcome != OUTCOME_NONE) != (state == RESOLVED)) {
+      return fail(error, "an outcome goes with, and only with, a resolved market");
+    }
+    if (collateral < 0 || collateral > MAX_TOTAL_CASH) return fail(error, "bad collateral");
     if (id >= config_.max_markets || int64_t{id} <= previous) {
       return fail(error, "market ids must be ascending and below max_markets");
     }
@@ -184,6 +255,9 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     m.tick = tick;
     m.min_size = min_size;
     m.lot = lot;
+    m.fees = FeeSchedule{taker_bps, maker_bps, fee_base};
+    m.outcome = outcome;
+    m.collateral = collateral;
     m.state = state;
     for (int side = BID; side <= ASK; ++side) {
       const uint32_t n_levels = in.get<uint32_t>();
@@ -252,6 +326,31 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     const int32_t bid = m.best[BID];
     const int32_t ask = m.best[ASK];
     if (bid >= 0 && ask >= 0 && bid >= ask) return fail(error, "crossed book");
+    const uint32_t n_positions = in.get<uint32_t>();
+    if (!in.ok()) return fail(error, "truncated positions");
+    if (!config_.ledger && n_positions != 0) return fail(error, "positions without the ledger");
+    int64_t previous_account = -1;
+    for (uint32_t k = 0; k < n_positions; ++k) {
+      const uint32_t account = in.get<uint32_t>();
+      int64_t amounts[4];
+      for (int64_t& amount : amounts) amount = in.get<int64_t>();
+      if (!in.ok()) return fail(error, "truncated position");
+      if (int64_t{account} <= previous_account || account >= config_.max_accounts ||
+          !accounts_[account].exists) {
+        return fail(error, "positions must be of added accounts, in ascending order");
+      }
+      previous_account = account;
+      for (int64_t amount : amounts) {
+        if (amount < 0 || amount > MAX_TOTAL_CASH) return fail(error, "position out of range");
+      }
+      const uint32_t slot = positions_.find_or_create(account, id);
+      if (slot == NIL) return fail(error, "more positions than max_positions");
+      Position& p = positions_[slot];
+      p.yes_free = amounts[0];
+      p.yes_reserved = amounts[1];
+      p.no_free = amounts[2];
+      p.no_reserved = amounts[3];
+    }
   }
   if (!in.at_end()) return fail(error, "trailing bytes after the state");
 
@@ -259,6 +358,11 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
   std::sort(resting.begin(), resting.end());
   for (const auto& [order_id, slot] : resting) {
     Order& o = pool_[slot];
+    if (config_.ledger) {
+      const uint32_t position = positions_.find(o.account, o.market);
+      if (position == NIL) return fail(error, "a resting order without its position");
+      ++positions_[position].orders;
+    }
     Account& a = accounts_[o.account];
     o.acct_prev = a.tail;
     o.acct_next = NIL;
@@ -400,6 +504,96 @@ bool Engine::validate(std::string& error) const {
     listed += n;
   }
   if (listed != live) return fail(error, "account lists do not cover every order");
+  return validate_ledger(seen, error);
+}
+
+bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& error) const {
+  if (!config_.ledger) {
+    if (net_deposits_ != 0 || fees_ != 0) return fail(error, "money without the ledger");
+    for (const Account& a : accounts_) {
+      if (a.cash_free != 0 || a.cash_reserved != 0) return fail(error, "cash without the ledger");
+    }
+    for (const Market& m : markets_) {
+      if (m.collateral != 0) return fail(error, "collateral without the ledger");
+    }
+    return true;
+  }
+  // What the resting orders need: cash per account, shares and order counts per position.
+  struct Need {
+    int64_t yes = 0;
+    int64_t no = 0;
+    uint32_t orders = 0;
+  };
+  std::vector<int64_t> cash_needed(config_.max_accounts, 0);
+  std::unordered_map<uint64_t, Need> needed;
+  for (uint32_t slot = 0; slot < resting.size(); ++slot) {
+    if (!resting[slot]) continue;
+    const Order& o = pool_[slot];
+    const Market& m = markets_[o.market];
+    Need& n = needed[uint64_t{o.account} << 32 | o.market];
+    ++n.orders;
+    if (o.intent == SELL_YES) n.yes += o.leaves_qty;
+    if (o.intent == SELL_NO) n.no += o.leaves_qty;
+    if (o.intent == BUY_YES || o.intent == BUY_NO) {
+      cash_needed[o.account] += buy_reserve(m, o.intent, o.price, o.leaves_qty);
+    }
+  }
+  __int128 cash = fees_;
+  for (uint32_t id = 0; id < config_.max_accounts; ++id) {
+    const Account& a = accounts_[id];
+    const std::string who = "account " + std::to_string(id);
+    if (a.cash_free < 0 || a.cash_reserved < 0) return fail(error, who + ": negative cash");
+    if (a.cash_reserved != cash_needed[id]) {
+      return fail(error, who + ": reserves " + std::to_string(a.cash_reserved) +
+                             " but its resting buys need " + std::to_string(cash_needed[id]));
+    }
+    if (!a.exists && (a.cash_free != 0 || a.cash_reserved != 0)) {
+      return fail(error, who + ": cash in an account that was never added");
+    }
+    cash += a.cash_free;
+    cash += a.cash_reserved;
+  }
+  std::vector<__int128> yes(config_.max_markets, 0);
+  std::vector<__int128> no(config_.max_markets, 0);
+  size_t matched = 0;
+  for (uint32_t slot : positions_.live_slots()) {
+    const Position& p = positions_[slot];
+    const std::string where =
+        "position of account " + std::to_string(p.account) + " in market " + std::to_string(p.market);
+    if (p.market >= config_.max_markets || markets_[p.market].state == STATE_NONE ||
+        p.account >= config_.max_accounts || !accounts_[p.account].exists) {
+      return fail(error, where + ": unknown account or market");
+    }
+    if (p.yes_free < 0 || p.yes_reserved < 0 || p.no_free < 0 || p.no_reserved < 0) {
+      return fail(error, where + ": negative shares");
+    }
+    if (p.empty()) return fail(error, where + ": empty but still held");
+    const auto it = needed.find(uint64_t{p.account} << 32 | p.market);
+    const Need n = it == needed.end() ? Need{} : it->second;
+    matched += it != needed.end();
+    if (p.yes_reserved != n.yes || p.no_reserved != n.no) {
+      return fail(error, where + ": reserved shares differ from what its resting sells need");
+    }
+    if (p.orders != n.orders) return fail(error, where + ": resting order count is wrong");
+    yes[p.market] += p.yes_free + p.yes_reserved;
+    no[p.market] += p.no_free + p.no_reserved;
+  }
+  if (matched != needed.size()) return fail(error, "a resting order has no position");
+  if (positions_.live() > config_.max_positions) return fail(error, "too many positions");
+  for (const Market& m : markets_) {
+    if (m.state == STATE_NONE) continue;
+    const std::string where = "market " + std::to_string(m.id);
+    if (m.collateral < 0 || m.collateral % PRICE_SCALE != 0) {
+      return fail(error, where + ": collateral is not a whole number of pairs");
+    }
+    if (yes[m.id] != no[m.id] || yes[m.id] * PRICE_SCALE != m.collateral) {
+      return fail(error, where + ": YES shares, NO shares and collateral disagree");
+    }
+    cash += m.collateral;
+  }
+  if (cash != net_deposits_) {
+    return fail(error, "cash, collateral and fees do not add up to the net deposits");
+  }
   return true;
 }
 

@@ -19,6 +19,10 @@
 // * Deterministic: time comes only from the commands (GTD expiry included),
 //   ties break on order id, so the same commands give the same events and
 //   the same canonical state, byte for byte, as the Python reference model.
+// * The ledger (ledger.hpp) runs in the same step: pre-trade risk reserves
+//   cash or shares on entry, each fill settles both sides at once (cash,
+//   shares, fees, the market's collateral for a mint or a merge). With
+//   Config::ledger off the engine only matches.
 // * No exceptions and no Python on the hot path: rejects are events and
 //   negative results; only allocation failure (std::bad_alloc) can throw.
 #pragma once
@@ -30,6 +34,7 @@
 #include "event_buffer.hpp"
 #include "expiry_heap.hpp"
 #include "hash_index.hpp"
+#include "ledger.hpp"
 #include "level_bits.hpp"
 #include "order_pool.hpp"
 #include "types.hpp"
@@ -41,7 +46,9 @@ struct Config {
   uint32_t max_orders = 65536;
   uint32_t max_markets = 64;
   uint32_t max_accounts = 4096;
-  uint32_t max_levels = 0;  ///< 0: max_markets * 2 * 999 (every market at tick $0.001)
+  uint32_t max_levels = 0;     ///< 0: max_markets * 2 * 999 (every market at tick $0.001)
+  uint32_t max_positions = 0;  ///< 0: max_orders + max_accounts
+  bool ledger = true;          ///< false: matching only, no money moves
 };
 
 /// One price level: an intrusive FIFO of order slots with its running total.
@@ -62,11 +69,16 @@ struct Market {
   uint32_t levels_per_side;  ///< L(tick) = 10'000 / tick - 1
   uint32_t level_base;       ///< first level in the arena: bids, then asks
   int32_t best[2];           ///< best level index per side, -1 when the side is empty
+  FeeSchedule fees;
+  uint8_t outcome;     ///< Outcome once RESOLVED
+  int64_t collateral;  ///< micro-dollars locked: 10'000 per outstanding YES+NO pair
   LevelBits bits[2];
 };
 
 struct Account {
-  uint32_t head;  ///< oldest resting order (ascending order id along acct_next)
+  int64_t cash_free;      ///< micro-dollars
+  int64_t cash_reserved;  ///< what its resting buys need
+  uint32_t head;          ///< oldest resting order (ascending order id along acct_next)
   uint32_t tail;
   uint32_t orders;
   uint8_t exists;
@@ -89,6 +101,7 @@ struct MemoryStats {
   size_t levels;
   size_t markets;
   size_t accounts;
+  size_t positions;
 };
 
 class Engine {
@@ -118,6 +131,12 @@ class Engine {
   const Market* market(uint32_t id) const noexcept;
   /// The resting order with this id, or nullptr.
   const Order* find_order(uint64_t order_id) const noexcept;
+  /// The account, or nullptr when it was never added.
+  const Account* account(uint32_t id) const noexcept;
+  /// The position of (account, market), or nullptr when none is held.
+  const Position* position(uint32_t account, uint32_t market) const noexcept;
+  int64_t net_deposits() const noexcept { return net_deposits_; }
+  int64_t fees() const noexcept { return fees_; }
   /// A resting order's expiry time: 0 unless it is GTD.
   int64_t expiry_of(const Order& o) const noexcept {
     return o.heap_pos == NIL ? 0 : expiry_.at(o.heap_pos).expiry;
@@ -138,6 +157,8 @@ class Engine {
   bool decode_state(const uint8_t* data, size_t size, std::string& error);
   /// Checks every invariant; on failure returns false and says which.
   bool validate(std::string& error) const;
+  /// The ledger's part of validate(): `resting` marks the slots of resting orders.
+  bool validate_ledger(const std::vector<uint8_t>& resting, std::string& error) const;
 
  private:
   /// The incoming side of a match: a new order, or a resting one being replaced.
@@ -146,8 +167,11 @@ class Engine {
     uint64_t client_order_id;
     int64_t remaining;  ///< quantity, or the budget of a BY_CASH order
     int64_t expiry;
+    int64_t lot_reserve;  ///< ledger: what a buy by quantity holds per lot
+    int64_t fee_reserve;  ///< ledger: the fee reserve left to a BY_CASH buy
     uint32_t account;
-    uint32_t slot;  ///< NIL for a new order
+    uint32_t slot;      ///< NIL for a new order
+    uint32_t position;  ///< ledger: the account's position in the market
     int32_t limit;
     uint8_t intent;
     uint8_t side;
@@ -166,12 +190,19 @@ class Engine {
   int64_t set_market_state(const Command& c);
   int64_t set_tick(const Command& c);
   int64_t add_account(const Command& c);
+  int64_t deposit(const Command& c);
+  int64_t withdraw(const Command& c);
+  int64_t split_or_merge(const Command& c);
+  int64_t resolve(const Command& c);
   uint32_t expire_due();
 
   // Matching.
   Stop sweep(Market& m, Taker& t);
   bool fok_completes(const Market& m, const Taker& t) const noexcept;
-  bool complete(const Market& m, const Taker& t, int64_t remaining) const noexcept;
+  /// Lots a buy by cash can take at `price` with this budget and fee reserve
+  /// (without the ledger, the budget alone decides); 0 stops its sweep.
+  int64_t cash_lots(const Market& m, const Taker& t, int64_t budget, int64_t fee_reserve,
+                    int32_t price) const noexcept;
   void finish_taker(Market& m, Taker& t, Stop stop);
   bool crosses_book(const Market& m, int side, int32_t price) const noexcept;
 
@@ -196,6 +227,27 @@ class Engine {
   bool price_ok(const Market& m, int32_t price) const noexcept;
   Reject quantity_check(const Market& m, int64_t quantity) const noexcept;
 
+  // Ledger (only when config_.ledger).
+  /// Cash a resting or entering buy by quantity holds for `quantity` at `price`.
+  int64_t buy_reserve(const Market& m, uint8_t intent, int32_t price, int64_t quantity) const {
+    return quantity / m.lot * m.fees.lot_reserve(intent, price, m.lot);
+  }
+  /// Free shares of the token a sell gives up.
+  static int64_t& free_shares(Position& p, uint8_t intent) noexcept {
+    return intent == SELL_YES ? p.yes_free : p.no_free;
+  }
+  static int64_t& reserved_shares(Position& p, uint8_t intent) noexcept {
+    return intent == SELL_YES ? p.yes_reserved : p.no_reserved;
+  }
+  bool affordable(const Market& m, const Taker& t) const noexcept;
+  void reserve_entry(const Market& m, Taker& t);
+  void release_order(const Market& m, const Order& o);
+  void release_taker(const Market& m, Taker& t);
+  void settle(Market& m, Taker& t, const Order& maker, int32_t price, int64_t quantity,
+              int64_t& taker_fee, int64_t& maker_fee);
+  void settle_side(const Market& m, uint32_t account, Position& p, uint8_t intent,
+                   int32_t price, int64_t quantity, int64_t fee, int64_t lot_reserve);
+
   // Level arena.
   uint32_t allocate_levels(uint32_t count);
   void compact_levels();
@@ -212,7 +264,7 @@ class Engine {
   int64_t reject(const Command& c, Reject reason);
   void emit_level(const Market& m, int side, int32_t index);
   void emit_canceled(const Order& o, uint8_t reason);
-  void emit_market(const Market& m, int32_t tick);
+  void emit_market(const Market& m, int32_t tick, uint8_t outcome = OUTCOME_NONE);
 
   Config config_;
   OrderPool pool_;
@@ -221,6 +273,9 @@ class Engine {
   ExpiryHeap expiry_;
   std::vector<Account> accounts_;
   std::vector<Market> markets_;
+  PositionTable positions_;
+  int64_t net_deposits_ = 0;  ///< deposits minus withdrawals
+  int64_t fees_ = 0;          ///< fees charged minus rebates paid
   std::vector<Level> levels_;
   uint32_t levels_top_ = 0;     ///< arena high-water mark
   uint32_t levels_in_use_ = 0;  ///< sum of 2 * L(tick) over created markets

@@ -22,6 +22,11 @@ constexpr uint32_t MAX_ORDERS = 1u << 29;
 constexpr uint32_t MAX_MARKETS = 1u << 17;
 constexpr uint32_t MAX_ACCOUNTS = 1u << 24;
 constexpr uint32_t MAX_LEVELS = 1u << 27;
+constexpr uint32_t MAX_POSITIONS = 1u << 29;
+/// Largest net deposits: every balance, reservation and collateral stays below 2^62.
+constexpr int64_t MAX_TOTAL_CASH = int64_t{1} << 62;
+/// Fee rates are within +-1_000 basis points; taker rates are never negative.
+constexpr int32_t FEE_BPS_LIMIT = 1'000;
 /// Largest budget of a buy by cash (micro-dollars).
 constexpr int64_t MAX_CASH = 10'000'000'000'000'000LL;
 /// CANCEL_ALL target meaning every market.
@@ -53,6 +58,11 @@ enum CommandType : uint8_t {
   CMD_SET_MARKET_STATE = 8,
   CMD_SET_TICK = 9,
   CMD_ADD_ACCOUNT = 10,
+  CMD_DEPOSIT = 11,
+  CMD_WITHDRAW = 12,
+  CMD_SPLIT = 13,
+  CMD_MERGE = 14,
+  CMD_RESOLVE = 15,
 };
 
 enum EventType : uint8_t {
@@ -64,6 +74,9 @@ enum EventType : uint8_t {
   EV_LEVEL = 6,
   EV_MARKET = 7,
   EV_ACCOUNT = 8,
+  EV_BALANCE = 9,
+  EV_POSITION = 10,
+  EV_SETTLEMENT = 11,
 };
 
 /// Why a command was rejected. Per-call results are -Reject on a reject.
@@ -89,7 +102,13 @@ enum Reject : uint8_t {
   R_INVALID_STATE_TRANSITION = 18,
   R_MARKET_EXISTS = 19,
   R_ACCOUNT_EXISTS = 20,
+  R_INVALID_FEE = 21,
+  R_INVALID_OUTCOME = 22,
+  R_LEDGER_DISABLED = 23,
 };
+
+enum FeeBase : uint8_t { FEE_NOTIONAL = 0, FEE_MIN = 1, FEE_PQ = 2 };
+enum Outcome : uint8_t { OUTCOME_NONE = 0, OUTCOME_YES = 1, OUTCOME_NO = 2, OUTCOME_HALF = 3 };
 
 enum CancelReason : uint8_t {
   C_USER = 1,
@@ -117,7 +136,7 @@ struct Command {
   uint8_t tif;
   uint8_t stp;
   uint8_t flags;
-  uint8_t arg;  ///< SET_MARKET_STATE: new state
+  uint8_t arg;  ///< SET_MARKET_STATE: new state; RESOLVE: outcome
   int16_t taker_fee_bps;
   int16_t maker_fee_bps;
   uint8_t fee_base;
