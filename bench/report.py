@@ -61,12 +61,41 @@ def machine(argv: list[str]) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "packages": {
             name: _package_version(name)
-            for name in ("matchcore", "numpy", "liquibook", "order-book", "tqdm")
+            for name in (
+                "matchcore",
+                "numpy",
+                "liquibook",
+                "order-book",
+                "tqdm",
+                "hdrhistogram",
+                "matplotlib",
+            )
         },
+        "pinned_cpu": _pinned(),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "command": command(argv),
     }
+
+
+def _pinned() -> int | None:
+    """The one CPU this process runs on, if it is pinned to one."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return None
+    return next(iter(cpus)) if len(cpus) == 1 else None
+
+
+def pin(cpu: int | None) -> int | None:
+    """Pin this process to ``cpu`` (None: the last CPU it may run on); the CPU, or None."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+        target = allowed[-1] if cpu is None else cpu
+        os.sched_setaffinity(0, {target})
+    except (AttributeError, OSError, IndexError):
+        return None
+    return target
 
 
 def command(argv: list[str]) -> str:
@@ -135,6 +164,139 @@ def table_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
+
+
+def _lat(v: int | float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def latency_markdown(table: dict[str, Any]) -> str:
+    if "unavailable" in table and not table.get("rows"):
+        return f"### {table['workload']} latency\n\nunavailable: {table['unavailable']}\n"
+    kinds = ", ".join(f"{k} {v:,}" for k, v in table["kinds"].items())
+    res = table.get("in_core_resolution") or {}
+    lines = [
+        f"### {table['title']}",
+        "",
+        f"commands per run by type: {kinds}; {table['runs']} timed run(s) after "
+        f"{table['warmup']} warm-up run(s), all commands of the timed runs in one HDR "
+        "histogram per row (3 significant digits); nanoseconds.",
+        f"inside the core: {table['clocks']['in-core']}"
+        + (f" (smallest non-zero reading {res['smallest_nonzero_ns']} ns)" if res else "")
+        + ".",
+        f"from Python: {table['clocks']['python']}; two back-to-back clock reads take "
+        f"{table['timer_floor_ns']:.0f} ns (included, not subtracted).",
+        "",
+        "| engine, API | command | count | p50 | p90 | p99 | p99.9 | p99.99 | max |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table["rows"]:
+        api = {"in-core": "inside the core", "python": "from Python, one call each"}.get(
+            r["api"], r["api"]
+        )
+        vals = " | ".join(_lat(r[k]) for k in LATENCY_KEYS)
+        lines.append(f"| {r['peer']}, {api} | {r['kind']} | {r['count']:,} | {vals} |")
+    for u in table.get("unavailable", []):
+        lines.append(f"| {u['peer']} | - | - | - | - | - | - | - | unavailable: {u['reason']} |")
+    bad = [c for c in table.get("checks", []) if not c["ok"]]
+    lines.append("")
+    lines.append(
+        "checks of the timed runs: "
+        + ("all ok" if not bad else "; ".join(f"{c['peer']}: {c['summary']}" for c in bad))
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _rate(v: float) -> str:
+    return f"{v / 1e6:g} M" if v >= 1e6 else f"{v / 1e3:g} K"
+
+
+def open_loop_markdown(table: dict[str, Any]) -> str:
+    if "unavailable" in table and not table.get("rows"):
+        return f"### {table['workload']} open loop\n\nunavailable: {table['unavailable']}\n"
+    lines = [
+        f"### {table['title']}",
+        "",
+        f"How it is driven: {table['driven']}",
+        "",
+        "| engine, API | offered /s | achieved /s | commands | mean batch | p50 | p90 | p99 "
+        "| p99.9 | p99.99 | max | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in table["rows"]:
+        lat = r["latency_ns"]
+        vals = " | ".join(_lat(lat[k]) for k in LATENCY_KEYS)
+        flag = "runs away" if r["runaway"] else ""
+        if not r["check"]["ok"]:
+            flag += f" MISMATCH {r['check']['mismatches']}"
+        lines.append(
+            f"| {r['peer']}, {r['api']} | {_rate(r['offered_per_s'])} "
+            f"| {_rate(r['achieved_per_s'])} | {r['commands']:,} | {r['mean_batch']:g} "
+            f"| {vals} | {flag} |"
+        )
+    for u in table.get("unavailable", []):
+        lines.append(f"| {u['peer']} | unavailable: {u['reason']} |")
+    lines.append("")
+    lines.append(
+        "latency in ns from each command's scheduled send time to its completion; "
+        "every run's final book checked against the core's closed-loop run of the same "
+        "commands: " + ("all ok" if table["all_checks_ok"] else "MISMATCHES above")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:,.1f} MiB"
+
+
+def memory_markdown(mem: dict[str, Any]) -> str:
+    s, p = mem["summary"], mem["probes"]
+    o = p["orders"]
+    lines = [
+        "### Memory",
+        "",
+        "Each probe in a fresh interpreter; RSS from /proc/self/statm before the engine is "
+        "built and after it is filled; preallocated from engine.memory().",
+        "",
+        "| what | units | preallocated bytes per unit | RSS growth per unit | engine RSS "
+        "when built | peak RSS of the probe |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| resting order ({o['orders_carry']}) | {o['orders']:,} "
+        f"| {s['bytes_per_resting_order']['preallocated']:,.1f} "
+        f"| {s['bytes_per_resting_order']['rss']:,.1f} | {_mib(o['rss_built_bytes'])} "
+        f"| {_mib(o['peak_rss_bytes'])} |",
+    ]
+    for label, fig in s["bytes_per_empty_market"].items():
+        q = p[f"markets {label}"]
+        lines.append(
+            f"| empty market, tick {label} ({q['levels_per_side']} levels a side) "
+            f"| {q['markets']:,} | {fig['preallocated']:,.0f} | {fig['rss']:,.0f} "
+            f"| {_mib(q['rss_built_bytes'])} | {_mib(q['peak_rss_bytes'])} |"
+        )
+    a = p["accounts"]
+    lines.append(
+        f"| account | {a['accounts']:,} | {s['bytes_per_account']['preallocated']:,.1f} "
+        f"| {s['bytes_per_account']['rss']:,.1f} | {_mib(a['rss_built_bytes'])} "
+        f"| {_mib(a['peak_rss_bytes'])} |"
+    )
+    mb = o["engine_memory_bytes"]
+    if s.get("bytes_per_position_slot"):
+        lines += [
+            "",
+            f"With the ledger, each (account, market) position takes a slot of "
+            f"{s['bytes_per_position_slot']:,.1f} bytes; the engine preallocates "
+            f"max_positions = {s['max_positions_default']} of them by default, so each unit of "
+            "max_orders and of max_accounts also brings one position slot.",
+        ]
+    lines += [
+        "",
+        "engine.memory() of the order probe (bytes): "
+        + ", ".join(f"{k} {v:,}" for k, v in mb.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     cfg = result["config"]
@@ -142,15 +304,27 @@ def markdown(result: dict[str, Any]) -> str:
         f"## {result['workload']} — {result['timestamp']}",
         "",
         f"machine: {m['cpu_model']}, {m['cores']} cores; Python {m['python']}; "
-        f"commit {(m['git_commit'] or 'unknown')[:12]}{' (dirty)' if m['git_dirty'] else ''}",
+        f"commit {(m['git_commit'] or 'unknown')[:12]}{' (dirty)' if m['git_dirty'] else ''}"
+        + (f"; pinned to CPU {m['pinned_cpu']}" if m.get("pinned_cpu") is not None else ""),
         f"command: `{m['command']}`",
-        f"{cfg['runs']} timed runs after {cfg['warmup']} warm-up run(s), each on a fresh book "
-        f"with the same setup, garbage collector off while timed; batch chunk "
-        f"{cfg['chunk'] or 'whole array'}; peak RSS of the process so far "
-        f"{result['peak_rss_bytes'] / 2**20:,.0f} MiB",
-        "",
     ]
-    body = [table_markdown(t) for t in result["tables"]]
+    if result.get("tables"):
+        head.append(
+            f"{cfg['runs']} timed runs after {cfg['warmup']} warm-up run(s), each on a fresh "
+            f"book with the same setup, garbage collector off while timed; batch chunk "
+            f"{cfg['chunk'] or 'whole array'}; peak RSS of the process so far "
+            f"{result['peak_rss_bytes'] / 2**20:,.0f} MiB"
+        )
+    head.append("")
+    body = [table_markdown(t) for t in result.get("tables", [])]
+    if result.get("latency"):
+        body.append(latency_markdown(result["latency"]))
+    if result.get("open_loop"):
+        body.append(open_loop_markdown(result["open_loop"]))
+    if result.get("memory"):
+        body.append(memory_markdown(result["memory"]))
+    if result.get("pictures"):
+        body.append("pictures: " + ", ".join(f"[{p}]({p})" for p in result["pictures"]) + "\n")
     notes = [f"note: {n}" for n in result.get("notes", []) if n]
     return "\n".join(head) + "\n".join(body) + ("\n".join(notes) + "\n" if notes else "")
 
@@ -166,11 +340,22 @@ def stamp(result: dict[str, Any], config: dict[str, Any], argv: list[str]) -> di
     return result
 
 
-def write(result: dict[str, Any], out_dir: Path = RESULTS) -> Path:
-    """Write ``<workload>-<timestamp>.json`` (and the Markdown next to it); the JSON path."""
+def write(result: dict[str, Any], out_dir: Path = RESULTS, pictures: bool = True) -> Path:
+    """Write ``<workload>-<timestamp>.json``, the Markdown and the PNGs next to it; the JSON path.
+
+    The pictures (``bench.plots``, if matplotlib is installed) are drawn first, so
+    the JSON and the Markdown list them.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{result['workload'].lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = out_dir / f"{name}.json"
+    if pictures:
+        from . import plots
+
+        if plots.available():
+            result["pictures"] = [p.name for p in plots.draw(result, out_dir / name)]
+        else:
+            result.setdefault("notes", []).append("matplotlib is not installed: no pictures")
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     path.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
     return path

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import workloads
+from . import latency, memory, openloop, workloads
 from .peers import Peer, Unavailable
 from .peers.engine import BatchPeer, CallsPeer
 from .peers.liquibook_peer import LiquibookPeer
@@ -39,6 +39,13 @@ class Config:
     reference_size: int | None = None
     chunk: int = 8192  # commands per process() call; 0: one call
     progress: bool = True
+    latency: bool = True  # per-command-type latency histograms
+    latency_runs: int | None = None  # timed runs merged into them (default: full 3, quick 1)
+    open_loop: bool = True
+    open_loop_seconds: float | None = None  # per offered rate (default: full 1 s, quick 0.05 s)
+    open_loop_batch: int = 64
+    open_loop_drain: int = 1_000
+    rates: tuple[int, ...] = openloop.RATES
 
     FULL: ClassVar[dict[str, int]] = {"XC": workloads.XC_FULL, "PEER": workloads.PEER_FULL}
     QUICK: ClassVar[dict[str, int]] = {"XC": 50_000, "PEER": 50_000}
@@ -56,6 +63,22 @@ class Config:
             size = self.REFERENCE_QUICK if self.quick else self.REFERENCE_FULL
         return min(size, self.n(workload))
 
+    def n_latency_runs(self) -> int:
+        if self.latency_runs is not None:
+            return self.latency_runs
+        return 1 if self.quick else 3
+
+    def driver(self) -> openloop.Driver:
+        seconds = self.open_loop_seconds
+        if seconds is None:
+            seconds = 0.05 if self.quick else 1.0
+        return openloop.Driver(
+            batch=self.open_loop_batch,
+            seconds=seconds,
+            drain_every=self.open_loop_drain,
+            rates=tuple(self.rates),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "quick": self.quick,
@@ -64,6 +87,10 @@ class Config:
             "chunk": self.chunk,
             "sizes": {w: self.n(w) for w in self.FULL},
             "reference_sizes": {w: self.n_reference(w) for w in self.FULL},
+            "latency": self.latency,
+            "latency_runs": self.n_latency_runs(),
+            "open_loop": self.open_loop,
+            "open_loop_driver": self.driver().as_dict(),
         }
 
 
@@ -184,8 +211,40 @@ def _generate(cfg: Config, desc: str, make: Callable[..., Any], n: int, **kw: An
 
 def _finish(result: dict[str, Any]) -> dict[str, Any]:
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result["all_checks_ok"] = all(t["all_checks_ok"] for t in result["tables"])
+    parts = list(result.get("tables", []))
+    parts += [result[k] for k in ("latency", "open_loop") if isinstance(result.get(k), dict)]
+    result["all_checks_ok"] = all(p.get("all_checks_ok", True) for p in parts)
     return result
+
+
+ONE_CALL = "one call per command"
+
+
+def _batched(cfg: Config) -> str:
+    return f"at most {cfg.open_loop_batch} commands per process() call"
+
+
+def _latency_and_open_loop(
+    cfg: Config,
+    wl: Any,
+    result: dict[str, Any],
+    timed: list[tuple[Peer, str]],
+    driven: list[tuple[Peer, str]],
+) -> None:
+    """Per-command-type latency (``timed``) and the open-loop table (``driven``) of ``wl``."""
+    engine = _core_engine()
+    if not (cfg.latency or cfg.open_loop):
+        return
+    if cfg.latency:
+        kinds = latency.command_kinds(wl, engine)
+        runs, warm = cfg.n_latency_runs(), max(cfg.warmup, 1)
+        with _bar(cfg.progress, len(timed) * (runs + warm), f"{wl.name} latency") as update:
+            result["latency"] = latency.latency_table(wl, timed, kinds, runs, warm, update)
+    if cfg.open_loop:
+        driver = cfg.driver()
+        total = len(driven) * len(driver.rates)
+        with _bar(cfg.progress, total, f"{wl.name} open loop") as update:
+            result["open_loop"] = openloop.open_loop_table(wl, driven, driver, engine, update)
 
 
 # ------------------------------------------------------------------ suites
@@ -213,7 +272,22 @@ def run_xc(cfg: Config) -> dict[str, Any]:
         )
     else:
         notes.append(why)
-    return _finish({"workload": "XC", "tables": tables, "notes": notes})
+    result = {"workload": "XC", "tables": tables, "notes": notes}
+    engine = _core_engine()
+    _latency_and_open_loop(
+        cfg,
+        wl,
+        result,
+        timed=[
+            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+            (CallsPeer(engine, CORE), "python"),
+        ],
+        driven=[
+            (BatchPeer(engine, CORE), _batched(cfg)),
+            (CallsPeer(engine, CORE), ONE_CALL),
+        ],
+    )
+    return _finish(result)
 
 
 def _peer_peers(cfg: Config, with_orderbook: bool = False) -> list[Peer]:
@@ -260,7 +334,41 @@ def run_peer(cfg: Config) -> dict[str, Any]:
             note="adds and cancels only, for order-book (a price -> size store without matching)",
         )
     )
-    return _finish({"workload": "PEER", "tables": tables, "notes": notes})
+    result = {"workload": "PEER", "tables": tables, "notes": notes}
+    engine = _core_engine()
+    _latency_and_open_loop(
+        cfg,
+        wl,
+        result,
+        timed=[
+            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+            (CallsPeer(engine, CORE), "python"),
+            (PlainPeer(), "python"),
+            (LiquibookPeer(True), "python"),
+        ],
+        driven=[
+            (BatchPeer(engine, CORE), _batched(cfg)),
+            (CallsPeer(engine, CORE), ONE_CALL),
+            (PlainPeer(), ONE_CALL),
+            (LiquibookPeer(True), ONE_CALL),
+        ],
+    )
+    return _finish(result)
 
 
-SUITES: dict[str, Callable[[Config], dict[str, Any]]] = {"xc": run_xc, "peer": run_peer}
+def run_memory(cfg: Config) -> dict[str, Any]:
+    """Bytes per resting order, per empty market, per account; each probe in its own process."""
+    with _bar(cfg.progress, 4, "memory probes") as update:
+        mem = memory.measure(quick=cfg.quick, progress=update)
+    result = {"workload": "MEMORY", "memory": mem, "notes": []}
+    result["peak_rss_bytes"] = max(mem["summary"]["peak_rss_bytes"].values())
+    result["all_checks_ok"] = True
+    return result
+
+
+SUITES: dict[str, Callable[[Config], dict[str, Any]]] = {
+    "xc": run_xc,
+    "peer": run_peer,
+    "memory": run_memory,
+}
+DEFAULT = ["xc", "peer", "memory"]  # what ``python -m bench`` runs

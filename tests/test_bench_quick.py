@@ -1,8 +1,10 @@
 """The benchmark harness (bench/) in quick mode, in-process, on small sizes.
 
-Checks that a run reports every field a benchmark report must show, that every
+Checks that a run reports every field a benchmark report must show (throughput,
+latency percentiles per command type, open-loop rows, memory, pictures), that every
 engine that can see its fills reports the same traded volume on PEER (the one the
-workload generator computed), and that the workloads are deterministic.
+workload generator computed), and that the workloads are deterministic. No test
+here depends on how fast anything ran.
 """
 
 from __future__ import annotations
@@ -43,12 +45,44 @@ ROW_FIELDS = {
 MACHINE_FIELDS = {"cpu_model", "cores", "python", "git_commit", "command", "packages"}
 TABLE_FIELDS = {"title", "workload", "commands", "seed", "mix", "expected", "rows", "unavailable"}
 RUNS = 5
+SIZE = 3000
+PERCENTILES = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+LATENCY_ROW_FIELDS = {"peer", "api", "kind", "count", "min", "mean", *PERCENTILES, "curve"}
+OPEN_LOOP_ROW_FIELDS = {
+    "peer",
+    "api",
+    "offered_per_s",
+    "achieved_per_s",
+    "commands",
+    "seconds",
+    "calls",
+    "mean_batch",
+    "latency_ns",
+    "runaway",
+    "retried",
+    "check",
+}
+# Which (engine, API) pairs each workload's latency and open-loop tables must have.
+LATENCY_PEERS = {
+    "XC": {("matchcore batch", "in-core"), ("matchcore per-call", "python")},
+    "PEER": {
+        ("matchcore batch", "in-core"),
+        ("matchcore per-call", "python"),
+        ("plain Python book", "python"),
+        ("liquibook", "python"),
+    },
+}
+OPEN_LOOP_PEERS = {
+    "XC": {"matchcore batch", "matchcore per-call"},
+    "PEER": {"matchcore batch", "matchcore per-call", "plain Python book", "liquibook"},
+}
+KINDS = {"XC": {"place", "cancel", "replace", "crossing"}, "PEER": {"place", "cancel", "crossing"}}
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--size", "3000", "--reference-size", "600"]
+    argv = ["--quick", "--size", str(SIZE), "--reference-size", "600"]
     argv += ["--runs", str(RUNS), "--no-progress", "--out", str(out)]
     returned = main(argv)
     files = sorted(os.listdir(out))
@@ -56,10 +90,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for name in files:
         if name.endswith(".json"):
             doc = json.loads((out / name).read_text())
+            doc["_files"] = files
             loaded[doc["workload"]] = doc
-    assert {r["workload"] for r in returned} == set(loaded) == {"XC", "PEER"}
-    assert any(name.endswith(".md") for name in files)
+    assert {r["workload"] for r in returned} == set(loaded) == {"XC", "PEER", "MEMORY"}
+    assert sum(name.endswith(".md") for name in files) == 3
     return loaded
+
+
+def _needs(module: str) -> None:
+    """The latency and picture parts need the bench extra (hdrhistogram, matplotlib)."""
+    pytest.importorskip(module)
 
 
 def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,7 +131,7 @@ def test_report_has_every_field(results: dict[str, Any], workload: str) -> None:
 
 def test_reference_runs_at_reduced_size(results: dict[str, Any]) -> None:
     pytest.importorskip("matchcore.reference")
-    for doc in results.values():
+    for doc in (results["XC"], results["PEER"]):
         reduced = [t for t in doc["tables"] if "reference batch" in {r["peer"] for r in t["rows"]}]
         assert reduced and all(t["commands"] == 600 for t in reduced)
 
@@ -129,3 +169,148 @@ def test_xc_mix_is_the_exchange_core_mix() -> None:
     assert share["MOVE"] == pytest.approx(0.82, abs=0.01)
     assert 0.04 < wl.expected.trading_commands / wl.n < 0.07
     assert 700 < wl.expected.resting_orders < 1_300
+
+
+# ---------------------------------------------------------------- latency
+
+
+@pytest.mark.parametrize("workload", ["XC", "PEER"])
+def test_latency_has_every_percentile_per_command_type(
+    results: dict[str, Any], workload: str
+) -> None:
+    _needs("hdrh")
+    table = results[workload]["latency"]
+    assert table["workload"] == workload and table["commands"] == SIZE
+    assert table["all_checks_ok"] and all(c["ok"] for c in table["checks"]), table["checks"]
+    assert table["timer_floor_ns"] > 0 and set(table["clocks"]) == {"in-core", "python"}
+    kinds = {k for k, v in table["kinds"].items() if v}
+    assert kinds == KINDS[workload] and sum(table["kinds"].values()) == SIZE
+    seen = {(r["peer"], r["api"]) for r in table["rows"]}
+    assert seen == LATENCY_PEERS[workload], seen
+    for peer, api in seen:
+        rows = {r["kind"]: r for r in table["rows"] if (r["peer"], r["api"]) == (peer, api)}
+        assert set(rows) == kinds | {"all"}, (peer, api)
+        assert rows["all"]["count"] == SIZE * table["runs"]
+        assert sum(rows[k]["count"] for k in kinds) == rows["all"]["count"]
+        for kind, row in rows.items():
+            assert set(row) >= LATENCY_ROW_FIELDS, (peer, kind)
+            assert row["count"] == table["kinds"].get(kind, SIZE) * table["runs"]
+            values = [row["min"], *(row[p] for p in PERCENTILES)]
+            assert all(isinstance(v, int) and v >= 0 for v in values), row
+            assert values == sorted(values), (peer, kind, values)
+            curve = row["curve"]
+            assert len(curve["percentile"]) == len(curve["ns"]) >= 2
+            assert curve["percentile"][-1] == 100.0 and curve["ns"][-1] == row["max"]
+            assert curve["ns"] == sorted(curve["ns"])
+
+
+def test_latency_kinds_come_from_what_the_core_did() -> None:
+    from bench import latency
+    from matchcore import Engine
+
+    wl = workloads.xc(n=SIZE)
+    kinds = latency.command_kinds(wl, Engine)
+    crossing = int(np.count_nonzero(kinds == latency.CROSSING))
+    assert crossing == wl.expected.trading_commands
+    new = wl.commands["type"] == 1
+    assert np.all(kinds[~new & (wl.commands["type"] == 2)] == latency.CANCEL_KIND)
+    peer = workloads.peer(n=SIZE)
+    pk = latency.command_kinds(peer, Engine)
+    assert np.array_equal(pk == latency.CROSSING, peer.ops["kind"] == workloads.CROSS)
+
+
+# ---------------------------------------------------------------- open loop
+
+
+@pytest.mark.parametrize("workload", ["XC", "PEER"])
+def test_open_loop_rows(results: dict[str, Any], workload: str) -> None:
+    _needs("hdrh")
+    table = results[workload]["open_loop"]
+    driver = table["driver"]
+    assert {"batch", "seconds", "drain_every", "rates", "clock", "schedule", "runaway"} <= set(
+        driver
+    )
+    assert "perf_counter_ns" in table["driven"] and str(driver["batch"]) in table["driven"]
+    assert table["all_checks_ok"], [r["check"] for r in table["rows"] if not r["check"]["ok"]]
+    assert {r["peer"] for r in table["rows"]} == OPEN_LOOP_PEERS[workload]
+    for peer in OPEN_LOOP_PEERS[workload]:
+        rows = [r for r in table["rows"] if r["peer"] == peer]
+        rates = [r["offered_per_s"] for r in rows]
+        assert rates == driver["rates"][: len(rows)], (peer, rates)
+        # the table climbs until a rate runs away, and stops there
+        assert not any(r["runaway"] for r in rows[:-1])
+        assert rows[-1]["runaway"] == (table["runaway_at"][peer] is not None)
+        for r in rows:
+            assert set(r) >= OPEN_LOOP_ROW_FIELDS, (peer, r)
+            assert 1 <= r["commands"] <= SIZE and r["achieved_per_s"] > 0
+            assert r["calls"] >= 1 and r["mean_batch"] >= 1
+            if r["api"] != "one call per command":
+                assert r["mean_batch"] <= driver["batch"]
+            lat = r["latency_ns"]
+            assert lat["count"] == r["commands"]
+            values = [lat["min"], *(lat[p] for p in PERCENTILES)]
+            assert values == sorted(values), (peer, values)
+            assert r["check"]["ok"], r["check"]
+
+
+def test_open_loop_schedule_and_driver() -> None:
+    _needs("hdrh")
+    from bench import openloop
+    from bench.peers.engine import BatchPeer, CallsPeer
+    from matchcore import Engine
+
+    due = openloop.scheduled(1_000, 5, 3)  # 3 commands/s: every 333,333,334 ns (rounded up)
+    assert due.tolist() == [1_000, 333_334_334, 666_667_667, 1_000_001_000, 1_333_334_334]
+    wl = workloads.peer(n=2_000)
+    driver = openloop.Driver(seconds=0.01, rates=(100_000,))
+    for peer in (BatchPeer(Engine, "matchcore"), CallsPeer(Engine, "matchcore")):
+        peer.load(wl)
+        row = openloop.run_rate(peer, 1_000, 100_000, driver)
+        assert row["commands"] == 1_000 and row["latency_ns"]["count"] == 1_000
+        # 1,000 commands at 100,000/s take at least 10 ms from the first scheduled send
+        assert row["seconds"] >= 0.00999
+
+
+# ---------------------------------------------------------------- memory, pictures
+
+
+def test_memory_figures(results: dict[str, Any]) -> None:
+    mem = results["MEMORY"]["memory"]
+    s = mem["summary"]
+    assert set(s) >= {
+        "bytes_per_resting_order",
+        "bytes_per_empty_market",
+        "bytes_per_account",
+        "peak_rss_bytes",
+    }
+    order = s["bytes_per_resting_order"]
+    assert order["preallocated"] >= 64 and order["rss"] > 0
+    assert set(s["bytes_per_empty_market"]) == {"$0.001", "$0.01"}
+    fine, coarse = s["bytes_per_empty_market"]["$0.001"], s["bytes_per_empty_market"]["$0.01"]
+    assert fine["preallocated"] > coarse["preallocated"] > 0 and fine["rss"] > 0
+    assert s["bytes_per_account"]["preallocated"] > 0 and s["bytes_per_account"]["rss"] > 0
+    assert all(v > 0 for v in s["peak_rss_bytes"].values())
+    assert mem["probes"]["orders"]["orders"] == mem["sizes"]["orders"]
+    assert results["MEMORY"]["peak_rss_bytes"] > 0
+
+
+def test_pictures_are_written_next_to_the_json(results: dict[str, Any]) -> None:
+    _needs("matplotlib")
+    for workload in ("XC", "PEER"):
+        doc = results[workload]
+        names = doc["pictures"]
+        assert {n.rsplit("-", 1)[1] for n in names} >= {"throughput.png", "latency.png"}
+        assert set(names) <= set(doc["_files"])
+        if doc.get("open_loop", {}).get("rows"):
+            assert any(n.endswith("-openloop.png") for n in names)
+
+
+def test_open_loop_and_latency_agree_on_peer_volume(results: dict[str, Any]) -> None:
+    """Every peer's timed latency runs end with the workload's traded volume (checked)."""
+    _needs("hdrh")
+    checks = results["PEER"]["latency"]["checks"]
+    assert {c["peer"] for c in checks} == {p for p, _ in LATENCY_PEERS["PEER"]}
+    assert all(c["ok"] for c in checks)
+    compared = [r["check"]["compared"] for r in results["PEER"]["open_loop"]["rows"]]
+    assert all("resting_orders" in c for c in compared)
+    assert any("traded_volume" in c for c in compared)  # the peers that count their fills

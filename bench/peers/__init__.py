@@ -7,9 +7,15 @@ A runner drives every peer the same way (``bench.runner.measure``)::
     ns = peer.replay()      # per run, timed by the peer: the measured commands
     peer.outcome()          # what it ended with, checked against the workload
 
-``replay()`` returns the nanoseconds of its timed part, so a peer can leave out
-work that is the harness's, not the book's (tallying events for the checks).
-A peer that cannot be imported here is reported as unavailable, not failed.
+Peers that take one command per call also implement ``run_timed(i, j, out)`` (the
+latency runs: commands ``i..j-1``, ``out[k]`` = nanoseconds of call ``k`` from
+``perf_counter_ns()`` read just before and just after it) and ``run_scheduled(i, j,
+due, out)`` (the open loop: call ``k`` starts once ``perf_counter_ns()`` reaches
+``due[k]``, ``out[k]`` = the clock when it returned). ``out`` is a preallocated
+``array('q')``, so no Python object is kept per command while timing (a new int
+per command would page-fault fresh memory every hundred or so commands, inside
+the timings). This project's batch peer implements ``run_batch(i, j)`` and
+``replay_timed()`` instead.
 """
 
 from __future__ import annotations
@@ -61,6 +67,21 @@ class Peer:
     def memory(self) -> dict[str, Any] | None:
         """Memory figures of the book, where it reports them."""
         return None
+
+    # One call per command, each timed from Python (latency runs, open loop).
+    per_call = False
+
+    def run_timed(self, i: int, j: int, out: Any) -> None:
+        """Run measured commands ``i..j-1`` one call each; ``out[k]``: call ``k``'s ns."""
+        raise NotImplementedError
+
+    def run_scheduled(self, i: int, j: int, due: list[int], out: Any) -> None:
+        """As ``run_timed``, each call once the clock reaches ``due[k]``; ``out[k]``: its end."""
+        raise NotImplementedError
+
+    def drain(self, tally: bool = True) -> int:
+        """Collect what the book buffered (events); returns rejects seen (0 if it cannot tell)."""
+        return 0
 
 
 class Unavailable(Exception):

@@ -46,6 +46,21 @@ def capacity(workload: Any) -> dict[str, int]:
     return {"max_orders": orders, "max_markets": 1, "max_accounts": accounts}
 
 
+def make_engine(engine_cls: type, **capacity: int) -> Any:
+    """An engine for XC and PEER: matching only, ``ledger=False`` (no funding, no risk checks).
+
+    XC and PEER measure the order book and matching, as they did before the core had
+    a ledger, and as the peers they are compared with do; SCALE runs with the ledger.
+    An engine without the ``ledger`` switch (before the ledger) is built without it.
+    """
+    try:
+        return engine_cls(**capacity, ledger=False)
+    except TypeError as exc:
+        if "ledger" not in str(exc):
+            raise
+        return engine_cls(**capacity)
+
+
 class _Tally:
     def __init__(self) -> None:
         self.volume = self.fills = self.rejects = self.trading = 0
@@ -81,7 +96,7 @@ class _EnginePeer(Peer):
 
     def reset(self) -> None:
         self.engine = None  # free the last one first
-        self.engine = self.engine_cls(**self.capacity)
+        self.engine = make_engine(self.engine_cls, **self.capacity)
         events = self.engine.process(self.setup)
         if np.count_nonzero(events["type"] == _REJECTED):
             raise RuntimeError(f"{self.name}: the setup commands were rejected")
@@ -135,6 +150,32 @@ class BatchPeer(_EnginePeer):
             tally.add(events, True)
         return total
 
+    def replay_timed(self, stop: int | None = None) -> np.ndarray:
+        """The measured commands (the first ``stop``) through ``process_timed()``, in chunks.
+
+        Returns the nanoseconds each command took inside the core (time-stamp
+        counter read around it); the events are tallied for the checks.
+        """
+        process_timed, tally = self.engine.process_timed, self._tally
+        commands = self.commands if stop is None else self.commands[:stop]
+        step = self.chunk or len(commands) or 1
+        out = []
+        for i in range(0, len(commands), step):
+            events, ns = process_timed(commands[i : i + step])
+            tally.add(events, True)
+            out.append(ns)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def replay_prefix(self, stop: int) -> None:
+        """The first ``stop`` measured commands through ``process()`` (untimed), tallied."""
+        step = self.chunk or stop or 1
+        for i in range(0, stop, step):
+            self._tally.add(self.engine.process(self.commands[i : min(i + step, stop)]), True)
+
+    def run_batch(self, i: int, j: int) -> int:
+        """Measured commands ``i..j-1`` in one ``process()`` call; returns the events written."""
+        return len(self.engine.process(self.commands[i:j]))
+
 
 class CallsPeer(_EnginePeer):
     """One engine method call per command."""
@@ -164,11 +205,14 @@ class CallsPeer(_EnginePeer):
                 )
             )
             self._replay_chunk = self._peer_chunk
+            self._timed, self._scheduled = self._peer_timed, self._peer_scheduled
         else:
             c = self.commands
             cols = ("type", "account", "order_id", "intent", "price", "quantity", "tif", "time")
             rows = list(zip(*(c[name].tolist() for name in cols), strict=True))
             self._replay_chunk = self._xc_chunk
+            self._timed, self._scheduled = self._xc_timed, self._xc_scheduled
+        self.rows = rows
         self.chunks = [rows[i : i + DRAIN_EVERY] for i in range(0, len(rows), DRAIN_EVERY)]
 
     def replay(self) -> int:
@@ -181,6 +225,84 @@ class CallsPeer(_EnginePeer):
             total += perf_counter_ns() - t0
             tally.add(events, False)
         return total
+
+    per_call = True
+
+    def drain(self, tally: bool = True) -> int:
+        """Drain the per-call event buffer: tally it all, or only count the rejects."""
+        events = self.engine.drain_events()
+        if tally:
+            before = self._tally.rejects
+            self._tally.add(events, False)
+            return self._tally.rejects - before
+        rejects = int(np.count_nonzero(events["type"] == _REJECTED))
+        self._tally.rejects += rejects
+        return rejects
+
+    def run_timed(self, i: int, j: int, out: Any) -> None:
+        self._timed(range(i, j), self.rows[i:j], out)
+
+    def run_scheduled(self, i: int, j: int, due: list[int], out: Any) -> None:
+        self._scheduled(range(i, j), self.rows[i:j], due, out)
+
+    # One loop per workload and mode, so the timed part holds only the call.
+
+    def _peer_timed(self, ks: range, rows: list[tuple[int, ...]], out: Any) -> None:
+        submit, cancel, pc = self.engine.submit, self.engine.cancel, perf_counter_ns
+        for k, (kind, account, intent, price, qty, ref) in zip(ks, rows, strict=True):
+            if kind == CANCEL:
+                t0 = pc()
+                cancel(0, ref)
+            else:
+                t0 = pc()
+                submit(account, 0, intent, price, qty)
+            out[k] = pc() - t0
+
+    def _peer_scheduled(self, ks: range, rows: list[tuple[int, ...]], due: list[int], out: Any):
+        submit, cancel, pc = self.engine.submit, self.engine.cancel, perf_counter_ns
+        for k, (kind, account, intent, price, qty, ref) in zip(ks, rows, strict=True):
+            t = due[k]
+            while pc() < t:
+                pass
+            if kind == CANCEL:
+                cancel(0, ref)
+            else:
+                submit(account, 0, intent, price, qty)
+            out[k] = pc()
+
+    def _xc_timed(self, ks: range, rows: list[tuple[int, ...]], out: Any) -> None:
+        eng, pc = self.engine, perf_counter_ns
+        submit, cancel, replace = eng.submit, eng.cancel, eng.replace
+        for k, (typ, account, order_id, intent, price, qty, tif, time) in zip(
+            ks, rows, strict=True
+        ):
+            if typ == _REPLACE:
+                t0 = pc()
+                replace(account, order_id, price, time=time)
+            elif typ == _NEW:
+                t0 = pc()
+                submit(account, 0, intent, price, qty, tif, time=time)
+            else:
+                t0 = pc()
+                cancel(account, order_id, time=time)
+            out[k] = pc() - t0
+
+    def _xc_scheduled(self, ks: range, rows: list[tuple[int, ...]], due: list[int], out: Any):
+        eng, pc = self.engine, perf_counter_ns
+        submit, cancel, replace = eng.submit, eng.cancel, eng.replace
+        for k, (typ, account, order_id, intent, price, qty, tif, time) in zip(
+            ks, rows, strict=True
+        ):
+            t = due[k]
+            while pc() < t:
+                pass
+            if typ == _REPLACE:
+                replace(account, order_id, price, time=time)
+            elif typ == _NEW:
+                submit(account, 0, intent, price, qty, tif, time=time)
+            else:
+                cancel(account, order_id, time=time)
+            out[k] = pc()
 
     def _peer_chunk(self, rows: list[tuple[int, ...]]) -> None:
         submit, cancel = self.engine.submit, self.engine.cancel
@@ -202,4 +324,4 @@ class CallsPeer(_EnginePeer):
                 cancel(account, order_id, time=time)
 
 
-__all__ = ["DRAIN_EVERY", "BatchPeer", "CallsPeer", "capacity"]
+__all__ = ["DRAIN_EVERY", "BatchPeer", "CallsPeer", "capacity", "make_engine"]

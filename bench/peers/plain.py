@@ -176,6 +176,38 @@ class PlainPeer(Peer):
             else:
                 buy(ref, tick, qty)
 
+    per_call = True
+
+    def run_timed(self, i: int, j: int, out: Any) -> None:
+        book, pc = self.book, perf_counter_ns
+        buy, sell, cancel = book.buy, book.sell, book.cancel
+        for k, (kind, side, tick, qty, ref) in zip(range(i, j), self.rows[i:j], strict=True):
+            if kind == CANCEL:
+                t0 = pc()
+                cancel(ref)
+            elif side == SELL:
+                t0 = pc()
+                sell(ref, tick, qty)
+            else:
+                t0 = pc()
+                buy(ref, tick, qty)
+            out[k] = pc() - t0
+
+    def run_scheduled(self, i: int, j: int, due: list[int], out: Any) -> None:
+        book, pc = self.book, perf_counter_ns
+        buy, sell, cancel = book.buy, book.sell, book.cancel
+        for k, (kind, side, tick, qty, ref) in zip(range(i, j), self.rows[i:j], strict=True):
+            t = due[k]
+            while pc() < t:
+                pass
+            if kind == CANCEL:
+                cancel(ref)
+            elif side == SELL:
+                sell(ref, tick, qty)
+            else:
+                buy(ref, tick, qty)
+            out[k] = pc()
+
     def outcome(self) -> Outcome:
         book = self.book
         return Outcome(
