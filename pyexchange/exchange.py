@@ -1,0 +1,90 @@
+"""The embedded exchange: one data directory, recovered on open, journaled on every batch.
+
+``Exchange.open(data_dir, config)`` recovers the engine (newest snapshot plus
+journal), continues the journal where it ended and starts the sequencer.
+``submit()`` queues commands from any thread; ``execute()`` waits for their
+events. ``close()`` drains the queue and syncs the journal.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from matchcore import Engine
+
+from .journal import EngineConfig, FsyncPolicy, JournalWriter
+from .recovery import Recovered, journal_dir, recover, snapshot_dir
+from .sequencer import Clock, EventSink, Sequencer, SnapshotPolicy
+
+
+class Exchange:
+    def __init__(self, recovered: Recovered, sequencer: Sequencer, data_dir: Path) -> None:
+        self.recovered = recovered
+        self.sequencer = sequencer
+        self.data_dir = data_dir
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | str,
+        config: EngineConfig | None = None,
+        *,
+        fsync: FsyncPolicy = FsyncPolicy.BATCH,
+        fsync_interval_ms: float = 10.0,
+        snapshot_every: int = 1_000_000,
+        keep_snapshots: int = 3,
+        segment_bytes: int = 256 << 20,
+        clock: Clock = time.time_ns,
+        max_batch: int = 8192,
+        on_events: EventSink | None = None,
+        idle_tick_ns: int | None = 100_000_000,
+    ) -> Exchange:
+        data_dir = Path(data_dir)
+        recovered = recover(data_dir, config)
+        journal = JournalWriter(
+            journal_dir(data_dir),
+            EngineConfig.of(recovered.engine),
+            recovered.next_seq,
+            fsync=fsync,
+            interval_ms=fsync_interval_ms,
+            segment_bytes=segment_bytes,
+        )
+        sequencer = Sequencer(
+            recovered.engine,
+            journal,
+            next_seq=recovered.next_seq,
+            clock=clock,
+            max_batch=max_batch,
+            idempotency=recovered.idempotency,
+            snapshots=SnapshotPolicy(
+                snapshot_dir(data_dir), journal_dir(data_dir), snapshot_every, keep_snapshots
+            ),
+            on_events=on_events,
+            idle_tick_ns=idle_tick_ns,
+        )
+        return cls(recovered, sequencer.start(), data_dir)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (read it only from the sequencer thread, or when nothing is queued)."""
+        return self.sequencer.engine
+
+    def submit(self, commands: np.ndarray) -> Future[np.ndarray]:
+        return self.sequencer.submit(commands)
+
+    def execute(self, commands: np.ndarray, timeout: float | None = 30.0) -> np.ndarray:
+        """Submit and wait: the events of ``commands``, once journaled and applied."""
+        return self.sequencer.submit(commands).result(timeout)
+
+    def close(self) -> None:
+        self.sequencer.stop()
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,348 @@
+"""The write-ahead journal: every command batch, on disk before the engine runs it.
+
+Layout: ``DATA_DIR/journal/<first seq, 20 digits>.journal`` segment files. Each
+segment starts with a fixed header (format version and the engine
+configuration, CRC32C-protected), then records:
+
+    sync u32 | length u32 | crc32c u32 | kind u8 | pad 3 | first_seq u64 | count u32 | body
+
+``crc32c`` covers everything after itself (kind .. body). A ``BATCH`` body is
+``count`` COMMAND_DTYPE records (seq ``first_seq`` .. ``first_seq + count - 1``);
+a ``DIGEST`` body is the engine's state digest after ``first_seq`` (16 bytes).
+
+Reading checks the sync word, the length, the CRC and that sequence numbers
+follow each other. A bad record with nothing valid after it in the last
+segment is a torn tail (a write the crash interrupted): it is reported and cut.
+A bad record anywhere else is corruption and stops recovery with
+``CorruptJournal`` — never a silent skip.
+
+Fsync policies (``FsyncPolicy``): ``batch`` (default) fsyncs every batch before
+the engine runs it, so an acknowledged command survives a power cut; ``interval``
+fsyncs at most every ``interval_ms``, so a power cut can lose the
+acknowledgements of the last interval (a process crash loses nothing: the
+data is in the OS page cache); ``none`` leaves it to the OS (seconds of
+acknowledged commands at risk on a power cut, nothing on a process crash).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+
+from matchcore import COMMAND_DTYPE
+
+SEGMENT_MAGIC = b"MCJRNL\x00\x01"
+# magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger, first_seq
+_SEGMENT_HEADER = struct.Struct("<8sIIIIIB3xQ")
+_SEGMENT_CRC = struct.Struct("<I")
+SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size + _SEGMENT_CRC.size
+SYNC = 0x4A4C434D  # "MCLJ"
+_RECORD = struct.Struct("<IIIB3xQI")
+RECORD_HEADER_SIZE = _RECORD.size
+MAX_RECORD_BYTES = 1 << 30
+COMMAND_SIZE = COMMAND_DTYPE.itemsize
+
+
+class RecordKind(enum.IntEnum):
+    BATCH = 1
+    DIGEST = 2
+
+
+class FsyncPolicy(enum.Enum):
+    BATCH = "batch"
+    INTERVAL = "interval"
+    NONE = "none"
+
+
+class CorruptJournal(Exception):
+    """A damaged record that is not a torn tail: recovery must stop here."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine capacities a journal is written for (recorded in every segment)."""
+
+    max_orders: int
+    max_markets: int
+    max_accounts: int
+    max_levels: int
+    max_positions: int
+    ledger: bool
+
+    @classmethod
+    def of(cls, engine: object) -> EngineConfig:
+        caps = engine.capacities  # type: ignore[attr-defined]
+        return cls(**{name: caps[name] for name in cls.__dataclass_fields__})
+
+    def engine_kwargs(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class Record:
+    """One journal record, as read back."""
+
+    kind: RecordKind
+    first_seq: int
+    count: int
+    body: bytes
+    segment: Path
+    offset: int
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1 if self.kind == RecordKind.BATCH else self.first_seq
+
+    def commands(self) -> np.ndarray:
+        """The batch's commands (a read-only view of the record)."""
+        return np.frombuffer(self.body, dtype=COMMAND_DTYPE, count=self.count)
+
+
+@dataclass
+class ReadReport:
+    """What a scan of the journal found."""
+
+    segments: list[Path] = field(default_factory=list)
+    records: int = 0
+    commands: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    torn_tail: str | None = None  # what was cut, if anything
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.journal"
+
+
+def _record_crc(kind: int, first_seq: int, count: int, body: bytes) -> int:
+    head = struct.pack("<B3xQI", kind, first_seq, count)
+    return google_crc32c.extend(google_crc32c.value(head), body)
+
+
+def encode_record(kind: RecordKind, first_seq: int, count: int, body: bytes) -> bytes:
+    crc = _record_crc(kind, first_seq, count, body)
+    return _RECORD.pack(SYNC, len(body), crc, kind, first_seq, count) + body
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournalWriter:
+    """Appends records to the active segment, rolling to a new one past ``segment_bytes``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: EngineConfig,
+        next_seq: int,
+        *,
+        fsync: FsyncPolicy = FsyncPolicy.BATCH,
+        interval_ms: float = 10.0,
+        segment_bytes: int = 256 << 20,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.fsync = fsync
+        self.interval_s = interval_ms / 1000.0
+        self.segment_bytes = segment_bytes
+        self.next_seq = next_seq
+        self._fd: int | None = None
+        self._size = 0
+        self._last_sync = time.monotonic()
+        self.bytes_written = 0
+        existing = sorted(self.directory.glob("*.journal"))
+        if existing:  # continue the last segment (recovery has cut any torn tail)
+            self._open(existing[-1], create=False)
+
+    def _open(self, path: Path, *, create: bool) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        self._fd = os.open(path, flags, 0o644)
+        if create:
+            header = _SEGMENT_HEADER.pack(
+                SEGMENT_MAGIC,
+                self.config.max_orders,
+                self.config.max_markets,
+                self.config.max_accounts,
+                self.config.max_levels,
+                self.config.max_positions,
+                int(self.config.ledger),
+                self.next_seq,
+            )
+            os.write(self._fd, header + _SEGMENT_CRC.pack(google_crc32c.value(header)))
+            os.fsync(self._fd)
+            _fsync_dir(self.directory)
+        self._size = os.fstat(self._fd).st_size
+
+    def append_batch(self, commands: np.ndarray) -> None:
+        """Write a batch whose commands carry seq ``next_seq`` onward, then sync per policy."""
+        count = len(commands)
+        first = int(commands["seq"][0])
+        if first != self.next_seq:
+            raise ValueError(f"batch starts at seq {first}, the journal expects {self.next_seq}")
+        self._write(encode_record(RecordKind.BATCH, first, count, commands.tobytes()))
+        self.next_seq = first + count
+
+    def append_digest(self, seq: int, digest: str) -> None:
+        """Record the engine's state digest after ``seq`` (checked on replay)."""
+        self._write(encode_record(RecordKind.DIGEST, seq, 0, bytes.fromhex(digest)))
+
+    def _write(self, frame: bytes) -> None:
+        if self._fd is None or self._size >= self.segment_bytes:
+            self._open(self.directory / segment_name(self.next_seq), create=True)
+        assert self._fd is not None
+        os.write(self._fd, frame)
+        self._size += len(frame)
+        self.bytes_written += len(frame)
+        now = time.monotonic()
+        if self.fsync == FsyncPolicy.BATCH or (
+            self.fsync == FsyncPolicy.INTERVAL and now - self._last_sync >= self.interval_s
+        ):
+            os.fdatasync(self._fd)
+            self._last_sync = now
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_segment_header(path: Path) -> tuple[EngineConfig, int]:
+    """(engine config, first seq) of a segment; CorruptJournal if the header is damaged."""
+    with open(path, "rb") as f:
+        raw = f.read(SEGMENT_HEADER_SIZE)
+    if len(raw) < SEGMENT_HEADER_SIZE:
+        raise CorruptJournal(f"{path.name}: segment header truncated ({len(raw)} bytes)")
+    header, (crc,) = raw[: _SEGMENT_HEADER.size], _SEGMENT_CRC.unpack(raw[_SEGMENT_HEADER.size :])
+    fields = _SEGMENT_HEADER.unpack(header)
+    if fields[0] != SEGMENT_MAGIC:
+        raise CorruptJournal(f"{path.name}: not a journal segment of this format")
+    if google_crc32c.value(header) != crc:
+        raise CorruptJournal(f"{path.name}: segment header checksum mismatch")
+    config = EngineConfig(*fields[1:6], ledger=bool(fields[6]))
+    return config, fields[7]
+
+
+def _parse(data: bytes, offset: int) -> tuple[RecordKind, int, int, bytes, int] | str:
+    """The record at ``offset`` and the offset after it, or why it is not valid."""
+    if len(data) - offset < RECORD_HEADER_SIZE:
+        return "truncated record header"
+    sync, length, crc, kind, first_seq, count = _RECORD.unpack_from(data, offset)
+    if sync != SYNC:
+        return "no record starts here (bad sync word)"
+    if length > MAX_RECORD_BYTES or kind not in (RecordKind.BATCH, RecordKind.DIGEST):
+        return f"impossible record (kind {kind}, length {length})"
+    start = offset + RECORD_HEADER_SIZE
+    if len(data) - start < length:
+        return f"record body truncated ({len(data) - start} of {length} bytes)"
+    body = data[start : start + length]
+    if kind == RecordKind.BATCH and length != count * COMMAND_SIZE:
+        return f"batch of {count} commands with a {length}-byte body"
+    if _record_crc(kind, first_seq, count, body) != crc:
+        return "checksum mismatch"
+    return RecordKind(kind), first_seq, count, body, start + length
+
+
+def _valid_record_after(data: bytes, offset: int) -> int | None:
+    """Offset of the next valid record after ``offset``, if any (a resync scan)."""
+    sync = struct.pack("<I", SYNC)
+    position = offset + 1
+    while True:
+        position = data.find(sync, position)
+        if position < 0:
+            return None
+        if not isinstance(_parse(data, position), str):
+            return position
+        position += 1
+
+
+def read_journal(
+    directory: Path, *, repair: bool = False, report: ReadReport | None = None
+) -> Iterator[Record]:
+    """Every record in order; raises CorruptJournal on damage that is not a torn tail.
+
+    With ``repair``, a torn tail is cut from the last segment (``report.torn_tail``
+    says what was cut); without it, a torn tail ends the iteration, reported.
+    """
+    report = report if report is not None else ReadReport()
+    segments = sorted(Path(directory).glob("*.journal"))
+    report.segments = segments
+    expected: int | None = None
+    for index, path in enumerate(segments):
+        last_segment = index == len(segments) - 1
+        try:
+            _, first_seq = read_segment_header(path)
+        except CorruptJournal:
+            if last_segment and path.stat().st_size < SEGMENT_HEADER_SIZE:
+                report.torn_tail = f"{path.name}: segment header cut short by the crash"
+                if repair:
+                    path.unlink()
+                return
+            raise
+        if expected is not None and first_seq != expected:
+            raise CorruptJournal(f"{path.name}: starts at seq {first_seq}, expected {expected}")
+        data = path.read_bytes()
+        offset = SEGMENT_HEADER_SIZE
+        while offset < len(data):
+            parsed = _parse(data, offset)
+            if isinstance(parsed, str):
+                later = _valid_record_after(data, offset)
+                if not last_segment or later is not None:
+                    raise CorruptJournal(
+                        f"{path.name} at byte {offset}: {parsed}, and valid records follow: "
+                        "the journal is damaged, not just cut short"
+                    )
+                report.torn_tail = f"{path.name}: {len(data) - offset} bytes at {offset} ({parsed})"
+                if repair:
+                    os.truncate(path, offset)
+                return
+            kind, first, count, body, offset_after = parsed
+            if kind == RecordKind.BATCH:
+                if expected is not None and first != expected:
+                    raise CorruptJournal(
+                        f"{path.name} at byte {offset}: batch starts at seq {first}, "
+                        f"expected {expected}"
+                    )
+                expected = first + count
+                report.commands += count
+                report.first_seq = first if report.first_seq is None else report.first_seq
+                report.last_seq = first + count - 1
+            report.records += 1
+            yield Record(kind, first, count, body, path, offset)
+            offset = offset_after
+
+
+def prune_segments(directory: Path, keep_after_seq: int) -> list[Path]:
+    """Delete segments whose every batch is at or below ``keep_after_seq``; the removed paths."""
+    segments = sorted(Path(directory).glob("*.journal"))
+    removed = []
+    for path, following in itertools.pairwise(segments):
+        _, next_first = read_segment_header(following)
+        if next_first - 1 <= keep_after_seq:
+            path.unlink()
+            removed.append(path)
+        else:
+            break
+    return removed

@@ -1,0 +1,296 @@
+"""The sequencer: many producers, one engine, the journal before every batch.
+
+Producers call ``submit(commands)`` from any thread and get a Future of the
+events those commands produce. One thread takes whatever is queued (up to
+``max_batch`` commands), stamps sequence numbers and the engine time (from an
+injectable clock, never going backwards), appends the batch to the journal
+(group commit: one write and, by policy, one fsync for the whole batch), and
+only then runs it through the engine with the GIL released. Acknowledgement
+(the Future's result) therefore means "journaled and applied". This is the
+LMAX shape of DESIGN.md §6.
+
+A repeated (account, client order id) is answered from the idempotency table
+and never journaled twice. Snapshots are taken between batches every
+``snapshot_every`` commands, and written and pruned by a background thread.
+If the journal cannot be written the sequencer stops and fails every pending
+and later submission: the engine never runs a command that is not on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine
+
+from .idempotency import IdempotencyTable
+from .journal import JournalWriter, prune_segments
+from .snapshots import prune_snapshots, write_snapshot
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+EventSink = Callable[[np.ndarray, np.ndarray], None]
+
+
+class SequencerStopped(RuntimeError):
+    """The sequencer is stopped (or failed) and takes no more commands."""
+
+
+@dataclass
+class SnapshotPolicy:
+    """When to snapshot and what to keep."""
+
+    directory: Path
+    journal_directory: Path
+    every_commands: int = 1_000_000
+    keep: int = 3
+
+
+@dataclass
+class SequencerStats:
+    batches: int = 0
+    commands: int = 0
+    deduplicated: int = 0
+    snapshots: int = 0
+    last_batch_size: int = 0
+
+
+@dataclass
+class _Submission:
+    commands: np.ndarray
+    future: Future[np.ndarray]
+
+
+_STOP = object()
+
+
+class Sequencer:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: JournalWriter,
+        *,
+        next_seq: int,
+        clock: Clock = time.time_ns,
+        max_batch: int = 8192,
+        idempotency: IdempotencyTable | None = None,
+        snapshots: SnapshotPolicy | None = None,
+        on_events: EventSink | None = None,
+        idle_tick_ns: int | None = 100_000_000,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.next_seq = next_seq
+        self.clock = clock
+        self.max_batch = max_batch
+        self.idempotency = idempotency if idempotency is not None else IdempotencyTable()
+        self.snapshot_policy = snapshots
+        self.on_events = on_events
+        self.idle_tick_ns = idle_tick_ns
+        self.stats = SequencerStats()
+        self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
+        self._last_time = engine.now
+        self._since_snapshot = 0
+        self._failure: BaseException | None = None
+        self._stopping = False
+
+    # ----------------------------------------------------------- producers
+
+    def start(self) -> Sequencer:
+        self._thread.start()
+        return self
+
+    def submit(self, commands: np.ndarray) -> Future[np.ndarray]:
+        """Queue commands (COMMAND_DTYPE); the Future gives their events once journaled and run."""
+        if self._failure is not None or self._stopping:
+            raise SequencerStopped("the sequencer is stopped") from self._failure
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
+            raise TypeError("submit() takes a one-dimensional COMMAND_DTYPE array")
+        future: Future[np.ndarray] = Future()
+        self._queue.put(_Submission(np.array(commands, copy=True), future))
+        return future
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish what is queued, sync the journal and stop."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._writer.shutdown(wait=True)
+        self.journal.close()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    # ----------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        timeout = None if self.idle_tick_ns is None else self.idle_tick_ns / 1e9
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._idle_tick()
+                continue
+            if first is _STOP:
+                break
+            pending = [first]
+            size = len(first.commands)  # type: ignore[union-attr]
+            while size < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                pending.append(item)
+                size += len(item.commands)  # type: ignore[union-attr]
+            try:
+                self._run_batch(pending)  # type: ignore[arg-type]
+            except BaseException as exc:  # any failure stops the sequencer
+                self._fail(exc, pending)  # type: ignore[arg-type]
+                return
+
+    def _idle_tick(self) -> None:
+        """With no traffic, advance engine time so GTD orders still expire on time."""
+        now = self.clock()
+        if self.idle_tick_ns is not None and now - self._last_time >= self.idle_tick_ns:
+            tick = np.zeros(1, dtype=COMMAND_DTYPE)
+            tick["type"] = CommandType.ADVANCE_TIME
+            try:
+                self._run_batch([_Submission(tick, Future())])
+            except BaseException as exc:
+                self._fail(exc, [])
+
+    def _run_batch(self, pending: list[_Submission]) -> None:
+        commands = np.concatenate([p.commands for p in pending])
+        answered, keep = self._deduplicate(commands)
+        batch = commands[keep] if answered else commands
+        count = len(batch)
+        if count:
+            now = max(self._last_time, self.clock())
+            self._last_time = now
+            batch["seq"] = np.arange(self.next_seq, self.next_seq + count, dtype=np.uint64)
+            batch["time"] = now
+            self.journal.append_batch(batch)  # before the engine sees it
+            self.next_seq += count
+            events = self.engine.process(batch)
+            self.idempotency.record_batch(batch, events)
+        else:
+            events = np.zeros(0, dtype=EVENT_DTYPE)
+        self._answer(pending, commands, keep, batch, events, answered)
+        self.stats.batches += 1
+        self.stats.commands += count
+        self.stats.last_batch_size = count
+        if self.on_events is not None and count:
+            self.on_events(batch, events)
+        self._since_snapshot += count
+        policy = self.snapshot_policy
+        if policy is not None and self._since_snapshot >= policy.every_commands:
+            self.snapshot_now()
+
+    def _deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
+        """Rows answered without running: {row: events, or the row of the first copy}."""
+        keyed = np.nonzero(
+            (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
+        )[0]
+        answered: dict[int, object] = {}
+        first_row: dict[tuple[int, int], int] = {}
+        for row in keyed:
+            key = (int(commands["account"][row]), int(commands["client_order_id"][row]))
+            known = self.idempotency.lookup(*key)
+            if known is not None:
+                answered[int(row)] = known
+            elif key in first_row:
+                answered[int(row)] = first_row[key]  # a repeat inside this batch
+            else:
+                first_row[key] = int(row)
+        self.stats.deduplicated += len(answered)
+        keep = np.ones(len(commands), dtype=bool)
+        keep[list(answered)] = False
+        return answered, keep
+
+    def _answer(
+        self,
+        pending: list[_Submission],
+        commands: np.ndarray,
+        keep: np.ndarray,
+        batch: np.ndarray,
+        events: np.ndarray,
+        answered: dict[int, object],
+    ) -> None:
+        bounds = np.searchsorted(events["seq"], batch["seq"], side="left")
+        ends = np.append(bounds[1:], len(events))
+        position = np.cumsum(keep) - 1  # row -> index in batch, for kept rows
+        row = 0
+        for submission in pending:
+            rows = range(row, row + len(submission.commands))
+            row += len(submission.commands)
+            if not answered:
+                first, last = position[rows.start], position[rows.stop - 1]
+                result = events[bounds[first] : ends[last]]
+            else:
+                pieces = []
+                for r in rows:
+                    known = answered.get(r, r)
+                    if isinstance(known, np.ndarray):  # answered from the table
+                        pieces.append(known)
+                    else:  # run now, or a repeat of a row run in this batch
+                        i = position[known]
+                        pieces.append(events[bounds[i] : ends[i]])
+                result = np.concatenate(pieces) if pieces else events[:0]
+            submission.future.set_result(result)
+
+    def _fail(self, exc: BaseException, pending: list[_Submission]) -> None:
+        log.error("sequencer stopped: %s", exc)
+        self._failure = exc
+        for submission in pending:
+            if not submission.future.done():
+                submission.future.set_exception(SequencerStopped(str(exc)))
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Submission):
+                item.future.set_exception(SequencerStopped(str(exc)))
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot_now(self) -> Future[Path] | None:
+        """Snapshot the engine at the current seq (call on the sequencer thread, or when idle)."""
+        policy = self.snapshot_policy
+        if policy is None:
+            return None
+        seq = self.next_seq - 1
+        state = self.engine.snapshot()  # the canonical state: its hash is the digest
+        self.journal.append_digest(seq, hashlib.blake2b(state, digest_size=16).hexdigest())
+        idempotency = self.idempotency.encode()
+        self._since_snapshot = 0
+        self.stats.snapshots += 1
+
+        def write() -> Path:
+            path = write_snapshot(policy.directory, seq, state, idempotency)
+            kept = sorted(policy.directory.glob("*.snapshot"))[-policy.keep :]
+            prune_snapshots(policy.directory, policy.keep)
+            oldest = int(kept[0].stem) if kept else 0
+            prune_segments(policy.journal_directory, oldest)
+            return path
+
+        return self._writer.submit(write)
