@@ -1,4 +1,4 @@
-"""Declares the one C++17 extension; metadata lives in pyproject.toml.
+"""Declares the one C++17 extension and generates the gRPC code; metadata is in pyproject.toml.
 
 Build switches (environment variables):
   MATCHCORE_DEBUG=1     -O1, assertions, symbols, frame pointers
@@ -7,6 +7,7 @@ Build switches (environment variables):
 """
 
 import os
+from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
@@ -31,6 +32,27 @@ def flags() -> tuple[list[str], list[str]]:
     return compile_args, link_args
 
 
+def generate_grpc_code() -> None:
+    """pyexchange/api/*_pb2*.py from the .proto files (generated at build, never committed)."""
+    from grpc_tools import protoc
+
+    api = Path("pyexchange/api")
+    for proto in sorted(api.glob("*.proto")):
+        status = protoc.main(
+            [
+                "grpc_tools.protoc",
+                "-I.",
+                "--python_out=.",
+                "--pyi_out=.",
+                "--grpc_python_out=.",
+                str(proto),
+            ]
+        )
+        if status != 0:
+            raise RuntimeError(f"protoc failed on {proto}")
+
+
+generate_grpc_code()
 compile_args, link_args = flags()
 extension = Extension(
     "matchcore._engine",

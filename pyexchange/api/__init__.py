@@ -1,0 +1,1 @@
+"""The gRPC API: exchange.proto and the code grpcio-tools generates from it at build time."""
