@@ -72,6 +72,7 @@ def machine(argv: list[str]) -> dict[str, Any]:
             )
         },
         "pinned_cpu": _pinned(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # at the end of the suite
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "command": command(argv),
@@ -305,7 +306,12 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"machine: {m['cpu_model']}, {m['cores']} cores; Python {m['python']}; "
         f"commit {(m['git_commit'] or 'unknown')[:12]}{' (dirty)' if m['git_dirty'] else ''}"
-        + (f"; pinned to CPU {m['pinned_cpu']}" if m.get("pinned_cpu") is not None else ""),
+        + (f"; pinned to CPU {m['pinned_cpu']}" if m.get("pinned_cpu") is not None else "")
+        + (
+            f"; load average {' '.join(f'{x:g}' for x in m['load_average'])} at the end"
+            if m.get("load_average")
+            else ""
+        ),
         f"command: `{m['command']}`",
     ]
     if result.get("tables"):

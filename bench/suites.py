@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import latency, memory, openloop, workloads
+from . import latency, memory, openloop, scale, workloads
 from .peers import Peer, Unavailable
 from .peers.engine import BatchPeer, CallsPeer
 from .peers.liquibook_peer import LiquibookPeer
@@ -47,8 +47,12 @@ class Config:
     open_loop_drain: int = 1_000
     rates: tuple[int, ...] = openloop.RATES
 
-    FULL: ClassVar[dict[str, int]] = {"XC": workloads.XC_FULL, "PEER": workloads.PEER_FULL}
-    QUICK: ClassVar[dict[str, int]] = {"XC": 50_000, "PEER": 50_000}
+    FULL: ClassVar[dict[str, int]] = {
+        "XC": workloads.XC_FULL,
+        "PEER": workloads.PEER_FULL,
+        "SCALE": scale.SCALE_FULL,
+    }
+    QUICK: ClassVar[dict[str, int]] = {"XC": 50_000, "PEER": 50_000, "SCALE": 50_000}
     REFERENCE_FULL: ClassVar[int] = 100_000
     REFERENCE_QUICK: ClassVar[int] = 5_000
 
@@ -167,7 +171,12 @@ def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: s
         for key, base in (("ratio_to_batch", BATCH), ("ratio_to_per_call", CALLS)):
             row[key] = round(m.median_ns / by_name[base].median_ns, 3) if base in by_name else None
         out_rows.append(row)
-    digests = {m.peer: m.outcome.extra["digest"] for m in rows if "digest" in m.outcome.extra}
+    # State digests agree within each ledger mode (the ledger's state is in the digest).
+    digests = {
+        m.peer: (m.outcome.extra.get("ledger"), m.outcome.extra["digest"])
+        for m in rows
+        if "digest" in m.outcome.extra
+    }
     table = {
         "title": title,
         "workload": workload.name,
@@ -183,7 +192,8 @@ def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: s
         and not any(u.get("error") for u in unavailable),
     }
     if digests:
-        table["state_digests_agree"] = len(set(digests.values())) == 1
+        modes = {mode for mode, _ in digests.values()}
+        table["state_digests_agree"] = len(set(digests.values())) == len(modes)
     core = by_name.get(BATCH)
     if core is not None and core.memory is not None:
         table["memory"] = memory_figures(core.memory)
@@ -240,7 +250,7 @@ def _latency_and_open_loop(
         runs, warm = cfg.n_latency_runs(), max(cfg.warmup, 1)
         with _bar(cfg.progress, len(timed) * (runs + warm), f"{wl.name} latency") as update:
             result["latency"] = latency.latency_table(wl, timed, kinds, runs, warm, update)
-    if cfg.open_loop:
+    if cfg.open_loop and driven:
         driver = cfg.driver()
         total = len(driven) * len(driver.rates)
         with _bar(cfg.progress, total, f"{wl.name} open loop") as update:
@@ -356,6 +366,43 @@ def run_peer(cfg: Config) -> dict[str, Any]:
     return _finish(result)
 
 
+def run_scale(cfg: Config) -> dict[str, Any]:
+    """SCALE: many markets, funded accounts, the ledger on; and the same book without it."""
+    n = cfg.n("SCALE")
+    shape = scale.QUICK if cfg.quick else scale.FULL
+    wl = _generate(cfg, "generating SCALE", scale.scale, n, **shape)
+    engine = _core_engine()
+    peers: list[Peer] = [
+        BatchPeer(engine, CORE, cfg.chunk),
+        CallsPeer(engine, CORE),
+        BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger off", ledger=False),
+    ]
+    title = (
+        f"SCALE, {n:,} commands, {wl.markets:,} markets, {wl.accounts:,} funded accounts, "
+        f"{shape['resting']:,} resting orders at the start"
+    )
+    note = (
+        "ledger on (reservations, settlement and fees on every command; every account funded "
+        "so no risk check fails); 'ledger off' is the same book and commands on an engine "
+        "built with ledger=False (no DEPOSIT/SPLIT in its setup). Traded volume by match type "
+        "(generator's model): " + ", ".join(f"{k} {v:,}" for k, v in wl.match_volume.items())
+    )
+    table = run_table(title, wl, peers, cfg, note=note)
+    table["match_volume"] = wl.match_volume
+    result = {"workload": "SCALE", "tables": [table], "notes": []}
+    _latency_and_open_loop(
+        cfg,
+        wl,
+        result,
+        timed=[
+            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+            (CallsPeer(engine, CORE), "python"),
+        ],
+        driven=[],  # no open loop on SCALE (yet): XC and PEER have it
+    )
+    return _finish(result)
+
+
 def run_memory(cfg: Config) -> dict[str, Any]:
     """Bytes per resting order, per empty market, per account; each probe in its own process."""
     with _bar(cfg.progress, 4, "memory probes") as update:
@@ -369,6 +416,7 @@ def run_memory(cfg: Config) -> dict[str, Any]:
 SUITES: dict[str, Callable[[Config], dict[str, Any]]] = {
     "xc": run_xc,
     "peer": run_peer,
+    "scale": run_scale,
     "memory": run_memory,
 }
-DEFAULT = ["xc", "peer", "memory"]  # what ``python -m bench`` runs
+DEFAULT = ["xc", "peer", "scale", "memory"]  # what ``python -m bench`` runs

@@ -65,6 +65,7 @@ OPEN_LOOP_ROW_FIELDS = {
 # Which (engine, API) pairs each workload's latency and open-loop tables must have.
 LATENCY_PEERS = {
     "XC": {("matchcore batch", "in-core"), ("matchcore per-call", "python")},
+    "SCALE": {("matchcore batch", "in-core"), ("matchcore per-call", "python")},
     "PEER": {
         ("matchcore batch", "in-core"),
         ("matchcore per-call", "python"),
@@ -76,7 +77,11 @@ OPEN_LOOP_PEERS = {
     "XC": {"matchcore batch", "matchcore per-call"},
     "PEER": {"matchcore batch", "matchcore per-call", "plain Python book", "liquibook"},
 }
-KINDS = {"XC": {"place", "cancel", "replace", "crossing"}, "PEER": {"place", "cancel", "crossing"}}
+KINDS = {
+    "XC": {"place", "cancel", "replace", "crossing"},
+    "PEER": {"place", "cancel", "crossing"},
+    "SCALE": {"place", "cancel", "replace", "crossing"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +97,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             doc = json.loads((out / name).read_text())
             doc["_files"] = files
             loaded[doc["workload"]] = doc
-    assert {r["workload"] for r in returned} == set(loaded) == {"XC", "PEER", "MEMORY"}
-    assert sum(name.endswith(".md") for name in files) == 3
+    assert {r["workload"] for r in returned} == set(loaded) == {"XC", "PEER", "SCALE", "MEMORY"}
+    assert sum(name.endswith(".md") for name in files) == 4
     return loaded
 
 
@@ -106,7 +111,7 @@ def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [row for table in doc["tables"] for row in table["rows"]]
 
 
-@pytest.mark.parametrize("workload", ["XC", "PEER"])
+@pytest.mark.parametrize("workload", ["XC", "PEER", "SCALE"])
 def test_report_has_every_field(results: dict[str, Any], workload: str) -> None:
     doc = results[workload]
     assert set(doc["machine"]) >= MACHINE_FIELDS
@@ -174,7 +179,7 @@ def test_xc_mix_is_the_exchange_core_mix() -> None:
 # ---------------------------------------------------------------- latency
 
 
-@pytest.mark.parametrize("workload", ["XC", "PEER"])
+@pytest.mark.parametrize("workload", ["XC", "PEER", "SCALE"])
 def test_latency_has_every_percentile_per_command_type(
     results: dict[str, Any], workload: str
 ) -> None:
@@ -314,3 +319,41 @@ def test_open_loop_and_latency_agree_on_peer_volume(results: dict[str, Any]) -> 
     compared = [r["check"]["compared"] for r in results["PEER"]["open_loop"]["rows"]]
     assert all("resting_orders" in c for c in compared)
     assert any("traded_volume" in c for c in compared)  # the peers that count their fills
+
+
+# ---------------------------------------------------------------- SCALE
+
+
+def test_scale_runs_with_the_ledger_and_without(results: dict[str, Any]) -> None:
+    doc = results["SCALE"]
+    (table,) = doc["tables"]
+    expected = table["expected"]
+    rows = {r["peer"]: r for r in table["rows"]}
+    assert set(rows) == {"matchcore batch", "matchcore per-call", "matchcore batch, ledger off"}
+    for name, row in rows.items():
+        assert row["check"]["ok"], (name, row["check"])
+        assert row["outcome"]["traded_volume"] == expected["traded_volume"] > 0
+        assert row["outcome"]["ledger"] == (name != "matchcore batch, ledger off")
+    assert table["state_digests_agree"]
+    assert set(table["match_volume"]) == {"COMPLEMENTARY", "MINT", "MERGE"}
+    assert sum(table["match_volume"].values()) == expected["traded_volume"]
+    assert set(table["mix"]) == {"GTC", "GTD", "IOC", "CANCEL", "REPLACE"}
+
+
+def test_scale_generator_is_deterministic_and_funds_every_account() -> None:
+    from bench import scale
+
+    shape = {"markets": 20, "accounts": 200, "resting": 2_000}
+    a, b = scale.scale(n=1_000, **shape), scale.scale(n=1_500, **shape)
+    assert np.array_equal(a.setup, b.setup)
+    assert np.array_equal(a.commands, b.commands[:1_000])
+    setup = a.setup
+    deposits = setup[setup["type"] == 11]  # DEPOSIT
+    assert sorted(deposits["account"].tolist()) == list(range(200))
+    splits = setup[setup["type"] == 13]  # SPLIT
+    assert len(splits) == 200 * 3
+    gtd = a.commands["tif"] == 1
+    assert gtd.any() and np.all(a.commands["expiry"][gtd] > a.commands["time"][gtd])
+    assert set(np.unique(a.commands["intent"][a.commands["type"] == 1])) == {0, 1, 2, 3}
+    ticks = setup[setup["type"] == 7]["price"]  # CREATE_MARKET: tick
+    assert set(ticks.tolist()) == {10, 100}

@@ -38,25 +38,34 @@ _NEW, _CANCEL, _REPLACE = (
 
 
 def capacity(workload: Any) -> dict[str, int]:
-    """Engine capacities for a workload: twice its largest book, at least 4096 slots."""
+    """Engine capacities for a workload: twice its largest book, at least 4096 slots.
+
+    A workload with a ``ledger`` attribute (SCALE) also says whether the engine keeps
+    the ledger; XC and PEER run matching only.
+    """
     orders = 4096
     while orders < 2 * workload.expected.max_live:
         orders *= 2
-    accounts = workload.accounts if isinstance(workload, XcWorkload) else workload.ACCOUNTS
-    return {"max_orders": orders, "max_markets": 1, "max_accounts": accounts}
+    markets = getattr(workload, "markets", 1)
+    accounts = workload.ACCOUNTS if isinstance(workload, PeerWorkload) else workload.accounts
+    out = {"max_orders": orders, "max_markets": markets, "max_accounts": accounts}
+    if getattr(workload, "ledger", False):
+        out["ledger"] = True
+    return out
 
 
-def make_engine(engine_cls: type, **capacity: int) -> Any:
+def make_engine(engine_cls: type, **capacity: Any) -> Any:
     """An engine for XC and PEER: matching only, ``ledger=False`` (no funding, no risk checks).
 
     XC and PEER measure the order book and matching, as they did before the core had
     a ledger, and as the peers they are compared with do; SCALE runs with the ledger.
     An engine without the ``ledger`` switch (before the ledger) is built without it.
     """
+    kwargs = {"ledger": False, **capacity}
     try:
-        return engine_cls(**capacity, ledger=False)
+        return engine_cls(**kwargs)
     except TypeError as exc:
-        if "ledger" not in str(exc):
+        if "ledger" not in str(exc) or kwargs["ledger"]:
             raise
         return engine_cls(**capacity)
 
@@ -79,18 +88,23 @@ class _EnginePeer(Peer):
     workloads = ("XC", "PEER", "PEER-AC")
     with_seq = False  # whether events carry the command's seq (trading commands countable)
 
-    def __init__(self, engine_cls: type, label: str) -> None:
+    def __init__(self, engine_cls: type, label: str, ledger: bool | None = None) -> None:
         self.engine_cls = engine_cls
         self.label = label
+        self.ledger = ledger  # None: as the workload says (SCALE on, XC and PEER off)
         self.engine: Any = None
         self._tally = _Tally()
 
     def load(self, workload: Any) -> None:
         self.workload = workload
         self.capacity = capacity(workload)
+        if self.ledger is not None:
+            self.capacity["ledger"] = self.ledger
         if isinstance(workload, PeerWorkload):
             self.setup = workload.setup_commands()
             self.commands = workload.commands()
+        elif getattr(workload, "ledger", False) and not self.capacity.get("ledger"):
+            self.setup, self.commands = workload.unfunded_setup(), workload.commands
         else:
             self.setup, self.commands = workload.setup, workload.commands
 
@@ -104,16 +118,19 @@ class _EnginePeer(Peer):
 
     def outcome(self) -> Outcome:
         eng = self.engine
-        bids, asks = eng.book(0, depth=10_000)
+        qty = 0
+        for market in range(self.capacity["max_markets"]):
+            bids, asks = eng.book(market, depth=10_000)
+            qty += int(bids["quantity"].sum() + asks["quantity"].sum())
         t = self._tally
         return Outcome(
             traded_volume=t.volume,
             fills=t.fills,
             resting_orders=eng.order_count,
-            resting_qty=int(bids["quantity"].sum() + asks["quantity"].sum()),
+            resting_qty=qty,
             trading_commands=t.trading if self.with_seq else None,
             rejects=t.rejects,
-            extra={"digest": eng.digest()},
+            extra={"digest": eng.digest(), "ledger": bool(self.capacity.get("ledger"))},
         )
 
     def memory(self) -> dict[str, Any] | None:
@@ -128,8 +145,15 @@ class BatchPeer(_EnginePeer):
 
     with_seq = True
 
-    def __init__(self, engine_cls: type, label: str, chunk: int = 8192, suffix: str = "") -> None:
-        super().__init__(engine_cls, label)
+    def __init__(
+        self,
+        engine_cls: type,
+        label: str,
+        chunk: int = 8192,
+        suffix: str = "",
+        ledger: bool | None = None,
+    ) -> None:
+        super().__init__(engine_cls, label, ledger)
         self.chunk = chunk
         self.name = f"{label} batch{suffix}"
         size = "one call" if not chunk else f"chunks of {chunk:,} commands"
@@ -180,9 +204,11 @@ class BatchPeer(_EnginePeer):
 class CallsPeer(_EnginePeer):
     """One engine method call per command."""
 
-    def __init__(self, engine_cls: type, label: str) -> None:
-        super().__init__(engine_cls, label)
-        self.name = f"{label} per-call"
+    def __init__(
+        self, engine_cls: type, label: str, suffix: str = "", ledger: bool | None = None
+    ) -> None:
+        super().__init__(engine_cls, label, ledger)
+        self.name = f"{label} per-call{suffix}"
         self.description = (
             f"{label}: one submit/cancel/replace call per command, "
             f"drain_events() every {DRAIN_EVERY:,} calls"
@@ -206,12 +232,19 @@ class CallsPeer(_EnginePeer):
             )
             self._replay_chunk = self._peer_chunk
             self._timed, self._scheduled = self._peer_timed, self._peer_scheduled
-        else:
+        elif isinstance(workload, XcWorkload):
             c = self.commands
             cols = ("type", "account", "order_id", "intent", "price", "quantity", "tif", "time")
             rows = list(zip(*(c[name].tolist() for name in cols), strict=True))
             self._replay_chunk = self._xc_chunk
             self._timed, self._scheduled = self._xc_timed, self._xc_scheduled
+        else:  # SCALE: many markets, GTD expiries
+            c = self.commands
+            cols = ("type", "account", "market", "order_id", "intent", "price", "quantity")
+            cols += ("tif", "expiry", "time")
+            rows = list(zip(*(c[name].tolist() for name in cols), strict=True))
+            self._replay_chunk = self._scale_chunk
+            self._timed, self._scheduled = self._scale_timed, None
         self.rows = rows
         self.chunks = [rows[i : i + DRAIN_EVERY] for i in range(0, len(rows), DRAIN_EVERY)]
 
@@ -303,6 +336,34 @@ class CallsPeer(_EnginePeer):
             else:
                 cancel(account, order_id, time=time)
             out[k] = pc()
+
+    def _scale_timed(self, ks: range, rows: list[tuple[int, ...]], out: Any) -> None:
+        eng, pc = self.engine, perf_counter_ns
+        submit, cancel, replace = eng.submit, eng.cancel, eng.replace
+        for k, (typ, account, market, order_id, intent, price, qty, tif, expiry, time) in zip(
+            ks, rows, strict=True
+        ):
+            if typ == _REPLACE:
+                t0 = pc()
+                replace(account, order_id, price, time=time)
+            elif typ == _NEW:
+                t0 = pc()
+                submit(account, market, intent, price, qty, tif, expiry=expiry, time=time)
+            else:
+                t0 = pc()
+                cancel(account, order_id, time=time)
+            out[k] = pc() - t0
+
+    def _scale_chunk(self, rows: list[tuple[int, ...]]) -> None:
+        eng = self.engine
+        submit, cancel, replace = eng.submit, eng.cancel, eng.replace
+        for typ, account, market, order_id, intent, price, qty, tif, expiry, time in rows:
+            if typ == _REPLACE:
+                replace(account, order_id, price, time=time)
+            elif typ == _NEW:
+                submit(account, market, intent, price, qty, tif, expiry=expiry, time=time)
+            else:
+                cancel(account, order_id, time=time)
 
     def _peer_chunk(self, rows: list[tuple[int, ...]]) -> None:
         submit, cancel = self.engine.submit, self.engine.cancel
