@@ -900,7 +900,7 @@ int64_t Engine::resolve(const Command& c) {
   if (m.state == RESOLVED) return reject(c, R_INVALID_STATE_TRANSITION);
   m.state = RESOLVED;
   m.outcome = c.arg;
-  emit_market(m, m.tick, m.outcome);
+  emit_market(m, m.tick);
   cancel_levels(m, C_MARKET_CLOSED, 0);
   if (!config_.ledger) return 0;
   std::vector<uint32_t> holders;  // resolution is rare: a scan of the table is fine
@@ -1022,14 +1022,14 @@ void Engine::emit_canceled(const Order& o, uint8_t reason) {
   e.reason = reason;
 }
 
-void Engine::emit_market(const Market& m, int32_t tick, uint8_t outcome) {
+void Engine::emit_market(const Market& m, int32_t tick) {
   Event& e = emit(EV_MARKET);
   e.market = m.id;
   e.price = tick;
   e.fee = m.fees.taker_bps;
   e.maker_fee = m.fees.maker_bps;
   e.count = m.fees.base;
-  e.reason = outcome;
+  e.reason = m.outcome;
   e.quantity = m.min_size;
   e.leaves_qty = m.lot;
   e.state = m.state;

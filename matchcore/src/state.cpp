@@ -185,7 +185,10 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
   next_order_id_ = next_order_id;
   if (now_ < 0) return fail(error, "negative engine time");
   if (next_order_id_ == 0) return fail(error, "next_order_id is 0");
-  if (net_deposits < 0 || net_deposits > MAX_TOTAL_CASH) return fail(error, "bad net deposits");
+  // Net deposits go below 0 only when rebates paid out exceeded the fees charged.
+  if (net_deposits < -MAX_TOTAL_CASH || net_deposits > MAX_TOTAL_CASH) {
+    return fail(error, "bad net deposits");
+  }
   if (!config_.ledger && (net_deposits != 0 || fees != 0)) {
     return fail(error, "money in an engine without the ledger");
   }
@@ -553,6 +556,9 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
     cash += a.cash_free;
     cash += a.cash_reserved;
   }
+  if (net_deposits_ > MAX_TOTAL_CASH || net_deposits_ < -MAX_TOTAL_CASH) {
+    return fail(error, "net deposits out of range");
+  }
   std::vector<__int128> yes(config_.max_markets, 0);
   std::vector<__int128> no(config_.max_markets, 0);
   size_t matched = 0;
@@ -583,6 +589,17 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
   for (const Market& m : markets_) {
     if (m.state == STATE_NONE) continue;
     const std::string where = "market " + std::to_string(m.id);
+    if ((m.outcome != OUTCOME_NONE) != (m.state == RESOLVED) || m.outcome > OUTCOME_HALF) {
+      return fail(error, where + ": an outcome goes with, and only with, a resolved market");
+    }
+    const FeeSchedule& f = m.fees;
+    if (f.taker_bps < 0 || f.taker_bps > FEE_BPS_LIMIT || f.maker_bps < -f.taker_bps ||
+        f.maker_bps > FEE_BPS_LIMIT || f.base > FEE_PQ) {
+      return fail(error, where + ": fee schedule out of bounds");
+    }
+    if (m.state == RESOLVED && m.collateral != 0) {
+      return fail(error, where + ": collateral left after resolution");
+    }
     if (m.collateral < 0 || m.collateral % PRICE_SCALE != 0) {
       return fail(error, where + ": collateral is not a whole number of pairs");
     }

@@ -264,7 +264,7 @@ class Engine {
   int64_t reject(const Command& c, Reject reason);
   void emit_level(const Market& m, int side, int32_t index);
   void emit_canceled(const Order& o, uint8_t reason);
-  void emit_market(const Market& m, int32_t tick, uint8_t outcome = OUTCOME_NONE);
+  void emit_market(const Market& m, int32_t tick);
 
   Config config_;
   OrderPool pool_;
