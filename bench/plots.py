@@ -165,7 +165,7 @@ def throughput_plot(result: dict[str, Any], path: Path) -> Path | None:
     axes[-1, 0].set_xlabel("time per command, median of the runs (bars: min-max), log scale")
     m = result.get("machine", {})
     fig.suptitle(
-        f"{result['workload']} throughput against peers, same run — {m.get('cpu_model', '')}, "
+        f"{result['workload']} throughput, every row from the same run — {m.get('cpu_model', '')}, "
         f"commit {(m.get('git_commit') or '?')[:10]}",
         fontsize=10.5,
     )

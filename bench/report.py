@@ -73,6 +73,7 @@ def machine(argv: list[str]) -> dict[str, Any]:
         },
         "pinned_cpu": _pinned(),
         "load_average": [round(x, 2) for x in os.getloadavg()],  # at the end of the suite
+        "nice": os.nice(0),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "command": command(argv),
@@ -311,7 +312,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"; load average {' '.join(f'{x:g}' for x in m['load_average'])} at the end"
             if m.get("load_average")
             else ""
-        ),
+        )
+        + (f"; nice {m['nice']}" if m.get("nice") else ""),
         f"command: `{m['command']}`",
     ]
     if result.get("tables"):

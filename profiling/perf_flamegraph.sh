@@ -18,7 +18,7 @@ event="${EVENT:-cpu-clock}"
 freq="${FREQ:-4999}"
 callgraph="${CALLGRAPH:-fp}"
 cpu="${CPU:-$(($(nproc) - 1))}"
-workload="${1:?usage: perf_flamegraph.sh xc|peer [run_workload.py options]}"
+workload="${1:?usage: perf_flamegraph.sh xc|peer|scale [run_workload.py options]}"
 shift
 py="$dir/venv/bin/python"
 [ -x "$py" ] || { echo "no profile build in $dir: run profiling/build.sh" >&2; exit 1; }

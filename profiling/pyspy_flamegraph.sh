@@ -14,7 +14,7 @@ dir="${PROFILE_DIR:-/tmp/matchcore-profile}"
 out="${OUT:-$here/out}"
 rate="${RATE:-1000}"
 cpu="${CPU:-$(($(nproc) - 1))}"
-workload="${1:?usage: pyspy_flamegraph.sh xc|peer [run_workload.py options]}"
+workload="${1:?usage: pyspy_flamegraph.sh xc|peer|scale [run_workload.py options]}"
 shift
 py="$dir/venv/bin/python"
 [ -x "$py" ] || { echo "no profile build in $dir: run profiling/build.sh" >&2; exit 1; }
