@@ -1,8 +1,10 @@
 """Hypothesis stateful test: short adversarial sequences through the per-call API.
 
-Both engines receive the same calls; after every step their return values,
+Both engines receive the same calls, with the ledger on (fees, funded and
+short accounts, ledger commands); after every step their return values,
 their events and their canonical states must be identical, and validate()
-must hold. Hypothesis shrinks any failure to a minimal sequence of calls.
+(conservation included) must hold. Hypothesis shrinks any failure to a
+minimal sequence of calls.
 """
 
 from __future__ import annotations
@@ -31,21 +33,31 @@ quantities = st.one_of(st.integers(1, 6).map(lambda x: x * 100), st.sampled_from
 class TwoEngines(RuleBasedStateMachine):
     """The core and the reference side by side, as a state machine."""
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(
+        taker=st.sampled_from([0, 1, 100, 1000]),
+        maker=st.sampled_from([0, -1, 50]),
+        base=st.sampled_from(list(mc.FeeBase)),
+        cash=st.lists(st.sampled_from([0, 1, 499_999, 10**8]), min_size=3, max_size=3),
+    )
+    def start(self, taker, maker, base, cash) -> None:
         capacities = {
             "max_orders": 12,
             "max_markets": 4,
             "max_accounts": 8,
             "max_levels": 4 * 19998,
+            "max_positions": 5,
         }
         self.engines = (mc.Engine(**capacities), reference.Engine(**capacities))
         self.time = 0
         for market in MARKETS:
-            self.both("create_market", market, 100, 100, 100)
+            fees = {"taker_fee_bps": taker, "maker_fee_bps": max(maker, -taker), "fee_base": base}
+            self.both("create_market", market, 100, 100, 100, **fees)
             self.both("set_market_state", market, mc.MarketState.OPEN)
-        for account in ACCOUNTS:
+        for account, amount in zip(ACCOUNTS, cash, strict=True):
             self.both("add_account", account)
+            if amount:
+                self.both("deposit", account, amount)
+                self.both("split", account, MARKETS[0], 500)
 
     def both(self, method: str, *args: object, **kwargs: object) -> int:
         """Call one method on both engines; results and events must agree."""
@@ -151,6 +163,27 @@ class TwoEngines(RuleBasedStateMachine):
     @rule(market=markets, tick=st.sampled_from([1, 10, 100, 1000, 50]))
     def set_tick(self, market, tick) -> None:
         self.both("set_tick", market, tick, time=self.time)
+
+    @rule(account=accounts, amount=st.sampled_from([1, 10_000, 10**6, 10**9, -5, 0]))
+    def deposit(self, account, amount) -> None:
+        self.both("deposit", account, amount, time=self.time)
+
+    @rule(account=accounts, amount=st.sampled_from([1, 10_000, 10**6, 10**9, 0]))
+    def withdraw(self, account, amount) -> None:
+        self.both("withdraw", account, amount, time=self.time)
+
+    @rule(
+        account=accounts,
+        market=markets,
+        quantity=st.sampled_from([100, 300, 50, 0, 10**6]),
+        split=st.booleans(),
+    )
+    def split_or_merge(self, account, market, quantity, split) -> None:
+        self.both("split" if split else "merge", account, market, quantity, time=self.time)
+
+    @rule(market=markets, outcome=st.sampled_from(list(mc.Outcome)))
+    def resolve(self, market, outcome) -> None:
+        self.both("resolve", market, outcome, time=self.time)
 
     @invariant()
     def same_state_and_valid(self) -> None:
