@@ -3,8 +3,8 @@
 This module is a second, independent implementation of the contract in
 ``docs/matchcore.md``. It has exactly the Python API of the C++ core
 (``matchcore.Engine``, §7), produces the same events in the same order with the
-same fields (§3, §4) and the same canonical state bytes (§6), so the fast core
-can be compared to it event by event and digest by digest on long random
+same fields (§3, §4, §8) and the same canonical state bytes (§6), so the fast
+core can be compared to it event by event and digest by digest on long random
 command streams.
 
 It is written to be obviously correct rather than fast, with plain Python data:
@@ -18,6 +18,21 @@ It is written to be obviously correct rather than fast, with plain Python data:
 - ``_expiry_heap`` is a heap of ``(expiry, order_id)`` of GTD orders; entries of
   orders that have left the book are skipped when they come out (ids are never
   reused and an order's expiry never changes, so such an entry is simply stale).
+
+The ledger (§8; only with ``ledger=True``):
+
+- ``_accounts`` maps each added account to its ``_Account`` (free and reserved
+  cash, micro-dollars);
+- each market keeps its positions, ``account -> _Position`` (free and reserved
+  YES and NO shares, and ``orders``: the account's live orders in the market,
+  the resting ones plus a taker while it is being run), and its collateral; a
+  position exists exactly while it holds a share or has an order, and
+  ``_position_count`` counts them against ``max_positions``;
+- a buy order carries ``lot_reserve`` (``R_lot``, the cash it reserves per lot
+  of its remaining quantity) and a buy by cash its ``fee_reserve``; what any
+  order reserves is ``_reservation()`` of it, so an order moves exactly that
+  between free and reserved when it enters, is replaced, trades or leaves;
+- ``_net_deposits`` and ``_fees`` are the engine-wide totals of §8.
 
 Every command, from ``process()`` or from a per-call method, goes through
 ``_run()``: the time step and the expiry, then one handler per command type that
@@ -34,34 +49,48 @@ import struct
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .codes import (
     ALL_MARKETS,
+    FEE_BPS_LIMIT,
     MAX_ACCOUNTS,
     MAX_CASH,
     MAX_LEVELS,
     MAX_MARKETS,
     MAX_ORDERS,
+    MAX_POSITIONS,
     MAX_QUANTITY,
+    MAX_TOTAL_CASH,
     PRICE_SCALE,
     TICKS,
     CancelReason,
     CommandType,
     EventType,
+    FeeBase,
     Intent,
     MarketState,
     MatchType,
     OrderFlags,
+    Outcome,
     Reject,
     Side,
     Stp,
     TimeInForce,
 )
 from .errors import InvariantError
-from .records import BOOK_LEVEL_DTYPE, COMMAND_DTYPE, EVENT_DTYPE, MarketInfo, OrderInfo
+from .records import (
+    BOOK_LEVEL_DTYPE,
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    Balance,
+    MarketInfo,
+    OrderInfo,
+    Position,
+    Totals,
+)
 
 __all__ = ["Engine"]
 
@@ -92,6 +121,9 @@ _EV_REPLACED = int(EventType.REPLACED)
 _EV_LEVEL = int(EventType.LEVEL)
 _EV_MARKET = int(EventType.MARKET)
 _EV_ACCOUNT = int(EventType.ACCOUNT)
+_EV_BALANCE = int(EventType.BALANCE)
+_EV_POSITION = int(EventType.POSITION)
+_EV_SETTLEMENT = int(EventType.SETTLEMENT)
 
 _USER = int(CancelReason.USER)
 _UNFILLED = int(CancelReason.UNFILLED)
@@ -110,13 +142,22 @@ _CMD_CREATE_MARKET = int(CommandType.CREATE_MARKET)
 _CMD_SET_MARKET_STATE = int(CommandType.SET_MARKET_STATE)
 _CMD_SET_TICK = int(CommandType.SET_TICK)
 _CMD_ADD_ACCOUNT = int(CommandType.ADD_ACCOUNT)
+_CMD_DEPOSIT = int(CommandType.DEPOSIT)
+_CMD_WITHDRAW = int(CommandType.WITHDRAW)
+_CMD_SPLIT = int(CommandType.SPLIT)
+_CMD_MERGE = int(CommandType.MERGE)
+_CMD_RESOLVE = int(CommandType.RESOLVE)
+
+_COMPLEMENTARY = int(MatchType.COMPLEMENTARY)
+_MINT = int(MatchType.MINT)
+_MERGE = int(MatchType.MERGE)
 
 _MATCH_TYPE = {
     # (bid intent, ask intent) -> match type (§4, the sweep)
-    (_BUY_YES, _SELL_YES): int(MatchType.COMPLEMENTARY),
-    (_SELL_NO, _BUY_NO): int(MatchType.COMPLEMENTARY),
-    (_BUY_YES, _BUY_NO): int(MatchType.MINT),
-    (_SELL_NO, _SELL_YES): int(MatchType.MERGE),
+    (_BUY_YES, _SELL_YES): _COMPLEMENTARY,
+    (_SELL_NO, _BUY_NO): _COMPLEMENTARY,
+    (_BUY_YES, _BUY_NO): _MINT,
+    (_SELL_NO, _SELL_YES): _MERGE,
 }
 
 _SIDE_OF_INTENT = {_BUY_YES: _BID, _SELL_NO: _BID, _SELL_YES: _ASK, _BUY_NO: _ASK}
@@ -132,6 +173,13 @@ _ALLOWED_TRANSITIONS = frozenset(
     }
 )
 
+_NOTIONAL, _MIN, _PQ = int(FeeBase.NOTIONAL), int(FeeBase.MIN), int(FeeBase.PQ)
+_NO_OUTCOME = int(Outcome.NONE)
+_YES, _NO, _HALF = int(Outcome.YES), int(Outcome.NO), int(Outcome.HALF)
+
+_PAIR_CASH = PRICE_SCALE
+"""Collateral of one YES+NO pair of one quantity unit (0.01 share): $0.01 = 10_000 micro-dollars."""
+
 
 def _levels_per_side(tick: int) -> int:
     """``L(tick)``: the number of price levels of one side (§1)."""
@@ -143,9 +191,46 @@ def _price_ok(price: int, tick: int) -> bool:
     return tick <= price <= PRICE_SCALE - tick and price % tick == 0
 
 
+def _is_buy(intent: int) -> bool:
+    return intent in (_BUY_YES, _BUY_NO)
+
+
 def _token_price(intent: int, price: int) -> int:
-    """What a buyer by cash pays per unit of quantity at YES price ``price``."""
-    return price if intent == _BUY_YES else PRICE_SCALE - price
+    """The price of the token an intent trades at YES price ``price``, per quantity unit.
+
+    ``p`` for YES (``BUY_YES``, ``SELL_YES``), ``10_000 - p`` for NO; it is
+    also the cash per quantity unit (price units x 0.01 share = micro-dollars).
+    """
+    return price if intent in (_BUY_YES, _SELL_YES) else PRICE_SCALE - price
+
+
+def _fee_base(fee_base: int, intent: int, price: int, qty: int) -> tuple[int, int]:
+    """``(B, D)`` of a side trading ``qty`` at ``price`` (§8, Fees): the fee is ``bps * B / D``."""
+    if fee_base == _NOTIONAL:
+        return _token_price(intent, price) * qty, PRICE_SCALE
+    if fee_base == _MIN:
+        return min(price, PRICE_SCALE - price) * qty, PRICE_SCALE
+    return price * (PRICE_SCALE - price) * qty, PRICE_SCALE * PRICE_SCALE
+
+
+def _fee(bps: int, fee_base: int, intent: int, price: int, qty: int) -> int:
+    """The fee of one side of a fill, in cash: up when charged, toward zero for a rebate."""
+    if bps == 0:
+        return 0
+    base, divisor = _fee_base(fee_base, intent, price, qty)
+    if bps > 0:
+        return (bps * base + divisor - 1) // divisor  # ceil(bps * B / D)
+    return -(-bps * base // divisor)  # a rebate: -floor(|bps| * B / D), toward zero
+
+
+def _fee_ok(taker_fee_bps: int, maker_fee_bps: int, fee_base: int) -> bool:
+    """The fee checks of CREATE_MARKET (§4, Markets and accounts)."""
+    return (
+        0 <= taker_fee_bps <= FEE_BPS_LIMIT
+        and -FEE_BPS_LIMIT <= maker_fee_bps <= FEE_BPS_LIMIT
+        and maker_fee_bps >= -taker_fee_bps
+        and 0 <= fee_base <= _PQ
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -197,16 +282,21 @@ class _Order:
     """An order: resting in a level, or the taker of a sweep.
 
     ``leaves`` is the remaining quantity, or the remaining budget in cash for a
-    buy by cash (which never rests).
+    buy by cash (which never rests). With the ledger, ``lot_reserve`` is the
+    cash a buy by quantity reserves per lot of ``leaves`` (``R_lot`` at its
+    limit price, §8) and ``fee_reserve`` what is left of a buy by cash's fee
+    reserve; both are 0 otherwise.
     """
 
     __slots__ = (
         "account",
         "client_order_id",
         "expiry",
+        "fee_reserve",
         "flags",
         "intent",
         "leaves",
+        "lot_reserve",
         "market",
         "order_id",
         "price",
@@ -241,6 +331,18 @@ class _Order:
         self.client_order_id = client_order_id
         self.stp = stp
         self.flags = flags
+        self.lot_reserve = 0
+        self.fee_reserve = 0
+
+    def copy(self) -> _Order:
+        """A detached copy, for a sweep simulated without effect (the FOK check)."""
+        twin = _Order(
+            self.order_id, self.account, self.market, self.intent, self.price, self.leaves,
+            self.tif, self.expiry, self.client_order_id, self.stp, self.flags,
+        )  # fmt: skip
+        twin.lot_reserve = self.lot_reserve
+        twin.fee_reserve = self.fee_reserve
+        return twin
 
 
 class _Level:
@@ -295,28 +397,110 @@ class _BookSide:
         del self.prices[bisect_left(self.prices, price)]
 
 
-class _Market:
-    __slots__ = ("lot", "market", "min_size", "sides", "state", "tick")
+class _Account:
+    """An account's cash, in micro-dollars."""
 
-    def __init__(self, market: int, tick: int, min_size: int, lot: int) -> None:
+    __slots__ = ("free", "reserved")
+
+    def __init__(self, free: int = 0, reserved: int = 0) -> None:
+        self.free = free
+        self.reserved = reserved
+
+
+class _Position:
+    """An account's shares in one market (quantity units) and its live orders there.
+
+    ``orders`` counts the account's resting orders in the market, plus the
+    taker while a new order of the account is being run; the position exists
+    while it holds a share or ``orders > 0`` (§8, State).
+    """
+
+    __slots__ = ("account", "no_free", "no_reserved", "orders", "yes_free", "yes_reserved")
+
+    def __init__(
+        self,
+        account: int,
+        yes_free: int = 0,
+        yes_reserved: int = 0,
+        no_free: int = 0,
+        no_reserved: int = 0,
+    ) -> None:
+        self.account = account
+        self.yes_free = yes_free
+        self.yes_reserved = yes_reserved
+        self.no_free = no_free
+        self.no_reserved = no_reserved
+        self.orders = 0
+
+    def holds_shares(self) -> bool:
+        return bool(self.yes_free or self.yes_reserved or self.no_free or self.no_reserved)
+
+
+class _Market:
+    __slots__ = (
+        "collateral",
+        "fee_base",
+        "lot",
+        "maker_fee_bps",
+        "market",
+        "min_size",
+        "outcome",
+        "positions",
+        "reserve_fee_bps",
+        "sides",
+        "state",
+        "taker_fee_bps",
+        "tick",
+    )
+
+    def __init__(
+        self,
+        market: int,
+        tick: int,
+        min_size: int,
+        lot: int,
+        taker_fee_bps: int = 0,
+        maker_fee_bps: int = 0,
+        fee_base: int = _NOTIONAL,
+    ) -> None:
         self.market = market
         self.state = _PRE_OPEN
         self.tick = tick
         self.min_size = min_size
         self.lot = lot
+        self.taker_fee_bps = taker_fee_bps
+        self.maker_fee_bps = maker_fee_bps
+        self.fee_base = fee_base
+        # f of §8: the highest rate a buy could pay, the one its reservation covers.
+        self.reserve_fee_bps = max(taker_fee_bps, maker_fee_bps, 0)
+        self.outcome = _NO_OUTCOME
+        self.collateral = 0  # micro-dollars, _PAIR_CASH per outstanding pair
         self.sides = (_BookSide(_BID), _BookSide(_ASK))
+        self.positions: dict[int, _Position] = {}  # account -> position
+
+    def lot_reserve(self, intent: int, price: int) -> int:
+        """``R_lot`` of a buy at limit ``price`` (§8): one lot's price and its highest fee."""
+        lot = self.lot
+        fee = _fee(self.reserve_fee_bps, self.fee_base, intent, price, lot)
+        return _token_price(intent, price) * lot + fee
+
+    def cash_fee_reserve(self, budget: int) -> int:
+        """``F`` of a buy by cash with ``budget`` (§8): ``ceil(taker_fee_bps * B / 10_000)``."""
+        return (self.taker_fee_bps * budget + PRICE_SCALE - 1) // PRICE_SCALE
 
 
 # ---------------------------------------------------------------------------
 # Canonical state formats (§6)
 # ---------------------------------------------------------------------------
 
-_MAGIC = b"MCSTATE\x01"
-_HEADER = struct.Struct("<8sIIIIqQ")
+_MAGIC = b"MCSTATE\x02"
+_HEADER = struct.Struct("<8sIIIIIBqQqq")
 _U32 = struct.Struct("<I")
-_MARKET_REC = struct.Struct("<IBiqq")
+_ACCOUNT_REC = struct.Struct("<Iqq")
+_MARKET_REC = struct.Struct("<IBiqqhhBBq")
 _LEVEL_REC = struct.Struct("<iIq")
 _ORDER_REC = struct.Struct("<QQIqqBBBB")
+_POSITION_REC = struct.Struct("<Iqqqq")
 
 
 class _Reader:
@@ -326,7 +510,7 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def read(self, fmt: struct.Struct) -> tuple[int, ...]:
+    def read(self, fmt: struct.Struct) -> tuple[Any, ...]:
         if self.pos + fmt.size > len(self.data):
             raise ValueError(f"snapshot truncated at byte {self.pos} (needs {fmt.size} more)")
         values = fmt.unpack_from(self.data, self.pos)
@@ -348,29 +532,39 @@ class Engine:
         max_markets: int = 64,
         max_accounts: int = 4096,
         max_levels: int | None = None,
+        max_positions: int | None = None,
+        ledger: bool = True,
     ) -> None:
-        # §5: each argument an int in [1, MAX_*], else ValueError. The default
-        # max_levels (every market at tick $0.001) is capped at MAX_LEVELS, as
-        # the core does (it only matters for max_markets > 67_174).
+        # §5: each capacity an int in [1, MAX_*], else ValueError. The defaults
+        # (max_levels: every market at tick $0.001; max_positions: max_orders +
+        # max_accounts) are capped at their MAX_*, as the core does.
         max_orders = _capacity_arg("max_orders", max_orders, MAX_ORDERS)
         max_markets = _capacity_arg("max_markets", max_markets, MAX_MARKETS)
         max_accounts = _capacity_arg("max_accounts", max_accounts, MAX_ACCOUNTS)
         if max_levels is None:
             max_levels = min(max_markets * 2 * _levels_per_side(10), MAX_LEVELS)
         max_levels = _capacity_arg("max_levels", max_levels, MAX_LEVELS)
+        if max_positions is None:
+            max_positions = min(max_orders + max_accounts, MAX_POSITIONS)
+        max_positions = _capacity_arg("max_positions", max_positions, MAX_POSITIONS)
         self._max_orders = max_orders
         self._max_markets = max_markets
         self._max_accounts = max_accounts
         self._max_levels = max_levels
+        self._max_positions = max_positions
+        self._ledger = bool(ledger)
 
         self._now = 0
         self._next_order_id = 1
-        self._accounts: set[int] = set()
+        self._accounts: dict[int, _Account] = {}
         self._markets: dict[int, _Market] = {}
         self._levels_used = 0  # sum over created markets of 2 * L(tick)
         self._orders: dict[int, _Order] = {}  # resting orders by order id
         self._by_client: dict[tuple[int, int], int] = {}  # (account, client id) -> order id
         self._expiry_heap: list[tuple[int, int]] = []  # (expiry, order id), may hold stale entries
+        self._position_count = 0  # positions held, over all markets
+        self._net_deposits = 0  # deposits - withdrawals, micro-dollars
+        self._fees = 0  # fees charged - rebates paid, micro-dollars
 
         # Per-call API event buffers (process() does not touch them).
         self._last_events: list[tuple[int, ...]] = []
@@ -467,15 +661,20 @@ class Engine:
              self._command_type, 0, 0)
         )  # fmt: skip
 
-    def _emit_trade(self, taker: _Order, maker: _Order, price: int, qty: int) -> None:
-        if taker.side == _BID:
-            match_type = _MATCH_TYPE[(taker.intent, maker.intent)]
-        else:
-            match_type = _MATCH_TYPE[(maker.intent, taker.intent)]
+    def _emit_trade(
+        self,
+        taker: _Order,
+        maker: _Order,
+        price: int,
+        qty: int,
+        match_type: int,
+        fee: int,
+        maker_fee: int,
+    ) -> None:
         self._out.append(
-            (self._seq, taker.order_id, maker.order_id, qty, taker.leaves, maker.leaves, 0, 0,
-             taker.account, maker.account, taker.market, price, 0, _EV_TRADE, 0, taker.intent,
-             maker.intent, match_type, taker.side, taker.tif, taker.flags,
+            (self._seq, taker.order_id, maker.order_id, qty, taker.leaves, maker.leaves, fee,
+             maker_fee, taker.account, maker.account, taker.market, price, 0, _EV_TRADE, 0,
+             taker.intent, maker.intent, match_type, taker.side, taker.tif, taker.flags,
              self._command_type, 0, 0)
         )  # fmt: skip
 
@@ -501,14 +700,33 @@ class Engine:
 
     def _emit_market(self, m: _Market) -> None:
         self._out.append(
-            (self._seq, 0, 0, m.min_size, m.lot, 0, 0, 0, 0, 0, m.market, m.tick, 0,
-             _EV_MARKET, 0, 0, 0, 0, 0, 0, 0, self._command_type, m.state, 0)
+            (self._seq, 0, 0, m.min_size, m.lot, 0, m.taker_fee_bps, m.maker_fee_bps, 0, 0,
+             m.market, m.tick, m.fee_base, _EV_MARKET, m.outcome, 0, 0, 0, 0, 0, 0,
+             self._command_type, m.state, 0)
         )  # fmt: skip
 
     def _emit_account(self, account: int) -> None:
         self._out.append(
             (self._seq, 0, 0, 0, 0, 0, 0, 0, account, 0, 0, 0, 0,
              _EV_ACCOUNT, 0, 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_balance(self, account: int, change: int, a: _Account) -> None:
+        self._out.append(
+            (self._seq, 0, 0, change, a.free, a.reserved, 0, 0, account, 0, 0, 0, 0,
+             _EV_BALANCE, 0, 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_position(self, market: int, pairs: int, p: _Position) -> None:
+        self._out.append(
+            (self._seq, 0, 0, pairs, p.yes_free, p.no_free, 0, 0, p.account, 0, market, 0, 0,
+             _EV_POSITION, 0, 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
+        )  # fmt: skip
+
+    def _emit_settlement(self, market: _Market, account: int, paid: int, yes: int, no: int) -> None:
+        self._out.append(
+            (self._seq, 0, 0, paid, yes, no, 0, 0, account, 0, market.market, 0, 0,
+             _EV_SETTLEMENT, market.outcome, 0, 0, 0, 0, 0, 0, self._command_type, 0, 0)
         )  # fmt: skip
 
     # ------------------------------------------------------------------
@@ -556,6 +774,7 @@ class Engine:
         """Cancel one resting order: ``CANCELED`` then ``LEVEL``."""
         level = self._detach(order)
         self._forget(order)
+        self._order_done(order)
         self._emit_canceled(order, reason)
         self._emit_level(order.market, order.side, level)
 
@@ -571,11 +790,140 @@ class Engine:
                 level = book_side.levels[price]
                 for order in level.orders:
                     self._forget(order)
+                    self._order_done(order)
                     self._emit_canceled(order, reason)
                 level.orders.clear()
                 level.total = 0
                 book_side.drop_level(price)
                 self._emit_level(market.market, book_side.side, level)
+
+    # ------------------------------------------------------------------
+    # Ledger: reservations and positions (§8; nothing happens without the ledger)
+    # ------------------------------------------------------------------
+
+    def _reservation(self, market: _Market, order: _Order) -> int:
+        """What ``order`` holds reserved for what it has left: cash for a buy, shares for a sell.
+
+        A buy by quantity ``(leaves / lot) * R_lot``, a buy by cash its budget
+        and fee reserve, a sell its remaining quantity.
+        """
+        if not _is_buy(order.intent):
+            return order.leaves
+        if order.flags & _BY_CASH:
+            return order.leaves + order.fee_reserve
+        return order.leaves // market.lot * order.lot_reserve
+
+    def _available(self, market: _Market, order: _Order) -> int:
+        """What the owner of ``order`` has free to reserve for it: cash, or YES / NO shares."""
+        if _is_buy(order.intent):
+            return self._accounts[order.account].free
+        position = market.positions.get(order.account)
+        if position is None:
+            return 0
+        return position.yes_free if order.intent == _SELL_YES else position.no_free
+
+    def _move_to_reserved(self, market: _Market, order: _Order, amount: int) -> None:
+        """Move ``amount`` from free to reserved for ``order`` (back when it is negative)."""
+        if _is_buy(order.intent):
+            account = self._accounts[order.account]
+            account.free -= amount
+            account.reserved += amount
+            return
+        position = market.positions[order.account]
+        if order.intent == _SELL_YES:
+            position.yes_free -= amount
+            position.yes_reserved += amount
+        else:
+            position.no_free -= amount
+            position.no_reserved += amount
+
+    def _position(self, market: _Market, account: int) -> _Position:
+        """The account's position in ``market``, taking a slot if it has none."""
+        position = market.positions.get(account)
+        if position is None:
+            position = market.positions[account] = _Position(account)
+            self._position_count += 1
+        return position
+
+    def _position_table_full(self, market: _Market, account: int) -> bool:
+        """Would the account need a new position in ``market`` that the table cannot hold?"""
+        return account not in market.positions and self._position_count >= self._max_positions
+
+    def _free_if_empty(self, market: _Market, position: _Position) -> None:
+        """Give the slot back when the position holds nothing and has no order."""
+        if position.orders == 0 and not position.holds_shares():
+            del market.positions[position.account]
+            self._position_count -= 1
+
+    def _order_entered(self, market: _Market, order: _Order) -> None:
+        """A new order is accepted: it takes its position and reserves what it needs."""
+        if not self._ledger:
+            return
+        self._position(market, order.account).orders += 1
+        self._move_to_reserved(market, order, self._reservation(market, order))
+
+    def _order_done(self, order: _Order) -> None:
+        """An order leaves for good (canceled, filled, or a taker that does not rest).
+
+        What it still reserves goes back to free, and its position is freed if
+        nothing else holds it.
+        """
+        if not self._ledger:
+            return
+        market = self._markets[order.market]
+        self._move_to_reserved(market, order, -self._reservation(market, order))
+        position = market.positions[order.account]
+        position.orders -= 1
+        self._free_if_empty(market, position)
+
+    # ------------------------------------------------------------------
+    # Ledger: settlement of a fill (§8, Settlement of a trade)
+    # ------------------------------------------------------------------
+
+    def _settle(
+        self,
+        market: _Market,
+        taker: _Order,
+        taker_fee: int,
+        maker: _Order,
+        price: int,
+        qty: int,
+        match_type: int,
+    ) -> int:
+        """Settle a fill of ``qty`` at ``price`` on both sides; the maker's fee."""
+        maker_fee = _fee(market.maker_fee_bps, market.fee_base, maker.intent, price, qty)
+        self._settle_side(market, taker, price, qty, taker_fee)
+        self._settle_side(market, maker, price, qty, maker_fee)
+        if match_type == _MINT:
+            market.collateral += _PAIR_CASH * qty
+        elif match_type == _MERGE:
+            market.collateral -= _PAIR_CASH * qty
+        self._fees += taker_fee + maker_fee
+        return maker_fee
+
+    def _settle_side(self, market: _Market, order: _Order, price: int, qty: int, fee: int) -> None:
+        """One side of a fill: a buyer pays price and fee from its reservation and gets
+        the shares; a seller gives reserved shares and gets the proceeds minus its fee."""
+        account = self._accounts[order.account]
+        position = market.positions[order.account]
+        cash = _token_price(order.intent, price) * qty
+        if _is_buy(order.intent):
+            if order.flags & _BY_CASH:  # budget and fee reserve are already reserved cash
+                account.reserved -= cash + fee
+            else:
+                released = qty // market.lot * order.lot_reserve
+                account.reserved -= released
+                account.free += released - cash - fee
+            if order.intent == _BUY_YES:
+                position.yes_free += qty
+            else:
+                position.no_free += qty
+        else:
+            if order.intent == _SELL_YES:
+                position.yes_reserved -= qty
+            else:
+                position.no_reserved -= qty
+            account.free += cash - fee
 
     # ------------------------------------------------------------------
     # Matching
@@ -586,27 +934,38 @@ class Engine:
         """Does a level at ``price`` of the opposite side cross the taker's limit?"""
         return price <= taker.price if taker.side == _BID else price >= taker.price
 
-    @staticmethod
-    def _can_buy_at(market: _Market, taker: _Order, leaves: int, price: int) -> bool:
-        """Has a taker with ``leaves`` left something to buy at ``price``?
+    def _lot_affordable(self, market: _Market, taker: _Order, price: int) -> bool:
+        """Can a buy by cash still buy one lot at ``price``?
 
-        Checked before each resting order: by quantity, ``leaves > 0``; by cash,
-        the budget pays for one lot there, ``B >= tp(price) * lot``.
+        Its budget pays for the lot, ``B >= tp(price) * lot``, and with the
+        ledger the taker fee of that lot fits its fee reserve (§8, Buys by cash).
+        """
+        lot = market.lot
+        if taker.leaves < _token_price(taker.intent, price) * lot:
+            return False
+        if not self._ledger:
+            return True
+        fee = _fee(market.taker_fee_bps, market.fee_base, taker.intent, price, lot)
+        return fee <= taker.fee_reserve
+
+    def _can_buy_at(self, market: _Market, taker: _Order, price: int) -> bool:
+        """Has the taker something left to buy at ``price``? (checked before each resting order)
+
+        By quantity, ``leaves > 0``; by cash, one lot there is affordable.
         """
         if taker.flags & _BY_CASH:
-            return leaves >= _token_price(taker.intent, price) * market.lot
-        return leaves > 0
+            return self._lot_affordable(market, taker, price)
+        return taker.leaves > 0
 
-    @staticmethod
-    def _is_complete(market: _Market, taker: _Order, leaves: int) -> bool:
-        """Is a taker with ``leaves`` left complete (what an FOK needs)?
+    def _is_complete(self, market: _Market, taker: _Order) -> bool:
+        """Is the taker complete (what an FOK needs)?
 
-        By quantity: nothing left. By cash: the budget cannot buy one more lot
-        at the limit price, ``B < tp(limit) * lot``.
+        By quantity: nothing left. By cash: one more lot at the limit price is
+        not affordable.
         """
         if taker.flags & _BY_CASH:
-            return leaves < _token_price(taker.intent, taker.price) * market.lot
-        return leaves == 0
+            return not self._lot_affordable(market, taker, taker.price)
+        return taker.leaves == 0
 
     def _would_cross(self, market: _Market, side: int, price: int) -> bool:
         """Would an order of ``side`` at ``price`` trade on entry (post-only check)?"""
@@ -615,23 +974,40 @@ class Engine:
             return False
         return best <= price if side == _BID else best >= price
 
-    @staticmethod
-    def _fill(
-        market: _Market, taker: _Order, leaves: int, maker: _Order, price: int
-    ) -> tuple[int, int]:
-        """``(quantity filled, what it takes from leaves)`` against ``maker`` at ``price``.
+    def _fill(self, market: _Market, taker: _Order, maker: _Order, price: int) -> int:
+        """The quantity the taker fills against ``maker`` at ``price``.
 
-        By quantity both are ``min(leaves, maker.leaves)``. By cash the fill is
-        the most whole lots the budget pays for, ``min(maker.leaves,
-        (B // (tp * lot)) * lot)``, at least one lot (the caller checked
-        ``_can_buy_at``), and it costs ``tp * fill``.
+        By quantity ``min(leaves, maker.leaves)``. By cash the most whole lots
+        the budget pays for, ``(B // (tp * lot))``, and with the ledger whose
+        taker fee fits the fee reserve, ``ceil(bps * k * B_lot / D) <= F`` that
+        is ``k <= F * D // (bps * B_lot)``; at least one lot (the caller checked
+        ``_can_buy_at``), at most ``maker.leaves``.
         """
+        if not taker.flags & _BY_CASH:
+            return min(taker.leaves, maker.leaves)
+        lot = market.lot
+        lots = min(maker.leaves // lot, taker.leaves // (_token_price(taker.intent, price) * lot))
+        bps = market.taker_fee_bps
+        if self._ledger and bps:
+            base, divisor = _fee_base(market.fee_base, taker.intent, price, lot)
+            lots = min(lots, taker.fee_reserve * divisor // (bps * base))
+        return lots * lot
+
+    def _take(self, market: _Market, taker: _Order, price: int, qty: int) -> int:
+        """Count a fill of ``qty`` at ``price`` against the taker; its taker fee.
+
+        By quantity ``leaves`` goes down by ``qty``; by cash the budget by
+        ``tp * qty`` and the fee reserve by the fee.
+        """
+        fee = 0
+        if self._ledger:
+            fee = _fee(market.taker_fee_bps, market.fee_base, taker.intent, price, qty)
         if taker.flags & _BY_CASH:
-            tp = _token_price(taker.intent, price)
-            fill = min(maker.leaves, (leaves // (tp * market.lot)) * market.lot)
-            return fill, tp * fill
-        fill = min(leaves, maker.leaves)
-        return fill, fill
+            taker.leaves -= _token_price(taker.intent, price) * qty
+            taker.fee_reserve -= fee
+        else:
+            taker.leaves -= qty
+        return fee
 
     def _fok_fills(self, market: _Market, taker: _Order) -> bool:
         """Would the taker be complete after the sweep? The sweep simulated, without effect.
@@ -642,27 +1018,30 @@ class Engine:
         completes the order, even a by-cash one whose budget left could not buy
         a lot at the limit price (§4, the sweep).
         """
-        leaves = taker.leaves
+        probe = taker.copy()
         for level in market.sides[1 - taker.side].levels_best_first():
-            if not self._crosses(taker, level.price):
+            if not self._crosses(probe, level.price):
                 break
             for maker in level.orders:
-                if not self._can_buy_at(market, taker, leaves, level.price):
-                    return self._is_complete(market, taker, leaves)
-                if maker.account == taker.account:
-                    if taker.stp == _CANCEL_RESTING:
+                if not self._can_buy_at(market, probe, level.price):
+                    return self._is_complete(market, probe)
+                if maker.account == probe.account:
+                    if probe.stp == _CANCEL_RESTING:
                         continue  # would be canceled; matching goes on
                     return False  # the sweep stops here: never complete
-                leaves -= self._fill(market, taker, leaves, maker, level.price)[1]
-        return self._is_complete(market, taker, leaves)
+                self._take(
+                    market, probe, level.price, self._fill(market, probe, maker, level.price)
+                )
+        return self._is_complete(market, probe)
 
     def _sweep(self, market: _Market, taker: _Order) -> bool:
         """Match ``taker`` against the opposite side (§4, the sweep).
 
         Emits the ``TRADE`` events, the ``CANCELED`` of resting orders removed by
         self-trade prevention and one ``LEVEL`` per opposite level that changed,
-        when the sweep leaves it. Returns True if it stopped on self-trade
-        prevention (``REJECT_AGGRESSOR`` or ``CANCEL_BOTH``).
+        when the sweep leaves it; with the ledger every fill settles at once.
+        Returns True if it stopped on self-trade prevention (``REJECT_AGGRESSOR``
+        or ``CANCEL_BOTH``).
         """
         opposite = market.sides[1 - taker.side]
         while True:
@@ -674,7 +1053,7 @@ class Engine:
             changed = False
             orders = level.orders
             while orders:
-                if not self._can_buy_at(market, taker, taker.leaves, level.price):
+                if not self._can_buy_at(market, taker, level.price):
                     nothing_to_buy = True
                     break
                 maker = orders[0]
@@ -686,20 +1065,14 @@ class Engine:
                     level.total -= maker.leaves
                     changed = True
                     self._forget(maker)
+                    self._order_done(maker)
                     self._emit_canceled(maker, _SELF_TRADE)
                     if taker.stp == _CANCEL_BOTH:
                         stopped_on_stp = True
                         break
                     continue
-                fill, cost = self._fill(market, taker, taker.leaves, maker, level.price)
-                taker.leaves -= cost
-                maker.leaves -= fill
-                level.total -= fill
+                self._match(market, taker, maker, level)
                 changed = True
-                if maker.leaves == 0:
-                    orders.popleft()
-                    self._forget(maker)
-                self._emit_trade(taker, maker, level.price, fill)
             if not orders:
                 opposite.drop_level(level.price)
             if changed:
@@ -708,6 +1081,26 @@ class Engine:
                 return True
             if nothing_to_buy:
                 return False
+
+    def _match(self, market: _Market, taker: _Order, maker: _Order, level: _Level) -> None:
+        """One fill of the taker against the first order of ``level``: ``TRADE``, settlement."""
+        price = level.price
+        qty = self._fill(market, taker, maker, price)
+        fee = self._take(market, taker, price, qty)
+        maker.leaves -= qty
+        level.total -= qty
+        if taker.side == _BID:
+            match_type = _MATCH_TYPE[(taker.intent, maker.intent)]
+        else:
+            match_type = _MATCH_TYPE[(maker.intent, taker.intent)]
+        maker_fee = 0
+        if self._ledger:
+            maker_fee = self._settle(market, taker, fee, maker, price, qty, match_type)
+        if maker.leaves == 0:
+            level.orders.popleft()
+            self._forget(maker)
+            self._order_done(maker)
+        self._emit_trade(taker, maker, price, qty, match_type, fee, maker_fee)
 
     def _finish_taker(self, market: _Market, order: _Order, stopped_on_stp: bool) -> None:
         """What follows the sweep of a new order (§4, NEW_ORDER)."""
@@ -721,9 +1114,11 @@ class Engine:
             level = self._attach(order)
             self._remember(order)
             self._emit_level(market.market, order.side, level)
+            return  # it rests and keeps exactly R of its remaining quantity
+        self._order_done(order)  # releases what is left (a by-cash fee reserve too)
 
     # ------------------------------------------------------------------
-    # Command handlers (checks in the order of §4)
+    # Command handlers (checks in the order of §4 and §8)
     # ------------------------------------------------------------------
 
     def _new_order(self, cmd: _Command) -> int:
@@ -752,23 +1147,38 @@ class Engine:
             return self._reject(cmd, Reject.DUPLICATE_CLIENT_ORDER_ID)
         if tif in (_GTC, _GTD) and len(self._orders) >= self._max_orders:
             return self._reject(cmd, Reject.CAPACITY)
-        # (risk) INSUFFICIENT_BALANCE will be checked here.
-        side = _SIDE_OF_INTENT[intent]
-        if flags & _POST_ONLY and self._would_cross(market, side, cmd.price):
-            return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
+        if self._ledger and self._position_table_full(market, cmd.account):
+            return self._reject(cmd, Reject.CAPACITY)
         order = _Order(
             0, cmd.account, cmd.market, intent, cmd.price, cmd.quantity, tif,
             cmd.expiry, cmd.client_order_id, cmd.stp, flags,
         )  # fmt: skip
+        if self._ledger:
+            self._price_reservation(market, order)
+            if self._reservation(market, order) > self._available(market, order):
+                return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
+        if flags & _POST_ONLY and self._would_cross(market, order.side, cmd.price):
+            return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
         if tif == _FOK and not self._fok_fills(market, order):
             return self._reject(cmd, Reject.FOK_NOT_FILLED)
 
         order.order_id = self._next_order_id
         self._next_order_id += 1
+        self._order_entered(market, order)
         self._emit_accepted(order)
         stopped_on_stp = self._sweep(market, order)
         self._finish_taker(market, order, stopped_on_stp)
         return order.order_id
+
+    @staticmethod
+    def _price_reservation(market: _Market, order: _Order) -> None:
+        """Set what a new buy reserves per lot (``R_lot``) or, by cash, its fee reserve (§8)."""
+        if not _is_buy(order.intent):
+            return
+        if order.flags & _BY_CASH:
+            order.fee_reserve = market.cash_fee_reserve(order.leaves)
+        else:
+            order.lot_reserve = market.lot_reserve(order.intent, order.price)
 
     @staticmethod
     def _order_shape_ok(intent: int, tif: int, stp: int, flags: int) -> bool:
@@ -843,11 +1253,24 @@ class Engine:
             reason = self._quantity_reject(market, cmd.quantity)
             if reason:
                 return self._reject(cmd, reason)
-        # (risk) INSUFFICIENT_BALANCE for the difference will be checked here.
         new_price = cmd.price or order.price
         new_qty = cmd.quantity or order.leaves
+        increase = new_lot_reserve = 0
+        if self._ledger:
+            # Check 5: the reservation at the new price and quantity, less what is held now.
+            if _is_buy(order.intent):
+                new_lot_reserve = market.lot_reserve(order.intent, new_price)
+                needed = new_qty // market.lot * new_lot_reserve
+            else:
+                needed = new_qty
+            increase = needed - self._reservation(market, order)
+            if increase > self._available(market, order):
+                return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
         if order.flags & _POST_ONLY and self._would_cross(market, order.side, new_price):
             return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
+        if self._ledger:
+            self._move_to_reserved(market, order, increase)  # a decrease is released
+            order.lot_reserve = new_lot_reserve
 
         if new_price == order.price and new_qty <= order.leaves:
             # Keeps its place: LEVEL if the quantity went down, else nothing.
@@ -876,10 +1299,12 @@ class Engine:
             stopped_on_stp = self._sweep(market, order)
             if stopped_on_stp:
                 self._forget(order)
+                self._order_done(order)
                 self._emit_canceled(order, _SELF_TRADE)
                 return 0
             if order.leaves == 0:
                 self._forget(order)
+                self._order_done(order)
                 return 0
         level = self._attach(order)
         self._emit_level(market.market, order.side, level)
@@ -895,13 +1320,15 @@ class Engine:
             return self._reject(cmd, Reject.INVALID_TICK)
         if lot <= 0 or min_size <= 0 or min_size > MAX_QUANTITY or min_size % lot != 0:
             return self._reject(cmd, Reject.INVALID_QUANTITY)
-        if cmd.taker_fee_bps or cmd.maker_fee_bps or cmd.fee_base:
-            return self._reject(cmd, Reject.INVALID_ORDER)
+        if not _fee_ok(cmd.taker_fee_bps, cmd.maker_fee_bps, cmd.fee_base):
+            return self._reject(cmd, Reject.INVALID_FEE)
         levels = 2 * _levels_per_side(tick)
         if self._levels_used + levels > self._max_levels:
             return self._reject(cmd, Reject.CAPACITY)
         self._levels_used += levels
-        market = self._markets[cmd.market] = _Market(cmd.market, tick, min_size, lot)
+        market = self._markets[cmd.market] = _Market(
+            cmd.market, tick, min_size, lot, cmd.taker_fee_bps, cmd.maker_fee_bps, cmd.fee_base
+        )
         self._emit_market(market)
         return 0
 
@@ -940,19 +1367,152 @@ class Engine:
             return self._reject(cmd, Reject.CAPACITY)
         if cmd.account in self._accounts:
             return self._reject(cmd, Reject.ACCOUNT_EXISTS)
-        self._accounts.add(cmd.account)
+        self._accounts[cmd.account] = _Account()
         self._emit_account(cmd.account)
         return 0
+
+    # -- the ledger commands (§8) ------------------------------------------
+
+    def _deposit(self, cmd: _Command) -> int:
+        if not self._ledger:
+            return self._reject(cmd, Reject.LEDGER_DISABLED)
+        if not self._account_known(cmd.account):
+            return self._reject(cmd, Reject.UNKNOWN_ACCOUNT)
+        amount = cmd.quantity
+        if not 0 < amount <= MAX_CASH:
+            return self._reject(cmd, Reject.INVALID_QUANTITY)
+        if self._net_deposits + amount > MAX_TOTAL_CASH:
+            return self._reject(cmd, Reject.CAPACITY)
+        account = self._accounts[cmd.account]
+        account.free += amount
+        self._net_deposits += amount
+        self._emit_balance(cmd.account, amount, account)
+        return 0
+
+    def _withdraw(self, cmd: _Command) -> int:
+        if not self._ledger:
+            return self._reject(cmd, Reject.LEDGER_DISABLED)
+        if not self._account_known(cmd.account):
+            return self._reject(cmd, Reject.UNKNOWN_ACCOUNT)
+        amount = cmd.quantity
+        if not 0 < amount <= MAX_CASH:
+            return self._reject(cmd, Reject.INVALID_QUANTITY)
+        account = self._accounts[cmd.account]
+        if amount > account.free:
+            return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
+        account.free -= amount
+        self._net_deposits -= amount
+        self._emit_balance(cmd.account, -amount, account)
+        return 0
+
+    def _pairs_reject(self, cmd: _Command, states: tuple[int, ...]) -> tuple[_Market | None, int]:
+        """The checks SPLIT and MERGE share: ``(market, 0)``, or ``(None, reject)``."""
+        if not self._ledger:
+            return None, Reject.LEDGER_DISABLED
+        if not self._account_known(cmd.account):
+            return None, Reject.UNKNOWN_ACCOUNT
+        market = self._markets.get(cmd.market) if cmd.market < self._max_markets else None
+        if market is None:
+            return None, Reject.UNKNOWN_MARKET
+        if market.state not in states:
+            return None, Reject.MARKET_NOT_OPEN
+        if not 0 < cmd.quantity <= MAX_QUANTITY or cmd.quantity % market.lot != 0:
+            return None, Reject.INVALID_QUANTITY
+        return market, 0
+
+    def _split(self, cmd: _Command) -> int:
+        market, reason = self._pairs_reject(cmd, (_PRE_OPEN, _OPEN, _HALTED))
+        if market is None:
+            return self._reject(cmd, reason)
+        if self._position_table_full(market, cmd.account):
+            return self._reject(cmd, Reject.CAPACITY)
+        pairs = cmd.quantity
+        cash = _PAIR_CASH * pairs
+        account = self._accounts[cmd.account]
+        if account.free < cash:
+            return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
+        account.free -= cash
+        position = self._position(market, cmd.account)
+        position.yes_free += pairs
+        position.no_free += pairs
+        market.collateral += cash
+        self._emit_position(market.market, pairs, position)
+        return 0
+
+    def _merge(self, cmd: _Command) -> int:
+        market, reason = self._pairs_reject(cmd, (_PRE_OPEN, _OPEN, _HALTED, _CLOSED))
+        if market is None:
+            return self._reject(cmd, reason)
+        pairs = cmd.quantity
+        position = market.positions.get(cmd.account)
+        if position is None or position.yes_free < pairs or position.no_free < pairs:
+            return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
+        cash = _PAIR_CASH * pairs
+        position.yes_free -= pairs
+        position.no_free -= pairs
+        market.collateral -= cash
+        self._accounts[cmd.account].free += cash
+        self._emit_position(market.market, pairs, position)
+        self._free_if_empty(market, position)
+        return 0
+
+    def _resolve(self, cmd: _Command) -> int:
+        market = self._markets.get(cmd.market) if cmd.market < self._max_markets else None
+        if market is None:
+            return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        if cmd.arg not in (_YES, _NO, _HALF):
+            return self._reject(cmd, Reject.INVALID_OUTCOME)
+        if market.state == _RESOLVED:
+            return self._reject(cmd, Reject.INVALID_STATE_TRANSITION)
+        market.state = _RESOLVED
+        market.outcome = cmd.arg
+        self._emit_market(market)
+        self._cancel_levels(market, _MARKET_CLOSED, lambda price: True)
+        if self._ledger:
+            self._pay_positions(market)
+        return 0
+
+    def _pay_positions(self, market: _Market) -> None:
+        """Pay every position of a resolved market, ascending account; free them all.
+
+        After the cancels of ``RESOLVE`` nothing is reserved and every position
+        left holds shares: ``SETTLEMENT`` for each, even one whose shares pay 0.
+        """
+        for account_id in sorted(market.positions):
+            position = market.positions[account_id]
+            yes = position.yes_free + position.yes_reserved
+            no = position.no_free + position.no_reserved
+            if market.outcome == _YES:
+                paid = _PAIR_CASH * yes  # $1 a share: 10_000 per quantity unit
+            elif market.outcome == _NO:
+                paid = _PAIR_CASH * no
+            else:  # HALF: $0.50 a share of each
+                paid = _PAIR_CASH // 2 * (yes + no)
+            self._accounts[account_id].free += paid
+            market.collateral -= paid
+            self._emit_settlement(market, account_id, paid, yes, no)
+        self._position_count -= len(market.positions)
+        market.positions.clear()
 
     # ------------------------------------------------------------------
     # Per-call API (§7)
     # ------------------------------------------------------------------
 
     def create_market(
-        self, market: int, tick: int, min_size: int = 1, lot: int = 1, *, time: int = 0
+        self,
+        market: int,
+        tick: int,
+        min_size: int = 1,
+        lot: int = 1,
+        *,
+        taker_fee_bps: int = 0,
+        maker_fee_bps: int = 0,
+        fee_base: int = FeeBase.NOTIONAL,
+        time: int = 0,
     ) -> int:
         return self._call(
             type=_CMD_CREATE_MARKET, market=market, price=tick, quantity=min_size, aux=lot,
+            taker_fee_bps=taker_fee_bps, maker_fee_bps=maker_fee_bps, fee_base=fee_base,
             time=time,
         )  # fmt: skip
 
@@ -1015,6 +1575,25 @@ class Engine:
     def advance_time(self, time: int) -> int:
         return self._call(type=_CMD_ADVANCE_TIME, time=time)
 
+    def deposit(self, account: int, amount: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_DEPOSIT, account=account, quantity=amount, time=time)
+
+    def withdraw(self, account: int, amount: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_WITHDRAW, account=account, quantity=amount, time=time)
+
+    def split(self, account: int, market: int, quantity: int, *, time: int = 0) -> int:
+        return self._call(
+            type=_CMD_SPLIT, account=account, market=market, quantity=quantity, time=time
+        )
+
+    def merge(self, account: int, market: int, quantity: int, *, time: int = 0) -> int:
+        return self._call(
+            type=_CMD_MERGE, account=account, market=market, quantity=quantity, time=time
+        )
+
+    def resolve(self, market: int, outcome: int, *, time: int = 0) -> int:
+        return self._call(type=_CMD_RESOLVE, market=market, arg=outcome, time=time)
+
     def last_events(self) -> np.ndarray:
         """The events of the last per-call method."""
         return _event_array(self._last_events)
@@ -1074,7 +1653,30 @@ class Engine:
         m = self._markets.get(market)
         if m is None:
             return None
-        return MarketInfo(m.market, m.state, m.tick, m.min_size, m.lot)
+        return MarketInfo(
+            m.market, m.state, m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps,
+            m.fee_base, m.outcome, m.collateral,
+        )  # fmt: skip
+
+    def balance(self, account: int) -> Balance | None:
+        """An account's free and reserved cash (micro-dollars); None if it was never added."""
+        a = self._accounts.get(account)
+        if a is None:
+            return None
+        return Balance(a.free, a.reserved)
+
+    def position(self, account: int, market: int) -> Position:
+        """An account's shares in a market; zeros when it holds none."""
+        m = self._markets.get(market)
+        p = None if m is None else m.positions.get(account)
+        if p is None:
+            return Position(0, 0, 0, 0)
+        return Position(p.yes_free, p.yes_reserved, p.no_free, p.no_reserved)
+
+    def totals(self) -> Totals:
+        """Net deposits, fees and the collateral of all markets (micro-dollars)."""
+        collateral = sum(m.collateral for m in self._markets.values())
+        return Totals(self._net_deposits, self._fees, collateral)
 
     # ------------------------------------------------------------------
     # Canonical state, digest, snapshot, restore (§6)
@@ -1088,16 +1690,27 @@ class Engine:
                 self._max_markets,
                 self._max_accounts,
                 self._max_levels,
+                self._max_positions,
+                int(self._ledger),
                 self._now,
                 self._next_order_id,
+                self._net_deposits,
+                self._fees,
             ),
             _U32.pack(len(self._accounts)),
         ]
-        parts += [_U32.pack(a) for a in sorted(self._accounts)]
+        for account_id in sorted(self._accounts):
+            a = self._accounts[account_id]
+            parts.append(_ACCOUNT_REC.pack(account_id, a.free, a.reserved))
         parts.append(_U32.pack(len(self._markets)))
         for market_id in sorted(self._markets):
             m = self._markets[market_id]
-            parts.append(_MARKET_REC.pack(m.market, m.state, m.tick, m.min_size, m.lot))
+            parts.append(
+                _MARKET_REC.pack(
+                    m.market, m.state, m.tick, m.min_size, m.lot, m.taker_fee_bps,
+                    m.maker_fee_bps, m.fee_base, m.outcome, m.collateral,
+                )
+            )  # fmt: skip
             for book_side in m.sides:
                 parts.append(_U32.pack(len(book_side.prices)))
                 for level in book_side.levels_best_first():
@@ -1116,6 +1729,14 @@ class Engine:
                                 o.flags,
                             )
                         )
+            parts.append(_U32.pack(len(m.positions)))
+            for account_id in sorted(m.positions):
+                p = m.positions[account_id]
+                parts.append(
+                    _POSITION_REC.pack(
+                        account_id, p.yes_free, p.yes_reserved, p.no_free, p.no_reserved
+                    )
+                )
         return b"".join(parts)
 
     def snapshot(self) -> bytes:
@@ -1126,33 +1747,41 @@ class Engine:
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:
-        """Rebuild an engine from ``snapshot()`` bytes; ``ValueError`` if malformed."""
+        """Rebuild an engine from ``snapshot()`` bytes; ``ValueError`` if malformed.
+
+        Anything ``validate()`` rejects is malformed too.
+        """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("restore() takes bytes")
         data = bytes(data)
         reader = _Reader(data)
-        magic, max_orders, max_markets, max_accounts, max_levels, now, next_order_id = reader.read(
-            _HEADER
-        )
+        (
+            magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger,
+            now, next_order_id, net_deposits, fees,
+        ) = reader.read(_HEADER)  # fmt: skip
         if magic != _MAGIC:
             raise ValueError(f"not a matchcore state (magic {magic!r})")
+        if ledger > 1:
+            raise ValueError(f"ledger flag {ledger} is neither 0 nor 1")
         if now < 0:
             raise ValueError(f"negative engine time {now}")
         if next_order_id < 1:
             raise ValueError(f"next_order_id {next_order_id} < 1")
-        engine = cls(max_orders, max_markets, max_accounts, max_levels)
+        engine = cls(max_orders, max_markets, max_accounts, max_levels, max_positions, bool(ledger))
         engine._now = now
         engine._next_order_id = next_order_id
+        engine._net_deposits = net_deposits
+        engine._fees = fees
 
         (n_accounts,) = reader.read(_U32)
         if n_accounts > max_accounts:
             raise ValueError(f"{n_accounts} accounts > max_accounts {max_accounts}")
         previous = -1
         for _ in range(n_accounts):
-            (account,) = reader.read(_U32)
+            account, free, reserved = reader.read(_ACCOUNT_REC)
             if account <= previous or account >= max_accounts:
                 raise ValueError(f"account {account} out of order or >= max_accounts")
-            engine._accounts.add(account)
+            engine._accounts[account] = _Account(free, reserved)
             previous = account
 
         (n_markets,) = reader.read(_U32)
@@ -1160,7 +1789,10 @@ class Engine:
             raise ValueError(f"{n_markets} markets > max_markets {max_markets}")
         previous = -1
         for _ in range(n_markets):
-            market_id, state, tick, min_size, lot = reader.read(_MARKET_REC)
+            (
+                market_id, state, tick, min_size, lot, taker_fee_bps, maker_fee_bps, fee_base,
+                outcome, collateral,
+            ) = reader.read(_MARKET_REC)  # fmt: skip
             if market_id <= previous or market_id >= max_markets:
                 raise ValueError(f"market {market_id} out of order or >= max_markets")
             previous = market_id
@@ -1170,16 +1802,24 @@ class Engine:
                 raise ValueError(f"market {market_id}: bad tick {tick}")
             if lot <= 0 or min_size <= 0 or min_size > MAX_QUANTITY or min_size % lot != 0:
                 raise ValueError(f"market {market_id}: bad min_size {min_size} / lot {lot}")
-            market = _Market(market_id, tick, min_size, lot)
+            if not _fee_ok(taker_fee_bps, maker_fee_bps, fee_base):
+                raise ValueError(
+                    f"market {market_id}: bad fees {taker_fee_bps}/{maker_fee_bps}/{fee_base}"
+                )
+            market = _Market(market_id, tick, min_size, lot, taker_fee_bps, maker_fee_bps, fee_base)
             market.state = state
+            market.outcome = outcome
+            market.collateral = collateral
             engine._markets[market_id] = market
             engine._levels_used += 2 * _levels_per_side(tick)
             for book_side in market.sides:
                 engine._restore_side(reader, market, book_side)
+            engine._restore_positions(reader, market)
 
         if reader.pos != len(data):
             raise ValueError(f"{len(data) - reader.pos} trailing bytes after the state")
         engine._rebuild_expiry_heap()
+        engine._count_position_orders()
         try:
             engine.validate()
         except InvariantError as exc:
@@ -1223,6 +1863,8 @@ class Engine:
                     oid, account, market.market, intent, price, leaves, tif, expiry,
                     client_id, stp, flags,
                 )  # fmt: skip
+                if self._ledger:
+                    self._price_reservation(market, order)
                 level.orders.append(order)
                 level.total += leaves
                 self._orders[oid] = order
@@ -1231,12 +1873,37 @@ class Engine:
             if level.total != total:
                 raise ValueError(f"{where} level {price}: total {total} != {level.total}")
 
+    def _restore_positions(self, reader: _Reader, market: _Market) -> None:
+        (n_positions,) = reader.read(_U32)
+        if n_positions > self._max_positions:
+            raise ValueError(f"market {market.market}: {n_positions} positions > max_positions")
+        previous = -1
+        for _ in range(n_positions):
+            account, yes_free, yes_reserved, no_free, no_reserved = reader.read(_POSITION_REC)
+            if account <= previous or account >= self._max_accounts:
+                raise ValueError(
+                    f"market {market.market}: position of account {account} out of order or "
+                    f">= max_accounts"
+                )
+            previous = account
+            market.positions[account] = _Position(
+                account, yes_free, yes_reserved, no_free, no_reserved
+            )
+        self._position_count += n_positions
+
+    def _count_position_orders(self) -> None:
+        """Restore: count each position's resting orders (its ``orders``)."""
+        for o in self._orders.values():
+            position = self._markets[o.market].positions.get(o.account)
+            if position is not None:
+                position.orders += 1
+
     # ------------------------------------------------------------------
     # Invariants
     # ------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check every invariant of the book state; ``InvariantError`` names the broken one."""
+        """Check every invariant of the state; ``InvariantError`` names the broken one."""
 
         def fail(message: str) -> None:
             raise InvariantError(message)
@@ -1256,6 +1923,7 @@ class Engine:
         for market_id, market in self._markets.items():
             if market.market != market_id or not 0 <= market_id < self._max_markets:
                 fail(f"market {market_id}: bad id {market.market} (max {self._max_markets})")
+            self._validate_market_fields(market, fail)
             for book_side in market.sides:
                 self._validate_side(market, book_side, seen, fail)
             best_bid = market.sides[_BID].best_price()
@@ -1295,6 +1963,28 @@ class Engine:
                     fail(f"GTD order {o.order_id} expiry {o.expiry} <= now {self._now}")
                 if (o.expiry, o.order_id) not in in_heap:
                     fail(f"GTD order {o.order_id} missing from the expiry set")
+
+        if self._ledger:
+            self._validate_ledger(fail)
+        else:
+            self._validate_no_ledger(fail)
+
+    @staticmethod
+    def _validate_market_fields(market: _Market, fail: Callable[[str], None]) -> None:
+        """Fee rates and base within the CREATE_MARKET limits; an outcome iff resolved."""
+        where = f"market {market.market}"
+        if not _fee_ok(market.taker_fee_bps, market.maker_fee_bps, market.fee_base):
+            fail(
+                f"{where}: bad fees taker {market.taker_fee_bps} maker {market.maker_fee_bps} "
+                f"base {market.fee_base}"
+            )
+        if market.reserve_fee_bps != max(market.taker_fee_bps, market.maker_fee_bps, 0):
+            fail(f"{where}: reservation fee rate {market.reserve_fee_bps} is stale")
+        if market.state == _RESOLVED:
+            if market.outcome not in (_YES, _NO, _HALF):
+                fail(f"{where}: resolved with outcome {market.outcome}")
+        elif market.outcome != _NO_OUTCOME:
+            fail(f"{where}: outcome {market.outcome} in state {market.state}")
 
     def _validate_side(
         self,
@@ -1355,6 +2045,121 @@ class Engine:
             fail(f"{at}: expiry {o.expiry} on a non-GTD order")
         if o.stp > 2 or o.flags & ~_POST_ONLY:
             fail(f"{at}: bad stp {o.stp} or flags {o.flags}")
+        if o.fee_reserve != 0:
+            fail(f"{at}: fee reserve {o.fee_reserve} on a resting order")
+        lot_reserve = 0
+        if self._ledger and _is_buy(o.intent):
+            lot_reserve = market.lot_reserve(o.intent, o.price)
+        if o.lot_reserve != lot_reserve:
+            fail(f"{at}: reserves {o.lot_reserve} per lot, R_lot is {lot_reserve}")
+
+    def _validate_no_ledger(self, fail: Callable[[str], None]) -> None:
+        """Without the ledger every cash, collateral, fee and position field is 0 (§6)."""
+        if self._net_deposits or self._fees:
+            fail(f"no ledger, yet net deposits {self._net_deposits} and fees {self._fees}")
+        for account_id, a in self._accounts.items():
+            if a.free or a.reserved:
+                fail(f"no ledger, yet account {account_id} has cash {a.free}/{a.reserved}")
+        for market_id, m in self._markets.items():
+            if m.collateral or m.positions:
+                fail(
+                    f"no ledger, yet market {market_id} has collateral {m.collateral} "
+                    f"and {len(m.positions)} positions"
+                )
+        if self._position_count:
+            fail(f"no ledger, yet a position count of {self._position_count}")
+
+    def _validate_ledger(self, fail: Callable[[str], None]) -> None:
+        """The invariants of DESIGN.md §3 and docs/matchcore.md §8."""
+        # What the resting orders hold: cash per account, shares and orders per position.
+        reserved_cash = dict.fromkeys(self._accounts, 0)
+        held: dict[tuple[int, int], list[int]] = {}  # (market, account) -> [YES, NO, orders]
+        for o in self._orders.values():
+            market = self._markets[o.market]
+            need = held.setdefault((o.market, o.account), [0, 0, 0])
+            need[2] += 1
+            if _is_buy(o.intent):
+                reserved_cash[o.account] += o.leaves // market.lot * o.lot_reserve
+            elif o.intent == _SELL_YES:
+                need[0] += o.leaves
+            else:
+                need[1] += o.leaves
+
+        cash = 0
+        for account_id, a in self._accounts.items():
+            if a.free < 0 or a.reserved < 0:
+                fail(f"account {account_id}: negative cash, free {a.free} reserved {a.reserved}")
+            if a.reserved != reserved_cash[account_id]:
+                fail(
+                    f"account {account_id}: reserved cash {a.reserved} != "
+                    f"{reserved_cash[account_id]} its resting buys need"
+                )
+            cash += a.free + a.reserved
+
+        collateral = positions = 0
+        for market_id, market in self._markets.items():
+            positions += len(market.positions)
+            collateral += market.collateral
+            self._validate_positions(market, held, fail)
+            if market.state == _RESOLVED and (market.positions or market.collateral):
+                fail(
+                    f"market {market_id}: resolved with {len(market.positions)} positions "
+                    f"and collateral {market.collateral}"
+                )
+        for market_id, account_id in held:
+            if account_id not in self._markets[market_id].positions:
+                fail(f"account {account_id} rests orders in market {market_id} but no position")
+
+        if positions != self._position_count:
+            fail(f"position count {self._position_count} != {positions} positions held")
+        if positions > self._max_positions:
+            fail(f"{positions} positions > max_positions {self._max_positions}")
+        if self._net_deposits > MAX_TOTAL_CASH:
+            fail(f"net deposits {self._net_deposits} > MAX_TOTAL_CASH")
+        if cash + collateral + self._fees != self._net_deposits:
+            fail(
+                f"cash {cash} + collateral {collateral} + fees {self._fees} != "
+                f"net deposits {self._net_deposits}"
+            )
+
+    def _validate_positions(
+        self,
+        market: _Market,
+        held: dict[tuple[int, int], list[int]],
+        fail: Callable[[str], None],
+    ) -> None:
+        """A market's positions: sound, not stale, reserving what the sells need; its
+        YES shares == NO shares == collateral / 10_000."""
+        yes_total = no_total = 0
+        for account_id, p in market.positions.items():
+            at = f"position of account {account_id} in market {market.market}"
+            if p.account != account_id or account_id not in self._accounts:
+                fail(f"{at}: says account {p.account}, or the account was never added")
+            if min(p.yes_free, p.yes_reserved, p.no_free, p.no_reserved) < 0:
+                fail(
+                    f"{at}: negative shares {p.yes_free}/{p.yes_reserved}/{p.no_free}/"
+                    f"{p.no_reserved}"
+                )
+            yes_reserved, no_reserved, orders = held.get((market.market, account_id), (0, 0, 0))
+            if p.yes_reserved != yes_reserved or p.no_reserved != no_reserved:
+                fail(
+                    f"{at}: reserved YES/NO {p.yes_reserved}/{p.no_reserved} != "
+                    f"{yes_reserved}/{no_reserved} its resting sells need"
+                )
+            if p.orders != orders:
+                fail(f"{at}: counts {p.orders} orders, {orders} rest")
+            if not orders and not p.holds_shares():
+                fail(f"{at}: empty, with no resting order, yet kept")
+            yes_total += p.yes_free + p.yes_reserved
+            no_total += p.no_free + p.no_reserved
+        where = f"market {market.market}"
+        if market.collateral < 0 or market.collateral % _PAIR_CASH:
+            fail(f"{where}: collateral {market.collateral} not a multiple of {_PAIR_CASH}")
+        if not yes_total == no_total == market.collateral // _PAIR_CASH:
+            fail(
+                f"{where}: YES {yes_total}, NO {no_total}, collateral {market.collateral} "
+                f"(pairs {market.collateral // _PAIR_CASH})"
+            )
 
 
 def _capacity_arg(name: str, value: int, high: int) -> int:
@@ -1381,4 +2186,9 @@ _HANDLERS: dict[int, Callable[[Engine, _Command], int]] = {
     _CMD_SET_MARKET_STATE: Engine._set_market_state,
     _CMD_SET_TICK: Engine._set_tick,
     _CMD_ADD_ACCOUNT: Engine._add_account,
+    _CMD_DEPOSIT: Engine._deposit,
+    _CMD_WITHDRAW: Engine._withdraw,
+    _CMD_SPLIT: Engine._split,
+    _CMD_MERGE: Engine._merge,
+    _CMD_RESOLVE: Engine._resolve,
 }
