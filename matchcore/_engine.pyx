@@ -13,6 +13,7 @@ cimport numpy as cnp
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from libcpp.string cimport string
+from libcpp.vector cimport vector
 
 from matchcore cimport libmatchcore as lib
 
@@ -470,6 +471,17 @@ cdef class Engine:
                          o.price, o.leaves_qty, o.tif, self.core.expiry_of(o[0]),
                          o.client_order_id, o.stp,
                          o.flags)
+
+    def orders_of(self, uint32_t account):
+        """The account's resting orders as OrderInfo, oldest (lowest order id) first."""
+        cdef const lib.Account* a = self.core.account(account)
+        cdef vector[lib.Order*] found
+        cdef size_t n
+        if a == NULL or a.orders == 0:
+            return []
+        found.resize(a.orders)
+        n = self.core.orders_of(account, <const lib.Order**> found.data(), a.orders)
+        return [self.order(found[i].order_id) for i in range(n)]
 
     def market(self, uint32_t market):
         """The market's parameters and state as a MarketInfo, or None."""

@@ -120,6 +120,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
     cdef struct Account:
         int64_t cash_free
         int64_t cash_reserved
+        uint32_t orders
 
     cdef struct Market:
         uint32_t id
@@ -166,6 +167,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         const Market* market(uint32_t id)
         const Order* find_order(uint64_t order_id)
         const Account* account(uint32_t id)
+        size_t orders_of(uint32_t account, const Order** out, size_t capacity)
         const Position* position(uint32_t account, uint32_t market)
         int64_t net_deposits()
         int64_t fees()

@@ -1649,6 +1649,11 @@ class Engine:
             o.expiry, o.client_order_id, o.stp, o.flags,
         )  # fmt: skip
 
+    def orders_of(self, account: int) -> list[OrderInfo]:
+        """The account's resting orders, oldest (lowest order id) first."""
+        ids = sorted(i for i, o in self._orders.items() if o.account == account)
+        return [info for info in map(self.order, ids) if info is not None]
+
     def market(self, market: int) -> MarketInfo | None:
         m = self._markets.get(market)
         if m is None:

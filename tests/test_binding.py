@@ -86,7 +86,7 @@ def test_stub_matches_the_extension(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("depth", [0, 1, 50])
 def test_book_depth(depth: int) -> None:
-    engine = mc.Engine()
+    engine = mc.Engine(ledger=False)
     engine.create_market(0, 100)
     engine.set_market_state(0, mc.MarketState.OPEN)
     engine.add_account(1)
@@ -107,3 +107,20 @@ def test_process_timed_gives_the_same_events_and_one_time_per_command() -> None:
     assert nanoseconds.dtype == np.int64 and len(nanoseconds) == len(commands)
     assert (nanoseconds >= 0).all() and nanoseconds.max() > 0
     assert timed.digest() == plain.digest()
+
+
+def test_orders_of_lists_an_accounts_resting_orders_oldest_first() -> None:
+    """Both engines list the same resting orders of an account, in order-id order."""
+    from matchcore import reference
+
+    shape = testing.StreamShape()
+    commands = testing.random_stream(9, 4_000, shape)
+    engines = [cls(**testing.engine_capacities(shape)) for cls in (mc.Engine, reference.Engine)]
+    for engine in engines:
+        engine.process(commands)
+    for account in range(shape.accounts + 1):
+        core, ref = (engine.orders_of(account) for engine in engines)
+        assert core == ref
+        assert [o.order_id for o in core] == sorted(o.order_id for o in core)
+        assert all(o.account == account for o in core)
+    assert sum(len(engines[0].orders_of(a)) for a in range(9)) == engines[0].order_count

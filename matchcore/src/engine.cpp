@@ -1047,6 +1047,16 @@ const Account* Engine::account(uint32_t id) const noexcept {
   return &accounts_[id];
 }
 
+size_t Engine::orders_of(uint32_t account, const Order** out, size_t capacity) const noexcept {
+  if (account >= config_.max_accounts) return 0;
+  size_t n = 0;
+  for (uint32_t slot = accounts_[account].head; slot != NIL && n < capacity;
+       slot = pool_[slot].acct_next) {
+    out[n++] = &pool_[slot];
+  }
+  return n;
+}
+
 const Position* Engine::position(uint32_t account, uint32_t market) const noexcept {
   if (!config_.ledger) return nullptr;
   const uint32_t slot = positions_.find(account, market);

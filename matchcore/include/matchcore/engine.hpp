@@ -133,6 +133,8 @@ class Engine {
   const Order* find_order(uint64_t order_id) const noexcept;
   /// The account, or nullptr when it was never added.
   const Account* account(uint32_t id) const noexcept;
+  /// The account's resting orders, oldest first (its intrusive list); returns how many.
+  size_t orders_of(uint32_t account, const Order** out, size_t capacity) const noexcept;
   /// The position of (account, market), or nullptr when none is held.
   const Position* position(uint32_t account, uint32_t market) const noexcept;
   int64_t net_deposits() const noexcept { return net_deposits_; }
