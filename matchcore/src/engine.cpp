@@ -246,7 +246,7 @@ int64_t Engine::new_order(const Command& c) {
     // The taker counts as an order of its position while it runs, so that a
     // self-trade cancel of the account's last resting order cannot free it.
     ++positions_[t.position].orders;
-    reserve_entry(m, t);
+    reserve(t.account, t.position, t.intent, holding(m, t));
   }
   t.order_id = next_order_id_++;
   Event& e = emit(EV_ACCEPTED);
@@ -404,7 +404,7 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
     emit_level(m, t.side, level_index(m, t.limit));
     return;
   }
-  if (config_.ledger) release_taker(m, t);
+  if (config_.ledger) reserve(t.account, t.position, t.intent, -holding(m, t));
   if (cancel_reason) {
     Event& e = emit(EV_CANCELED);
     e.order_id = t.order_id;
@@ -458,56 +458,36 @@ uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
 
 // ----------------------------------------------------------------- ledger
 
+int64_t Engine::holding(const Market& m, const Taker& t) const noexcept {
+  if (t.intent == SELL_YES || t.intent == SELL_NO) return t.remaining;
+  return (t.flags & BY_CASH) ? t.remaining + t.fee_reserve : t.remaining / m.lot * t.lot_reserve;
+}
+
 bool Engine::affordable(const Market& m, const Taker& t) const noexcept {
   if (t.intent == SELL_YES || t.intent == SELL_NO) {
     if (t.position == NIL) return false;
     const Position& p = positions_[t.position];
     return (t.intent == SELL_YES ? p.yes_free : p.no_free) >= t.remaining;
   }
-  const int64_t need = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
-                                           : t.remaining / m.lot * t.lot_reserve;
-  return accounts_[t.account].cash_free >= need;
+  return accounts_[t.account].cash_free >= holding(m, t);
 }
 
-void Engine::reserve_entry(const Market& m, Taker& t) {
-  if (t.intent == SELL_YES || t.intent == SELL_NO) {
-    Position& p = positions_[t.position];
-    free_shares(p, t.intent) -= t.remaining;
-    reserved_shares(p, t.intent) += t.remaining;
-    return;
+void Engine::reserve(uint32_t account, uint32_t position, uint8_t intent, int64_t amount) {
+  if (intent == SELL_YES || intent == SELL_NO) {
+    Position& p = positions_[position];
+    free_shares(p, intent) -= amount;
+    reserved_shares(p, intent) += amount;
+  } else {
+    Account& a = accounts_[account];
+    a.cash_free -= amount;
+    a.cash_reserved += amount;
   }
-  Account& a = accounts_[t.account];
-  const int64_t amount = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
-                                             : t.remaining / m.lot * t.lot_reserve;
-  a.cash_free -= amount;
-  a.cash_reserved += amount;
-}
-
-void Engine::release_taker(const Market& m, Taker& t) {
-  if (t.intent == SELL_YES || t.intent == SELL_NO) {
-    Position& p = positions_[t.position];
-    reserved_shares(p, t.intent) -= t.remaining;
-    free_shares(p, t.intent) += t.remaining;
-    return;
-  }
-  Account& a = accounts_[t.account];
-  const int64_t amount = (t.flags & BY_CASH) ? t.remaining + t.fee_reserve
-                                             : t.remaining / m.lot * t.lot_reserve;
-  a.cash_reserved -= amount;
-  a.cash_free += amount;
 }
 
 void Engine::release_order(const Market& m, const Order& o) {
-  if (o.intent == SELL_YES || o.intent == SELL_NO) {
-    Position& p = positions_[positions_.find(o.account, o.market)];
-    reserved_shares(p, o.intent) -= o.leaves_qty;
-    free_shares(p, o.intent) += o.leaves_qty;
-    return;
-  }
-  Account& a = accounts_[o.account];
-  const int64_t amount = buy_reserve(m, o.intent, o.price, o.leaves_qty);
-  a.cash_reserved -= amount;
-  a.cash_free += amount;
+  const bool sell = o.intent == SELL_YES || o.intent == SELL_NO;
+  reserve(o.account, sell ? positions_.find(o.account, o.market) : NIL, o.intent,
+          sell ? -o.leaves_qty : -buy_reserve(m, o.intent, o.price, o.leaves_qty));
 }
 
 void Engine::settle(Market& m, Taker& t, const Order& maker, int32_t price, int64_t quantity,
@@ -673,15 +653,7 @@ int64_t Engine::replace(const Command& c) {
   if ((o.flags & POST_ONLY) && crosses_book(m, side, price)) {
     return reject(c, R_POST_ONLY_WOULD_CROSS);
   }
-  if (config_.ledger) {
-    if (buy) {
-      accounts_[o.account].cash_free -= more;
-      accounts_[o.account].cash_reserved += more;
-    } else {
-      free_shares(positions_[position], o.intent) -= more;
-      reserved_shares(positions_[position], o.intent) += more;
-    }
-  }
+  if (config_.ledger) reserve(o.account, position, o.intent, more);
 
   Event& e = emit(EV_REPLACED);
   e.order_id = o.order_id;

@@ -241,10 +241,13 @@ class Engine {
   static int64_t& reserved_shares(Position& p, uint8_t intent) noexcept {
     return intent == SELL_YES ? p.yes_reserved : p.no_reserved;
   }
+  /// What a taker holds for its remaining quantity: cash for a buy, shares for a sell.
+  int64_t holding(const Market& m, const Taker& t) const noexcept;
   bool affordable(const Market& m, const Taker& t) const noexcept;
-  void reserve_entry(const Market& m, Taker& t);
+  /// Moves `amount` from free to reserved (negative: back) — cash for a buy
+  /// intent, shares of the position for a sell.
+  void reserve(uint32_t account, uint32_t position, uint8_t intent, int64_t amount);
   void release_order(const Market& m, const Order& o);
-  void release_taker(const Market& m, Taker& t);
   void settle(Market& m, Taker& t, const Order& maker, int32_t price, int64_t quantity,
               int64_t& taker_fee, int64_t& maker_fee);
   void settle_side(const Market& m, uint32_t account, Position& p, uint8_t intent,
