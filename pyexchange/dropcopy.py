@@ -1,0 +1,915 @@
+"""Drop copy: every event of an account, in an event log on disk, resumable from any seq.
+
+What it carries (docs/service.md): each event that concerns an account — its
+``ACCEPTED``, ``REJECTED`` (of account commands), ``CANCELED``, ``REPLACED``,
+``BALANCE``, ``POSITION`` and ``SETTLEMENT`` events, and each ``TRADE`` once
+per side (the taker's and the maker's, each with its own fee) — keyed by
+``(seq, index)``: the engine seq of the command and the event's position among
+that command's events (a trade's two sides share the key and differ by
+account).
+
+Threads:
+
+- ``on_events(commands, events)`` (sequencer thread) puts the batch on the
+  writer's queue: O(1), no I/O, never blocks.
+- The writer thread picks the account events out of each batch (numpy, no
+  Python per event), appends them to the event log and then hands what it wrote
+  to the asyncio loop (``call_soon_threadsafe``), which passes it on to live
+  subscribers.
+- Subscribers (asyncio) read history from the log files in a reader thread,
+  then switch to live delivery. A live subscriber's queue is bounded; a
+  subscriber that falls behind is switched back to reading the log from where
+  it was — it loses nothing and never holds up the engine.
+
+The event log: ``DATA_DIR/dropcopy/<first seq, 20 digits>.events`` segment
+files, each a header (magic, first seq, CRC32C) then records framed as the
+journal's (``sync u32 | length u32 | crc32c u32 | kind u8 | pad 3 | first_seq
+u64 | count u32 | body``, CRC32C over kind .. body). A record covers the
+commands ``first_seq .. first_seq + count - 1`` (one sequencer batch, even one
+with no account event, so the log always knows how far it goes):
+``EVENTS`` records hold their account events as ``DROP_DTYPE`` rows (the
+engine event, its index, the command's time); ``GAP`` records say the events
+of that range are lost. The log is derived data: it is not fsynced per write
+(only at close), because everything in it can be rebuilt from the journal.
+
+Restart. On opening, the last segment is checked and cut at the first bad
+record (a torn tail, or whatever a crash left). The log may then end before
+the journal (the writer had not caught up when the process died). The first
+time the writer runs (``attach()``, or the first live batch, whose seq tells
+where the journal had got to), it rebuilds the missing events itself: it
+restores the newest snapshot at or before the log's end (or a fresh engine
+when the journal starts at seq 1), replays the journal's batches after it
+through a private engine and logs the events of every command after the log's
+end, before any live batch. If no snapshot at or before the log's end is left
+(pruned with the journal it needs — possible only when the log lagged by more
+than the snapshot retention, or was deleted), the events up to the oldest
+snapshot cannot be rebuilt: the log records a ``GAP`` for them and rebuilds
+from that snapshot on. A subscriber that reaches a gap receives one
+``DropCopyEvent`` of kind ``GAP`` (``gap_from_seq .. seq``, whatever its
+accounts) and should reconcile with ``OrderEntry.GetAccount``; a ``from_seq``
+before the start of the log gets the same. The private engine costs the
+memory of a second engine for the time of the replay, in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import logging
+import os
+import queue
+import struct
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import google_crc32c
+import grpc
+import numpy as np
+
+from matchcore import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    CancelReason,
+    CommandType,
+    Engine,
+    EventType,
+    MatchType,
+    OrderFlags,
+    Outcome,
+    Reject,
+)
+
+from .api import exchange_pb2 as pb
+from .api import exchange_pb2_grpc as pb_grpc
+from .journal import (
+    _RECORD,
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    CorruptJournal,
+    RecordKind,
+    _fsync_dir,
+    _parse,
+    _record_crc,
+    read_segment_header,
+)
+from .recovery import journal_dir, snapshot_dir
+from .snapshots import CorruptSnapshot, list_snapshots, read_snapshot
+from .units import format_cash, format_price, format_quantity
+
+log = logging.getLogger(__name__)
+
+# One logged account event: the engine event, its index among its command's events,
+# and the command's engine time.
+DROP_DTYPE = np.dtype([("event", EVENT_DTYPE), ("index", "<u4"), ("_pad", "<u4"), ("time", "<i8")])
+
+ACCOUNT_EVENT_TYPES = np.array(
+    [
+        EventType.ACCEPTED,
+        EventType.REJECTED,
+        EventType.TRADE,
+        EventType.CANCELED,
+        EventType.REPLACED,
+        EventType.BALANCE,
+        EventType.POSITION,
+        EventType.SETTLEMENT,
+    ],
+    dtype=np.uint8,
+)
+# A REJECTED event concerns an account when its command acts for one.
+ACCOUNT_COMMANDS = np.array(
+    [
+        CommandType.NEW_ORDER,
+        CommandType.CANCEL,
+        CommandType.CANCEL_CLIENT,
+        CommandType.CANCEL_ALL,
+        CommandType.REPLACE,
+        CommandType.DEPOSIT,
+        CommandType.WITHDRAW,
+        CommandType.SPLIT,
+        CommandType.MERGE,
+    ],
+    dtype=np.uint8,
+)
+
+EVENTS, GAP = 1, 2  # record kinds of the event log
+LOG_MAGIC = b"PXDROP\x00\x01"
+_LOG_HEADER = struct.Struct("<8sQ")  # magic, first seq
+_LOG_CRC = struct.Struct("<I")
+LOG_HEADER_SIZE = _LOG_HEADER.size + _LOG_CRC.size
+LOG_SYNC = 0x43445850  # "PXDC"
+_SUFFIX = ".events"
+
+
+class CorruptEventLog(Exception):
+    """A damaged record in a closed segment of the event log."""
+
+
+def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """The account events of a batch as DROP_DTYPE rows (vectorized)."""
+    n = len(events)
+    if not n:
+        return np.zeros(0, dtype=DROP_DTYPE)
+    seq = events["seq"]
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    np.not_equal(seq[1:], seq[:-1], out=starts[1:])
+    positions = np.arange(n)
+    first = np.maximum.accumulate(np.where(starts, positions, 0))
+    types = events["type"]
+    keep = np.isin(types, ACCOUNT_EVENT_TYPES) & (
+        (types != EventType.REJECTED) | np.isin(events["command"], ACCOUNT_COMMANDS)
+    )
+    rows = np.flatnonzero(keep)
+    out = np.zeros(len(rows), dtype=DROP_DTYPE)
+    if len(rows):
+        out["event"] = events[rows]
+        out["index"] = (positions - first)[rows]
+        command_rows = np.searchsorted(commands["seq"], seq[rows])
+        out["time"] = commands["time"][command_rows]
+    return out
+
+
+@dataclass
+class LogItem:
+    """One record of the log: the commands ``first .. last`` and their account events."""
+
+    kind: int
+    first: int
+    last: int
+    records: np.ndarray  # DROP_DTYPE (empty for a GAP)
+
+
+# ------------------------------------------------------------------- the log
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{_SUFFIX}"
+
+
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    return sorted((int(p.name[: -len(_SUFFIX)]), p) for p in directory.glob(f"*{_SUFFIX}"))
+
+
+def _encode(item: LogItem) -> bytes:
+    body = item.records.tobytes() if item.kind == EVENTS else b""
+    count = item.last - item.first + 1
+    crc = _record_crc(item.kind, item.first, count, body)
+    return _RECORD.pack(LOG_SYNC, len(body), crc, item.kind, item.first, count) + body
+
+
+def _read_header(fd: int, offset: int) -> tuple[int, int, int, int, int] | None:
+    raw = os.pread(fd, RECORD_HEADER_SIZE, offset)
+    if len(raw) < RECORD_HEADER_SIZE:
+        return None
+    sync, length, crc, kind, first, count = _RECORD.unpack(raw)
+    if sync != LOG_SYNC or kind not in (EVENTS, GAP) or count < 1:
+        return None
+    if (kind == GAP and length) or length % DROP_DTYPE.itemsize or length > 1 << 30:
+        return None
+    return length, crc, kind, first, count
+
+
+def _read_body(fd: int, offset: int, header: tuple[int, int, int, int, int]) -> bytes | None:
+    length, crc, kind, first, count = header
+    body = os.pread(fd, length, offset + RECORD_HEADER_SIZE) if length else b""
+    if len(body) != length or _record_crc(kind, first, count, body) != crc:
+        return None
+    return body
+
+
+def _item(header: tuple[int, int, int, int, int], body: bytes) -> LogItem:
+    _, _, kind, first, count = header
+    return LogItem(kind, first, first + count - 1, np.frombuffer(body, dtype=DROP_DTYPE).copy())
+
+
+class EventLog:
+    """The drop copy's append-only, framed event log (one writer; readers read files)."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self.last_seq = 0
+        self.repaired: str | None = None  # what opening cut, if anything
+        self._fd: int | None = None
+        self._size = 0
+        segments = _segments(self.directory)
+        while segments:  # a last segment whose header did not make it is dropped
+            first, path = segments[-1]
+            if self._header_ok(path, first):
+                break
+            self.repaired = f"{path.name}: segment header damaged, removed"
+            path.unlink()
+            segments.pop()
+        if segments:
+            first, path = segments[-1]
+            self.last_seq = self._check_tail(path, first)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            self._size = os.fstat(self._fd).st_size
+
+    @property
+    def first_seq(self) -> int | None:
+        segments = _segments(self.directory)
+        return segments[0][0] if segments else None
+
+    @staticmethod
+    def _header_ok(path: Path, first: int) -> bool:
+        raw = path.read_bytes()[:LOG_HEADER_SIZE]
+        if len(raw) < LOG_HEADER_SIZE:
+            return False
+        magic, seq = _LOG_HEADER.unpack_from(raw)
+        (crc,) = _LOG_CRC.unpack_from(raw, _LOG_HEADER.size)
+        return magic == LOG_MAGIC and seq == first and google_crc32c.value(raw[:16]) == crc
+
+    def _check_tail(self, path: Path, first: int) -> int:
+        """Validate the last segment, cut it at the first bad record; its last seq."""
+        expected = first
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            offset = LOG_HEADER_SIZE
+            while offset < size:
+                header = _read_header(fd, offset)
+                body = None if header is None else _read_body(fd, offset, header)
+                if header is None or body is None or header[3] != expected:
+                    self.repaired = f"{path.name}: {size - offset} bytes cut at {offset}"
+                    log.warning("drop copy log: %s", self.repaired)
+                    os.ftruncate(fd, offset)
+                    break
+                expected = header[3] + header[4]
+                offset += RECORD_HEADER_SIZE + header[0]
+        finally:
+            os.close(fd)
+        return expected - 1
+
+    def append(self, items: list[LogItem]) -> None:
+        """Write records (in seq order, continuing the log) with one write per segment."""
+        frames: list[bytes] = []
+        for item in items:
+            if item.first != self.last_seq + 1:
+                raise ValueError(f"log record starts at {item.first}, expected {self.last_seq + 1}")
+            if self._fd is None or self._size >= self.segment_bytes:
+                self._write(frames)
+                frames = []
+                self._roll(item.first)
+            frames.append(_encode(item))
+            self._size += len(frames[-1])
+            self.last_seq = item.last
+        self._write(frames)
+
+    def _write(self, frames: list[bytes]) -> None:
+        if frames:
+            assert self._fd is not None
+            os.write(self._fd, b"".join(frames))
+
+    def _roll(self, first_seq: int) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        path = self.directory / _segment_name(first_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = _LOG_HEADER.pack(LOG_MAGIC, first_seq)
+        os.write(self._fd, header + _LOG_CRC.pack(google_crc32c.value(header)))
+        _fsync_dir(self.directory)
+        self._size = LOG_HEADER_SIZE
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_log(
+    directory: Path, after: int, upto: int, limit: int = 1 << 16
+) -> tuple[list[LogItem], int]:
+    """Records covering seqs ``after + 1 .. upto`` (about ``limit`` events at most) and the
+    seq they reach. Seqs before the log's start come as one GAP item. Any thread."""
+    segments = _segments(Path(directory))
+    items: list[LogItem] = []
+    reached = after
+    if not segments or after >= upto:
+        return items, reached
+    firsts = [first for first, _ in segments]
+    if after + 1 < firsts[0]:
+        gap_last = min(firsts[0] - 1, upto)
+        items.append(LogItem(GAP, after + 1, gap_last, np.zeros(0, dtype=DROP_DTYPE)))
+        reached = gap_last
+    start = max(0, bisect.bisect_right(firsts, reached + 1) - 1)
+    events = 0
+    for _, path in segments[start:]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            offset = LOG_HEADER_SIZE
+            while offset < size and reached < upto and events < limit:
+                header = _read_header(fd, offset)
+                if header is None:
+                    raise CorruptEventLog(f"{path.name} at byte {offset}: no valid record")
+                first, last = header[3], header[3] + header[4] - 1
+                if last > reached:
+                    if first > upto:
+                        break
+                    body = _read_body(fd, offset, header)
+                    if body is None:
+                        raise CorruptEventLog(f"{path.name} at byte {offset}: checksum mismatch")
+                    item = _item(header, body)
+                    items.append(item)
+                    events += len(item.records)
+                    reached = last
+                offset += RECORD_HEADER_SIZE + header[0]
+        finally:
+            os.close(fd)
+        if reached >= upto or events >= limit:
+            break
+    return items, reached
+
+
+# ------------------------------------------------ rebuilding from the journal
+
+
+def _journal_batches(directory: Path, after: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first seq, commands) of each journal batch with commands after ``after``, in order.
+
+    Stops quietly at the first record that is not valid (the write in progress,
+    or a tail recovery cuts). FileNotFoundError if a segment is pruned meanwhile.
+    """
+    segments = sorted(Path(directory).glob("*.journal"))
+    firsts = []
+    for path in segments:
+        firsts.append(read_segment_header(path)[1])
+    start = max(0, bisect.bisect_right(firsts, after + 1) - 1)
+    for path in segments[start:]:
+        data = path.read_bytes()
+        offset = SEGMENT_HEADER_SIZE
+        while offset < len(data):
+            parsed = _parse(data, offset)
+            if isinstance(parsed, str):
+                return
+            kind, first, count, body, offset = parsed
+            if kind == RecordKind.BATCH and first + count - 1 > after:
+                yield first, np.frombuffer(body, dtype=COMMAND_DTYPE, count=count)
+
+
+def _journal_start(directory: Path) -> tuple[Any, int] | None:
+    """(engine config, first seq) of the oldest journal segment, if any."""
+    segments = sorted(Path(directory).glob("*.journal"))
+    return read_segment_header(segments[0]) if segments else None
+
+
+def _journal_has_after(directory: Path, after: int) -> bool:
+    return any(True for _ in _journal_batches(directory, after))
+
+
+# ----------------------------------------------------------- the publisher
+
+
+class _Live:
+    """A live subscriber's bounded queue (asyncio loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: collections.deque[LogItem] = collections.deque()
+        self.size = 0
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def reread(self) -> None:
+        self.overflowed = True
+        self.items.clear()
+        self.wake.set()
+
+    def offer(self, item: LogItem) -> None:
+        if self.overflowed:
+            return
+        self.size += len(item.records) + 1
+        if self.size > self.limit:
+            self.overflowed = True  # back to the log from where it is
+            self.items.clear()
+        else:
+            self.items.append(item)
+        self.wake.set()
+
+
+@dataclass
+class _Rebuild:
+    until: int | None  # the last seq to rebuild (None: the journal's end)
+    done: threading.Event
+
+
+_STOP = object()
+
+
+class DropCopyPublisher:
+    """Account events to an event log and to subscribers; history and live, resumable."""
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        segment_bytes: int = 64 << 20,
+        live_limit: int = 50_000,
+        read_chunk: int = 1 << 16,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.directory = self.data_dir / "dropcopy"
+        self.log = EventLog(self.directory, segment_bytes=segment_bytes)
+        self.live_limit = live_limit
+        self.read_chunk = read_chunk
+        self.written_seq = self.log.last_seq  # writer thread: how far the log goes
+        self.latest_seq = self.log.last_seq  # sequencer thread: the newest batch seen
+        self.rebuilt = 0  # commands whose events were rebuilt from the journal
+        self.gaps: list[tuple[int, int]] = []  # ranges logged as GAP by this process
+        self.failure: BaseException | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._frontier = self.log.last_seq  # loop: how far subscribers may read the log
+        self._live: set[_Live] = set()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dropcopy-reader")
+        self._thread = threading.Thread(target=self._run, name="dropcopy-writer", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------- sequencer thread
+
+    def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
+        """Queue a batch for the writer (sequencer thread; O(1), never blocks)."""
+        self.latest_seq = int(commands["seq"][-1])
+        self._queue.put((commands, events))
+
+    # ----------------------------------------------------------- set-up
+
+    def attach(self, loop: asyncio.AbstractEventLoop, exchange: Any = None) -> None:
+        """Deliver to subscribers on ``loop``. With the opened ``exchange``, rebuild now
+        what the log misses of the recovered journal (else the first live batch, whose seq
+        tells where the journal ended, triggers it)."""
+        self._loop = loop
+        loop.call_soon_threadsafe(self._sync)
+        if exchange is not None:
+            until = exchange.recovered.next_seq - 1
+            self._queue.put(_Rebuild(until, threading.Event()))
+
+    def catch_up(self, until: int | None = None, timeout: float | None = None) -> bool:
+        """Rebuild what the log misses up to ``until`` (None: the journal's current end),
+        and wait for it. Journal batches rebuilt here are skipped when they come live."""
+        request = _Rebuild(until, threading.Event())
+        self._queue.put(request)
+        return request.done.wait(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far is in the log."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued, fsync and close the log (after the Exchange is closed)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._readers.shutdown(wait=False)
+
+    # ------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                pending: list[LogItem] = []
+                while True:
+                    if item is _STOP:
+                        self._write(pending)
+                        self.log.close()
+                        return
+                    if isinstance(item, _Rebuild):
+                        self._write(pending)
+                        pending = []
+                        self._rebuild(item.until)
+                        item.done.set()
+                    elif isinstance(item, threading.Event):
+                        self._write(pending)
+                        pending = []
+                        item.set()
+                    else:
+                        commands, events = item
+                        first, last = int(commands["seq"][0]), int(commands["seq"][-1])
+                        if first > self._end(pending) + 1:  # the log lags the journal
+                            self._write(pending)
+                            pending = []
+                            self._rebuild(first - 1)
+                        end = self._end(pending)
+                        if last > end:
+                            records = account_events(commands, events)
+                            if first <= end:
+                                records = records[records["event"]["seq"] > end]
+                                first = end + 1
+                            pending.append(LogItem(EVENTS, first, last, records))
+                    if len(pending) >= 256:
+                        self._write(pending)
+                        pending = []
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                self._write(pending)
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("drop copy writer stopped")
+
+    def _end(self, pending: list[LogItem]) -> int:
+        return pending[-1].last if pending else self.log.last_seq
+
+    def _write(self, items: list[LogItem]) -> None:
+        if not items:
+            return
+        self.log.append(items)
+        self.written_seq = self.log.last_seq  # before looking at the loop: see attach()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._advance, items)
+
+    def _rebuild(self, until: int | None) -> None:
+        """Log the events of the journal's commands after the log's end (up to ``until``)."""
+        for _attempt in range(5):
+            try:
+                self._replay(until)
+                return
+            except FileNotFoundError:  # a segment or snapshot pruned under us: again
+                continue
+        log.error("drop copy: could not rebuild from the journal (files pruned meanwhile)")
+
+    def _replay(self, until: int | None) -> None:
+        after = self.log.last_seq
+        if until is not None and until <= after:
+            return
+        jdir = journal_dir(self.data_dir)
+        if not _journal_has_after(jdir, after):
+            return
+        engine, base = self._base(after, jdir)
+        pending: list[LogItem] = []
+        for first, commands in _journal_batches(jdir, base):
+            if until is not None and first > until:
+                break
+            if first <= base:
+                commands = commands[base + 1 - first :]
+                first = base + 1
+            events = engine.process(commands)
+            last = first + len(commands) - 1
+            if last > after:
+                records = account_events(commands, events)
+                if first <= after:
+                    records = records[records["event"]["seq"] > after]
+                    first = after + 1
+                pending.append(LogItem(EVENTS, first, last, records))
+                self.rebuilt += last - first + 1
+                after = last
+                if len(pending) >= 256:
+                    self._write(pending)
+                    pending = []
+        self._write(pending)
+        if until is not None and self.log.last_seq < until:
+            # The journal ended before ``until``: it cannot, since those commands ran.
+            self._gap(self.log.last_seq + 1, until, "missing from the journal")
+
+    def _base(self, after: int, jdir: Path) -> tuple[Engine, int]:
+        """An engine at seq ``base <= after`` to replay from, or a GAP up to a later base."""
+        snapshots = []
+        for path in list_snapshots(snapshot_dir(self.data_dir)):
+            seq = int(path.stem)
+            snapshots.append((seq, path))
+            if seq <= after:
+                try:
+                    snap = read_snapshot(path)
+                    return Engine.restore(snap.engine_state), snap.seq
+                except (CorruptSnapshot, ValueError):
+                    continue
+        start = _journal_start(jdir)
+        if start is not None and start[1] == 1:
+            return Engine(**start[0].engine_kwargs()), 0
+        for seq, path in reversed(snapshots):  # the oldest usable one
+            try:
+                snap = read_snapshot(path)
+                engine = Engine.restore(snap.engine_state)
+            except (CorruptSnapshot, ValueError):
+                continue
+            if seq > after:
+                self._gap(after + 1, seq, "before the oldest snapshot kept")
+            return engine, seq
+        raise CorruptJournal("drop copy: no snapshot and no journal start to rebuild from")
+
+    def _gap(self, first: int, last: int, why: str) -> None:
+        log.warning("drop copy: events of seqs %d..%d cannot be rebuilt (%s)", first, last, why)
+        self.gaps.append((first, last))
+        self._write([LogItem(GAP, first, last, np.zeros(0, dtype=DROP_DTYPE))])
+
+    # ------------------------------------------------------------ the loop
+
+    def _advance(self, items: list[LogItem]) -> None:
+        """New records are in the log: hand them to live subscribers (loop thread)."""
+        for item in items:
+            if item.last > self._frontier:
+                for sub in list(self._live):
+                    sub.offer(item)
+                self._frontier = item.last
+
+    def _sync(self) -> None:
+        """Take in what was written before the loop was known (loop thread, at attach)."""
+        if self.written_seq > self._frontier:
+            self._frontier = self.written_seq
+            for sub in list(self._live):  # they never got those records: back to the log
+                sub.reread()
+
+    def history(self, after: int, upto: int | None = None) -> list[LogItem]:
+        """Every record after seq ``after`` (up to ``upto``) as in the log (any thread)."""
+        upto = self.log.last_seq if upto is None else upto
+        items: list[LogItem] = []
+        while after < upto:
+            chunk, reached = read_log(self.directory, after, upto, self.read_chunk)
+            if reached <= after:
+                break
+            items.extend(chunk)
+            after = reached
+        return items
+
+    async def stream(
+        self, accounts: frozenset[int] | None, from_seq: int = 0
+    ) -> AsyncIterator[pb.DropCopyEvent]:
+        """Events of ``accounts`` (None: all) after ``from_seq`` (0: now): history, then live."""
+        loop = asyncio.get_running_loop()
+        last = from_seq if from_seq else max(self._frontier, self.latest_seq)
+        while True:
+            if last < self._frontier:  # history, from the log, off the loop
+                chunk, reached = await loop.run_in_executor(
+                    self._readers, read_log, self.directory, last, self._frontier, self.read_chunk
+                )
+                if reached <= last:
+                    raise CorruptEventLog(f"the log does not reach seq {self._frontier}")
+                for item in chunk:
+                    for message in to_messages(item, accounts, last):
+                        yield message
+                    last = item.last
+                last = reached
+                continue
+            sub = _Live(self.live_limit)
+            self._live.add(sub)
+            try:
+                while not sub.overflowed:
+                    if sub.items:
+                        item = sub.items.popleft()
+                        sub.size -= len(item.records) + 1
+                        if item.last <= last:
+                            continue
+                        for message in to_messages(item, accounts, last):
+                            yield message
+                        last = item.last
+                        continue
+                    sub.wake.clear()
+                    await sub.wake.wait()
+            finally:
+                self._live.discard(sub)
+
+
+# ---------------------------------------------------------- to the wire
+
+_KINDS = {int(t): t.name for t in EventType}
+_REJECTS = {int(r): r.name for r in Reject}
+_CANCELS = {int(r): r.name for r in CancelReason}
+_MATCHES = {int(m): m.name for m in MatchType}
+_OUTCOMES = {int(o): o.name for o in Outcome}
+_BY_CASH = int(OrderFlags.BY_CASH)
+_T = EventType
+
+
+def to_messages(
+    item: LogItem, accounts: frozenset[int] | None, after: int = 0
+) -> list[pb.DropCopyEvent]:
+    """The DropCopyEvents of a log record for ``accounts`` (None: all), seqs after ``after``."""
+    if item.kind == GAP:
+        if item.last <= after:
+            return []
+        return [
+            pb.DropCopyEvent(
+                seq=item.last,
+                kind="GAP",
+                gap_from_seq=max(item.first, after + 1),
+                reason="events lost beyond what the journal can rebuild: reconcile with GetAccount",
+            )
+        ]
+    records = item.records
+    if not len(records):
+        return []
+    ev = records["event"]
+    if after >= item.first:
+        keep = ev["seq"] > after
+        records, ev = records[keep], ev[keep]
+    if accounts is not None:
+        allowed = np.fromiter(accounts, dtype=np.uint32, count=len(accounts))
+        keep = np.isin(ev["account"], allowed) | (
+            (ev["type"] == _T.TRADE) & np.isin(ev["maker_account"], allowed)
+        )
+        records, ev = records[keep], ev[keep]
+    out: list[pb.DropCopyEvent] = []
+    indexes = records["index"].tolist()
+    times = records["time"].tolist()
+    for i, e in enumerate(ev.tolist()):
+        _to_messages(out, e, indexes[i], times[i], accounts)
+    return out
+
+
+_F = {name: i for i, name in enumerate(EVENT_DTYPE.names)}
+(
+    _SEQ,
+    _ORDER,
+    _MAKER_ORDER,
+    _QTY,
+    _LEAVES,
+    _MAKER_LEAVES,
+    _FEE,
+    _MAKER_FEE,
+    _ACCOUNT,
+    _MAKER_ACCOUNT,
+    _MARKET,
+    _PRICE,
+) = (
+    _F[n]
+    for n in (
+        "seq",
+        "order_id",
+        "maker_order_id",
+        "quantity",
+        "leaves_qty",
+        "maker_leaves_qty",
+        "fee",
+        "maker_fee",
+        "account",
+        "maker_account",
+        "market",
+        "price",
+    )
+)
+_TYPE, _REASON, _INTENT, _MAKER_INTENT, _MATCH, _FLAGS, _COMMAND = (
+    _F[n] for n in ("type", "reason", "intent", "maker_intent", "match_type", "flags", "command")
+)
+
+
+def _to_messages(
+    out: list[pb.DropCopyEvent],
+    e: tuple[Any, ...],
+    index: int,
+    time_ns: int,
+    accounts: frozenset[int] | None,
+) -> None:
+    kind = e[_TYPE]
+    common = {"seq": e[_SEQ], "index": index, "kind": _KINDS[kind], "time_ns": time_ns}
+    by_cash = bool(e[_FLAGS] & _BY_CASH)
+    if kind == _T.TRADE:
+        price, qty = format_price(e[_PRICE]), format_quantity(e[_QTY])
+        match = _MATCHES[e[_MATCH]]
+        if accounts is None or e[_ACCOUNT] in accounts:
+            leaves = e[_LEAVES]
+            out.append(
+                pb.DropCopyEvent(
+                    **common,
+                    account=e[_ACCOUNT],
+                    order_id=e[_ORDER],
+                    market=e[_MARKET],
+                    intent=e[_INTENT] + 1,
+                    price=price,
+                    quantity=qty,
+                    leaves_quantity="" if by_cash else format_quantity(leaves),
+                    cash=format_cash(leaves) if by_cash else "",
+                    fee=format_cash(e[_FEE]),
+                    reason=match,
+                    counterparty_order_id=e[_MAKER_ORDER],
+                    taker=True,
+                )
+            )
+        if accounts is None or e[_MAKER_ACCOUNT] in accounts:
+            out.append(
+                pb.DropCopyEvent(
+                    **common,
+                    account=e[_MAKER_ACCOUNT],
+                    order_id=e[_MAKER_ORDER],
+                    market=e[_MARKET],
+                    intent=e[_MAKER_INTENT] + 1,
+                    price=price,
+                    quantity=qty,
+                    leaves_quantity=format_quantity(e[_MAKER_LEAVES]),
+                    fee=format_cash(e[_MAKER_FEE]),
+                    reason=match,
+                    counterparty_order_id=e[_ORDER],
+                    taker=False,
+                )
+            )
+        return
+    message = pb.DropCopyEvent(**common, account=e[_ACCOUNT], market=e[_MARKET])
+    if kind in (_T.ACCEPTED, _T.CANCELED, _T.REPLACED):
+        message.order_id = e[_ORDER]
+        message.intent = e[_INTENT] + 1
+        message.price = format_price(e[_PRICE])
+        if by_cash:  # a buy by cash: its budget, not a quantity
+            message.cash = format_cash(e[_QTY])
+        else:
+            message.quantity = format_quantity(e[_QTY])
+        message.leaves_quantity = format_quantity(e[_LEAVES]) if not by_cash else ""
+        if kind == _T.CANCELED:
+            message.reason = _CANCELS.get(e[_REASON], str(e[_REASON]))
+    elif kind == _T.REJECTED:
+        message.order_id = e[_ORDER]
+        message.reason = _REJECTS.get(e[_REASON], str(e[_REASON]))
+    elif kind == _T.BALANCE:
+        message.cash = format_cash(e[_QTY])
+    elif kind == _T.POSITION:
+        message.quantity = format_quantity(e[_QTY])
+        message.reason = "SPLIT" if e[_COMMAND] == CommandType.SPLIT else "MERGE"
+    elif kind == _T.SETTLEMENT:  # cash paid; YES and NO shares settled
+        message.cash = format_cash(e[_QTY])
+        message.quantity = format_quantity(e[_LEAVES])
+        message.leaves_quantity = format_quantity(e[_MAKER_LEAVES])
+        message.reason = _OUTCOMES.get(e[_REASON], str(e[_REASON]))
+    out.append(message)
+
+
+# ------------------------------------------------------------- the service
+
+
+class Authenticating(Protocol):
+    async def authenticate(self, context: Any, request: Any, permission: str | None) -> Any: ...
+
+
+def visible_accounts(key: Any) -> frozenset[int] | None:
+    """The accounts a key may see (None: every account, for an admin key bound to none)."""
+    sees_all = getattr(key, "sees_all_accounts", None)
+    if callable(sees_all) and sees_all():
+        return None
+    return frozenset(getattr(key, "accounts", ()))
+
+
+class DropCopyService(pb_grpc.DropCopyServicer):
+    """The DropCopy gRPC service: Subscribe(from_seq) streams history, then live events."""
+
+    def __init__(self, publisher: DropCopyPublisher, authenticator: Authenticating) -> None:
+        self.publisher = publisher
+        self.authenticator = authenticator
+
+    async def Subscribe(
+        self, request: pb.DropCopyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DropCopyEvent]:
+        key = await self.authenticator.authenticate(context, request, "read")
+        accounts = visible_accounts(key)
+        if accounts is not None and not accounts:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the key sees no account")
+        events = self.publisher.stream(accounts, request.from_seq)
+        try:
+            async for event in events:
+                yield event
+        except CorruptEventLog as exc:
+            await context.abort(grpc.StatusCode.DATA_LOSS, f"drop copy log damaged: {exc}")
+        finally:  # the call ended (client gone, cancelled): leave the live set now
+            await events.aclose()

@@ -1,0 +1,563 @@
+"""Drop copy (pyexchange.dropcopy): history equals live, resumable from every seq, also
+after a restart and after SIGKILL.
+
+The expected account events are computed here, one event at a time in plain Python
+(``expected_records``), from a fresh engine replaying the journal's batches; the
+publisher's log is compared with them record for record: (seq, index within the
+command, command time, the 96 event bytes). A subscription (``stream``) must deliver
+exactly the expected messages after any ``from_seq``, for the accounts it may see,
+whether they come from the log or live, and across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from matchcore import EVENT_DTYPE as _EVENT
+from matchcore import CommandType, Engine, EventType
+from matchcore.testing import StreamShape, engine_capacities, random_stream
+from pyexchange import EngineConfig, Exchange, read_journal
+from pyexchange.api import exchange_pb2 as pb
+from pyexchange.auth import ApiKey
+from pyexchange.dropcopy import (
+    EVENTS,
+    GAP,
+    DropCopyPublisher,
+    DropCopyService,
+    LogItem,
+    to_messages,
+)
+from pyexchange.journal import RecordKind
+from pyexchange.snapshots import read_snapshot
+
+SHAPE = StreamShape()
+CAPS = engine_capacities(SHAPE)
+CONFIG = EngineConfig(**CAPS)
+CHILD = Path(__file__).with_name("dropcopy_child.py")
+LAGGED: list[int] = []  # seeds whose kill left the log behind the journal
+
+KINDS = {
+    EventType.ACCEPTED,
+    EventType.REJECTED,
+    EventType.TRADE,
+    EventType.CANCELED,
+    EventType.REPLACED,
+    EventType.BALANCE,
+    EventType.POSITION,
+    EventType.SETTLEMENT,
+}
+ACCOUNT_COMMANDS = {
+    CommandType.NEW_ORDER,
+    CommandType.CANCEL,
+    CommandType.CANCEL_CLIENT,
+    CommandType.CANCEL_ALL,
+    CommandType.REPLACE,
+    CommandType.DEPOSIT,
+    CommandType.WITHDRAW,
+    CommandType.SPLIT,
+    CommandType.MERGE,
+}
+
+Rec = tuple[int, int, int, bytes]  # seq, index, time, event bytes
+
+
+# --------------------------------------------------------------- helpers
+
+
+def expected_records(data_dir: Path, after: int = 0) -> list[Rec]:
+    """Account events of every journaled command after ``after``, from a fresh replay
+    (from the oldest snapshot when the journal before it is pruned)."""
+    engine, base = Engine(**CAPS), 0
+    records = [r for r in read_journal(Path(data_dir) / "journal") if r.kind == RecordKind.BATCH]
+    if records and records[0].first_seq > 1:
+        oldest = min(Path(data_dir, "snapshots").glob("*.snapshot"))
+        snapshot = read_snapshot(oldest)
+        engine, base = Engine.restore(snapshot.engine_state), snapshot.seq
+        assert after >= base, "the journal before the oldest snapshot is gone"
+    out: list[Rec] = []
+    for record in records:
+        if record.last_seq <= base:
+            continue
+        commands = record.commands()[max(0, base + 1 - record.first_seq) :]
+        events = engine.process(commands)
+        times = {int(c["seq"]): int(c["time"]) for c in commands}
+        index, current = 0, -1
+        for event in events:
+            seq = int(event["seq"])
+            index = index + 1 if seq == current else 0
+            current = seq
+            kind = int(event["type"])
+            if kind not in KINDS:
+                continue
+            if kind == EventType.REJECTED and int(event["command"]) not in ACCOUNT_COMMANDS:
+                continue
+            if seq > after:
+                out.append((seq, index, times[seq], event.tobytes()))
+    return out
+
+
+def logged_records(items: list[LogItem]) -> list[Rec]:
+    out: list[Rec] = []
+    for item in items:
+        for r in item.records:
+            out.append(
+                (int(r["event"]["seq"]), int(r["index"]), int(r["time"]), r["event"].tobytes())
+            )
+    return out
+
+
+def messages_for(records: list[Rec], accounts: frozenset[int] | None) -> list[tuple[Any, ...]]:
+    """The (seq, index, account, kind, taker) keys a subscriber of ``accounts`` must get."""
+    out = []
+    for seq, index, _, raw in records:
+        event = np.frombuffer(raw, dtype=_EVENT)[0]
+        kind = EventType(int(event["type"])).name
+        account = int(event["account"])
+        if kind == "TRADE":
+            if accounts is None or account in accounts:
+                out.append((seq, index, account, kind, True))
+            maker = int(event["maker_account"])
+            if accounts is None or maker in accounts:
+                out.append((seq, index, maker, kind, False))
+        elif accounts is None or account in accounts:
+            out.append((seq, index, account, kind, False))
+    return out
+
+
+def key_of(m: pb.DropCopyEvent) -> tuple[Any, ...]:
+    return (m.seq, m.index, m.account, m.kind, m.taker)
+
+
+def run_stream(exchange: Exchange, stream: np.ndarray, rng: random.Random, start: int = 0) -> int:
+    i = start
+    while i < len(stream):
+        end = min(len(stream), i + rng.randint(1, 40))
+        exchange.execute(stream[i:end])
+        i = end
+    return i
+
+
+def open_exchange(data_dir: Path, pub: DropCopyPublisher, **kwargs: Any) -> Exchange:
+    kwargs.setdefault("snapshot_every", 10**9)
+    return Exchange.open(data_dir, CONFIG, on_events=pub.on_events, idle_tick_ns=None, **kwargs)
+
+
+async def collect(pub: DropCopyPublisher, accounts: Any, from_seq: int, count: int) -> list[Any]:
+    """The first ``count`` messages of a subscription (a hang guard, not a timing check)."""
+    out: list[pb.DropCopyEvent] = []
+    stream = pub.stream(accounts, from_seq)
+
+    async def take() -> None:
+        async for m in stream:
+            out.append(m)
+            if len(out) == count:
+                return
+
+    if count:
+        await asyncio.wait_for(take(), 60)
+    await stream.aclose()
+    return out
+
+
+# ----------------------------------------------------------------- tests
+
+
+def test_log_holds_exactly_the_account_events(tmp_path: Path) -> None:
+    stream = random_stream(1, 3_000, SHAPE)
+    pub = DropCopyPublisher(tmp_path, segment_bytes=32 << 10)
+    with open_exchange(tmp_path, pub) as exchange:
+        run_stream(exchange, stream, random.Random(1))
+    pub.close()
+    expected = expected_records(tmp_path)
+    assert len(expected) > 3_000
+    assert logged_records(pub.history(0)) == expected
+    assert len(list((tmp_path / "dropcopy").glob("*.events"))) > 3  # several segments
+    kinds = {EventType(int(np.frombuffer(r[3], dtype=_EVENT)[0]["type"])).name for r in expected}
+    assert kinds >= {k.name for k in KINDS} - {"SETTLEMENT"}  # resolutions are rare
+
+
+def test_history_equals_live_and_resume_from_every_seq(tmp_path: Path) -> None:
+    stream = random_stream(2, 1_500, SHAPE)
+
+    async def main() -> None:
+        pub = DropCopyPublisher(tmp_path, segment_bytes=16 << 10, live_limit=10**9)
+        exchange = open_exchange(tmp_path, pub)
+        pub.attach(asyncio.get_running_loop())
+        live: list[pb.DropCopyEvent] = []
+
+        async def listen() -> None:
+            async for m in pub.stream(None, 0):
+                live.append(m)
+
+        task = asyncio.ensure_future(listen())
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, run_stream, exchange, stream, random.Random(2))
+        exchange.close()
+        await loop.run_in_executor(None, pub.flush)
+        expected = expected_records(tmp_path)
+        want = messages_for(expected, None)
+        while len(live) < len(want):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert [key_of(m) for m in live] == want  # live, in order
+        history = logged_records(pub.history(0))
+        assert history == expected
+        # Resume from every seq (from the log), and through the async stream for some.
+        last = exchange.sequencer.next_seq - 1
+        items = pub.history(0)
+        for after in range(0, last + 1):
+            got = [key_of(m) for item in items for m in to_messages(item, None, after)]
+            assert got == [k for k in want if k[0] > after]
+        for after in random.Random(2).sample(range(1, last), 25):
+            wanted = [k for k in want if k[0] > after]
+            got = await collect(pub, None, after, len(wanted))
+            assert [key_of(m) for m in got] == wanted
+        pub.close()
+
+    asyncio.run(main())
+
+
+def test_per_account_filtering(tmp_path: Path) -> None:
+    stream = random_stream(3, 1_500, SHAPE)
+
+    async def main() -> None:
+        pub = DropCopyPublisher(tmp_path)
+        with open_exchange(tmp_path, pub) as exchange:
+            run_stream(exchange, stream, random.Random(3))
+        pub.attach(asyncio.get_running_loop())
+        await asyncio.get_running_loop().run_in_executor(None, pub.flush)
+        expected = expected_records(tmp_path)
+        for accounts in (frozenset({1}), frozenset({2, 5}), frozenset({99})):
+            want = messages_for(expected, accounts)
+            got = await collect(pub, accounts, 1, len(want))
+            assert [key_of(m) for m in got] == want
+            assert all(m.account in accounts for m in got)
+        # Both sides of a trade: the taker's fee and the maker's, each to its account.
+        trades = [m for m in await collect(pub, None, 1, len(messages_for(expected, None)))]
+        takers = [m for m in trades if m.kind == "TRADE" and m.taker]
+        makers = [m for m in trades if m.kind == "TRADE" and not m.taker]
+        assert takers and len(takers) == len(makers)
+        for t, m in zip(takers, makers, strict=True):
+            assert (t.seq, t.index) == (m.seq, m.index)
+            assert t.order_id == m.counterparty_order_id and m.order_id == t.counterparty_order_id
+            assert t.account != m.account
+        pub.close()
+
+    asyncio.run(main())
+
+
+def test_slow_live_subscriber_falls_back_to_the_log_and_loses_nothing(tmp_path: Path) -> None:
+    stream = random_stream(4, 2_000, SHAPE)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pub = DropCopyPublisher(tmp_path, live_limit=20)
+        exchange = open_exchange(tmp_path, pub)
+        pub.attach(loop)
+        stream_ = pub.stream(None, 0)
+        first = asyncio.ensure_future(anext(stream_))  # registered live, then never read
+        await asyncio.sleep(0)
+        await loop.run_in_executor(None, run_stream, exchange, stream, random.Random(4))
+        exchange.close()
+        await loop.run_in_executor(None, pub.flush)
+        while pub._frontier < pub.log.last_seq:
+            await asyncio.sleep(0.01)
+        want = messages_for(expected_records(tmp_path), None)
+        got = [await first]
+        while len(got) < len(want):
+            got.append(await asyncio.wait_for(anext(stream_), 60))
+        assert [key_of(m) for m in got] == want
+        await stream_.aclose()
+        assert not pub._live
+        pub.close()
+
+    asyncio.run(main())
+
+
+def test_resume_after_close_and_reopen(tmp_path: Path) -> None:
+    stream = random_stream(5, 2_400, SHAPE)
+    rng = random.Random(5)
+    pub = DropCopyPublisher(tmp_path)
+    with open_exchange(tmp_path, pub) as exchange:
+        done = run_stream(exchange, stream[:1_200], rng)
+    pub.close()
+    before = exchange.sequencer.next_seq - 1
+
+    async def main() -> None:
+        pub2 = DropCopyPublisher(tmp_path)
+        assert pub2.log.last_seq == before
+        exchange = open_exchange(tmp_path, pub2)
+        pub2.attach(asyncio.get_running_loop(), exchange)
+        await asyncio.get_running_loop().run_in_executor(
+            None, run_stream, exchange, stream, rng, done
+        )
+        exchange.close()
+        await asyncio.get_running_loop().run_in_executor(None, pub2.flush)
+        expected = expected_records(tmp_path)
+        assert logged_records(pub2.history(0)) == expected
+        want = messages_for(expected, None)
+        for after in (0, 1, before - 7, before, before + 1, before + 300):
+            wanted = [k for k in want if k[0] > after]
+            got = await collect(pub2, None, after or 1, len(wanted) if after else 0)
+            if after:
+                assert [key_of(m) for m in got] == wanted
+        assert pub2.rebuilt == 0  # a clean close leaves nothing to rebuild
+        pub2.close()
+
+    asyncio.run(main())
+
+
+def _truncate_log_to(data_dir: Path, keep_seq: int) -> None:
+    """Cut the log after the record that ends at or below ``keep_seq`` (a lagging writer)."""
+    from pyexchange.dropcopy import LOG_HEADER_SIZE, _read_header, _segments
+
+    directory = data_dir / "dropcopy"
+    segments = _segments(directory)
+    for first, path in segments[::-1]:
+        if first > keep_seq:
+            path.unlink()
+            continue
+        fd = os.open(path, os.O_RDWR)
+        offset = LOG_HEADER_SIZE
+        size = os.fstat(fd).st_size
+        while offset < size:
+            header = _read_header(fd, offset)
+            assert header is not None
+            if header[3] + header[4] - 1 > keep_seq:
+                break
+            offset += 28 + header[0]
+        os.ftruncate(fd, offset)
+        os.lseek(fd, 0, os.SEEK_END)
+        os.write(fd, b"\x01\x02torn")  # and a torn record after it
+        os.close(fd)
+        return  # the earlier segments stay as they are
+
+
+@pytest.mark.parametrize("keep", [1_000, 2])
+def test_a_lagging_log_is_rebuilt_from_snapshot_and_journal(tmp_path: Path, keep: int) -> None:
+    """The log ends before the journal: rebuilt; before the oldest snapshot kept: a GAP."""
+    stream = random_stream(6, 2_000, SHAPE)
+    pub = DropCopyPublisher(tmp_path, segment_bytes=16 << 10)
+    rng = random.Random(6)
+    with open_exchange(
+        tmp_path, pub, snapshot_every=200, keep_snapshots=keep, segment_bytes=8 << 10
+    ) as exchange:
+        done = run_stream(exchange, stream[:1_500], rng)
+    pub.close()
+    full = logged_records(pub.history(0))
+    last = exchange.sequencer.next_seq - 1
+    cut = 400
+    _truncate_log_to(tmp_path, cut)
+    pub2 = DropCopyPublisher(tmp_path, segment_bytes=16 << 10)
+    assert pub2.log.repaired and pub2.log.last_seq <= cut
+    exchange = open_exchange(
+        tmp_path, pub2, snapshot_every=200, keep_snapshots=keep, segment_bytes=8 << 10
+    )
+    assert pub2.catch_up(timeout=60)
+    assert pub2.log.last_seq >= last
+    snapshots = sorted(int(p.stem) for p in (tmp_path / "snapshots").glob("*.snapshot"))
+    items = pub2.history(0)
+    if keep == 1_000:  # a snapshot at or before the cut (or the journal from seq 1) is kept
+        assert not pub2.gaps and pub2.rebuilt > 0
+        assert logged_records(items) == full
+    else:  # only the last two snapshots remain: the events before the oldest are lost
+        oldest = snapshots[0]
+        assert oldest > cut
+        assert pub2.gaps == [(pub2.gaps[0][0], oldest)]
+        gaps = [i for i in items if i.kind == GAP]
+        assert [(g.first, g.last) for g in gaps] == pub2.gaps
+        assert logged_records(items) == [
+            r for r in full if r[0] <= gaps[0].first - 1 or r[0] > oldest
+        ]
+        message = to_messages(gaps[0], frozenset({1}), 0)
+        assert [(m.kind, m.gap_from_seq, m.seq) for m in message] == [
+            ("GAP", gaps[0].first, oldest)
+        ]
+    run_stream(exchange, stream, rng, done)  # and it goes on live
+    exchange.close()
+    pub2.flush()
+    oldest_now = min(int(p.stem) for p in (tmp_path / "snapshots").glob("*.snapshot"))
+    since = max(last, oldest_now)  # what the (pruned) journal still lets this test check
+    assert logged_records(pub2.history(since)) == expected_records(tmp_path, since)
+    pub2.close()
+
+
+def test_a_deleted_log_is_rebuilt_when_the_journal_starts_at_one(tmp_path: Path) -> None:
+    stream = random_stream(7, 1_000, SHAPE)
+    pub = DropCopyPublisher(tmp_path)
+    with open_exchange(tmp_path, pub) as exchange:
+        run_stream(exchange, stream, random.Random(7))
+    pub.close()
+    for path in (tmp_path / "dropcopy").iterdir():
+        path.unlink()
+    pub2 = DropCopyPublisher(tmp_path)
+    assert pub2.log.last_seq == 0
+    with open_exchange(tmp_path, pub2):
+        assert pub2.catch_up(timeout=60)
+    pub2.close()
+    assert logged_records(pub2.history(0)) == expected_records(tmp_path)
+    assert not pub2.gaps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_resume_after_sigkill(tmp_path: Path, seed: int) -> None:
+    """Kill a child running the exchange with a lagging drop copy; restart; nothing missing."""
+    count = 2_500
+    rng = random.Random(seed)
+    for _ in range(2):
+        args = [sys.executable, str(CHILD), str(tmp_path), str(seed), str(count), "--slow-writer"]
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        target = rng.randint(10, 60)
+        for lines, line in enumerate(child.stdout, 1):
+            if lines >= target or line.strip() == "DONE":
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+
+        pub = DropCopyPublisher(tmp_path, segment_bytes=8 << 10)
+        journal_end = max(
+            r.last_seq for r in read_journal(tmp_path / "journal") if r.kind == RecordKind.BATCH
+        )
+        lagging = pub.log.last_seq < journal_end
+        exchange = open_exchange(tmp_path, pub, snapshot_every=150, keep_snapshots=10**6)
+        assert pub.catch_up(timeout=120)
+        exchange.close()
+        pub.flush()
+        assert not pub.gaps
+        expected = expected_records(tmp_path)
+        assert logged_records(pub.history(0)) == expected
+        if lagging:
+            assert pub.rebuilt > 0
+            LAGGED.append(seed)
+        pub.close()
+
+    async def resume() -> None:  # a subscriber resuming from seqs before the kills
+        pub = DropCopyPublisher(tmp_path, segment_bytes=8 << 10)
+        pub.attach(asyncio.get_running_loop())
+        want = messages_for(expected_records(tmp_path), None)
+        for after in (1, want[len(want) // 2][0], want[-1][0] - 1):
+            wanted = [k for k in want if k[0] > after]
+            got = await collect(pub, None, after, len(wanted))
+            assert [key_of(m) for m in got] == wanted
+        pub.close()
+
+    asyncio.run(resume())
+
+
+def test_on_events_is_constant_work(tmp_path: Path) -> None:
+    """The sequencer's side queues the batch: the same calls whatever its size."""
+    pub = DropCopyPublisher(tmp_path)
+    engine = Engine(**CAPS)
+    stream = random_stream(8, 2_000, SHAPE)
+    counts = []
+    i = 0
+    for size in (1, 1_000, 10):
+        batch = stream[i : i + size]
+        i += size
+        events = engine.process(batch)
+        calls = 0
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            nonlocal calls
+            if event in ("call", "c_call"):
+                calls += 1
+
+        sys.setprofile(profile)
+        try:
+            pub.on_events(batch, events)
+        finally:
+            sys.setprofile(None)
+        counts.append(calls)
+    assert len(set(counts)) == 1, counts
+    pub.close()
+    assert logged_records(pub.history(0))  # and they were written
+
+
+# ----------------------------------------------------------------- service
+
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code = code
+
+
+class FakeContext:
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise Aborted(code, details)
+
+
+class StandInAuthenticator:
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.asked: list[Any] = []
+
+    async def authenticate(self, context: Any, request: Any, permission: str | None) -> ApiKey:
+        self.asked.append((request, permission))
+        return self.key
+
+
+def test_service_filters_by_the_keys_accounts(tmp_path: Path) -> None:
+    stream = random_stream(9, 800, SHAPE)
+
+    async def main() -> None:
+        pub = DropCopyPublisher(tmp_path)
+        with open_exchange(tmp_path, pub) as exchange:
+            run_stream(exchange, stream, random.Random(9))
+        pub.attach(asyncio.get_running_loop())
+        await asyncio.get_running_loop().run_in_executor(None, pub.flush)
+        expected = expected_records(tmp_path)
+        ctx = FakeContext()
+        keys = {
+            "trader": ApiKey("k1", "s", frozenset({"read", "trade"}), frozenset({2, 3})),
+            "admin": ApiKey("k2", "s", frozenset({"admin", "read"})),
+        }
+        for name, key in keys.items():
+            auth = StandInAuthenticator(key)
+            service = DropCopyService(pub, auth)
+            accounts = None if name == "admin" else frozenset({2, 3})
+            want = messages_for(expected, accounts)
+            request = pb.DropCopyRequest(from_seq=1)
+            calls = service.Subscribe(request, ctx)
+            got = []
+            while len(got) < len(want):
+                got.append(await asyncio.wait_for(anext(calls), 60))
+            await calls.aclose()
+            assert [key_of(m) for m in got] == want
+            assert auth.asked == [(request, "read")]
+        nobody = DropCopyService(pub, StandInAuthenticator(ApiKey("k3", "s", frozenset({"read"}))))
+        with pytest.raises(Aborted) as err:
+            await anext(nobody.Subscribe(pb.DropCopyRequest(), ctx))
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert not pub._live
+        pub.close()
+
+    asyncio.run(main())
+
+
+def test_gap_items_and_events_kinds_render() -> None:
+    gap = LogItem(GAP, 5, 9, np.zeros(0, dtype=_EVENT))
+    assert [(m.kind, m.gap_from_seq, m.seq) for m in to_messages(gap, None, 6)] == [("GAP", 7, 9)]
+    assert to_messages(gap, None, 9) == []
+    assert EVENTS == 1
+
+
+def test_some_kill_left_the_log_lagging() -> None:
+    """The SIGKILL tests above did exercise a rebuild (their writer is slowed on purpose)."""
+    if not LAGGED:
+        pytest.skip("run with test_resume_after_sigkill")
+    assert LAGGED
