@@ -150,28 +150,27 @@ class CorruptEventLog(Exception):
     """A damaged record in a closed segment of the event log."""
 
 
+_ACCOUNT_EVENT = np.zeros(256, dtype=bool)
+_ACCOUNT_EVENT[ACCOUNT_EVENT_TYPES] = True
+_ACCOUNT_COMMAND = np.zeros(256, dtype=bool)
+_ACCOUNT_COMMAND[ACCOUNT_COMMANDS] = True
+
+
 def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
-    """The account events of a batch as DROP_DTYPE rows (vectorized)."""
-    n = len(events)
-    if not n:
-        return np.zeros(0, dtype=DROP_DTYPE)
-    seq = events["seq"]
-    starts = np.empty(n, dtype=bool)
-    starts[0] = True
-    np.not_equal(seq[1:], seq[:-1], out=starts[1:])
-    positions = np.arange(n)
-    first = np.maximum.accumulate(np.where(starts, positions, 0))
+    """The account events of commands (contiguous seqs) as DROP_DTYPE rows (vectorized)."""
     types = events["type"]
-    keep = np.isin(types, ACCOUNT_EVENT_TYPES) & (
-        (types != EventType.REJECTED) | np.isin(events["command"], ACCOUNT_COMMANDS)
-    )
+    keep = _ACCOUNT_EVENT[types]
+    rejected = types == EventType.REJECTED
+    if rejected.any():
+        keep &= ~rejected | _ACCOUNT_COMMAND[events["command"]]
     rows = np.flatnonzero(keep)
     out = np.zeros(len(rows), dtype=DROP_DTYPE)
     if len(rows):
+        seq = events["seq"]
+        picked = seq[rows]
         out["event"] = events[rows]
-        out["index"] = (positions - first)[rows]
-        command_rows = np.searchsorted(commands["seq"], seq[rows])
-        out["time"] = commands["time"][command_rows]
+        out["index"] = rows - np.searchsorted(seq, picked)  # events come in seq order
+        out["time"] = commands["time"][(picked - commands["seq"][0]).astype(np.intp)]
     return out
 
 
@@ -468,6 +467,8 @@ class DropCopyPublisher:
         self.gaps: list[tuple[int, int]] = []  # ranges logged as GAP by this process
         self.failure: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._group: list[tuple[np.ndarray, np.ndarray]] = []  # writer: batches to write
+        self._group_events = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frontier = self.log.last_seq  # loop: how far subscribers may read the log
         self._live: set[_Live] = set()
@@ -520,49 +521,61 @@ class DropCopyPublisher:
         try:
             while True:
                 item = self._queue.get()
-                pending: list[LogItem] = []
                 while True:
                     if item is _STOP:
-                        self._write(pending)
+                        self._flush()
                         self.log.close()
                         return
                     if isinstance(item, _Rebuild):
-                        self._write(pending)
-                        pending = []
+                        self._flush()
                         self._rebuild(item.until)
                         item.done.set()
                     elif isinstance(item, threading.Event):
-                        self._write(pending)
-                        pending = []
+                        self._flush()
                         item.set()
                     else:
-                        commands, events = item
-                        first, last = int(commands["seq"][0]), int(commands["seq"][-1])
-                        if first > self._end(pending) + 1:  # the log lags the journal
-                            self._write(pending)
-                            pending = []
-                            self._rebuild(first - 1)
-                        end = self._end(pending)
-                        if last > end:
-                            records = account_events(commands, events)
-                            if first <= end:
-                                records = records[records["event"]["seq"] > end]
-                                first = end + 1
-                            pending.append(LogItem(EVENTS, first, last, records))
-                    if len(pending) >= 256:
-                        self._write(pending)
-                        pending = []
+                        self._take(*item)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                self._write(pending)
+                self._flush()
         except BaseException as exc:
             self.failure = exc
             log.exception("drop copy writer stopped")
 
-    def _end(self, pending: list[LogItem]) -> int:
-        return pending[-1].last if pending else self.log.last_seq
+    def _take(self, commands: np.ndarray, events: np.ndarray) -> None:
+        """Add a live batch to the group being written (after rebuilding any gap before it)."""
+        first, last = int(commands["seq"][0]), int(commands["seq"][-1])
+        if first > self._end() + 1:  # the log lags the journal: rebuild the commands between
+            self._flush()
+            self._rebuild(first - 1)
+        end = self._end()
+        if last <= end:
+            return  # rebuilt from the journal already
+        if first <= end:
+            commands = commands[commands["seq"] > end]
+            events = events[events["seq"] > end]
+        self._group.append((commands, events))
+        self._group_events += len(events)
+        if self._group_events >= 1 << 16:
+            self._flush()
+
+    def _end(self) -> int:
+        return int(self._group[-1][0]["seq"][-1]) if self._group else self.log.last_seq
+
+    def _flush(self) -> None:
+        """Write the grouped batches as one record (one filter pass, one write)."""
+        group, self._group, self._group_events = self._group, [], 0
+        if not group:
+            return
+        if len(group) == 1:
+            commands, events = group[0]
+        else:
+            commands = np.concatenate([c for c, _ in group])
+            events = np.concatenate([e for _, e in group])
+        first, last = int(commands["seq"][0]), int(commands["seq"][-1])
+        self._write([LogItem(EVENTS, first, last, account_events(commands, events))])
 
     def _write(self, items: list[LogItem]) -> None:
         if not items:

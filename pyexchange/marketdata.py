@@ -67,6 +67,8 @@ CONFLATED = "CONFLATED"
 DROPPED = "DROPPED"
 
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
+_MARKET_DATA = np.zeros(256, dtype=bool)  # event types market data reads
+_MARKET_DATA[[LEVEL, TRADE, MARKET]] = True
 
 
 @dataclass
@@ -298,7 +300,7 @@ class MarketDataPublisher:
 
     def _apply(self, events: np.ndarray) -> None:
         types = events["type"]
-        rows = np.flatnonzero((types == LEVEL) | (types == TRADE) | (types == MARKET))
+        rows = np.flatnonzero(_MARKET_DATA[types])
         if not len(rows):
             return
         self.batches += 1
