@@ -1,7 +1,7 @@
 """The process test_dropcopy.py kills: an Exchange with a drop copy under a random stream.
 
 Run as ``python dropcopy_child.py DATA_DIR SEED COUNT [--slow-writer]``. It opens the
-Exchange in DATA_DIR (fsync per batch, frequent snapshots, none pruned) with a
+Exchange in DATA_DIR (fsync per batch, frequent snapshots, nothing pruned) with a
 ``DropCopyPublisher`` on the same directory, submits ``random_stream(SEED, COUNT)`` in
 chunks of random size and prints one line per acknowledged chunk (its end index) so
 the parent knows it is running. ``--slow-writer`` makes the drop copy's writer thread
@@ -39,7 +39,7 @@ def main() -> None:
         fsync=FsyncPolicy.BATCH,
         snapshot_every=150,
         keep_snapshots=1_000_000,
-        segment_bytes=16 << 10,
+        segment_bytes=1 << 30,  # one journal segment: never pruned, so tests can replay it all
         on_events=publisher.on_events,
         idle_tick_ns=None,
     )

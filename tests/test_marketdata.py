@@ -318,8 +318,9 @@ def test_on_events_work_does_not_depend_on_subscribers_or_batch_size() -> None:
             pub.drain()  # nothing pending: on_events will schedule a drain
             counts.append(_calls_in_on_events(pub, batch, events))
             pub.drain()
-        assert len(set(counts)) == 1, counts
-        assert counts[0] < 40  # len(), a deque append and call_soon_threadsafe
+        # A few calls (a deque append, waking the relay thread: how many depends on whether
+        # it is waiting), never one per subscriber (300 here) or per event (thousands).
+        assert max(counts) < 40, counts
 
     asyncio.run(main())
 
