@@ -457,14 +457,23 @@ CREATE_CASES = [
     ("min-size-int64-max", dict(quantity=INT64_MAX, aux=1), Reject.INVALID_QUANTITY),
     ("min-size-not-lot-multiple", dict(quantity=15), Reject.INVALID_QUANTITY),
     ("min-size-below-lot", dict(quantity=5), Reject.INVALID_QUANTITY),
-    ("taker-fee", dict(taker_fee_bps=10), Reject.INVALID_ORDER),
-    ("maker-fee", dict(maker_fee_bps=-5), Reject.INVALID_ORDER),
-    ("fee-base", dict(fee_base=1), Reject.INVALID_ORDER),
+    # fees: taker 0..1000, maker -1000..1000 and >= -taker, base 0..2
+    ("taker-fee-negative", dict(taker_fee_bps=-1), Reject.INVALID_FEE),
+    ("taker-fee-1001", dict(taker_fee_bps=1001), Reject.INVALID_FEE),
+    ("taker-fee-int16-min", dict(taker_fee_bps=-(2**15)), Reject.INVALID_FEE),
+    ("maker-fee-1001", dict(maker_fee_bps=1001, taker_fee_bps=1000), Reject.INVALID_FEE),
+    ("maker-fee-minus-1001", dict(maker_fee_bps=-1001, taker_fee_bps=1000), Reject.INVALID_FEE),
+    ("maker-rebate-without-taker-fee", dict(maker_fee_bps=-5), Reject.INVALID_FEE),
+    ("maker-rebate-above-taker-fee", dict(maker_fee_bps=-6, taker_fee_bps=5), Reject.INVALID_FEE),
+    ("maker-fee-int16-max", dict(maker_fee_bps=2**15 - 1), Reject.INVALID_FEE),
+    ("fee-base-3", dict(fee_base=3), Reject.INVALID_FEE),
+    ("fee-base-255", dict(fee_base=255), Reject.INVALID_FEE),
     # check order
     ("capacity-before-exists", dict(market=4, price=5), Reject.CAPACITY),
     ("exists-before-tick", dict(market=M1, price=5), Reject.MARKET_EXISTS),
     ("tick-before-quantity", dict(price=5, aux=0), Reject.INVALID_TICK),
-    ("quantity-before-fee", dict(aux=0, taker_fee_bps=10), Reject.INVALID_QUANTITY),
+    ("quantity-before-fee", dict(aux=0, taker_fee_bps=1001), Reject.INVALID_QUANTITY),
+    ("min-size-before-fee", dict(quantity=15, fee_base=3), Reject.INVALID_QUANTITY),
 ]
 
 
@@ -479,15 +488,21 @@ def test_bad_create_market(eng, fields, reason):
 
 
 def test_create_market_fee_checked_before_level_capacity(engine_cls):
-    """Fee fields not 0 is INVALID_ORDER even when the level arena is also full."""
-    eng = Checked(engine_cls(max_orders=4, max_markets=4, max_accounts=4, max_levels=198))
+    """Bad fee fields are INVALID_FEE even when the level arena is also full."""
+    eng = Checked(
+        engine_cls(max_orders=4, max_markets=4, max_accounts=4, max_levels=198, ledger=False)
+    )
     assert eng.create_market(0, 100) == 0
     row = dict(type=CREATE, market=1, price=100, quantity=1, aux=1)
     assert_rejected(eng, [row], rejected(Reject.CAPACITY, market=1, command=CREATE))
-    assert_rejected(
+    for fees in (dict(taker_fee_bps=1001), dict(maker_fee_bps=-1), dict(fee_base=3)):
+        assert_rejected(
+            eng, [{**row, **fees}], rejected(Reject.INVALID_FEE, market=1, command=CREATE)
+        )
+    assert_rejected(  # valid fee fields: the arena is what fails
         eng,
-        [{**row, "taker_fee_bps": 1}],
-        rejected(Reject.INVALID_ORDER, market=1, command=CREATE),
+        [{**row, "taker_fee_bps": 1000, "maker_fee_bps": -1000, "fee_base": 2}],
+        rejected(Reject.CAPACITY, market=1, command=CREATE),
     )
 
 
@@ -558,7 +573,7 @@ def test_bad_add_account(eng, account, reason):
     )
 
 
-@pytest.mark.parametrize("command_type", [0, 11, 200, 255])
+@pytest.mark.parametrize("command_type", [0, 16, 17, 200, 255])
 def test_unknown_command_type(eng, command_type):
     """An unknown command type is INVALID_COMMAND; its type is copied into `command`."""
     busy(eng)
@@ -662,12 +677,15 @@ def test_process_takes_strided_and_read_only_arrays(engine_cls):
         dict(max_accounts=-5),
         dict(max_levels=0),
         dict(max_levels=-1),
+        dict(max_positions=0),
+        dict(max_positions=-1),
+        dict(max_positions=2**29 + 1),
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
 def test_engine_arguments_out_of_range(engine_cls, kwargs):
-    """Engine(): every argument >= 1 and max_orders <= 2**29, else ValueError."""
-    args = dict(max_orders=8, max_markets=2, max_accounts=2, max_levels=None)
+    """Engine(): every capacity >= 1, max_orders and max_positions <= 2**29, else ValueError."""
+    args = dict(max_orders=8, max_markets=2, max_accounts=2, max_levels=None, ledger=False)
     with pytest.raises(ValueError):
         engine_cls(**{**args, **kwargs})
 

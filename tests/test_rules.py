@@ -31,6 +31,7 @@ from support import (
     last,
     level,
     market_event,
+    market_info,
     new_engine,
     new_order,
     rejected,
@@ -47,7 +48,6 @@ from matchcore import (
     CancelReason,
     CommandType,
     Intent,
-    MarketInfo,
     MarketState,
     MatchType,
     OrderFlags,
@@ -1446,7 +1446,7 @@ def test_market_state_transitions(engine_cls, from_state, to_state):
     if (from_state, to_state) in ALLOWED:
         assert result == 0
         assert last(eng) == [market_event(M1, to_state)]
-        assert eng.market(M1) == MarketInfo(M1, to_state, 100, 1, 1)
+        assert eng.market(M1) == market_info(M1, to_state, 100, 1, 1)
     else:
         assert result == -Reject.INVALID_STATE_TRANSITION
         assert last(eng) == [
@@ -1548,7 +1548,7 @@ def test_finer_tick_moves_nothing(eng):
     rest(eng, A1, M1, SELL_YES, 6000, 100)
     assert eng.set_tick(M1, 10) == 0
     assert last(eng) == [market_event(M1, OPEN, tick=10, command=SET_TICK)]
-    assert eng.market(M1) == MarketInfo(M1, OPEN, 10, 1, 1)
+    assert eng.market(M1) == market_info(M1, OPEN, 10, 1, 1)
     assert eng.book(M1)[0].tolist() == [(5000, 2, 200)]
 
     o4 = Order(4, A3, M1, BUY_YES, 5010)
@@ -1675,7 +1675,7 @@ def test_market_ids(eng):
         assert last(eng) == [rejected(Reject.UNKNOWN_MARKET, account=A1, market=market)]
     assert eng.create_market(3, 10, 20, 10) == 0
     assert last(eng) == [market_event(3, PRE_OPEN, tick=10, min_size=20, lot=10, command=CREATE)]
-    assert eng.market(3) == MarketInfo(3, PRE_OPEN, 10, 20, 10)
+    assert eng.market(3) == market_info(3, PRE_OPEN, 10, 20, 10)
 
 
 def test_account_ids(eng):
@@ -1697,7 +1697,9 @@ def test_account_ids(eng):
 
 def test_max_levels_bounds_create_market(engine_cls):
     """create_market needs 2 * L(tick) free levels: L = 99 at tick 100, 9 at tick 1000."""
-    eng = Checked(engine_cls(max_orders=8, max_markets=4, max_accounts=4, max_levels=198 + 18))
+    eng = Checked(
+        engine_cls(max_orders=8, max_markets=4, max_accounts=4, max_levels=198 + 18, ledger=False)
+    )
     assert eng.create_market(1, 100) == 0
     assert eng.create_market(2, 10) == -Reject.CAPACITY
     assert last(eng) == [rejected(Reject.CAPACITY, market=2, command=CREATE)]
@@ -1708,7 +1710,7 @@ def test_max_levels_bounds_create_market(engine_cls):
 
 def test_default_max_levels(engine_cls):
     """The default arena holds max_markets markets at tick 10 (2 * 999 levels each)."""
-    eng = Checked(engine_cls(max_orders=8, max_markets=2, max_accounts=4))
+    eng = Checked(engine_cls(max_orders=8, max_markets=2, max_accounts=4, ledger=False))
     assert eng.create_market(0, 1) == -Reject.CAPACITY
     assert eng.create_market(0, 10) == 0
     assert eng.create_market(1, 10) == 0
@@ -1717,7 +1719,9 @@ def test_default_max_levels(engine_cls):
 
 def test_max_levels_bounds_set_tick(engine_cls):
     """set_tick needs room for the market's new size (its old size is given back)."""
-    eng = Checked(engine_cls(max_orders=8, max_markets=3, max_accounts=4, max_levels=198 + 1998))
+    eng = Checked(
+        engine_cls(max_orders=8, max_markets=3, max_accounts=4, max_levels=198 + 1998, ledger=False)
+    )
     assert eng.create_market(1, 100) == 0
     assert eng.create_market(2, 10) == 0
     assert eng.set_tick(1, 10) == -Reject.CAPACITY
@@ -1822,14 +1826,14 @@ def test_order_info(eng):
 
 def test_market_info(eng):
     """market() gives (market, state, tick, min_size, lot)."""
-    assert eng.market(M1) == MarketInfo(M1, OPEN, 100, 1, 1)
+    assert eng.market(M1) == market_info(M1, OPEN, 100, 1, 1)
     eng.set_market_state(M2, HALTED)
-    assert eng.market(M2) == MarketInfo(M2, HALTED, 100, 1, 1)
+    assert eng.market(M2) == market_info(M2, HALTED, 100, 1, 1)
 
 
 def test_create_market_and_add_account_events(engine_cls):
     """CREATE_MARKET gives MARKET (PRE_OPEN); ADD_ACCOUNT gives ACCOUNT; both return 0."""
-    eng = Checked(engine_cls(max_orders=8, max_markets=4, max_accounts=4))
+    eng = Checked(engine_cls(max_orders=8, max_markets=4, max_accounts=4, ledger=False))
     assert eng.now == 0
     assert eng.order_count == 0
     assert eng.add_account(3) == 0

@@ -33,15 +33,14 @@ bool Engine::init(const Config& config, std::string& error) {
     const char* name;
     uint32_t value;
     uint32_t limit;
-  } bounds[] = {{"max_orders", config.max_orders, MAX_ORDERS},
-                {"max_markets", config.max_markets, MAX_MARKETS},
-                {"max_accounts", config.max_accounts, MAX_ACCOUNTS},
-                {"max_levels", config.max_levels, MAX_LEVELS},
-                {"max_positions", config.max_positions, MAX_POSITIONS}};
+    bool zero_means_default;
+  } bounds[] = {{"max_orders", config.max_orders, MAX_ORDERS, false},
+                {"max_markets", config.max_markets, MAX_MARKETS, false},
+                {"max_accounts", config.max_accounts, MAX_ACCOUNTS, false},
+                {"max_levels", config.max_levels, MAX_LEVELS, true},
+                {"max_positions", config.max_positions, MAX_POSITIONS, true}};
   for (const auto& b : bounds) {
-    // max_levels and max_positions 0 ask for the default.
-    const bool has_default = b.limit == MAX_LEVELS || b.limit == MAX_POSITIONS;
-    if ((b.value < 1 && !has_default) || b.value > b.limit) {
+    if ((b.value < 1 && !b.zero_means_default) || b.value > b.limit) {
       error = std::string(b.name) + " must be in [1, " + std::to_string(b.limit) + "], not " +
               std::to_string(b.value);
       return false;
