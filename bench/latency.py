@@ -65,6 +65,7 @@ def command_kinds(workload: Any, engine_cls: type, label: str = "matchcore") -> 
     kinds[commands["type"] == CommandType.REPLACE] = REPLACE_KIND
     if traded:
         kinds[np.unique(np.concatenate(traded)).astype(np.int64) - 1] = CROSSING
+    peer.release()
     if isinstance(workload, PeerWorkload):  # the stream says what each operation is
         want = np.select(
             [workload.ops["kind"] == ADD, workload.ops["kind"] == CANCEL],
@@ -168,6 +169,7 @@ def latency_table(
                     }
             tick(1)
         c = check(peer.outcome(), workload.expected.as_dict())
+        peer.release()
         checks.append({"peer": peer.name, "api": api, "ok": c.ok, "summary": c.summary()})
         rows.extend(rec.rows(peer, api))
     counts = np.bincount(kinds, minlength=len(KINDS))

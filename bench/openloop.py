@@ -262,6 +262,8 @@ def open_loop_table(
                 stopped[peer.name] = rate
                 tick(len(ladder) - k - 1)
                 break
+        peer.release()
+    expected.peer.release()
     return {
         "title": f"{workload.name} open loop, offered rates up to where latency runs away",
         "workload": workload.name,

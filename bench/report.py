@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -75,9 +76,26 @@ def machine(argv: list[str]) -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],  # at the end of the suite
         "nice": os.nice(0),
         "git_commit": _git("rev-parse", "HEAD"),
+        "engine_build": _engine_build(),
         "git_dirty": bool(status) if status is not None else None,
         "command": command(argv),
     }
+
+
+def _engine_build() -> dict[str, Any] | None:
+    """Which compiled core ran: its file, modification time and a hash of it.
+
+    The commit says what the tree was; the build can be older or newer than the
+    tree (an editable install is rebuilt by hand), so the report names it too.
+    """
+    try:
+        from matchcore import _engine
+    except ImportError:
+        return None
+    path = Path(_engine.__file__)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    mtime = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(path.stat().st_mtime))
+    return {"file": str(path), "built": mtime, "sha256_16": digest}
 
 
 def _pinned() -> int | None:
@@ -316,6 +334,9 @@ def markdown(result: dict[str, Any]) -> str:
         + (f"; nice {m['nice']}" if m.get("nice") else ""),
         f"command: `{m['command']}`",
     ]
+    if m.get("engine_build"):
+        b = m["engine_build"]
+        head.append(f"engine build: {b['built']}, sha256 {b['sha256_16']}")
     if result.get("tables"):
         head.append(
             f"{cfg['runs']} timed runs after {cfg['warmup']} warm-up run(s), each on a fresh "

@@ -136,6 +136,7 @@ def measure(
         if tick is not None:
             tick()
     memory = peer.memory()
+    peer.release()  # a SCALE engine is a gigabyte: keep one at a time
     return Measurement(
         peer=peer.name,
         description=peer.description,

@@ -10,9 +10,9 @@ and cached as ``.npz`` under ``--cache`` so that a second profile of it starts a
 once. Only the passes after the warm-up are meant to be profiled:
 
 - under ``perf record --control fifo:CTL,ACK -D -1`` (what ``perf_flamegraph.sh``
-  runs), this script enables the recording through ``$PERF_CTL_FIFO`` just before
-  the measured passes and disables it after them, so generation, imports and the
-  warm-up are not in the profile;
+  runs), this script enables the recording through ``$PERF_CTL_FIFO`` for each
+  measured pass's replay only, so generation, imports, the warm-up and each pass's
+  fresh engine and setup are not in the profile;
 - under ``py-spy`` (no such control) it prints when the measured part starts and
   ends; the cache keeps the rest short.
 
@@ -112,15 +112,15 @@ def main(argv: list[str] | None = None) -> None:
     peer.reset()
     replay(peer)  # warm-up, not profiled
     times = []
-    _perf(b"enable")
     print("measured part starts", flush=True)
     for _ in range(args.passes):
-        peer.reset()
+        peer.reset()  # a fresh engine and its setup: not profiled
+        _perf(b"enable")
         t0 = time.perf_counter_ns()
         replay(peer)
         times.append((time.perf_counter_ns() - t0) / wl.n)
+        _perf(b"disable")
     print("measured part ends", flush=True)
-    _perf(b"disable")
     print(
         f"ns/command per pass: {', '.join(f'{t:.1f}' for t in times)} (the profiler slows this)",
         flush=True,

@@ -83,6 +83,10 @@ class Peer:
         """Collect what the book buffered (events); returns rejects seen (0 if it cannot tell)."""
         return 0
 
+    def release(self) -> None:
+        """Drop the book (and its memory) once the runs are over; ``reset()`` builds a new one."""
+        self.__dict__.pop("book", None)
+
 
 class Unavailable(Exception):
     """The peer's package is not installed or does not load here."""

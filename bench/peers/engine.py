@@ -133,6 +133,9 @@ class _EnginePeer(Peer):
             extra={"digest": eng.digest(), "ledger": bool(self.capacity.get("ledger"))},
         )
 
+    def release(self) -> None:
+        self.engine = None
+
     def memory(self) -> dict[str, Any] | None:
         mem = getattr(self.engine, "memory", None)
         if mem is None:
