@@ -9,6 +9,7 @@ events. ``close()`` drains the queue and syncs the journal.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -75,6 +76,10 @@ class Exchange:
 
     def submit(self, commands: np.ndarray) -> Future[np.ndarray]:
         return self.sequencer.submit(commands)
+
+    def query(self, fn: Callable[[Engine], object]) -> Future[object]:
+        """Run ``fn(engine)`` on the sequencer thread between batches (a safe engine read)."""
+        return self.sequencer.query(fn)
 
     def execute(self, commands: np.ndarray, timeout: float | None = 30.0) -> np.ndarray:
         """Submit and wait: the events of ``commands``, once journaled and applied."""

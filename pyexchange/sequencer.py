@@ -14,6 +14,11 @@ and never journaled twice. Snapshots are taken between batches every
 ``snapshot_every`` commands, and written and pruned by a background thread.
 If the journal cannot be written the sequencer stops and fails every pending
 and later submission: the engine never runs a command that is not on disk.
+
+``query(fn)`` runs ``fn(engine)`` on the sequencer thread between two batches
+(after everything queued before it): the only safe way to read the engine
+while the sequencer runs, since the engine is single-threaded and runs its
+batches with the GIL released.
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ class _Submission:
     future: Future[np.ndarray]
 
 
+@dataclass
+class _Query:
+    fn: Callable[[Engine], object]
+    future: Future[object]
+
+
 _STOP = object()
 
 
@@ -119,8 +130,28 @@ class Sequencer:
         if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
             raise TypeError("submit() takes a one-dimensional COMMAND_DTYPE array")
         future: Future[np.ndarray] = Future()
+        future.set_running_or_notify_cancel()  # never cancelable: the sequencer will answer it
         self._queue.put(_Submission(np.array(commands, copy=True), future))
         return future
+
+    def query(self, fn: Callable[[Engine], object]) -> Future[object]:
+        """Run ``fn(engine)`` on the sequencer thread after what is queued; a Future of its result.
+
+        ``fn`` sees the state after every command submitted before the query and
+        none submitted after it. It must be quick (the engine waits) and must not
+        change the engine; an exception it raises goes to the Future only.
+        """
+        if self._failure is not None or self._stopping:
+            raise SequencerStopped("the sequencer is stopped") from self._failure
+        future: Future[object] = Future()
+        future.set_running_or_notify_cancel()
+        self._queue.put(_Query(fn, future))
+        return future
+
+    @property
+    def queue_depth(self) -> int:
+        """Submissions and queries waiting for the sequencer thread (approximate)."""
+        return self._queue.qsize()
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish what is queued, sync the journal and stop."""
@@ -129,6 +160,13 @@ class Sequencer:
         self._stopping = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        while True:  # anything that raced in behind the stop is refused, never left hanging
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Submission | _Query) and not item.future.done():
+                item.future.set_exception(SequencerStopped("the sequencer is stopped"))
         self._writer.shutdown(wait=True)
         self.journal.close()
 
@@ -149,8 +187,12 @@ class Sequencer:
                 continue
             if first is _STOP:
                 break
+            if isinstance(first, _Query):
+                self._run_query(first)
+                continue
             pending = [first]
-            size = len(first.commands)  # type: ignore[union-attr]
+            deferred: _Query | None = None
+            size = len(first.commands)  # type: ignore[attr-defined]
             while size < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -159,13 +201,32 @@ class Sequencer:
                 if item is _STOP:
                     stop = True
                     break
+                if isinstance(item, _Query):  # it must see this batch, and nothing later
+                    deferred = item
+                    break
                 pending.append(item)
-                size += len(item.commands)  # type: ignore[union-attr]
+                size += len(item.commands)  # type: ignore[attr-defined]
             try:
                 self._run_batch(pending)  # type: ignore[arg-type]
             except BaseException as exc:  # any failure stops the sequencer
                 self._fail(exc, pending)  # type: ignore[arg-type]
+                if deferred is not None:
+                    deferred.future.set_exception(SequencerStopped(str(exc)))
                 return
+            if deferred is not None:
+                self._run_query(deferred)
+
+    def _run_query(self, query: _Query) -> None:
+        self._idle_tick()  # a stream of queries alone must not stop engine time (GTD expiry)
+        if self._failure is not None:
+            query.future.set_exception(SequencerStopped(str(self._failure)))
+            return
+        try:
+            result = query.fn(self.engine)
+        except BaseException as exc:  # the query's failure is the caller's, not the engine's
+            query.future.set_exception(exc)
+        else:
+            query.future.set_result(result)
 
     def _idle_tick(self) -> None:
         """With no traffic, advance engine time so GTD orders still expire on time."""
@@ -268,7 +329,7 @@ class Sequencer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Submission):
+            if isinstance(item, _Submission | _Query):
                 item.future.set_exception(SequencerStopped(str(exc)))
 
     # ------------------------------------------------------------ snapshots
