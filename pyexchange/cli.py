@@ -1,5 +1,6 @@
 """``pyexchange``: the command line of the service.
 
+pyexchange serve [--config FILE]       run the exchange (gRPC), demo markets and keys on first start
 pyexchange replay DATA_DIR             rebuild the state, print its digest and a summary
 pyexchange journal inspect DATA_DIR    records, sequence ranges, checksums, torn tail
 pyexchange snapshot DATA_DIR           rebuild and write a snapshot at the last seq
@@ -12,12 +13,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from .journal import CorruptJournal, ReadReport, RecordKind, read_journal
 from .recovery import journal_dir, recover, snapshot_dir
 from .snapshots import list_snapshots, read_snapshot, write_snapshot
+
+if TYPE_CHECKING:  # the server (grpc and all) is imported only by `serve`
+    from .server import ExchangeServer, ServerConfig
 
 
 def _journal_commands(data_dir: Path) -> int:
@@ -116,9 +121,119 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_config(args: argparse.Namespace) -> ServerConfig:
+    from .server import ServerConfig
+
+    config = ServerConfig.from_file(args.config) if args.config else ServerConfig()
+    if args.data_dir is not None:
+        config.data_dir = Path(args.data_dir)
+    if args.host is not None:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    if args.metrics_port is not None:
+        config.metrics_port = None if args.metrics_port < 0 else args.metrics_port
+    elif not args.config:
+        config.metrics_port = 9464
+    if args.fsync is not None:
+        config.fsync = args.fsync
+    if args.no_demo_setup:
+        config.demo = False
+    return config
+
+
+def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
+    config = server.config
+    print(f"pyexchange: listening on {config.host}:{server.port}", flush=False)
+    print(f"  data      {Path(config.data_dir).resolve()}  (fsync {config.fsync})")
+    if server.metrics_port:
+        print(f"  metrics   http://{config.metrics_host}:{server.metrics_port}/metrics")
+    specs = server.markets.specs
+    if specs:
+        states = {1: "PRE_OPEN", 2: "OPEN", 3: "HALTED", 4: "CLOSED", 5: "RESOLVED"}
+        listed = ", ".join(
+            f"{m} ({states.get(s.state, s.state)}, tick {s.tick / 10_000:g})"
+            for m, s in sorted(specs.items())[:10]
+        )
+        more = f" and {len(specs) - 10} more" if len(specs) > 10 else ""
+        print(f"  markets   {listed}{more}")
+    print(f"  keys      {config.keys_path.resolve()}")
+    for key in server.keys:
+        accounts = ",".join(map(str, sorted(key.accounts))) or "all"
+        perms = "+".join(sorted(key.permissions))
+        secret = key.secret if show_secrets else "(in the keys file)"
+        print(
+            f"    {key.name or '-':<10} {perms:<16} accounts {accounts:<8} {key.key_id}  {secret}"
+        )
+    target = f"{config.host}:{server.port}"
+    print(f'  client    ExchangeClient("{target}", KEY_ID, SECRET)  (pyexchange.client)')
+    sys.stdout.flush()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from .server import ExchangeServer, configure_logging
+
+    configure_logging(args.log_level)
+    config = _serve_config(args)
+
+    async def run() -> int:
+        server = ExchangeServer(config)
+        await server.start()
+        _print_banner(server, show_secrets=config.demo)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = []
+        if args.demo:
+            try:
+                from . import demo  # type: ignore[attr-defined]
+            except ImportError:
+                print("pyexchange: demo bots are not part of this build; serving without them")
+            else:
+                tasks.append(asyncio.create_task(demo.run_bots(server)))
+        await stop.wait()
+        print("pyexchange: shutting down", flush=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.stop()
+        return 0
+
+    return asyncio.run(run())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyexchange", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the exchange over gRPC (order entry, market data, drop copy, admin)",
+        description="Run the exchange. With no options: data in ./exchange-data, demo markets, "
+        "accounts and keys created on the first start, keys printed, gRPC on 127.0.0.1:50051, "
+        "Prometheus metrics on 127.0.0.1:9464. SIGINT/SIGTERM stop it cleanly.",
+    )
+    serve.add_argument("--config", help="JSON file of ServerConfig fields (pyexchange/server.py)")
+    serve.add_argument("--data-dir", help="journal, snapshots and keys (default ./exchange-data)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gRPC port (default 50051; 0: a free port)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; -1: off)"
+    )
+    serve.add_argument(
+        "--fsync", choices=["batch", "interval", "none"], help="journal fsync policy"
+    )
+    serve.add_argument(
+        "--no-demo-setup",
+        action="store_true",
+        help="first start without demo markets, accounts and trader keys (an admin key only)",
+    )
+    serve.add_argument("--demo", action="store_true", help="also run the demo trading bots")
+    serve.add_argument("--log-level", default="INFO", help="JSON logs on stderr at this level")
+    serve.set_defaults(run=cmd_serve)
     replay = sub.add_parser("replay", help="rebuild the state from snapshot and journal")
     replay.add_argument("data_dir")
     replay.add_argument("--dry-run", action="store_true", help="do not cut a torn tail")

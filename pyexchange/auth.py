@@ -1,0 +1,469 @@
+"""API keys, request signatures, permissions and per-key rate limits (docs/service.md).
+
+A request carries three metadata entries:
+
+- ``x-api-key``: the key id;
+- ``x-timestamp-ms``: Unix time in milliseconds, within ``skew_ms`` of the server's clock;
+- ``x-signature``: hex HMAC-SHA256 with the key's secret over
+  ``f"{timestamp_ms}\\n{full_method}\\n{sha256_hex(body)}"``, where ``body`` is
+  ``request.SerializeToString(deterministic=True)`` for a unary request and
+  ``b""`` for a stream (authenticated once, when it opens).
+
+The server refuses a signature it has already accepted within the skew
+window (a replay), a key without the permission the call needs (``trade``,
+``read``, ``admin``), an account the key is not bound to, and a key that has
+spent its token bucket. Admin keys are separate credentials; an admin key with
+no accounts may see every account (``read``), never trade for them unless it
+also holds ``trade`` and the account.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+import grpc
+
+TRADE = "trade"
+READ = "read"
+ADMIN = "admin"
+PERMISSIONS = frozenset({TRADE, READ, ADMIN})
+
+KEY_HEADER = "x-api-key"
+TIMESTAMP_HEADER = "x-timestamp-ms"
+SIGNATURE_HEADER = "x-signature"
+
+DEFAULT_SKEW_MS = 5_000
+DEFAULT_RATE = 1_000.0  # requests per second
+DEFAULT_BURST = 2_000
+
+# The full method ("/pyexchange.v1.OrderEntry/PlaceOrder") of the call being
+# served; the server sets it before each handler runs (see server.py).
+current_method: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "pyexchange_current_method", default=""
+)
+
+
+class Serializable(Protocol):
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+# ------------------------------------------------------------------ keys
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One credential: what it may do (``permissions``) and for whom (``accounts``).
+
+    ``rate`` (requests per second) and ``burst`` size its token bucket.
+    """
+
+    key_id: str
+    secret: str
+    permissions: frozenset[str]
+    accounts: frozenset[int] = frozenset()
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "permissions", frozenset(self.permissions))
+        object.__setattr__(self, "accounts", frozenset(int(a) for a in self.accounts))
+        unknown = self.permissions - PERMISSIONS
+        if unknown:
+            raise ValueError(f"key {self.key_id}: unknown permissions {sorted(unknown)}")
+        if not self.key_id or not self.secret:
+            raise ValueError("a key needs a key_id and a secret")
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError(f"key {self.key_id}: rate must be > 0 and burst >= 1")
+
+    def may(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def sees_all_accounts(self) -> bool:
+        """An admin key bound to no account may see every account."""
+        return ADMIN in self.permissions and not self.accounts
+
+    def may_use(self, account: int) -> bool:
+        return account in self.accounts or self.sees_all_accounts()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "secret": self.secret,
+            "permissions": sorted(self.permissions),
+            "accounts": sorted(self.accounts),
+            "rate": self.rate,
+            "burst": self.burst,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiKey:
+        return cls(
+            key_id=str(data["key_id"]),
+            secret=str(data["secret"]),
+            permissions=frozenset(data.get("permissions", ())),
+            accounts=frozenset(int(a) for a in data.get("accounts", ())),
+            rate=float(data.get("rate", DEFAULT_RATE)),
+            burst=int(data.get("burst", DEFAULT_BURST)),
+            name=str(data.get("name", "")),
+        )
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class KeyStore:
+    """The server's API keys, by key id; saved as JSON (``{"keys": [...]}``)."""
+
+    def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
+        self._keys: dict[str, ApiKey] = {}
+        for key in keys:
+            self.add(key)
+
+    def add(self, key: ApiKey) -> None:
+        if key.key_id in self._keys:
+            raise ValueError(f"duplicate key id {key.key_id}")
+        self._keys[key.key_id] = key
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def by_name(self, name: str) -> ApiKey:
+        for key in self._keys.values():
+            if key.name == name:
+                return key
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keys": [key.to_json() for key in self._keys.values()]}
+
+    def save(self, path: Path | str) -> None:
+        """Write atomically, readable by the owner only (the file holds secrets)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> KeyStore:
+        data = json.loads(Path(path).read_text())
+        return cls(ApiKey.from_json(entry) for entry in data["keys"])
+
+    @classmethod
+    def demo(
+        cls,
+        accounts: Sequence[int] = (1, 2, 3, 4),
+        *,
+        rate: float = 10_000.0,
+        burst: int = 20_000,
+    ) -> KeyStore:
+        """Fresh demo credentials: a trader key per account, a read-only key, an admin key."""
+        keys = [
+            ApiKey(
+                f"trader-{account}-{secrets.token_hex(4)}",
+                new_secret(),
+                frozenset({TRADE, READ}),
+                frozenset({account}),
+                rate,
+                burst,
+                name=f"trader-{account}",
+            )
+            for account in accounts
+        ]
+        keys.append(
+            ApiKey(
+                f"viewer-{secrets.token_hex(4)}",
+                new_secret(),
+                frozenset({READ}),
+                frozenset(accounts),
+                rate,
+                burst,
+                name="viewer",
+            )
+        )
+        keys.append(
+            ApiKey(
+                f"admin-{secrets.token_hex(4)}",
+                new_secret(),
+                frozenset({ADMIN, READ}),
+                frozenset(),
+                1_000.0,
+                1_000,
+                name="admin",
+            )
+        )
+        return cls(keys)
+
+
+# ------------------------------------------------------------- signatures
+
+
+def body_hash(request: Serializable | None) -> str:
+    body = b"" if request is None else request.SerializeToString(deterministic=True)
+    return hashlib.sha256(body).hexdigest()
+
+
+def signature(secret: str, timestamp_ms: int, method: str, request: Serializable | None) -> str:
+    return signature_of_hash(secret, timestamp_ms, method, body_hash(request))
+
+
+def signature_of_hash(secret: str, timestamp_ms: int, method: str, body_sha256: str) -> str:
+    payload = f"{timestamp_ms}\n{method}\n{body_sha256}".encode()
+    return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+
+
+def sign(
+    key_id: str,
+    secret: str,
+    method: str,
+    request: Serializable | None,
+    *,
+    timestamp_ms: int | None = None,
+) -> tuple[tuple[str, str], ...]:
+    """The metadata that authenticates one call (``request=None`` for a stream)."""
+    if timestamp_ms is None:
+        timestamp_ms = time.time_ns() // 1_000_000
+    return (
+        (KEY_HEADER, key_id),
+        (TIMESTAMP_HEADER, str(timestamp_ms)),
+        (SIGNATURE_HEADER, signature(secret, timestamp_ms, method, request)),
+    )
+
+
+# ------------------------------------------------------------ rate limits
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``rate`` tokens a second, at most ``burst`` saved up.
+
+    Used from the asyncio loop only (no lock).
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def try_acquire(self, key: ApiKey, cost: float = 1.0) -> float:
+        """0.0 if the key may go on (the tokens are spent), else seconds until it may."""
+        now = self.clock()
+        bucket = self._buckets.get(key.key_id)
+        if bucket is None:
+            bucket = self._buckets[key.key_id] = _Bucket(float(key.burst), now)
+        else:
+            bucket.tokens = min(float(key.burst), bucket.tokens + (now - bucket.updated) * key.rate)
+            bucket.updated = now
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
+            return 0.0
+        return (cost - bucket.tokens) / key.rate
+
+    def message(self, key: ApiKey, wait_s: float) -> str:
+        return (
+            f"rate limit: key {key.key_id} allows {key.rate:g} requests/s "
+            f"(burst {key.burst}); retry in {max(wait_s * 1000, 1):.0f} ms"
+        )
+
+
+# --------------------------------------------------------- the server side
+
+
+class Refused(Exception):
+    """Why a request is refused before it reaches the engine, with the gRPC status it gets."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+AuthError = Refused
+
+
+class Authenticator:
+    """Checks the signed metadata of each call; aborts the call with the right status.
+
+    ``authenticate`` is for servicers (it aborts the call); ``verify`` is the
+    same check raising ``Refused``, for callers that answer differently.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        skew_ms: int = DEFAULT_SKEW_MS,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rate_limiter: RateLimiter | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        not_before_ms: int = 0,
+    ) -> None:
+        self.keys = keys
+        # Signatures are remembered in memory only: after a restart, a request
+        # signed before the server started could be replayed. Such requests are
+        # refused (the server sets this to its start time); clients sign again.
+        self.not_before_ms = not_before_ms
+        self.skew_ms = skew_ms
+        self.clock = clock
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.on_refused = on_refused  # metrics: called with the status name of each refusal
+        self._seen: dict[str, int] = {}  # signature -> when it stops mattering (ms)
+        self._expiry: deque[tuple[int, str]] = deque()
+
+    # The checks, in order: key, timestamp, signature, replay, rate, permission.
+    def verify(
+        self,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        method: str,
+        request: Serializable | None,
+        permission: str | None,
+        *,
+        cost: float = 1.0,
+    ) -> ApiKey:
+        values: dict[str, str] = {}
+        for name, value in metadata or ():
+            if name in (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER):
+                values[name] = value.decode() if isinstance(value, bytes) else value
+        key_id = values.get(KEY_HEADER)
+        if not key_id:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {KEY_HEADER} metadata")
+        key = self.keys.get(key_id)
+        if key is None:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unknown API key")
+        stamp = values.get(TIMESTAMP_HEADER, "")
+        if not stamp.isdigit() or len(stamp) > 19:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"missing or malformed {TIMESTAMP_HEADER} (Unix time in milliseconds)",
+            )
+        timestamp_ms = int(stamp)
+        now = self.clock()
+        if abs(now - timestamp_ms) > self.skew_ms:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"stale timestamp: {timestamp_ms - now:+d} ms from the server's clock "
+                f"(allowed ±{self.skew_ms} ms)",
+            )
+        if timestamp_ms < self.not_before_ms:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "request signed before the server started (a possible replay): sign it again",
+            )
+        given = values.get(SIGNATURE_HEADER, "")
+        if not given:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {SIGNATURE_HEADER} metadata")
+        expected = signature(key.secret, timestamp_ms, method, request)
+        if not hmac.compare_digest(given.lower().encode(), expected.encode()):
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "signature does not match (HMAC-SHA256 over timestamp, method and body)",
+            )
+        self._forget(now)
+        if expected in self._seen:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "replayed request: this signature was already used",
+            )
+        until = timestamp_ms + self.skew_ms
+        self._seen[expected] = until
+        self._expiry.append((until, expected))
+        wait = self.rate_limiter.try_acquire(key, cost)
+        if wait:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, self.rate_limiter.message(key, wait))
+        if permission is not None and not key.may(permission):
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"key {key.key_id} lacks the {permission!r} permission",
+            )
+        return key
+
+    def _forget(self, now: int) -> None:
+        """Drop signatures whose timestamp is out of the window: they are refused as stale."""
+        expiry = self._expiry
+        while expiry and expiry[0][0] < now:
+            until, sig = expiry.popleft()
+            if self._seen.get(sig) == until:
+                del self._seen[sig]
+
+    async def authenticate(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Serializable | None,
+        permission: str | None,
+        *,
+        method: str | None = None,
+        cost: float = 1.0,
+    ) -> ApiKey:
+        """The caller's key, or the call is aborted (UNAUTHENTICATED, PERMISSION_DENIED,
+        RESOURCE_EXHAUSTED). ``method`` defaults to the one the server is serving."""
+        try:
+            return self.verify(
+                context.invocation_metadata(),
+                method or current_method.get(),
+                request,
+                permission,
+                cost=cost,
+            )
+        except Refused as exc:
+            await self.refuse(context, exc)
+
+    async def refuse(self, context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:
+        if self.on_refused is not None:
+            self.on_refused(exc.code.name)
+        await context.abort(exc.code, exc.message)
+        raise AssertionError("unreachable")  # abort() raises
+
+    def check_account(self, key: ApiKey, account: int) -> None:
+        """``Refused`` (PERMISSION_DENIED) unless the key may act on / see ``account``."""
+        if not key.may_use(account):
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"key {key.key_id} may not act on or see account {account}",
+            )
+
+    async def require_account(
+        self, context: grpc.aio.ServicerContext, key: ApiKey, account: int
+    ) -> None:
+        try:
+            self.check_account(key, account)
+        except Refused as exc:
+            await self.refuse(context, exc)
+
+    def try_acquire(self, key: ApiKey, cost: float = 1.0) -> None:
+        """Charge ``cost`` more tokens (each message of a stream); ``Refused`` if spent."""
+        wait = self.rate_limiter.try_acquire(key, cost)
+        if wait:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, self.rate_limiter.message(key, wait))
+
+
+async def require_account(
+    authenticator: Authenticator, context: grpc.aio.ServicerContext, key: ApiKey, account: int
+) -> None:
+    """Module-level form of ``Authenticator.require_account``."""
+    await authenticator.require_account(context, key, account)

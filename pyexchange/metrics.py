@@ -1,0 +1,132 @@
+"""Prometheus metrics of the service: queue depth, batches, latency, orders, trades, rejects.
+
+Every server has its own ``CollectorRegistry`` (several servers can live in one
+process, as in the tests). ``on_events`` runs on the sequencer thread and does
+O(events) numpy work plus a few counter increments per batch; the gateways
+observe acknowledgement latency on the asyncio loop. ``serve_http(port)``
+exposes ``/metrics`` through prometheus_client's own HTTP server thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from matchcore import CommandType, EventType, Reject
+
+_REJECT_NAMES = {int(code): code.name for code in Reject}
+_COMMAND_NAMES = {int(code): code.name for code in CommandType}
+
+# Acknowledgement latency: 20 us .. 5 s.
+LATENCY_BUCKETS = (
+    2e-5,
+    5e-5,
+    1e-4,
+    2e-4,
+    5e-4,
+    1e-3,
+    2e-3,
+    5e-3,
+    1e-2,
+    2e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+BATCH_BUCKETS = tuple(float(2**i) for i in range(14))  # 1 .. 8192 commands
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge(
+            "pyexchange_queue_depth",
+            "Commands submitted by the gateways and not yet answered",
+            registry=r,
+        )
+        self.sequencer_queue = Gauge(
+            "pyexchange_sequencer_queue",
+            "Submissions and queries waiting for the sequencer thread",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "pyexchange_batch_size",
+            "Commands per sequencer batch (one journal write each)",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "pyexchange_command_latency_seconds",
+            "From a gateway's submit to the engine's answer (journaled and applied)",
+            ["command"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commands = Counter(
+            "pyexchange_commands_total", "Commands run by the engine", ["type"], registry=r
+        )
+        self.orders = Counter(
+            "pyexchange_orders_total", "Orders accepted by the engine", registry=r
+        )
+        self.trades = Counter("pyexchange_trades_total", "Trades (fills)", registry=r)
+        self.rejects = Counter(
+            "pyexchange_rejects_total", "Commands rejected by the engine", ["reason"], registry=r
+        )
+        self.refused = Counter(
+            "pyexchange_refused_total",
+            "Requests refused before the engine (auth, rate limit, backpressure, bad input)",
+            ["status"],
+            registry=r,
+        )
+        self._http: Any = None
+        self._http_thread: Any = None
+
+    def track(self, depth: Callable[[], float], sequencer_queue: Callable[[], float]) -> None:
+        """Read the two queue gauges from callables when scraped."""
+        self.queue_depth.set_function(depth)
+        self.sequencer_queue.set_function(sequencer_queue)
+
+    def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
+        """Sequencer thread: count one processed batch."""
+        self.batch_size.observe(len(commands))
+        types = np.bincount(commands["type"], minlength=16)
+        for code in np.nonzero(types)[0]:
+            name = _COMMAND_NAMES.get(int(code), "UNKNOWN")
+            self.commands.labels(name).inc(int(types[code]))
+        if not len(events):
+            return
+        kinds = events["type"]
+        accepted = int(np.count_nonzero(kinds == EventType.ACCEPTED))
+        if accepted:
+            self.orders.inc(accepted)
+        trades = int(np.count_nonzero(kinds == EventType.TRADE))
+        if trades:
+            self.trades.inc(trades)
+        rejected = events["reason"][kinds == EventType.REJECTED]
+        if len(rejected):
+            counts = np.bincount(rejected, minlength=32)
+            for code in np.nonzero(counts)[0]:
+                name = _REJECT_NAMES.get(int(code), f"CODE_{int(code)}")
+                self.rejects.labels(name).inc(int(counts[code]))
+
+    def refuse(self, status: str) -> None:
+        self.refused.labels(status).inc()
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
+        """Start ``/metrics`` on ``host:port`` (0 = a free port); returns the port."""
+        self._http, self._http_thread = start_http_server(port, host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
