@@ -521,13 +521,13 @@ class CommandGateway:
             raise Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange stopped: {exc}") from None
 
 
-def _account_view(engine: Any, account: int, markets: list[int]) -> Any:
+def _account_view(engine: Any, account: int, markets: Markets) -> Any:
     """Sequencer thread: balance, positions and resting orders of one account."""
     balance = engine.balance(account)
     if balance is None:
         return None
     positions = []
-    for market in markets:
+    for market in sorted(markets.specs):  # this thread is the one that updates them
         position = engine.position(account, market)
         if any(position):
             positions.append((market, position))
@@ -549,7 +549,7 @@ class OrderEntryService(pb_grpc.OrderEntryServicer):
     ) -> pb.AccountState:
         key = await self.auth.authenticate(context, request, READ)
         self.auth.check_account(key, request.account)
-        markets = sorted(self.markets.specs)
+        markets = self.markets
         account = request.account
         view = await self.gateway.read(lambda engine: _account_view(engine, account, markets))
         if view is None:

@@ -549,7 +549,7 @@ class ExchangeServer:
         else:
             error = None
         if not port:
-            await asyncio.to_thread(exchange.close)
+            await self.stop(0)  # closes the exchange and the publishers already joined
             raise OSError(f"cannot listen on {config.host}:{config.port}: {error or 'in use'}")
         await server.start()
         self._server = server
