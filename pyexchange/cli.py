@@ -1,6 +1,8 @@
 """``pyexchange``: the command line of the service.
 
 pyexchange serve [--config FILE]       run the exchange (gRPC), demo markets and keys on first start
+pyexchange serve --demo                also run market-making and taking bots (or: pyexchange demo)
+pyexchange book MARKET [--watch]       the L2 book; `orders`, `trade`, `cancel`: a small client
 pyexchange replay DATA_DIR             rebuild the state, print its digest and a summary
 pyexchange journal inspect DATA_DIR    records, sequence ranges, checksums, torn tail
 pyexchange snapshot DATA_DIR           rebuild and write a snapshot at the last seq
@@ -17,7 +19,15 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from .journal import CorruptJournal, ReadReport, RecordKind, read_journal
+from .journal import (
+    COMMAND_SIZE,
+    CorruptJournal,
+    DataDirInUse,
+    DataDirLock,
+    ReadReport,
+    RecordKind,
+    read_journal,
+)
 from .recovery import journal_dir, recover, snapshot_dir
 from .snapshots import list_snapshots, read_snapshot, write_snapshot
 
@@ -25,27 +35,30 @@ if TYPE_CHECKING:  # the server (grpc and all) is imported only by `serve`
     from .server import ExchangeServer, ServerConfig
 
 
-def _journal_commands(data_dir: Path) -> int:
-    """Commands in the journal (a quick scan of record headers would do; this reads it)."""
-    report = ReadReport()
-    for _ in read_journal(journal_dir(data_dir), report=report):
-        pass
-    return report.commands
+def _journal_size(data_dir: Path) -> int:
+    """About how many commands the journal holds, from its size (for the progress bar)."""
+    return sum(p.stat().st_size for p in journal_dir(data_dir).glob("*.journal")) // COMMAND_SIZE
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
+    # Cutting a torn tail writes: never while an exchange runs on the directory.
+    lock = None if args.dry_run else DataDirLock(data_dir)
     started = time.perf_counter()
-    with tqdm(
-        total=_journal_commands(data_dir),
-        unit="cmd",
-        unit_scale=True,
-        desc="replay",
-        disable=args.quiet,
-    ) as bar:
-        recovered = recover(
-            data_dir, repair=not args.dry_run, progress=lambda done: bar.update(done - bar.n)
-        )
+    try:
+        with tqdm(
+            total=_journal_size(data_dir),
+            unit="cmd",
+            unit_scale=True,
+            desc="replay",
+            disable=args.quiet,
+        ) as bar:
+            recovered = recover(
+                data_dir, repair=not args.dry_run, progress=lambda done: bar.update(done - bar.n)
+            )
+    finally:
+        if lock is not None:
+            lock.release()
     seconds = time.perf_counter() - started
     engine = recovered.engine
     markets = [m for m in (engine.market(i) for i in range(engine.capacities["max_markets"])) if m]
@@ -112,12 +125,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
-    recovered = recover(data_dir)
-    seq = recovered.next_seq - 1
-    path = write_snapshot(
-        snapshot_dir(data_dir), seq, recovered.engine.snapshot(), recovered.idempotency.encode()
-    )
-    print(f"wrote {path} at seq {seq} (digest {recovered.engine.digest()})")
+    lock = DataDirLock(data_dir)  # never while an exchange runs on the directory
+    try:
+        recovered = recover(data_dir)
+        seq = recovered.next_seq - 1
+        engine, idempotency = recovered.engine, recovered.idempotency
+        path = write_snapshot(snapshot_dir(data_dir), seq, engine.snapshot(), idempotency.encode())
+    finally:
+        lock.release()
+    print(f"wrote {path} at seq {seq} (digest {engine.digest()})")
     return 0
 
 
@@ -170,6 +186,26 @@ def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
     sys.stdout.flush()
 
 
+def _print_hints(server: ExchangeServer, demo_plan: str | None) -> None:
+    """What to do next: the demo bots, and client commands that find this server."""
+    from .console import DEFAULT_DATA_DIR, DEFAULT_TARGET, local_target
+
+    config = server.config
+    options = []
+    if Path(config.data_dir).resolve() != DEFAULT_DATA_DIR.resolve():
+        options.append(f"--data-dir {config.data_dir}")
+    elif server.port is not None and local_target(config.host, server.port) != DEFAULT_TARGET:
+        options.append(f"--target {local_target(config.host, server.port)}")
+    more = "".join(f" {o}" for o in options)
+    if demo_plan:
+        print(f"  demo      {demo_plan}")
+    print(f"  try       pyexchange book 1 --watch{more}    (in another terminal)")
+    print(f"            pyexchange orders{more}")
+    print(f"            pyexchange trade buy-yes 1 0.50 10{more}")
+    print(f"            pyexchange cancel --all{more}")
+    sys.stdout.flush()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -180,27 +216,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _serve_config(args)
 
     async def run() -> int:
+        from .console import remove_endpoint, write_endpoint
+
         server = ExchangeServer(config)
         await server.start()
+        assert server.port is not None
+        write_endpoint(config.data_dir, config.host, server.port, server.metrics_port)
         _print_banner(server, show_secrets=config.demo)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         tasks = []
+        demo_plan = None
         if args.demo:
-            try:
-                from . import demo  # type: ignore[attr-defined]
-            except ImportError:
-                print("pyexchange: demo bots are not part of this build; serving without them")
-            else:
-                tasks.append(asyncio.create_task(demo.run_bots(server)))
+            from . import demo
+
+            chosen = demo.plan(server)
+            demo_plan = chosen.describe() if chosen else "no bots: no open market or trader key"
+            tasks.append(asyncio.create_task(demo.run_bots(server)))
+        _print_hints(server, demo_plan)
         await stop.wait()
         print("pyexchange: shutting down", flush=True)
-        for task in tasks:
+        for task in tasks:  # the bots first: they cancel their orders while the server runs
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
+        remove_endpoint(config.data_dir)
         return 0
 
     return asyncio.run(run())
@@ -209,31 +251,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyexchange", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    serve_options = argparse.ArgumentParser(add_help=False)
+    serve_options.add_argument(
+        "--config", help="JSON file of ServerConfig fields (pyexchange/server.py)"
+    )
+    serve_options.add_argument(
+        "--data-dir", help="journal, snapshots and keys (default ./exchange-data)"
+    )
+    serve_options.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve_options.add_argument("--port", type=int, help="gRPC port (default 50051; 0: a free port)")
+    serve_options.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; -1: off)"
+    )
+    serve_options.add_argument(
+        "--fsync", choices=["batch", "interval", "none"], help="journal fsync policy"
+    )
+    serve_options.add_argument(
+        "--no-demo-setup",
+        action="store_true",
+        help="first start without demo markets, accounts and trader keys (an admin key only)",
+    )
+    serve_options.add_argument(
+        "--log-level", default="INFO", help="JSON logs on stderr at this level"
+    )
     serve = sub.add_parser(
         "serve",
+        parents=[serve_options],
         help="run the exchange over gRPC (order entry, market data, drop copy, admin)",
         description="Run the exchange. With no options: data in ./exchange-data, demo markets, "
         "accounts and keys created on the first start, keys printed, gRPC on 127.0.0.1:50051, "
         "Prometheus metrics on 127.0.0.1:9464. SIGINT/SIGTERM stop it cleanly.",
     )
-    serve.add_argument("--config", help="JSON file of ServerConfig fields (pyexchange/server.py)")
-    serve.add_argument("--data-dir", help="journal, snapshots and keys (default ./exchange-data)")
-    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="gRPC port (default 50051; 0: a free port)")
-    serve.add_argument(
-        "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; -1: off)"
-    )
-    serve.add_argument(
-        "--fsync", choices=["batch", "interval", "none"], help="journal fsync policy"
-    )
-    serve.add_argument(
-        "--no-demo-setup",
-        action="store_true",
-        help="first start without demo markets, accounts and trader keys (an admin key only)",
-    )
     serve.add_argument("--demo", action="store_true", help="also run the demo trading bots")
-    serve.add_argument("--log-level", default="INFO", help="JSON logs on stderr at this level")
     serve.set_defaults(run=cmd_serve)
+    demo = sub.add_parser(
+        "demo",
+        parents=[serve_options],
+        help="serve --demo: the exchange with market-making and taking bots",
+        description="`pyexchange serve --demo`: the exchange with market makers and takers "
+        "trading its demo markets (pyexchange/demo.py); account 1 (key trader-1) is left to you.",
+    )
+    demo.set_defaults(run=cmd_serve, demo=True)
+    from .console import add_client_commands
+
+    add_client_commands(sub)
     replay = sub.add_parser("replay", help="rebuild the state from snapshot and journal")
     replay.add_argument("data_dir")
     replay.add_argument("--dry-run", action="store_true", help="do not cut a torn tail")
@@ -255,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (CorruptJournal, FileNotFoundError, ValueError) as exc:
+    except (CorruptJournal, DataDirInUse, FileNotFoundError, ValueError) as exc:
         print(f"pyexchange: {exc}", file=sys.stderr)
         return 2
 

@@ -94,9 +94,10 @@ from .journal import (
     CorruptJournal,
     RecordKind,
     _fsync_dir,
-    _parse,
-    _record_crc,
+    encode_record,
+    parse_record,
     read_segment_header,
+    record_crc,
 )
 from .recovery import journal_dir, snapshot_dir
 from .snapshots import CorruptSnapshot, list_snapshots, read_snapshot
@@ -198,8 +199,7 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
 def _encode(item: LogItem) -> bytes:
     body = item.records.tobytes() if item.kind == EVENTS else b""
     count = item.last - item.first + 1
-    crc = _record_crc(item.kind, item.first, count, body)
-    return _RECORD.pack(LOG_SYNC, len(body), crc, item.kind, item.first, count) + body
+    return encode_record(b"", item.kind, item.first, count, body, sync=LOG_SYNC)
 
 
 def _read_header(fd: int, offset: int) -> tuple[int, int, int, int, int] | None:
@@ -217,7 +217,7 @@ def _read_header(fd: int, offset: int) -> tuple[int, int, int, int, int] | None:
 def _read_body(fd: int, offset: int, header: tuple[int, int, int, int, int]) -> bytes | None:
     length, crc, kind, first, count = header
     body = os.pread(fd, length, offset + RECORD_HEADER_SIZE) if length else b""
-    if len(body) != length or _record_crc(kind, first, count, body) != crc:
+    if len(body) != length or record_crc(b"", kind, first, count, body) != crc:
         return None
     return body
 
@@ -385,10 +385,11 @@ def _journal_batches(directory: Path, after: int) -> Iterator[tuple[int, np.ndar
         firsts.append(read_segment_header(path)[1])
     start = max(0, bisect.bisect_right(firsts, after + 1) - 1)
     for path in segments[start:]:
+        nonce = read_segment_header(path)[2]
         data = path.read_bytes()
         offset = SEGMENT_HEADER_SIZE
         while offset < len(data):
-            parsed = _parse(data, offset)
+            parsed = parse_record(data, offset, nonce)
             if isinstance(parsed, str):
                 return
             kind, first, count, body, offset = parsed
@@ -396,8 +397,8 @@ def _journal_batches(directory: Path, after: int) -> Iterator[tuple[int, np.ndar
                 yield first, np.frombuffer(body, dtype=COMMAND_DTYPE, count=count)
 
 
-def _journal_start(directory: Path) -> tuple[Any, int] | None:
-    """(engine config, first seq) of the oldest journal segment, if any."""
+def _journal_start(directory: Path) -> tuple[Any, int, bytes] | None:
+    """(engine config, first seq, nonce) of the oldest journal segment, if any."""
     segments = sorted(Path(directory).glob("*.journal"))
     return read_segment_header(segments[0]) if segments else None
 

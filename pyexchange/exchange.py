@@ -17,16 +17,19 @@ import numpy as np
 
 from matchcore import Engine
 
-from .journal import EngineConfig, FsyncPolicy, JournalWriter
+from .journal import DataDirLock, EngineConfig, FsyncPolicy, JournalWriter
 from .recovery import Recovered, journal_dir, recover, snapshot_dir
 from .sequencer import Clock, EventSink, Sequencer, SnapshotPolicy
 
 
 class Exchange:
-    def __init__(self, recovered: Recovered, sequencer: Sequencer, data_dir: Path) -> None:
+    def __init__(
+        self, recovered: Recovered, sequencer: Sequencer, data_dir: Path, lock: DataDirLock
+    ) -> None:
         self.recovered = recovered
         self.sequencer = sequencer
         self.data_dir = data_dir
+        self._lock = lock
 
     @classmethod
     def open(
@@ -45,15 +48,21 @@ class Exchange:
         idle_tick_ns: int | None = 100_000_000,
     ) -> Exchange:
         data_dir = Path(data_dir)
-        recovered = recover(data_dir, config)
-        journal = JournalWriter(
-            journal_dir(data_dir),
-            EngineConfig.of(recovered.engine),
-            recovered.next_seq,
-            fsync=fsync,
-            interval_ms=fsync_interval_ms,
-            segment_bytes=segment_bytes,
-        )
+        lock = DataDirLock(data_dir)  # DataDirInUse if another exchange runs on it
+        try:
+            recovered = recover(data_dir, config)
+            journal = JournalWriter(
+                journal_dir(data_dir),
+                EngineConfig.of(recovered.engine),
+                recovered.next_seq,
+                fsync=fsync,
+                interval_ms=fsync_interval_ms,
+                segment_bytes=segment_bytes,
+                continue_last=recovered.journal_continues,
+            )
+        except BaseException:
+            lock.release()
+            raise
         sequencer = Sequencer(
             recovered.engine,
             journal,
@@ -67,7 +76,7 @@ class Exchange:
             on_events=on_events,
             idle_tick_ns=idle_tick_ns,
         )
-        return cls(recovered, sequencer.start(), data_dir)
+        return cls(recovered, sequencer.start(), data_dir, lock)
 
     @property
     def engine(self) -> Engine:
@@ -86,7 +95,10 @@ class Exchange:
         return self.sequencer.submit(commands).result(timeout)
 
     def close(self) -> None:
-        self.sequencer.stop()
+        try:
+            self.sequencer.stop()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Exchange:
         return self

@@ -58,6 +58,12 @@ class IdempotencyTable:
             if key not in self._entries:
                 self.remember(*key, seq, events[start:stop])
 
+    def copy(self) -> IdempotencyTable:
+        """A copy to encode elsewhere while this one keeps changing."""
+        twin = IdempotencyTable(self.capacity)
+        twin._entries = self._entries.copy()
+        return twin
+
     def encode(self) -> bytes:
         parts = [struct.pack("<Q", len(self._entries))]
         for (account, client_order_id), (seq, events) in self._entries.items():

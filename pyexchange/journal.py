@@ -1,14 +1,17 @@
 """The write-ahead journal: every command batch, on disk before the engine runs it.
 
 Layout: ``DATA_DIR/journal/<first seq, 20 digits>.journal`` segment files. Each
-segment starts with a fixed header (format version and the engine
-configuration, CRC32C-protected), then records:
+segment starts with a fixed header (format version, the engine configuration,
+the first seq and a random nonce, CRC32C-protected), then records:
 
     sync u32 | length u32 | crc32c u32 | kind u8 | pad 3 | first_seq u64 | count u32 | body
 
-``crc32c`` covers everything after itself (kind .. body). A ``BATCH`` body is
-``count`` COMMAND_DTYPE records (seq ``first_seq`` .. ``first_seq + count - 1``);
-a ``DIGEST`` body is the engine's state digest after ``first_seq`` (16 bytes).
+``crc32c`` covers the segment's nonce and everything after itself (kind ..
+body): commands carry client bytes, and without the nonce a client could
+embed a frame that checks out and make an ordinary torn tail look like damage
+in the middle. A ``BATCH`` body is ``count`` COMMAND_DTYPE records (seq
+``first_seq`` .. ``first_seq + count - 1``); a ``DIGEST`` body is the engine's
+state digest after ``first_seq`` (16 bytes).
 
 Reading checks the sync word, the length, the CRC and that sequence numbers
 follow each other. A bad record with nothing valid after it in the last
@@ -22,13 +25,19 @@ fsyncs at most every ``interval_ms``, so a power cut can lose the
 acknowledgements of the last interval (a process crash loses nothing: the
 data is in the OS page cache); ``none`` leaves it to the OS (seconds of
 acknowledged commands at risk on a power cut, nothing on a process crash).
+A failed write is rolled back (the file is cut to where the record began); a
+failed fsync is fatal and leaves the outcome of that batch unknown (the data
+may be on disk): the sequencer stops and clients retry with the same client
+order id, which is idempotent.
 """
 
 from __future__ import annotations
 
 import enum
+import fcntl
 import itertools
 import os
+import secrets
 import struct
 import time
 from collections.abc import Iterator
@@ -40,14 +49,15 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE
 
-SEGMENT_MAGIC = b"MCJRNL\x00\x01"
-# magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger, first_seq
-_SEGMENT_HEADER = struct.Struct("<8sIIIIIB3xQ")
+SEGMENT_MAGIC = b"MCJRNL\x00\x02"
+# magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger, first_seq, nonce
+_SEGMENT_HEADER = struct.Struct("<8sIIIIIB3xQ8s")
 _SEGMENT_CRC = struct.Struct("<I")
 SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size + _SEGMENT_CRC.size
 SYNC = 0x4A4C434D  # "MCLJ"
 _RECORD = struct.Struct("<IIIB3xQI")
 RECORD_HEADER_SIZE = _RECORD.size
+_CHECKED = struct.Struct("<B3xQI")  # kind, pad, first_seq, count: the header part the CRC covers
 MAX_RECORD_BYTES = 1 << 30
 COMMAND_SIZE = COMMAND_DTYPE.itemsize
 
@@ -65,6 +75,32 @@ class FsyncPolicy(enum.Enum):
 
 class CorruptJournal(Exception):
     """A damaged record that is not a torn tail: recovery must stop here."""
+
+
+class DataDirInUse(RuntimeError):
+    """Another process holds the data directory (a running exchange, or a repair)."""
+
+
+class DataDirLock:
+    """An exclusive lock on ``DATA_DIR/LOCK`` for as long as a writer (or a repair) runs.
+
+    Two writers on one journal would interleave their records; the lock makes
+    the second one fail at once instead.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(Path(data_dir) / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise DataDirInUse(f"{data_dir} is in use by another process") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = -1
 
 
 @dataclass(frozen=True)
@@ -123,14 +159,25 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}.journal"
 
 
-def _record_crc(kind: int, first_seq: int, count: int, body: bytes) -> int:
-    head = struct.pack("<B3xQI", kind, first_seq, count)
+def record_crc(nonce: bytes, kind: int, first_seq: int, count: int, body: bytes) -> int:
+    """The CRC32C of a record: the segment's nonce, then kind .. body."""
+    head = nonce + _CHECKED.pack(kind, first_seq, count)
     return google_crc32c.extend(google_crc32c.value(head), body)
 
 
-def encode_record(kind: RecordKind, first_seq: int, count: int, body: bytes) -> bytes:
-    crc = _record_crc(kind, first_seq, count, body)
-    return _RECORD.pack(SYNC, len(body), crc, kind, first_seq, count) + body
+def encode_record(
+    nonce: bytes, kind: int, first_seq: int, count: int, body: bytes, *, sync: int = SYNC
+) -> bytes:
+    crc = record_crc(nonce, kind, first_seq, count, body)
+    return _RECORD.pack(sync, len(body), crc, kind, first_seq, count) + body
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is out (a short write is not an error by itself)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -153,7 +200,14 @@ class JournalWriter:
         fsync: FsyncPolicy = FsyncPolicy.BATCH,
         interval_ms: float = 10.0,
         segment_bytes: int = 256 << 20,
+        continue_last: bool = True,
     ) -> None:
+        """Append after ``next_seq - 1``.
+
+        ``continue_last``: the last segment ends exactly before ``next_seq`` and
+        may take more records; otherwise (the journal ends before a snapshot
+        that a power cut left ahead of it) a new segment starts at ``next_seq``.
+        """
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -162,33 +216,44 @@ class JournalWriter:
         self.segment_bytes = segment_bytes
         self.next_seq = next_seq
         self._fd: int | None = None
+        self._nonce = b""
         self._size = 0
         self._last_sync = time.monotonic()
         self.bytes_written = 0
         existing = sorted(self.directory.glob("*.journal"))
-        if existing:  # continue the last segment (recovery has cut any torn tail)
+        if existing and continue_last:  # recovery has cut any torn tail
             self._open(existing[-1], create=False)
 
     def _open(self, path: Path, *, create: bool) -> None:
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None  # nothing points at a closed descriptor if the open fails
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
-        self._fd = os.open(path, flags, 0o644)
-        if create:
-            header = _SEGMENT_HEADER.pack(
-                SEGMENT_MAGIC,
-                self.config.max_orders,
-                self.config.max_markets,
-                self.config.max_accounts,
-                self.config.max_levels,
-                self.config.max_positions,
-                int(self.config.ledger),
-                self.next_seq,
-            )
-            os.write(self._fd, header + _SEGMENT_CRC.pack(google_crc32c.value(header)))
-            os.fsync(self._fd)
-            _fsync_dir(self.directory)
-        self._size = os.fstat(self._fd).st_size
+        fd = os.open(path, flags, 0o644)
+        try:
+            if create:
+                self._nonce = secrets.token_bytes(8)
+                header = _SEGMENT_HEADER.pack(
+                    SEGMENT_MAGIC,
+                    self.config.max_orders,
+                    self.config.max_markets,
+                    self.config.max_accounts,
+                    self.config.max_levels,
+                    self.config.max_positions,
+                    int(self.config.ledger),
+                    self.next_seq,
+                    self._nonce,
+                )
+                _write_all(fd, header + _SEGMENT_CRC.pack(google_crc32c.value(header)))
+                os.fsync(fd)
+                _fsync_dir(self.directory)
+            else:
+                self._nonce = read_segment_header(path)[2]
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
 
     def append_batch(self, commands: np.ndarray) -> None:
         """Write a batch whose commands carry seq ``next_seq`` onward, then sync per policy."""
@@ -196,18 +261,23 @@ class JournalWriter:
         first = int(commands["seq"][0])
         if first != self.next_seq:
             raise ValueError(f"batch starts at seq {first}, the journal expects {self.next_seq}")
-        self._write(encode_record(RecordKind.BATCH, first, count, commands.tobytes()))
+        self._write(RecordKind.BATCH, first, count, commands.tobytes())
         self.next_seq = first + count
 
     def append_digest(self, seq: int, digest: str) -> None:
         """Record the engine's state digest after ``seq`` (checked on replay)."""
-        self._write(encode_record(RecordKind.DIGEST, seq, 0, bytes.fromhex(digest)))
+        self._write(RecordKind.DIGEST, seq, 0, bytes.fromhex(digest))
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, kind: RecordKind, first_seq: int, count: int, body: bytes) -> None:
         if self._fd is None or self._size >= self.segment_bytes:
             self._open(self.directory / segment_name(self.next_seq), create=True)
         assert self._fd is not None
-        os.write(self._fd, frame)
+        frame = encode_record(self._nonce, kind, first_seq, count, body)
+        try:
+            _write_all(self._fd, frame)
+        except BaseException:
+            os.ftruncate(self._fd, self._size)  # no half record may stay behind a later one
+            raise
         self._size += len(frame)
         self.bytes_written += len(frame)
         now = time.monotonic()
@@ -229,8 +299,8 @@ class JournalWriter:
             self._fd = None
 
 
-def read_segment_header(path: Path) -> tuple[EngineConfig, int]:
-    """(engine config, first seq) of a segment; CorruptJournal if the header is damaged."""
+def read_segment_header(path: Path) -> tuple[EngineConfig, int, bytes]:
+    """(engine config, first seq, nonce) of a segment; CorruptJournal if the header is damaged."""
     with open(path, "rb") as f:
         raw = f.read(SEGMENT_HEADER_SIZE)
     if len(raw) < SEGMENT_HEADER_SIZE:
@@ -242,10 +312,12 @@ def read_segment_header(path: Path) -> tuple[EngineConfig, int]:
     if google_crc32c.value(header) != crc:
         raise CorruptJournal(f"{path.name}: segment header checksum mismatch")
     config = EngineConfig(*fields[1:6], ledger=bool(fields[6]))
-    return config, fields[7]
+    return config, fields[7], fields[8]
 
 
-def _parse(data: bytes, offset: int) -> tuple[RecordKind, int, int, bytes, int] | str:
+def parse_record(
+    data: bytes, offset: int, nonce: bytes
+) -> tuple[RecordKind, int, int, bytes, int] | str:
     """The record at ``offset`` and the offset after it, or why it is not valid."""
     if len(data) - offset < RECORD_HEADER_SIZE:
         return "truncated record header"
@@ -260,12 +332,12 @@ def _parse(data: bytes, offset: int) -> tuple[RecordKind, int, int, bytes, int] 
     body = data[start : start + length]
     if kind == RecordKind.BATCH and length != count * COMMAND_SIZE:
         return f"batch of {count} commands with a {length}-byte body"
-    if _record_crc(kind, first_seq, count, body) != crc:
+    if record_crc(nonce, kind, first_seq, count, body) != crc:
         return "checksum mismatch"
     return RecordKind(kind), first_seq, count, body, start + length
 
 
-def _valid_record_after(data: bytes, offset: int) -> int | None:
+def _valid_record_after(data: bytes, offset: int, nonce: bytes) -> int | None:
     """Offset of the next valid record after ``offset``, if any (a resync scan)."""
     sync = struct.pack("<I", SYNC)
     position = offset + 1
@@ -273,18 +345,25 @@ def _valid_record_after(data: bytes, offset: int) -> int | None:
         position = data.find(sync, position)
         if position < 0:
             return None
-        if not isinstance(_parse(data, position), str):
+        if not isinstance(parse_record(data, position, nonce), str):
             return position
         position += 1
 
 
 def read_journal(
-    directory: Path, *, repair: bool = False, report: ReadReport | None = None
+    directory: Path,
+    *,
+    repair: bool = False,
+    report: ReadReport | None = None,
+    covered_through: int = 0,
 ) -> Iterator[Record]:
     """Every record in order; raises CorruptJournal on damage that is not a torn tail.
 
     With ``repair``, a torn tail is cut from the last segment (``report.torn_tail``
     says what was cut); without it, a torn tail ends the iteration, reported.
+    ``covered_through``: a snapshot holds every command up to this seq, so a
+    gap in the sequence that ends at or before it is not damage (a power cut
+    can leave a journal written without fsync behind a snapshot).
     """
     report = report if report is not None else ReadReport()
     segments = sorted(Path(directory).glob("*.journal"))
@@ -293,7 +372,7 @@ def read_journal(
     for index, path in enumerate(segments):
         last_segment = index == len(segments) - 1
         try:
-            _, first_seq = read_segment_header(path)
+            _, first_seq, nonce = read_segment_header(path)
         except CorruptJournal:
             if last_segment and path.stat().st_size < SEGMENT_HEADER_SIZE:
                 report.torn_tail = f"{path.name}: segment header cut short by the crash"
@@ -301,14 +380,14 @@ def read_journal(
                     path.unlink()
                 return
             raise
-        if expected is not None and first_seq != expected:
+        if expected is not None and first_seq != expected and first_seq > covered_through + 1:
             raise CorruptJournal(f"{path.name}: starts at seq {first_seq}, expected {expected}")
         data = path.read_bytes()
         offset = SEGMENT_HEADER_SIZE
         while offset < len(data):
-            parsed = _parse(data, offset)
+            parsed = parse_record(data, offset, nonce)
             if isinstance(parsed, str):
-                later = _valid_record_after(data, offset)
+                later = _valid_record_after(data, offset, nonce)
                 if not last_segment or later is not None:
                     raise CorruptJournal(
                         f"{path.name} at byte {offset}: {parsed}, and valid records follow: "
@@ -320,7 +399,7 @@ def read_journal(
                 return
             kind, first, count, body, offset_after = parsed
             if kind == RecordKind.BATCH:
-                if expected is not None and first != expected:
+                if expected is not None and first != expected and first > covered_through + 1:
                     raise CorruptJournal(
                         f"{path.name} at byte {offset}: batch starts at seq {first}, "
                         f"expected {expected}"
@@ -339,7 +418,10 @@ def prune_segments(directory: Path, keep_after_seq: int) -> list[Path]:
     segments = sorted(Path(directory).glob("*.journal"))
     removed = []
     for path, following in itertools.pairwise(segments):
-        _, next_first = read_segment_header(following)
+        try:
+            next_first = read_segment_header(following)[1]
+        except (CorruptJournal, OSError):
+            break  # the newest segment may be being created right now
         if next_first - 1 <= keep_after_seq:
             path.unlink()
             removed.append(path)

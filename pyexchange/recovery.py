@@ -21,7 +21,6 @@ from .journal import (
     CorruptJournal,
     EngineConfig,
     ReadReport,
-    Record,
     RecordKind,
     read_journal,
     read_segment_header,
@@ -52,6 +51,13 @@ class Recovered:
     journal: ReadReport = field(default_factory=ReadReport)
     skipped_snapshots: list[str] = field(default_factory=list)
 
+    @property
+    def journal_continues(self) -> bool:
+        """The journal ends right before ``next_seq``, so new records may follow in its
+        last segment (otherwise a power cut left it behind the snapshot: start a new one)."""
+        end = self.journal.last_seq
+        return end is None or end == self.next_seq - 1
+
 
 def recover(
     data_dir: Path,
@@ -76,17 +82,19 @@ def recover(
             snapshot_seq = snapshot.seq
             break
         except (CorruptSnapshot, ValueError) as exc:
-            log.warning("skipping snapshot %s: %s", path.name, exc)
-            skipped.append(f"{path.name}: {exc}")
+            log.warning("skipping snapshot %s", exc)
+            skipped.append(str(exc))
 
     report = ReadReport()
-    records = read_journal(journal_dir(data_dir), repair=repair, report=report)
+    records = read_journal(
+        journal_dir(data_dir), repair=repair, report=report, covered_through=snapshot_seq
+    )
     next_seq = snapshot_seq + 1
     replayed = 0
     digests = 0
     for record in records:
         if engine is None:
-            engine = _new_engine(record, config)
+            engine = _new_engine(record.segment, config)
         if record.kind == RecordKind.DIGEST:
             if record.first_seq == next_seq - 1 and record.first_seq > snapshot_seq:
                 if engine.digest() != bytes(record.body).hex():
@@ -109,6 +117,8 @@ def recover(
         next_seq = record.last_seq + 1
         if progress is not None:
             progress(replayed)
+    if engine is None and report.segments:  # segments that hold no record yet
+        engine = _new_engine(report.segments[0], config)
     if engine is None:
         if config is None:
             raise FileNotFoundError(f"{data_dir}: no snapshot, no journal, and no configuration")
@@ -122,9 +132,9 @@ def recover(
     )
 
 
-def _new_engine(record: Record, config: EngineConfig | None) -> Engine:
+def _new_engine(segment: Path, config: EngineConfig | None) -> Engine:
     """The engine a journal without a usable snapshot starts from: its segment's config."""
-    journal_config, first_seq = read_segment_header(record.segment)
+    journal_config, first_seq, _ = read_segment_header(segment)
     if first_seq != 1:
         raise CorruptJournal(
             f"no usable snapshot, and the journal starts at seq {first_seq}, not 1: "

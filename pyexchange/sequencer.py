@@ -116,6 +116,9 @@ class Sequencer:
         self._since_snapshot = 0
         self._failure: BaseException | None = None
         self._stopping = False
+        # Taken to enqueue, to stop and to fail: nothing can slip into the queue
+        # after the stop marker or after the failure drained it.
+        self._gate = threading.Lock()
 
     # ----------------------------------------------------------- producers
 
@@ -125,14 +128,18 @@ class Sequencer:
 
     def submit(self, commands: np.ndarray) -> Future[np.ndarray]:
         """Queue commands (COMMAND_DTYPE); the Future gives their events once journaled and run."""
-        if self._failure is not None or self._stopping:
-            raise SequencerStopped("the sequencer is stopped") from self._failure
         if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
             raise TypeError("submit() takes a one-dimensional COMMAND_DTYPE array")
         future: Future[np.ndarray] = Future()
         future.set_running_or_notify_cancel()  # never cancelable: the sequencer will answer it
-        self._queue.put(_Submission(np.array(commands, copy=True), future))
+        self._enqueue(_Submission(np.array(commands, copy=True), future))
         return future
+
+    def _enqueue(self, item: _Submission | _Query) -> None:
+        with self._gate:
+            if self._failure is not None or self._stopping:
+                raise SequencerStopped("the sequencer is stopped") from self._failure
+            self._queue.put(item)
 
     def query(self, fn: Callable[[Engine], object]) -> Future[object]:
         """Run ``fn(engine)`` on the sequencer thread after what is queued; a Future of its result.
@@ -141,11 +148,9 @@ class Sequencer:
         none submitted after it. It must be quick (the engine waits) and must not
         change the engine; an exception it raises goes to the Future only.
         """
-        if self._failure is not None or self._stopping:
-            raise SequencerStopped("the sequencer is stopped") from self._failure
         future: Future[object] = Future()
         future.set_running_or_notify_cancel()
-        self._queue.put(_Query(fn, future))
+        self._enqueue(_Query(fn, future))
         return future
 
     @property
@@ -155,10 +160,11 @@ class Sequencer:
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish what is queued, sync the journal and stop."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._queue.put(_STOP)
+        with self._gate:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._queue.put(_STOP)
         self._thread.join(timeout)
         while True:  # anything that raced in behind the stop is refused, never left hanging
             try:
@@ -179,7 +185,7 @@ class Sequencer:
     def _run(self) -> None:
         timeout = None if self.idle_tick_ns is None else self.idle_tick_ns / 1e9
         stop = False
-        while not stop:
+        while not stop and self._failure is None:
             try:
                 first = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -255,12 +261,14 @@ class Sequencer:
             self.idempotency.record_batch(batch, events)
         else:
             events = np.zeros(0, dtype=EVENT_DTYPE)
+        # Publishers first: once a client holds its reply, market data, drop
+        # copy and metrics already have the events behind it.
+        if self.on_events is not None and count:
+            self.on_events(batch, events)
         self._answer(pending, commands, keep, batch, events, answered)
         self.stats.batches += 1
         self.stats.commands += count
         self.stats.last_batch_size = count
-        if self.on_events is not None and count:
-            self.on_events(batch, events)
         self._since_snapshot += count
         policy = self.snapshot_policy
         if policy is not None and self._since_snapshot >= policy.every_commands:
@@ -320,7 +328,8 @@ class Sequencer:
 
     def _fail(self, exc: BaseException, pending: list[_Submission]) -> None:
         log.error("sequencer stopped: %s", exc)
-        self._failure = exc
+        with self._gate:
+            self._failure = exc
         for submission in pending:
             if not submission.future.done():
                 submission.future.set_exception(SequencerStopped(str(exc)))
@@ -342,16 +351,23 @@ class Sequencer:
         seq = self.next_seq - 1
         state = self.engine.snapshot()  # the canonical state: its hash is the digest
         self.journal.append_digest(seq, hashlib.blake2b(state, digest_size=16).hexdigest())
-        idempotency = self.idempotency.encode()
+        idempotency = self.idempotency.copy()  # encoded by the writer, off this thread
         self._since_snapshot = 0
         self.stats.snapshots += 1
 
         def write() -> Path:
-            path = write_snapshot(policy.directory, seq, state, idempotency)
+            path = write_snapshot(policy.directory, seq, state, idempotency.encode())
             kept = sorted(policy.directory.glob("*.snapshot"))[-policy.keep :]
             prune_snapshots(policy.directory, policy.keep)
             oldest = int(kept[0].stem) if kept else 0
             prune_segments(policy.journal_directory, oldest)
             return path
 
-        return self._writer.submit(write)
+        written = self._writer.submit(write)
+        written.add_done_callback(_log_failure)
+        return written
+
+
+def _log_failure(written: Future[Path]) -> None:
+    if written.exception() is not None:
+        log.error("snapshot not written: %s", written.exception())

@@ -10,8 +10,10 @@ checked; every fsync policy syncs as documented. The sequencer's group commit un
 many producer threads, idempotent order entry (in a batch, across batches, across a
 restart and a SIGKILL), a journal that cannot be written, and the CLI.
 
-Tests marked ``xfail(strict=True)`` reproduce bugs and weaknesses found in pyexchange
-(the reason says which); they start failing (XPASS) when it is fixed.
+The last tests reproduce bugs and weaknesses once found in pyexchange (short
+writes, a failed idle tick, submit racing stop, a failed segment roll, a
+journal left behind a snapshot, frames forged in client bytes, two writers on
+one directory), so that they stay fixed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from pyexchange.journal import (
     ReadReport,
     RecordKind,
     encode_record,
+    read_segment_header,
 )
 from pyexchange.snapshots import list_snapshots, read_snapshot, write_snapshot
 
@@ -415,7 +418,8 @@ def test_recorded_digests_are_checked(snapshotted: tuple[Path, str, int, list[in
     (segment,) = segments(data_dir)
     data = bytearray(segment.read_bytes())
     # Another digest, with a CRC that matches it: only the digest check can tell.
-    frame = encode_record(RecordKind.DIGEST, target.first_seq, 0, bytes(16))
+    nonce = read_segment_header(segment)[2]
+    frame = encode_record(nonce, RecordKind.DIGEST, target.first_seq, 0, bytes(16))
     assert len(frame) == RECORD_HEADER_SIZE + 16
     data[target.offset : target.offset + len(frame)] = frame
     segment.write_bytes(data)
@@ -735,12 +739,6 @@ def test_failure_to_create_the_next_segment_stops_the_sequencer(
     assert recover(tmp_path).engine.digest() == digest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: JournalWriter._open closes the old segment's fd before opening the next one; "
-    "when the open fails, _fd still names the closed descriptor, so close() fsyncs and closes "
-    "a stale fd number (EBADF, or another file that reused it)",
-)
 def test_close_after_a_failed_roll(tmp_path: Path, stream: np.ndarray) -> None:
     exchange = open_exchange(tmp_path, segment_bytes=1)
     exchange.execute(stream[:50])
@@ -779,11 +777,6 @@ def test_fsync_failure_fails_the_batch(
     assert recover(tmp_path).engine.digest() in (digest, with_batch.digest())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: JournalWriter._write ignores os.write's count; a short write (RLIMIT_FSIZE, "
-    "ENOSPC) is acknowledged and then cut as a torn tail on recovery",
-)
 def test_short_write_is_not_acknowledged(tmp_path: Path, stream: np.ndarray) -> None:
     """A write the kernel only partly does must not be acknowledged (or must be recovered)."""
     np.save(tmp_path / "stream.npy", stream[:120])
@@ -848,12 +841,6 @@ def keep_mask(stream: np.ndarray) -> np.ndarray:
     return keep
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a failed idle tick the sequencer thread keeps running idle ticks; "
-    "the failed record was written but JournalWriter.next_seq not advanced, so the next tick "
-    "writes the same seq again and the journal can no longer be recovered",
-)
 def test_failed_idle_tick_stops_the_sequencer(
     tmp_path: Path, stream: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -879,11 +866,6 @@ def test_failed_idle_tick_stops_the_sequencer(
     assert not alive, "the sequencer thread kept running after it failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: submit() checks _stopping, then puts; a put that lands after stop() has "
-    "joined the thread and drained the queue is never answered (its Future never completes)",
-)
 def test_submit_racing_with_stop_gets_an_answer(tmp_path: Path, stream: np.ndarray) -> None:
     exchange = open_exchange(tmp_path)
     exchange.execute(stream[:20])
@@ -916,12 +898,6 @@ def test_submit_racing_with_stop_gets_an_answer(tmp_path: Path, stream: np.ndarr
         future.result(2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with fsync none/interval a power cut can leave the (fsynced) snapshot ahead of "
-    "the journal; recovery accepts it, the writer then appends after the gap and the next "
-    "recovery fails with CorruptJournal forever",
-)
 def test_journal_behind_a_snapshot_stays_recoverable(tmp_path: Path) -> None:
     stream = random_stream(11, 300, SHAPE)
     run_stream(tmp_path, stream, even(len(stream), 30), snapshot_every=100, fsync=FsyncPolicy.NONE)
@@ -940,16 +916,10 @@ def test_journal_behind_a_snapshot_stays_recoverable(tmp_path: Path) -> None:
     assert recover(tmp_path).engine.digest() == digest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS: the torn-tail resync scan accepts any CRC-valid frame inside the lost "
-    "bytes; command fields are client data, so a command carrying a forged 44-byte DIGEST "
-    "frame turns a torn tail into CorruptJournal (recovery refused until repaired by hand)",
-)
 def test_torn_tail_holding_a_record_shaped_command_is_still_a_torn_tail(
     tmp_path: Path, stream: np.ndarray
 ) -> None:
-    forged = encode_record(RecordKind.DIGEST, 12_345, 0, bytes(16))
+    forged = encode_record(bytes(8), RecordKind.DIGEST, 12_345, 0, bytes(16))  # nonce unknown
     raw = bytearray(np.zeros(1, dtype=COMMAND_DTYPE).tobytes())
     raw[16:60] = forged  # order_id .. account: fields the client fills
     crafted = np.frombuffer(bytes(raw), dtype=COMMAND_DTYPE).copy()
@@ -963,11 +933,6 @@ def test_torn_tail_holding_a_record_shaped_command_is_still_a_torn_tail(
     assert recovered.journal.torn_tail is not None and recovered.engine.digest() == good
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS: nothing locks the data directory; a second Exchange (or a CLI replay that "
-    "cuts a 'torn tail') on a live directory interleaves writes and corrupts the journal",
-)
 def test_a_second_writer_on_the_same_data_dir_is_refused(
     tmp_path: Path, stream: np.ndarray
 ) -> None:
