@@ -379,10 +379,10 @@ class _Book:
                 side[_decimal(level.price)] = (level.price, level.quantity, level.orders)
         elif kind == "trade":
             trade = update.trade
-            who = "buyer" if trade.taker_bid else "seller"
+            who = "taker bid" if trade.taker_bid else "taker ask"
             self.trades.appendleft(
                 f"{time.strftime('%H:%M:%S')}  {shares(trade.quantity):>8} @ "
-                f"{dollars(trade.price, _places(self.tick))}  {trade.match_type} ({who} took)"
+                f"{dollars(trade.price, _places(self.tick))}  {trade.match_type} ({who})"
             )
         elif kind == "status":
             self.state = _name(pb.MarketState, update.status.state)

@@ -409,7 +409,7 @@ def test_watched_book_applies_updates_and_detects_a_gap() -> None:
     )
     assert sorted(book.bids) == [Decimal("0.4"), Decimal("0.45")]
     assert not book.asks
-    assert "3 @ $0.60  MINT (buyer took)" in book.trades[0]
+    assert "3 @ $0.60  MINT (taker bid)" in book.trades[0]
     text = book.render(depth=5)
     assert "  bid     $0.45" in text and "  ask   (none)" in text
     # market seq 15 after 13: a gap, the watcher resubscribes
