@@ -46,6 +46,7 @@ from .admin import AdminService, create_market_command
 from .api import exchange_pb2 as pb
 from .api import exchange_pb2_grpc as pb_grpc
 from .auth import Authenticator, KeyStore, RateLimiter, Refused, current_method
+from .batch import add_to_server as add_batch_entry
 from .exchange import Exchange
 from .gateway import CommandGateway, Markets, OrderEntryService, _cash, _quantity, reject_text
 from .journal import EngineConfig, FsyncPolicy
@@ -534,6 +535,7 @@ class ExchangeServer:
         guard = _Guard(self)
         registrar = _Registrar(server, guard)
         pb_grpc.add_OrderEntryServicer_to_server(OrderEntryService(self.gateway), registrar)
+        add_batch_entry(self.gateway, registrar)  # OrderEntryBatch (api/batch.proto)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.gateway), registrar)
         for add, servicer in self._servicers:
             add(servicer, registrar)
