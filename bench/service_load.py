@@ -4,6 +4,7 @@
     python -m bench.service_load --quick               # a few seconds: one low rate
     python -m bench.service_load --rates 1000,2000,5000 --clients 4 --seconds 5
     python -m bench.service_load --api stream --profile py-spy
+    python -m bench.service_load --switch-interval 0.0005   # experiment: the server's GIL
 
 What runs (shared/BENCHMARKS.md, SERVICE):
 
@@ -35,8 +36,11 @@ What runs (shared/BENCHMARKS.md, SERVICE):
   another client's IOC already filled, self-trade prevention) are counted by
   reason: they are answers like any other.
 - **APIs**: ``stream`` (the ``OrderStream`` bidirectional stream, one per client,
-  pipelined), ``unary`` (one signed ``PlaceOrder``/``CancelOrder``/``ReplaceOrder``
-  call per command, each in its own task).
+  pipelined: one request per message), ``unary`` (one signed
+  ``PlaceOrder``/``CancelOrder``/``ReplaceOrder`` call per command, each in its own
+  task), ``batch`` (``OrderEntryBatch.OrderBatchStream``, pyexchange/batch.py: at
+  each wake-up a client puts every command that is due, at most 256, in one
+  message; at low rates that is one command, under load it grows by itself).
 - **Each rate** runs ``--seconds`` of schedule, then waits for the outstanding
   replies (``--drain`` seconds at most: a command still unanswered then is an
   error, recorded in the histogram at the drain deadline). The ladder of each API
@@ -98,7 +102,8 @@ NS = 1_000_000_000
 RESULTS = Path(__file__).resolve().parent / "results"
 RATES = (1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000, 15_000, 20_000)
 QUICK_RATES = (300,)
-APIS = ("stream", "unary")
+APIS = ("stream", "unary", "batch")
+MAX_BATCH = 256  # requests per OrderBatch message at most
 
 SUSTAINED_ACHIEVED = 0.98
 SUSTAINED_P99_NS = 10_000_000
@@ -130,6 +135,7 @@ class Setup:
     seconds: float = 5.0
     drain: float = 10.0
     seed: int = 1
+    switch_interval: float | None = None  # the server's sys.setswitchinterval (None: Python's)
 
 
 class ServerProcess:
@@ -188,12 +194,23 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         config = self.write_config()
-        command = [sys.executable, "-m", "pyexchange", "serve", "--config", str(config)]
-        command += ["--log-level", "WARNING"]
+        serve = ["serve", "--config", str(config), "--log-level", "WARNING"]
+        command = [sys.executable, "-m", "pyexchange", *serve]
+        if self.setup.switch_interval is not None:  # an experiment: the GIL's switch interval
+            code = (
+                f"import sys; sys.setswitchinterval({self.setup.switch_interval!r}); "
+                f"from pyexchange.cli import main; sys.exit(main({serve!r}))"
+            )
+            command = [sys.executable, "-c", code]
         self.command = command
         stderr = open(self.stderr_path, "w", encoding="utf-8")  # noqa: SIM115 (the child owns it)
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            bufsize=1,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         stderr.close()
         deadline = time.monotonic() + timeout
@@ -275,6 +292,16 @@ class ServerProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: SIGTERM it if the benchmark dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def fdatasync_floor(directory: Path, count: int = 500) -> dict[str, Any]:
@@ -500,7 +527,9 @@ class Client:
         # correlation id -> (index in the run or -1, kind, memo, future of a closed-loop call)
         self.waiting: dict[int, tuple[int, int, Any, asyncio.Future[None] | None]] = {}
         self.run: _RunState | None = None
-        self.stream_error: str | None = None
+        self.stream_errors: dict[str, str | None] = {"stream": None, "batch": None, "unary": None}
+        self.batch_call: Any = None
+        self.batch_reader: asyncio.Task[None] | None = None
         self.next_cid = 1
 
     # -------------------------------------------------------------- the stream
@@ -508,33 +537,50 @@ class Client:
     async def open_stream(self) -> None:
         metadata = self.client.sign("/pyexchange.v1.OrderEntry/OrderStream", None)
         self.call = self.stub.OrderStream(metadata=metadata)
-        self.reader = asyncio.create_task(self._read())
+        self.reader = asyncio.create_task(self._read("stream", self.call, single=True))
 
-    async def _read(self) -> None:
+    async def open_batch_stream(self) -> None:
+        from pyexchange.api import batch_pb2 as bpb
+        from pyexchange.api import batch_pb2_grpc as bpb_grpc
+
+        self.bpb = bpb
+        stub = bpb_grpc.OrderEntryBatchStub(self.client.channel)
+        metadata = self.client.sign("/pyexchange.v1.OrderEntryBatch/OrderBatchStream", None)
+        self.batch_call = stub.OrderBatchStream(metadata=metadata)
+        self.batch_reader = asyncio.create_task(self._read("batch", self.batch_call, single=False))
+
+    def _on_reply(self, reply: Any, now: int) -> None:
+        entry = self.waiting.pop(reply.correlation_id, None)
+        if entry is None:
+            return
+        j, kind, memo, future = entry
+        if future is not None:
+            future.set_result(None)
+        run = self.run
+        if reply.error:
+            self.mix.answered(kind, memo, None)
+            if run is not None and j >= 0:
+                run.refused(j, now, reply.error.split(":", 1)[0])
+        else:
+            self.mix.answered(kind, memo, reply.reply)
+            if run is not None and j >= 0:
+                run.done(j, now, kind, reply.reply)
+
+    async def _read(self, api: str, call: Any, single: bool) -> None:
         try:
-            async for reply in self.call:
+            async for message in call:
                 now = perf_counter_ns()
-                entry = self.waiting.pop(reply.correlation_id, None)
-                if entry is None:
-                    continue
-                j, kind, memo, future = entry
-                if future is not None:
-                    future.set_result(None)
-                run = self.run
-                if reply.error:
-                    self.mix.answered(kind, memo, None)
-                    if run is not None and j >= 0:
-                        run.refused(j, now, reply.error.split(":", 1)[0])
+                if single:
+                    self._on_reply(message, now)
                 else:
-                    self.mix.answered(kind, memo, reply.reply)
-                    if run is not None and j >= 0:
-                        run.done(j, now, kind, reply.reply)
-            self.stream_error = "the order stream ended"
+                    for reply in message.replies:
+                        self._on_reply(reply, now)
+            self.stream_errors[api] = f"the {api} stream ended"
         except Exception as exc:  # the call failed: what is waiting will never be answered
-            self.stream_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.stream_errors[api] = f"{type(exc).__name__}: {exc}"[:300]
         for _j, _kind, _memo, future in self.waiting.values():
             if future is not None and not future.done():
-                future.set_exception(ConnectionError(self.stream_error))
+                future.set_exception(ConnectionError(self.stream_errors[api]))
 
     async def warm_up(self) -> int:
         """Fill this client's share of the book (closed loop, not measured)."""
@@ -573,20 +619,22 @@ class Client:
         try:
             if spec.api == "stream":
                 await self._send_stream(run, sched)
+            elif spec.api == "batch":
+                await self._send_batch(run, sched)
             elif spec.api == "unary":
                 await self._send_unary(run, sched)
             else:
                 raise ValueError(f"unknown api {spec.api!r}")
             deadline = perf_counter_ns() + int(spec.drain * NS)
             while run.outstanding and perf_counter_ns() < deadline:
-                if spec.api == "stream" and self.stream_error:
+                if self.stream_errors[spec.api]:
                     break
                 await asyncio.sleep(0.005)
             cutoff = perf_counter_ns()
         finally:
             gc.enable()
             self.run = None
-        return run.result(cutoff, rate_each, self.stream_error)
+        return run.result(cutoff, rate_each, self.stream_errors[spec.api])
 
     def _due(self, sched: np.ndarray, i: int, now: int) -> int:
         """Index one past the last command scheduled at or before ``now`` (from ``i``)."""
@@ -603,7 +651,7 @@ class Client:
         m, i = len(sched), 0
         sched_list = sched.tolist()
         while i < m:
-            if self.stream_error:
+            if self.stream_errors["stream"]:
                 return
             now = perf_counter_ns()
             if sched_list[i] > now:
@@ -618,6 +666,36 @@ class Client:
                 message = pb.OrderStreamRequest(correlation_id=cid, **{field: request})
                 run.sent(j, perf_counter_ns(), kind)
                 await write(message)
+            i = due
+
+    async def _send_batch(self, run: _RunState, sched: np.ndarray) -> None:
+        """Every command that is due goes into one OrderBatch message (at most MAX_BATCH)."""
+        if self.batch_call is None:
+            await self.open_batch_stream()
+        pb, mix, write, batch = self.pb, self.mix, self.batch_call.write, self.bpb.OrderBatch
+        m, i = len(sched), 0
+        sched_list = sched.tolist()
+        while i < m:
+            if self.stream_errors["batch"]:
+                return
+            now = perf_counter_ns()
+            if sched_list[i] > now:
+                await self._wait(sched_list[i])
+                continue
+            due = min(m, self._due(sched, i, now), i + MAX_BATCH)
+            requests = []
+            kinds = []
+            for j in range(i, due):
+                kind, field, request, memo = mix.next()
+                cid = self.next_cid
+                self.next_cid += 1
+                self.waiting[cid] = (j, kind, memo, None)
+                requests.append(pb.OrderStreamRequest(correlation_id=cid, **{field: request}))
+                kinds.append(kind)
+            sent = perf_counter_ns()
+            for j, kind in zip(range(i, due), kinds, strict=True):
+                run.sent(j, sent, kind)
+            await write(batch(requests=requests))
             i = due
 
     async def _send_unary(self, run: _RunState, sched: np.ndarray) -> None:
@@ -663,12 +741,14 @@ class Client:
 
     async def close(self) -> None:
         self.ticker.close()
-        if self.call is not None:
+        for call, reader in ((self.call, self.reader), (self.batch_call, self.batch_reader)):
+            if call is None:
+                continue
             with contextlib.suppress(Exception):
-                await self.call.done_writing()
-            if self.reader is not None:
+                await call.done_writing()
+            if reader is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.reader, 10)
+                    await asyncio.wait_for(reader, 10)
         await self.client.close()
 
 
@@ -1233,6 +1313,7 @@ def _spy_run(
     duration: int,
     out: Path,
     idle: bool,
+    cpu: list[float | None],
 ) -> tuple[dict[str, Counter[str]] | str, int]:
     """py-spy on the server during one run; (samples or the failure, commands acknowledged)."""
     command = [exe, "record", "-p", str(server.pid), "-d", str(duration), "-r", str(SAMPLE_HZ)]
@@ -1241,7 +1322,10 @@ def _spy_run(
         command.append("--idle")
     spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.5)  # attach; the run starts right after
+    before = CpuMark.now(server.pid, clients.pids)
     results = clients.run(spec_of())
+    # the server's cores from /proc over the run: all its threads, gRPC's native ones too
+    cpu[0] = CpuMark.now(server.pid, clients.pids).cores_since(before)["server"]
     try:
         log, _ = spy.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -1282,10 +1366,13 @@ def profile_rate(
 
     views: dict[str, Any] = {}
     acknowledged = {}
+    server_cores: dict[str, float | None] = {}
     for view, idle in (("cpu", False), ("wall", True)):
+        cpu: list[float | None] = [None]
         samples, acknowledged[view] = _spy_run(
-            exe, server, clients, spec, duration, work / f"py-spy-{view}.txt", idle
+            exe, server, clients, spec, duration, work / f"py-spy-{view}.txt", idle, cpu
         )
+        server_cores[view] = cpu[0]
         if isinstance(samples, str):
             return {"available": False, "reason": samples}
         views[view] = classify(samples, engine_line, SAMPLE_HZ * duration if not idle else None)
@@ -1301,6 +1388,7 @@ def profile_rate(
         "of the service; without --native, time in gRPC's Cython core and in C calls shows "
         "on the Python line that made the call.",
         "views": views,
+        "server_cores_proc": server_cores,
     }
 
 
@@ -1380,7 +1468,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"({floor['count']} calls): the floor of any acknowledgement with fsync per batch."
         )
     lines.append("")
-    prof = result.get("profile") or {}
+    for prof in (result.get("profile") or {}).values():
+        lines += _profile_markdown(prof)
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    if result.get("pictures"):
+        lines.append("")
+        lines.append("Pictures: " + ", ".join(result["pictures"]))
+    return "\n".join(lines) + "\n"
+
+
+def _profile_markdown(prof: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if prof.get("available"):
         lines.append(
             f"### Where the server's time goes ({prof['api']}, "
@@ -1390,6 +1489,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(prof["how"])
         lines.append("")
         cpu, wall = prof["views"]["cpu"], prof["views"]["wall"]
+        seen = sum(t.get("share", 0.0) for t in cpu.values())
+        total = (prof.get("server_cores_proc") or {}).get("cpu")
+        if total is not None:
+            lines.append(
+                f"Server process CPU over the profiled run (/proc, every thread): {total:.2f} "
+                f"cores; its Python threads as py-spy sampled them: {seen:.2f} cores. The "
+                "difference is gRPC's native threads (and samples py-spy missed)."
+            )
+            lines.append("")
         for thread in ("MainThread", "sequencer"):
             c, w = cpu.get(thread, {}), wall.get(thread, {})
             if not c and not w:
@@ -1416,15 +1524,10 @@ def markdown(result: dict[str, Any]) -> str:
                 top = c.get("top_leaves") or [["-", 0]]
                 lines.append(f"| {k} | {c.get('share', 0.0):.2f} | `{top[0][0]}` |")
             lines.append("")
-    elif prof:
+    else:
         lines.append(f"Profile: {prof.get('reason')}")
         lines.append("")
-    for note in result.get("notes", []):
-        lines.append(f"- {note}")
-    if result.get("pictures"):
-        lines.append("")
-        lines.append("Pictures: " + ", ".join(result["pictures"]))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:
@@ -1505,6 +1608,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         seconds=args.seconds,
         drain=args.drain,
         seed=args.seed,
+        switch_interval=args.switch_interval,
     )
     rates = [float(r) for r in args.rates]
     apis = list(args.api)
@@ -1569,14 +1673,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 if row["achieved_per_s"] < STOP_BELOW * rate:
                     break
         if args.profile != "none":
-            api = "stream" if "stream" in apis else apis[0]
-            best = highest_sustained(rows, api)
-            target = best or min(rates)
-            run_id += 1
-            print(f"profiling the server at {target:,.0f}/s ({api}) ...", flush=True)
-            profile = profile_rate(server, clients, api, target, setup, run_id, work)
-            if profile.get("available"):
-                profile["at"] = "highest sustained rate" if best else "lowest rate"
+            for api in apis:
+                if api == "unary":
+                    continue
+                best = highest_sustained(rows, api)
+                target = best or min(rates)
+                run_id += 1
+                print(f"profiling the server at {target:,.0f}/s ({api}) ...", flush=True)
+                profile[api] = profile_rate(server, clients, api, target, setup, run_id, work)
+                profile[api]["at"] = "highest sustained rate" if best else "lowest rate"
     finally:
         if clients is not None:
             clients.stop()
@@ -1663,7 +1768,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a few seconds: one low rate, stream")
     p.add_argument("--rates", type=_rates, help="offered rates, commands/s (comma separated)")
-    p.add_argument("--api", type=lambda s: s.split(","), help="stream,unary (default both)")
+    p.add_argument(
+        "--api", type=lambda s: s.split(","), help="stream,unary,batch (default all three)"
+    )
     p.add_argument("--clients", type=int, help="client processes (default 4)")
     p.add_argument("--seconds", type=float, help="schedule length of each rate (default 5)")
     p.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late replies")
@@ -1671,6 +1778,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--markets", type=int, default=4)
     p.add_argument("--fsync", choices=["batch", "interval", "none"], default="batch")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        help="experiment: start the server with sys.setswitchinterval(SECONDS) "
+        "(Python's default is 0.005)",
+    )
     p.add_argument(
         "--profile",
         choices=["auto", "py-spy", "none"],
