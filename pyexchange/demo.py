@@ -161,8 +161,8 @@ class FairValue:
         rng: random.Random,
         start: float,
         *,
-        volatility: float = 0.03,  # log-odds per sqrt(second)
-        reversion: float = 0.01,  # per second, towards the start
+        volatility: float = 0.02,  # log-odds per sqrt(second): about a cent in 10 s at 0.5
+        reversion: float = 0.02,  # per second, towards the start
         jumps_per_second: float = 0.005,
     ) -> None:
         self.rng = rng
@@ -240,9 +240,13 @@ class Wallet:
         shares = self.no if bid else self.yes
         sell, buy = ("SELL_NO", "BUY_YES") if bid else ("SELL_YES", "BUY_NO")
         cost = _cost(price if bid else PRICE_SCALE - price, quantity)
-        can_sell = shares.get(market, 0) >= quantity
+        held = shares.get(market, 0)
+        can_sell = held >= quantity
         can_buy = self.cash >= cost
-        if can_sell and (not can_buy or rng.random() < 0.5):
+        # Even odds at the demo's 1,000 shares; more shares, more selling (and fewer pairs
+        # minted), so a bot's inventory and cash stay near where they started.
+        sell_odds = min(0.9, max(0.1, held / (2_000 * QUANTITY_SCALE)))
+        if can_sell and (not can_buy or rng.random() < sell_odds):
             shares[market] -= quantity
             return sell
         if can_buy:
@@ -477,9 +481,13 @@ class Maker:
         bots, rng = self.bots, self.rng
         quote = self.quotes.get(slot)
         if quote is not None:
-            refresh = rng.random() < 0.05  # now and then a new size: the book breathes
-            if quote.price == price and not refresh:
+            refresh = rng.random() < 0.03  # now and then a new size: the book breathes
+            # Move a quote when it is a tick off (the touch) or a cent per level (deeper).
+            slack = market.tick if slot[2] == 0 else max(market.tick, CENT) * slot[2]
+            if abs(quote.price - price) < slack and not refresh:
                 return
+            if abs(quote.price - price) < slack:
+                price = quote.price
             quantity = self.size(market, slot[2]) if refresh else 0
             reply = await bots.call(
                 "replace",
