@@ -70,6 +70,14 @@ ROW_FIELDS = {
 }
 LATENCY_FIELDS = {"count", "min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max", "curve"}
 MACHINE_FIELDS = {"cpu_model", "cores", "python", "git_commit", "command", "packages"}
+ENGINE_FIELDS = {
+    "process_s",
+    "busy_share_of_wall",
+    "batches",
+    "mean_batch",
+    "ns_per_command",
+    "batch_interval_us",
+}
 CORES_FIELDS = {"server", "clients", "others", "machine_busy", "wall_s"}
 
 
@@ -86,18 +94,20 @@ def test_quick_report_has_every_field(quick: tuple[dict, Path]) -> None:
     result, _path = quick
     assert set(result) >= TOP_FIELDS
     assert result["workload"] == "SERVICE"
-    assert result["apis"] == ["stream"]
+    assert result["apis"] == list(service_load.QUICK_APIS)
     assert set(result["machine"]) >= MACHINE_FIELDS
     assert "bench.service_load" in result["command"] and "--quick" in result["command"]
     assert result["setup"]["fsync"] == "batch"
-    assert set(result["highest_sustained"]) == {"stream"}
-    assert len(result["rows"]) == len(service_load.QUICK_RATES)
+    assert set(result["highest_sustained"]) == set(service_load.QUICK_APIS)
+    assert len(result["rows"]) == len(service_load.QUICK_RATES) * len(service_load.QUICK_APIS)
+    assert [r["api"] for r in result["rows"]] == list(service_load.QUICK_APIS)
     for row in result["rows"]:
         assert set(row) >= ROW_FIELDS, ROW_FIELDS - set(row)
         assert set(row["latency_ns"]) >= LATENCY_FIELDS
         assert set(row["cores"]) >= CORES_FIELDS
         assert set(row["send_lag_ns"]) == {"p50", "p99", "max"}
-        assert {"process_s", "busy_share_of_wall", "batches", "mean_batch"} <= set(row["engine"])
+        assert set(row["engine"]) >= ENGINE_FIELDS
+        assert set(row["engine"]["batch_interval_us"]) == {"p50", "p90", "p99", "max"}
         assert isinstance(row["sustained"], bool)
     assert result["engine"]["available"] is True
     assert {"p50", "p99", "max", "count"} <= set(result["fdatasync_floor"])
@@ -124,6 +134,8 @@ def test_quick_writes_markdown_and_picture(quick: tuple[dict, Path]) -> None:
     text = path.with_suffix(".md").read_text()
     assert "| api | offered/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms" in text
     assert "Highest sustained rate, stream" in text
+    assert "Highest sustained rate, batch" in text
+    assert "| api | offered/s | batches | mean batch | batch interval" in text
     assert "fdatasync" in text
     try:
         import matplotlib  # noqa: F401
