@@ -218,10 +218,13 @@ int64_t Engine::new_order(const Command& c) {
     return reject(c, R_CAPACITY);
   }
   const int side = side_of(c.intent);
-  Taker t{};
+  Taker t;  // every field set below: `Taker t{}` would zero it with `rep stos`
+  t.order_id = 0;
   t.client_order_id = c.client_order_id;
   t.remaining = c.quantity;
   t.expiry = c.tif == GTD ? c.expiry : 0;
+  t.lot_reserve = 0;
+  t.fee_reserve = 0;
   t.account = c.account;
   t.slot = NIL;
   t.position = position;
@@ -680,7 +683,8 @@ int64_t Engine::replace(const Command& c) {
   o.leaves_qty = quantity;
   if (crosses_book(m, side, price)) {
     emit_level(m, side, old_index);
-    Taker t{};
+    Taker t;  // every field set below
+    t.fee_reserve = 0;
     t.order_id = o.order_id;
     t.client_order_id = o.client_order_id;
     t.remaining = quantity;
