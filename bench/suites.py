@@ -264,7 +264,18 @@ def run_xc(cfg: Config) -> dict[str, Any]:
     """XC: this project's batch and per-call APIs; the reference at a reduced size."""
     n = cfg.n("XC")
     wl = _generate(cfg, "generating XC", workloads.xc, n)
-    tables = [run_table(f"XC, {n:,} commands", wl, _core_peers(cfg, one_call=True), cfg)]
+    risk_on = BatchPeer(_core_engine(), CORE, cfg.chunk, suffix=", ledger on", ledger=True)
+    tables = [
+        run_table(
+            f"XC, {n:,} commands",
+            wl,
+            [*_core_peers(cfg, one_call=True), risk_on],
+            cfg,
+            note="'ledger on': the same commands with pre-trade risk checks, reservations and "
+            "settlement on every command (every account funded with cash and YES+NO pairs, so "
+            "no check fails); the other rows match only (ledger=False), as the peers do",
+        )
+    ]
     ref_peers, why = _reference_peers(cfg)
     notes = []
     if ref_peers:

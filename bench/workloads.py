@@ -75,6 +75,23 @@ class XcWorkload:
     expected: Expected
     params: dict[str, object] = field(default_factory=dict)
 
+    def funded_setup(self) -> np.ndarray:
+        """The setup for an engine with the ledger: every account gets cash and YES+NO
+        pairs (so its sells hold shares) once the market is open; no risk check fails."""
+        opened = np.nonzero(self.setup["type"] == CommandType.SET_MARKET_STATE)[0][-1] + 1
+        accounts = self.setup["account"][self.setup["type"] == CommandType.ADD_ACCOUNT]
+        market = int(self.setup["market"][self.setup["type"] == CommandType.CREATE_MARKET][0])
+        funding = np.zeros(2 * len(accounts), dtype=COMMAND_DTYPE)
+        funding["type"][: len(accounts)] = CommandType.DEPOSIT
+        funding["quantity"][: len(accounts)] = 10**13  # $10 million each
+        funding["type"][len(accounts) :] = CommandType.SPLIT
+        funding["quantity"][len(accounts) :] = 10**8  # a million pairs each
+        funding["market"][len(accounts) :] = market
+        funding["account"] = np.concatenate([accounts, accounts])
+        out = np.concatenate([self.setup[:opened], funding, self.setup[opened:]])
+        out["seq"] = np.arange(1, len(out) + 1)
+        return out
+
     def mix(self) -> dict[str, int]:
         """Measured commands per kind: GTC, IOC, CANCEL, MOVE."""
         c = self.commands

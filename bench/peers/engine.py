@@ -105,6 +105,8 @@ class _EnginePeer(Peer):
             self.commands = workload.commands()
         elif getattr(workload, "ledger", False) and not self.capacity.get("ledger"):
             self.setup, self.commands = workload.unfunded_setup(), workload.commands
+        elif self.capacity.get("ledger") and hasattr(workload, "funded_setup"):
+            self.setup, self.commands = workload.funded_setup(), workload.commands  # XC, risk on
         else:
             self.setup, self.commands = workload.setup, workload.commands
 
