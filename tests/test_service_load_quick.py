@@ -78,7 +78,15 @@ ENGINE_FIELDS = {
     "ns_per_command",
     "batch_interval_us",
 }
-CORES_FIELDS = {"server", "clients", "others", "machine_busy", "wall_s"}
+CORES_FIELDS = {
+    "server",
+    "clients",
+    "irq_softirq",
+    "others",
+    "machine_busy",
+    "wall_s",
+    "busiest_others",
+}
 
 
 @pytest.fixture(scope="module")
