@@ -40,7 +40,9 @@ What runs (shared/BENCHMARKS.md, SERVICE):
   ``PlaceOrder``/``CancelOrder``/``ReplaceOrder`` call per command, each in its own
   task), ``batch`` (``OrderEntryBatch.OrderBatchStream``, pyexchange/batch.py: at
   each wake-up a client puts every command that is due, at most 256, in one
-  message; at low rates that is one command, under load it grows by itself).
+  message; at low rates that is one command, under load it grows by itself;
+  ``--batch-interval-ms`` makes each client send at most one message that often,
+  as a client that batches on purpose would).
 - **Each rate** runs ``--seconds`` of schedule, then waits for the outstanding
   replies (``--drain`` seconds at most: a command still unanswered then is an
   error, recorded in the histogram at the drain deadline). The ladder of each API
@@ -53,15 +55,18 @@ commands. The issue's aim (p99 under 1 ms at 20,000 orders/s) is checked and
 reported separately.
 
 **Where the time goes**: per rate, the CPU time of the server process, of the
-client processes and of everything else on the machine (``/proc``: the two cores
-are shared, and the clients compete with the server for them); the server's
-batch sizes and its own submit-to-answer latency (Prometheus); and the engine
-core's busy time: after the run the journal is replayed through
-``Engine.process`` with the very batches the sequencer formed, each call timed,
-and the sum over a rate's batches is divided by the rate's wall time. With
-``--profile py-spy`` (``pip install py-spy``), one more run at the highest
-sustained rate is sampled by ``py-spy record --threads --idle`` on the server,
-and each thread's samples are sorted into what it was doing.
+client processes, of interrupts (loopback TCP is mostly processed in softirq)
+and of everything else on the machine, naming the other busy processes
+(``/proc``: the two cores are shared, and the clients compete with the server
+for them); the server's batch sizes and its own submit-to-answer latency
+(Prometheus); the sequencer's cycle and the engine core's busy time: after the
+run the journal is replayed through ``Engine.process`` with the very batches
+the sequencer formed, each call timed, and the sum over a rate's batches is
+divided by the rate's wall time. With py-spy installed (``--profile``), one
+more run at each streaming API's highest sustained rate is sampled by
+``py-spy record --threads --idle`` (each Python thread's wall time sorted into
+what it was doing) while ``/proc/PID/task`` gives the CPU of every server
+thread, gRPC's native ones included.
 
 Writes ``bench/results/service-<timestamp>.json`` and ``.md`` and a
 latency-vs-rate picture ``service-<timestamp>-latency.png``, with the machine.
@@ -119,7 +124,6 @@ CROSS_TICKS = 5  # a crossing IOC reaches 5 ticks into the other side
 LEAD_NS = 300_000_000  # the first command of a rate is scheduled this long after the order to go
 KINDS = ("place", "cross", "cancel", "replace")
 PLACE, CROSS, CANCEL, REPLACE = range(4)
-SECRET = "service-load-" + "0" * 19
 
 
 # ------------------------------------------------------------------ the server
@@ -137,6 +141,7 @@ class Setup:
     drain: float = 10.0
     seed: int = 1
     switch_interval: float | None = None  # the server's sys.setswitchinterval (None: Python's)
+    batch_interval_ms: float = 0.0  # batch API: at most one message per client this often
 
 
 class ServerProcess:
@@ -158,12 +163,21 @@ class ServerProcess:
     def key_id(self, account: int) -> str:
         return f"load-{account}"
 
+    def secret(self, account: int) -> str:
+        """Each key its own secret: a signature covers timestamp, method and body, not
+        the key, so two keys sharing a secret would sign alike and look like replays."""
+        if not hasattr(self, "_secrets"):
+            import secrets
+
+            self._secrets = {a: secrets.token_hex(16) for a in self.accounts}
+        return self._secrets[account]
+
     def write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         keys = [
             {
                 "key_id": self.key_id(a),
-                "secret": SECRET,
+                "secret": self.secret(a),
                 "permissions": ["trade", "read"],
                 "accounts": [a],
                 "rate": 1e7,  # the token bucket is never what limits a load client
@@ -506,7 +520,9 @@ class RunSpec:
 class Client:
     """One client process: a channel, a stream, a model of its orders; runs rates on request."""
 
-    def __init__(self, index: int, target: str, key_id: str, account: int, setup: Setup) -> None:
+    def __init__(
+        self, index: int, target: str, key_id: str, secret: str, account: int, setup: Setup
+    ) -> None:
         import grpc
 
         from pyexchange.api import exchange_pb2 as pb
@@ -518,7 +534,7 @@ class Client:
         self.index = index
         self.account = account
         self.setup = setup
-        self.client = ExchangeClient(target, key_id, SECRET, timeout=60.0)
+        self.client = ExchangeClient(target, key_id, secret, timeout=60.0)
         self.stub = pb_grpc.OrderEntryStub(self.client.channel)
         self.mix = Mix(pb, account, setup.markets, setup.book, setup.seed * 1000 + index)
         self.call: Any = None
@@ -602,11 +618,23 @@ class Client:
                 futures.append(done)
                 sent += 1
             await asyncio.gather(*futures)
+        await self.open_batch_stream()  # opened now, not inside a timed run
         return len(self.mix.book)
 
     # ---------------------------------------------------------------- a rate
 
     async def run_rate(self, spec: RunSpec) -> dict[str, Any]:
+        reopened = 0
+        if spec.api in ("stream", "batch") and self.stream_errors[spec.api]:
+            # a stream that failed in an earlier run: open a new one before this run starts
+            self.stream_errors[spec.api] = None
+            await (self.open_stream() if spec.api == "stream" else self.open_batch_stream())
+            reopened = 1
+        result = await self._run_rate(spec)
+        result["reopened_streams"] = reopened
+        return result
+
+    async def _run_rate(self, spec: RunSpec) -> dict[str, Any]:
         rate_each = spec.rate / spec.clients
         m = max(1, int(spec.rate * spec.seconds / spec.clients))
         k, n = self.index, spec.clients
@@ -666,6 +694,7 @@ class Client:
                 self.waiting[cid] = (j, kind, memo, None)
                 message = pb.OrderStreamRequest(correlation_id=cid, **{field: request})
                 run.sent(j, perf_counter_ns(), kind)
+                run.messages += 1
                 await write(message)
             i = due
 
@@ -676,13 +705,17 @@ class Client:
         pb, mix, write, batch = self.pb, self.mix, self.batch_call.write, self.bpb.OrderBatch
         m, i = len(sched), 0
         sched_list = sched.tolist()
+        every = int(self.setup.batch_interval_ms * 1e6)  # 0: wake for each command
+        last = 0
         while i < m:
             if self.stream_errors["batch"]:
                 return
             now = perf_counter_ns()
-            if sched_list[i] > now:
-                await self._wait(sched_list[i])
+            wake = max(sched_list[i], last + every)
+            if wake > now:
+                await self._wait(wake)
                 continue
+            last = now
             due = min(m, self._due(sched, i, now), i + MAX_BATCH)
             requests = []
             kinds = []
@@ -696,6 +729,7 @@ class Client:
             sent = perf_counter_ns()
             for j, kind in zip(range(i, due), kinds, strict=True):
                 run.sent(j, sent, kind)
+            run.messages += 1
             await write(batch(requests=requests))
             i = due
 
@@ -768,6 +802,7 @@ class _RunState:
         self.errors: Counter[str] = Counter()
         self.seq_min = 0
         self.seq_max = 0
+        self.messages = 0  # stream messages written (unary: calls)
 
     def sent(self, j: int, now: int, kind: int) -> None:
         self.send[j] = now
@@ -821,6 +856,7 @@ class _RunState:
             "last_done": int(self.done_at[answered].max()) if answered.any() else cutoff,
             "status": dict(self.status),
             "rejects": dict(self.rejects),
+            "messages": self.messages or int(sent.sum()),
             "seq_min": self.seq_min,
             "seq_max": self.seq_max,
             "stream_error": stream_error,
@@ -829,12 +865,12 @@ class _RunState:
 
 
 def _client_main(
-    conn: Any, index: int, target: str, key_id: str, account: int, setup: Setup
+    conn: Any, index: int, target: str, key_id: str, secret: str, account: int, setup: Setup
 ) -> None:
     """Entry of a client process: warm up, then run whatever the parent asks."""
 
     async def serve() -> None:
-        client = Client(index, target, key_id, account, setup)
+        client = Client(index, target, key_id, secret, account, setup)
         loop = asyncio.get_running_loop()
         try:
             booked = await client.warm_up()
@@ -869,7 +905,15 @@ class Clients:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_client_main,
-                args=(child, k, server.target, server.key_id(account), account, setup),
+                args=(
+                    child,
+                    k,
+                    server.target,
+                    server.key_id(account),
+                    server.secret(account),
+                    account,
+                    setup,
+                ),
                 name=f"load-client-{k}",
                 daemon=True,
             )
@@ -1131,6 +1175,10 @@ def make_row(
         "rejects_by_reason": dict(rejects.most_common()),
         "status": dict(sorted(status.items())),
         "commands_by_kind": {KINDS[c]: int(np.count_nonzero(kinds == c)) for c in range(4)},
+        "client_messages": sum(r["messages"] for r in results),
+        "commands_per_message": round(
+            sum(r["sent"] for r in results) / max(1, sum(r["messages"] for r in results)), 2
+        ),
         "latency_ns": summary,
         "latency_by_kind_ns": per_kind,
         "send_lag_ns": _pct(lag),
@@ -1354,54 +1402,44 @@ def _category(thread: str, frames: list[str], leaf: str, engine_line: int | None
     return "idle (waiting)" if _idle(leaf) else "busy"
 
 
-def read_raw_profile(path: Path) -> dict[str, Counter[str]]:
-    """py-spy's raw (collapsed) output with --threads: thread -> stack -> samples."""
+def read_raw_profile(path: Path) -> tuple[dict[str, Counter[str]], dict[int, str]]:
+    """py-spy's raw (collapsed) output with --threads: thread -> stack -> samples, and
+    the thread names by OS thread id."""
     samples: dict[str, Counter[str]] = defaultdict(Counter)
+    names: dict[int, str] = {}
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         thread = frames[0]
-        # "thread (1234): MainThread" -> drop the id, keep the name
+        if m := re.match(r"^thread \((\d+)\): (.*)$", thread):  # "thread (1234): MainThread"
+            names[int(m.group(1))] = m.group(2).strip()
         key = re.sub(r"^thread \(\d+\)", "thread", thread)
         samples[key][";".join(frames[1:])] += int(count)
-    return samples
+    return samples, names
+
+
+def _threads_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (OS thread name, CPU seconds) of every thread of a process."""
+    out = {}
+    try:
+        tasks = list(os.scandir(f"/proc/{pid}/task"))
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f"{task.path}/stat", encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
+    return out
 
 
 SAMPLE_HZ = 200
-
-
-def _spy_run(
-    exe: str,
-    server: ServerProcess,
-    clients: Clients,
-    spec_of: Callable[[], RunSpec],
-    duration: int,
-    out: Path,
-    idle: bool,
-    cpu: list[float | None],
-) -> tuple[dict[str, Counter[str]] | str, int]:
-    """py-spy on the server during one run; (samples or the failure, commands acknowledged)."""
-    command = [exe, "record", "-p", str(server.pid), "-d", str(duration), "-r", str(SAMPLE_HZ)]
-    command += ["-f", "raw", "-o", str(out), "--threads", "--nonblocking"]
-    if idle:
-        command.append("--idle")
-    spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.5)  # attach; the run starts right after
-    before = CpuMark.now(server.pid, clients.pids)
-    results = clients.run(spec_of())
-    # the server's cores from /proc over the run: all its threads, gRPC's native ones too
-    cpu[0] = CpuMark.now(server.pid, clients.pids).cores_since(before)["server"]
-    try:
-        log, _ = spy.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        log, _ = spy.communicate()
-    acknowledged = sum(sum(r["status"].values()) for r in results)
-    if spy.returncode != 0 or not out.exists():
-        return f"py-spy failed: {(log or '').strip()[-300:]}", acknowledged
-    return read_raw_profile(out), acknowledged
 
 
 def profile_rate(
@@ -1413,50 +1451,98 @@ def profile_rate(
     run_id: int,
     work: Path,
 ) -> dict[str, Any]:
-    """Two more runs at ``rate`` with py-spy sampling the server (non-blocking, 200 Hz).
+    """One more run at ``rate``: py-spy samples the server, /proc counts its threads' CPU.
 
-    ``cpu`` view: samples of threads that are running (py-spy's default, which
-    leaves out threads sleeping in the kernel: waiting for I/O, a lock, the GIL
-    or fdatasync), as a share of the sampled wall time, so 1.0 is one core busy.
-    ``wall`` view (``--idle``): every sample of every thread, to see what a
-    thread waits on.
+    py-spy (``record --threads --idle --nonblocking``, 200 Hz) gives each Python
+    thread's wall time, waits included, sorted into what it was doing; the CPU
+    time of every thread of the server (gRPC's native ones too) comes from
+    ``/proc/PID/task/TID/stat`` over the same run (py-spy's own notion of an
+    idle thread is not reliable enough to count CPU with).
     """
     exe = _py_spy()
     if exe is None:
         return {"available": False, "reason": "py-spy is not installed (pip install py-spy)"}
     duration = max(1, math.ceil(setup.seconds))
-    engine_line = _engine_line()
-
-    def spec() -> RunSpec:
-        start = perf_counter_ns() + LEAD_NS // 3
-        return RunSpec(run_id, api, rate, setup.clients, start, setup.seconds, setup.drain)
-
-    views: dict[str, Any] = {}
-    acknowledged = {}
-    server_cores: dict[str, float | None] = {}
-    for view, idle in (("cpu", False), ("wall", True)):
-        cpu: list[float | None] = [None]
-        samples, acknowledged[view] = _spy_run(
-            exe, server, clients, spec, duration, work / f"py-spy-{view}.txt", idle, cpu
+    out = work / f"py-spy-{api}.txt"
+    command = [exe, "record", "-p", str(server.pid), "-d", str(duration), "-r", str(SAMPLE_HZ)]
+    command += ["-f", "raw", "-o", str(out), "--threads", "--idle", "--nonblocking"]
+    spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)  # attach; the run starts right after
+    spec = RunSpec(
+        run_id,
+        api,
+        rate,
+        setup.clients,
+        perf_counter_ns() + LEAD_NS // 3,
+        setup.seconds,
+        setup.drain,
+    )
+    threads_before = _threads_cpu(server.pid)
+    before = CpuMark.now(server.pid, clients.pids)
+    results = clients.run(spec)
+    after = CpuMark.now(server.pid, clients.pids)
+    threads_after = _threads_cpu(server.pid)
+    try:
+        log, _ = spy.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        log, _ = spy.communicate()
+    if spy.returncode != 0 or not out.exists():
+        return {"available": False, "reason": f"py-spy failed: {(log or '').strip()[-300:]}"}
+    samples, names = read_raw_profile(out)
+    wall = max(after.wall - before.wall, 1e-9)
+    threads_cpu = []
+    for tid, (comm, cpu) in threads_after.items():
+        used = (cpu - threads_before.get(tid, (comm, 0.0))[1]) / wall
+        threads_cpu.append(
+            {"tid": tid, "name": names.get(tid, f"{comm} (native)"), "cores": round(used, 3)}
         )
-        server_cores[view] = cpu[0]
-        if isinstance(samples, str):
-            return {"available": False, "reason": samples}
-        views[view] = classify(samples, engine_line, SAMPLE_HZ * duration if not idle else None)
+    threads_cpu.sort(key=lambda t: -t["cores"])
     return {
         "available": True,
         "api": api,
         "offered_per_s": rate,
-        "acknowledged": acknowledged,
-        "how": f"py-spy record --threads --nonblocking -r {SAMPLE_HZ} -d {duration} on the "
-        "server during two more runs at this rate: 'cpu' counts the samples of running "
-        "threads over the samples taken (1.0 = one core), 'wall' (--idle) every sample of a "
-        "thread, waits included. Samples are sorted by the innermost frame that names a part "
-        "of the service; without --native, time in gRPC's Cython core and in C calls shows "
-        "on the Python line that made the call.",
-        "views": views,
-        "server_cores_proc": server_cores,
+        "acknowledged": sum(sum(r["status"].values()) for r in results),
+        "cores": after.cores_since(before),
+        "how": f"py-spy record --threads --idle --nonblocking -r {SAMPLE_HZ} -d {duration} on "
+        "the server during one more run at this rate: every sample of a Python thread (wall "
+        "time, waits included), sorted by the innermost frame that names a part of the "
+        "service (without --native, time in gRPC's Cython core and in C calls shows on the "
+        "Python line that made the call; a thread waiting for the GIL shows on the line it "
+        "is about to run). CPU per thread from /proc/PID/task over the same run.",
+        "wall": classify(samples, _engine_line()),
+        "threads_cpu": threads_cpu,
     }
+
+
+def _profile_markdown(prof: dict[str, Any]) -> list[str]:
+    if not prof.get("available"):
+        return [f"Profile: {prof.get('reason')}", ""]
+    lines = [
+        f"### Where the server's time goes ({prof['api']}, {prof['offered_per_s']:,.0f}/s "
+        f"offered, {prof.get('at', '')})",
+        "",
+        prof["how"],
+        "",
+        f"CPU over the run: server {prof['cores']['server']:.2f} cores, clients "
+        f"{prof['cores']['clients']:.2f}, irq/softirq {prof['cores']['irq_softirq']:.2f}, "
+        f"other processes {prof['cores']['others']:.2f}.",
+        "",
+        "| server thread | CPU (cores, /proc) |",
+        "|---|---:|",
+    ]
+    for t in prof["threads_cpu"]:
+        if t["cores"] >= 0.005:
+            lines.append(f"| {t['name']} | {t['cores']:.3f} |")
+    lines.append("")
+    for thread in ("MainThread", "sequencer"):
+        w = prof["wall"].get(thread)
+        if not w:
+            continue
+        lines += [f"| {thread}: what it does | share of wall time |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1%} |" for k, v in w["shares"].items()]
+        lines.append("")
+    return lines
 
 
 # ------------------------------------------------------------------ Markdown
@@ -1580,58 +1666,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _profile_markdown(prof: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    if prof.get("available"):
-        lines.append(
-            f"### Where the server's time goes ({prof['api']}, "
-            f"{prof['offered_per_s']:,.0f}/s offered)"
-        )
-        lines.append("")
-        lines.append(prof["how"])
-        lines.append("")
-        cpu, wall = prof["views"]["cpu"], prof["views"]["wall"]
-        seen = sum(t.get("share", 0.0) for t in cpu.values())
-        total = (prof.get("server_cores_proc") or {}).get("cpu")
-        if total is not None:
-            lines.append(
-                f"Server process CPU over the profiled run (/proc, every thread): {total:.2f} "
-                f"cores; its Python threads as py-spy sampled them: {seen:.2f} cores. The "
-                "difference is gRPC's native threads (and samples py-spy missed)."
-            )
-            lines.append("")
-        for thread in ("MainThread", "sequencer"):
-            c, w = cpu.get(thread, {}), wall.get(thread, {})
-            if not c and not w:
-                continue
-            lines.append(
-                f"| {thread}: what it does | cpu (cores) {c.get('share', 0):.2f} "
-                "| share of wall time |"
-            )
-            lines.append("|---|---:|---:|")
-            names = list(w.get("shares", {}))
-            names += [k for k in c.get("shares", {}) if k not in names]
-            for k in names:
-                lines.append(
-                    f"| {k} | {c.get('shares', {}).get(k, 0.0):.2f} "
-                    f"| {w.get('shares', {}).get(k, 0.0):.1%} |"
-                )
-            lines.append("")
-        others = [k for k in {**wall, **cpu} if k not in ("MainThread", "sequencer")]
-        if others:
-            lines.append("| other thread | cpu (cores) | top frame (cpu view) |")
-            lines.append("|---|---:|---|")
-            for k in others:
-                c = cpu.get(k, {})
-                top = c.get("top_leaves") or [["-", 0]]
-                lines.append(f"| {k} | {c.get('share', 0.0):.2f} | `{top[0][0]}` |")
-            lines.append("")
-    else:
-        lines.append(f"Profile: {prof.get('reason')}")
-        lines.append("")
-    return lines
-
-
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     """Latency percentiles (log) and achieved rate against the offered rate, per API."""
     try:
@@ -1711,6 +1745,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         drain=args.drain,
         seed=args.seed,
         switch_interval=args.switch_interval,
+        batch_interval_ms=args.batch_interval_ms,
     )
     rates = [float(r) for r in args.rates]
     apis = list(args.api)
@@ -1885,6 +1920,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--markets", type=int, default=4)
     p.add_argument("--fsync", choices=["batch", "interval", "none"], default="batch")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--batch-interval-ms",
+        type=float,
+        default=0.0,
+        help="batch API: each client sends at most one message this often, with every "
+        "command due by then (0: one wake-up per command, batching only when late)",
+    )
     p.add_argument(
         "--switch-interval",
         type=float,
