@@ -1620,9 +1620,10 @@ def markdown(result: dict[str, Any]) -> str:
         "the percentile falls under), and the engine core's busy time (the journal's batches "
         "replayed through Engine.process, timed) against the rate's wall time.",
         "",
-        "| api | offered/s | batches | mean batch | batch interval p50 / p99 µs "
-        "| submit→answer p50 / p99 ≤ ms | engine ns/command | engine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| api | offered/s | commands per client message | batches | mean batch "
+        "| batch interval p50 / p99 µs | submit→answer p50 / p99 ≤ ms | engine ns/command "
+        "| engine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         eng = r.get("engine") or {}
@@ -1634,7 +1635,8 @@ def markdown(result: dict[str, Any]) -> str:
             return "-" if v is None else f"{v * 1e3:g}"
 
         lines.append(
-            f"| {r['api']} | {_rate(r['offered_per_s'])} | {eng.get('batches', '-')} "
+            f"| {r['api']} | {_rate(r['offered_per_s'])} | {r['commands_per_message']} "
+            f"| {eng.get('batches', '-')} "
             f"| {eng.get('mean_batch') or '-'} | {gap.get('p50', '-')} / {gap.get('p99', '-')} "
             f"| {bound(sm.get('p50_at_most_s'))} / {bound(sm.get('p99_at_most_s'))} "
             f"| {eng.get('ns_per_command') or '-'} "

@@ -58,6 +58,8 @@ ROW_FIELDS = {
     "rejects_by_reason",
     "status",
     "commands_by_kind",
+    "client_messages",
+    "commands_per_message",
     "latency_ns",
     "latency_by_kind_ns",
     "send_lag_ns",
@@ -143,7 +145,7 @@ def test_quick_writes_markdown_and_picture(quick: tuple[dict, Path]) -> None:
     assert "| api | offered/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms" in text
     assert "Highest sustained rate, stream" in text
     assert "Highest sustained rate, batch" in text
-    assert "| api | offered/s | batches | mean batch | batch interval" in text
+    assert "| api | offered/s | commands per client message | batches | mean batch" in text
     assert "fdatasync" in text
     try:
         import matplotlib  # noqa: F401
