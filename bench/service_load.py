@@ -1766,6 +1766,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     profile: dict[str, Any] = {}
     engine: dict[str, Any] = {}
     clients: Clients | None = None
+    failed = False
     try:
         server.data_dir.mkdir(parents=True)
         floor = fdatasync_floor(server.data_dir)
@@ -1824,10 +1825,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 print(f"profiling the server at {target:,.0f}/s ({api}) ...", flush=True)
                 profile[api] = profile_rate(server, clients, api, target, setup, run_id, work)
                 profile[api]["at"] = "highest sustained rate" if best else "lowest rate"
+    except BaseException:
+        print(f"server log (last lines):\n{server.stderr_tail(10)}", file=sys.stderr)
+        failed = True
+        raise
     finally:
         if clients is not None:
             clients.stop()
         exit_code = server.stop()
+        if failed and not args.keep_data:
+            shutil.rmtree(work, ignore_errors=True)
     logged = server.errors_logged()
     if exit_code != 0:
         notes.append(f"the server exited with status {exit_code}: {server.stderr_tail(5)}")
