@@ -5,7 +5,7 @@ A request carries three metadata entries:
 - ``x-api-key``: the key id;
 - ``x-timestamp-ms``: Unix time in milliseconds, within ``skew_ms`` of the server's clock;
 - ``x-signature``: hex HMAC-SHA256 with the key's secret over
-  ``f"{timestamp_ms}\\n{full_method}\\n{sha256_hex(body)}"``, where ``body`` is
+  ``f"{key_id}\\n{timestamp_ms}\\n{full_method}\\n{sha256_hex(body)}"``, where ``body`` is
   ``request.SerializeToString(deterministic=True)`` for a unary request and
   ``b""`` for a stream (authenticated once, when it opens).
 
@@ -226,12 +226,17 @@ def body_hash(request: Serializable | None) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def signature(secret: str, timestamp_ms: int, method: str, request: Serializable | None) -> str:
-    return signature_of_hash(secret, timestamp_ms, method, body_hash(request))
+def signature(
+    key_id: str, secret: str, timestamp_ms: int, method: str, request: Serializable | None
+) -> str:
+    return signature_of_hash(key_id, secret, timestamp_ms, method, body_hash(request))
 
 
-def signature_of_hash(secret: str, timestamp_ms: int, method: str, body_sha256: str) -> str:
-    payload = f"{timestamp_ms}\n{method}\n{body_sha256}".encode()
+def signature_of_hash(
+    key_id: str, secret: str, timestamp_ms: int, method: str, body_sha256: str
+) -> str:
+    # The key id is signed too: a request cannot be replayed under another key.
+    payload = f"{key_id}\n{timestamp_ms}\n{method}\n{body_sha256}".encode()
     return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
 
 
@@ -249,7 +254,7 @@ def sign(
     return (
         (KEY_HEADER, key_id),
         (TIMESTAMP_HEADER, str(timestamp_ms)),
-        (SIGNATURE_HEADER, signature(secret, timestamp_ms, method, request)),
+        (SIGNATURE_HEADER, signature(key_id, secret, timestamp_ms, method, request)),
     )
 
 
@@ -378,21 +383,22 @@ class Authenticator:
         given = values.get(SIGNATURE_HEADER, "")
         if not given:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {SIGNATURE_HEADER} metadata")
-        expected = signature(key.secret, timestamp_ms, method, request)
+        expected = signature(key.key_id, key.secret, timestamp_ms, method, request)
         if not hmac.compare_digest(given.lower().encode(), expected.encode()):
             raise Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "signature does not match (HMAC-SHA256 over timestamp, method and body)",
+                "signature does not match (HMAC-SHA256 over key id, timestamp, method and body)",
             )
         self._forget(now)
-        if expected in self._seen:
+        seen = f"{key.key_id}:{expected}"  # per key: equal secrets never collide
+        if seen in self._seen:
             raise Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "replayed request: this signature was already used",
             )
         until = timestamp_ms + self.skew_ms
-        self._seen[expected] = until
-        self._expiry.append((until, expected))
+        self._seen[seen] = until
+        self._expiry.append((until, seen))
         wait = self.rate_limiter.try_acquire(key, cost)
         if wait:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, self.rate_limiter.message(key, wait))

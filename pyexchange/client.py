@@ -90,7 +90,7 @@ class ExchangeClient:
         return (
             (KEY_HEADER, self.key_id),
             (TIMESTAMP_HEADER, str(stamp)),
-            (SIGNATURE_HEADER, signature_of_hash(self.secret, stamp, method, digest)),
+            (SIGNATURE_HEADER, signature_of_hash(self.key_id, self.secret, stamp, method, digest)),
         )
 
     async def _unary(self, stub: Any, method: str, request: Any, timeout: float | None) -> Any:
