@@ -23,7 +23,7 @@ import pytest
 from service_support import Harness, LoopThread, start_harness, status_of, wait_until
 
 from pyexchange.api import exchange_pb2 as pb
-from pyexchange.auth import READ, TRADE, ApiKey, KeyStore, new_secret, sign
+from pyexchange.auth import KEY_HEADER, READ, TRADE, ApiKey, KeyStore, new_secret, sign
 from pyexchange.client import ExchangeClient
 
 PLACE = "/pyexchange.v1.OrderEntry/PlaceOrder"
@@ -120,6 +120,9 @@ def test_missing_wrong_and_stale_credentials(h: Harness) -> None:
     refused(h, with_metadata(other_body), UNAUTHENTICATED, "signature does not match")
     other_method = list(sign(key.key_id, key.secret, ACCOUNT, request))
     refused(h, with_metadata(other_method), UNAUTHENTICATED, "signature does not match")
+    # the key id is signed: a signature made for another key id (same secret) is refused
+    as_other = [(KEY_HEADER, key.key_id), *list(sign("trader-2", key.secret, PLACE, request))[1:]]
+    refused(h, with_metadata(as_other), UNAUTHENTICATED, "signature does not match")
     garbage = [*good()[:2], ("x-signature", "zz" * 32)]
     refused(h, with_metadata(garbage), UNAUTHENTICATED, "signature does not match")
     stale = good(timestamp_ms=now_ms() - 60_000)
