@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -201,17 +202,22 @@ def probe_accounts(a: int) -> dict[str, Any]:
 
 
 def _subprocess(*args: str) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.memory", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    # The repository goes at the *end* of the path, and the child starts elsewhere:
+    # `bench` is found there, but an installed `matchcore` (with its compiled core)
+    # wins over the source tree's.
+    code = (
+        f"import runpy, sys; sys.path.append({str(ROOT)!r}); sys.argv[1:] = {list(args)!r}; "
+        "runpy.run_module('bench.memory', run_name='__main__')"
     )
+    with tempfile.TemporaryDirectory() as elsewhere:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
     if out.returncode:
         raise RuntimeError(f"memory probe {args} failed: {out.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout)

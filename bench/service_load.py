@@ -221,6 +221,7 @@ class ServerProcess:
         stderr = open(self.stderr_path, "w", encoding="utf-8")  # noqa: SIM115 (the child owns it)
         self.proc = subprocess.Popen(
             command,
+            cwd=self.data_dir.parent,  # outside the repository: the installed packages
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -30,6 +31,9 @@ from pyexchange.client import ExchangeClient
 from pyexchange.console import _Book, render_book
 
 DEADLINE = 20.0  # seconds to wait for a condition (a generous bound, not a measurement)
+# Children start outside the repository, so that they import the installed packages
+# (a source tree without its compiled core would shadow them from the current directory).
+OUTSIDE = tempfile.gettempdir()
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -51,6 +55,7 @@ class Demo:
             text=True,
             timeout=timeout,
             env=ENV,
+            cwd=OUTSIDE,
         )
 
     def query(self, key_name: str, fn: Callable[[ExchangeClient], Awaitable[Any]]) -> Any:
@@ -104,6 +109,7 @@ def start_demo(data_dir: Path) -> Demo:
         stdout=subprocess.PIPE,
         text=True,
         env=ENV,
+        cwd=OUTSIDE,
     )
     assert process.stdout is not None
     banner: list[str] = []
@@ -338,6 +344,7 @@ def test_no_keys_or_no_server_say_what_to_do(demo: Demo, tmp_path: Path) -> None
         capture_output=True,
         text=True,
         env=ENV,
+        cwd=OUTSIDE,
         timeout=30,
     )
     assert missing.returncode == 2
@@ -368,6 +375,7 @@ def test_sigint_stops_the_bots_and_cancels_their_orders(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=ENV,
+        cwd=OUTSIDE,
         timeout=60,
     )
     assert replay.returncode == 0, replay.stderr

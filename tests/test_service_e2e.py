@@ -472,6 +472,7 @@ def _start_serve(data_dir: Path, port: int = 0) -> tuple[subprocess.Popen[str], 
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=data_dir.parent,  # outside the repository: the installed packages, not the tree
     )
     assert process.stdout is not None
     for line in process.stdout:  # the banner's first line names the port
