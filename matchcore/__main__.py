@@ -105,9 +105,13 @@ def main() -> None:
     args = parser.parse_args()
 
     engine = Engine(max_orders=1 << 20, max_markets=4, max_accounts=args.accounts)
-    setup = [{"type": "CREATE_MARKET", "market": 0, "price": TICK, "quantity": LOT, "aux": LOT}]
-    setup.append({"type": "SET_MARKET_STATE", "market": 0, "arg": MarketState.OPEN})
-    setup += [{"type": "ADD_ACCOUNT", "account": a} for a in range(args.accounts)]
+    market = {"type": "CREATE_MARKET", "market": 0, "price": TICK, "quantity": LOT, "aux": LOT}
+    market.update(taker_fee_bps=20, maker_fee_bps=-5)  # a maker rebate, on the notional
+    setup = [market, {"type": "SET_MARKET_STATE", "market": 0, "arg": MarketState.OPEN}]
+    for a in range(args.accounts):  # $1M each, and 100,000 YES+NO pairs to sell from
+        setup.append({"type": "ADD_ACCOUNT", "account": a})
+        setup.append({"type": "DEPOSIT", "account": a, "quantity": 10**12})
+        setup.append({"type": "SPLIT", "account": a, "market": 0, "quantity": 100_000 * LOT})
     engine.process(make_commands(setup))
 
     print(f"generating {args.commands:,} commands (seed {args.seed}) ...", flush=True)
@@ -148,6 +152,11 @@ def main() -> None:
     print(
         "traded shares by match type:",
         ", ".join(f"{k} {v / 100:,.0f}" for k, v in match_volume.items()),
+    )
+    totals = engine.totals()
+    print(
+        f"fees collected ${totals.fees / 1e6:,.2f} (net of maker rebates); "
+        f"collateral ${totals.collateral / 1e6:,.0f} for the outstanding YES+NO pairs"
     )
     print(f"resting orders {engine.order_count:,}; invariants ok; digest {engine.digest()}")
     n = len(commands)
