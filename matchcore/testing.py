@@ -390,16 +390,27 @@ def first_difference(
     *,
     chunk: int = 100,
     validate_every: int = 1,
+    validate_left_each_command: bool = False,
 ) -> Difference | None:
     """Run both engines chunk by chunk; compare events per chunk and state after it.
 
-    ``validate()`` runs on both engines after every ``validate_every``-th chunk.
+    ``validate()`` runs on both engines after every ``validate_every``-th chunk,
+    and with ``validate_left_each_command`` on ``left`` after every command too
+    (it then runs its chunk one command at a time).
     On a difference the chunk is replayed command by command (on copies made
     from the previous state) to name the exact command.
     """
     for start in range(0, len(commands), chunk):
         batch = commands[start : start + chunk]
-        ev_left, ev_right = left.process(batch), right.process(batch)
+        if validate_left_each_command:
+            pieces = []
+            for i in range(len(batch)):
+                pieces.append(left.process(batch[i : i + 1]))
+                left.validate()
+            ev_left = np.concatenate(pieces)
+        else:
+            ev_left = left.process(batch)
+        ev_right = right.process(batch)
         if not np.array_equal(ev_left, ev_right):
             pairs = zip(event_dicts(ev_left), event_dicts(ev_right), strict=False)
             for i, (a, b) in enumerate(pairs):

@@ -25,10 +25,13 @@ LONG_COMMANDS = 20_000  # 50 seeds x 20,000 = 1,000,000 commands
 
 @pytest.mark.parametrize("seed", LONG_SEEDS)
 def test_core_matches_reference(seed: int) -> None:
-    """Events per 100 commands and the state after them agree; validate() every 500."""
+    """Events per 100 commands and the state after them agree; the core's validate()
+    (conservation included) after every command, the reference's every 500."""
     commands = testing.random_stream(seed, LONG_COMMANDS, SHAPE)
     core, ref = mc.Engine(**CAPACITIES), reference.Engine(**CAPACITIES)
-    difference = testing.first_difference(core, ref, commands, chunk=100, validate_every=5)
+    difference = testing.first_difference(
+        core, ref, commands, chunk=100, validate_every=5, validate_left_each_command=True
+    )
     assert difference is None, f"seed {seed}: {difference}"
     assert core.digest() == ref.digest()
 

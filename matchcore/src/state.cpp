@@ -386,17 +386,19 @@ bool Engine::validate(std::string& error) const {
   uint32_t with_client_id = 0;
   uint32_t gtd = 0;
   uint64_t levels_used = 0;
+  // Messages are built only when a check fails: validate() runs after every
+  // command in the tests, and most levels and orders are fine.
   for (const Market& m : markets_) {
-    const std::string where = "market " + std::to_string(m.id);
+    const auto where = [&m] { return "market " + std::to_string(m.id); };
     if (m.state == STATE_NONE) {
-      if (m.levels_per_side != 0) return fail(error, where + ": not created but holds levels");
+      if (m.levels_per_side != 0) return fail(error, where() + ": not created but holds levels");
       continue;
     }
     if (m.levels_per_side != static_cast<uint32_t>(levels_per_side(m.tick))) {
-      return fail(error, where + ": level count does not match the tick");
+      return fail(error, where() + ": level count does not match the tick");
     }
     if (uint64_t{m.level_base} + 2 * m.levels_per_side > levels_top_) {
-      return fail(error, where + ": level block outside the arena");
+      return fail(error, where() + ": level block outside the arena");
     }
     levels_used += 2 * m.levels_per_side;
     for (int side = BID; side <= ASK; ++side) {
@@ -404,68 +406,71 @@ bool Engine::validate(std::string& error) const {
       int32_t best = -1;
       for (int32_t i = 0; i < static_cast<int32_t>(m.levels_per_side); ++i) {
         const Level& lv = level(m, side, i);
-        const std::string at = where + side_name + " level " + std::to_string(level_price(m, i));
+        const auto at = [&] {
+          return where() + side_name + " level " + std::to_string(level_price(m, i));
+        };
         if (m.bits[side].test(static_cast<uint32_t>(i)) != (lv.count > 0)) {
-          return fail(error, at + ": bitset disagrees with the level");
+          return fail(error, at() + ": bitset disagrees with the level");
         }
+        if (lv.count == 0 && lv.head == NIL && lv.tail == NIL && lv.total == 0) continue;
         uint32_t count = 0;
         int64_t total = 0;
         uint32_t prev = NIL;
         for (uint32_t slot = lv.head; slot != NIL; slot = pool_[slot].next) {
           if (slot >= pool_.capacity() || seen[slot]) {
-            return fail(error, at + ": broken or cyclic order list");
+            return fail(error, at() + ": broken or cyclic order list");
           }
           seen[slot] = 1;
           const Order& o = pool_[slot];
-          const std::string id = at + ": order " + std::to_string(o.order_id);
-          if (o.prev != prev) return fail(error, id + ": prev link is wrong");
+          const auto id = [&] { return at() + ": order " + std::to_string(o.order_id); };
+          if (o.prev != prev) return fail(error, id() + ": prev link is wrong");
           if (o.market != m.id || o.price != level_price(m, i) || side_of(o.intent) != side) {
-            return fail(error, id + ": market, price or side differs from its level");
+            return fail(error, id() + ": market, price or side differs from its level");
           }
           if (o.leaves_qty <= 0 || o.leaves_qty % m.lot != 0) {
-            return fail(error, id + ": remaining quantity is not a positive number of lots");
+            return fail(error, id() + ": remaining quantity is not a positive number of lots");
           }
           if (order_index_.find(o.order_id) != slot) {
-            return fail(error, id + ": missing from the order id index");
+            return fail(error, id() + ": missing from the order id index");
           }
-          if (o.order_id >= next_order_id_) return fail(error, id + ": id not yet assigned");
+          if (o.order_id >= next_order_id_) return fail(error, id() + ": id not yet assigned");
           if (o.client_order_id) {
             ++with_client_id;
             if (client_index_.find(ClientKey{o.client_order_id, o.account}) != slot) {
-              return fail(error, id + ": missing from the client order id index");
+              return fail(error, id() + ": missing from the client order id index");
             }
           }
           if ((o.tif == GTD) != (o.heap_pos != NIL)) {
-            return fail(error, id + ": GTD orders, and only they, are in the expiry heap");
+            return fail(error, id() + ": GTD orders, and only they, are in the expiry heap");
           }
           if (o.tif == GTD) {
             ++gtd;
             if (o.heap_pos >= expiry_.size() || expiry_.at(o.heap_pos).slot != slot ||
                 expiry_.at(o.heap_pos).order_id != o.order_id) {
-              return fail(error, id + ": expiry heap entry points elsewhere");
+              return fail(error, id() + ": expiry heap entry points elsewhere");
             }
             const ExpiryHeap::Entry& entry = expiry_.at(o.heap_pos);
-            if (entry.expiry <= now_) return fail(error, id + ": should have expired");
+            if (entry.expiry <= now_) return fail(error, id() + ": should have expired");
           }
           if (o.account >= config_.max_accounts || !accounts_[o.account].exists) {
-            return fail(error, id + ": unknown account");
+            return fail(error, id() + ": unknown account");
           }
           ++count;
           total += o.leaves_qty;
           prev = slot;
         }
-        if (lv.tail != prev) return fail(error, at + ": tail link is wrong");
-        if (lv.count != count) return fail(error, at + ": count differs from its orders");
-        if (lv.total != total) return fail(error, at + ": total differs from its orders");
+        if (lv.tail != prev) return fail(error, at() + ": tail link is wrong");
+        if (lv.count != count) return fail(error, at() + ": count differs from its orders");
+        if (lv.total != total) return fail(error, at() + ": total differs from its orders");
         if (count > 0 && (side == BID || best < 0)) best = i;  // highest bid, lowest ask
       }
-      if (m.best[side] != best) return fail(error, where + side_name + ": best level is wrong");
+      if (m.best[side] != best) return fail(error, where() + side_name + ": best level is wrong");
     }
     if (m.best[BID] >= 0 && m.best[ASK] >= 0 && m.best[BID] >= m.best[ASK]) {
-      return fail(error, where + ": book is crossed");
+      return fail(error, where() + ": book is crossed");
     }
     if ((m.state == CLOSED || m.state == PRE_OPEN) && (m.best[BID] >= 0 || m.best[ASK] >= 0)) {
-      return fail(error, where + ": orders rest in a market that is not trading");
+      return fail(error, where() + ": orders rest in a market that is not trading");
     }
   }
   live = pool_.live();
@@ -544,14 +549,14 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
   __int128 cash = fees_;
   for (uint32_t id = 0; id < config_.max_accounts; ++id) {
     const Account& a = accounts_[id];
-    const std::string who = "account " + std::to_string(id);
-    if (a.cash_free < 0 || a.cash_reserved < 0) return fail(error, who + ": negative cash");
+    const auto who = [id] { return "account " + std::to_string(id); };
+    if (a.cash_free < 0 || a.cash_reserved < 0) return fail(error, who() + ": negative cash");
     if (a.cash_reserved != cash_needed[id]) {
-      return fail(error, who + ": reserves " + std::to_string(a.cash_reserved) +
+      return fail(error, who() + ": reserves " + std::to_string(a.cash_reserved) +
                              " but its resting buys need " + std::to_string(cash_needed[id]));
     }
     if (!a.exists && (a.cash_free != 0 || a.cash_reserved != 0)) {
-      return fail(error, who + ": cash in an account that was never added");
+      return fail(error, who() + ": cash in an account that was never added");
     }
     cash += a.cash_free;
     cash += a.cash_reserved;
@@ -564,23 +569,25 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
   size_t matched = 0;
   for (uint32_t slot : positions_.live_slots()) {
     const Position& p = positions_[slot];
-    const std::string where =
-        "position of account " + std::to_string(p.account) + " in market " + std::to_string(p.market);
+    const auto where = [&p] {
+      return "position of account " + std::to_string(p.account) + " in market " +
+             std::to_string(p.market);
+    };
     if (p.market >= config_.max_markets || markets_[p.market].state == STATE_NONE ||
         p.account >= config_.max_accounts || !accounts_[p.account].exists) {
-      return fail(error, where + ": unknown account or market");
+      return fail(error, where() + ": unknown account or market");
     }
     if (p.yes_free < 0 || p.yes_reserved < 0 || p.no_free < 0 || p.no_reserved < 0) {
-      return fail(error, where + ": negative shares");
+      return fail(error, where() + ": negative shares");
     }
-    if (p.empty()) return fail(error, where + ": empty but still held");
+    if (p.empty()) return fail(error, where() + ": empty but still held");
     const auto it = needed.find(uint64_t{p.account} << 32 | p.market);
     const Need n = it == needed.end() ? Need{} : it->second;
     matched += it != needed.end();
     if (p.yes_reserved != n.yes || p.no_reserved != n.no) {
-      return fail(error, where + ": reserved shares differ from what its resting sells need");
+      return fail(error, where() + ": reserved shares differ from what its resting sells need");
     }
-    if (p.orders != n.orders) return fail(error, where + ": resting order count is wrong");
+    if (p.orders != n.orders) return fail(error, where() + ": resting order count is wrong");
     yes[p.market] += p.yes_free + p.yes_reserved;
     no[p.market] += p.no_free + p.no_reserved;
   }
@@ -588,23 +595,23 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
   if (positions_.live() > config_.max_positions) return fail(error, "too many positions");
   for (const Market& m : markets_) {
     if (m.state == STATE_NONE) continue;
-    const std::string where = "market " + std::to_string(m.id);
+    const auto where = [&m] { return "market " + std::to_string(m.id); };
     if ((m.outcome != OUTCOME_NONE) != (m.state == RESOLVED) || m.outcome > OUTCOME_HALF) {
-      return fail(error, where + ": an outcome goes with, and only with, a resolved market");
+      return fail(error, where() + ": an outcome goes with, and only with, a resolved market");
     }
     const FeeSchedule& f = m.fees;
     if (f.taker_bps < 0 || f.taker_bps > FEE_BPS_LIMIT || f.maker_bps < -f.taker_bps ||
         f.maker_bps > FEE_BPS_LIMIT || f.base > FEE_PQ) {
-      return fail(error, where + ": fee schedule out of bounds");
+      return fail(error, where() + ": fee schedule out of bounds");
     }
     if (m.state == RESOLVED && m.collateral != 0) {
-      return fail(error, where + ": collateral left after resolution");
+      return fail(error, where() + ": collateral left after resolution");
     }
     if (m.collateral < 0 || m.collateral % PRICE_SCALE != 0) {
-      return fail(error, where + ": collateral is not a whole number of pairs");
+      return fail(error, where() + ": collateral is not a whole number of pairs");
     }
     if (yes[m.id] != no[m.id] || yes[m.id] * PRICE_SCALE != m.collateral) {
-      return fail(error, where + ": YES shares, NO shares and collateral disagree");
+      return fail(error, where() + ": YES shares, NO shares and collateral disagree");
     }
     cash += m.collateral;
   }
