@@ -33,10 +33,10 @@ def flags() -> tuple[list[str], list[str]]:
 
 
 def generate_grpc_code() -> None:
-    """pyexchange/api/*_pb2*.py from the .proto files (generated at build, never committed)."""
+    """pyexchange/api/grpc/*_pb2*.py from the .proto files (generated at build, never committed)."""
     from grpc_tools import protoc
 
-    api = Path("pyexchange/api")
+    api = Path("pyexchange/api/grpc")
     for proto in sorted(api.glob("*.proto")):
         status = protoc.main(
             [

@@ -52,8 +52,8 @@ import numpy as np
 
 from matchcore import Engine
 from pyexchange import EngineConfig, Exchange, FsyncPolicy, IdempotencyTable, read_journal, recover
-from pyexchange.journal import RecordKind
-from pyexchange.snapshots import write_snapshot
+from pyexchange.engine.journal import RecordKind
+from pyexchange.engine.snapshots import write_snapshot
 
 from . import report
 from .workloads import XC_FULL, XcWorkload, xc

@@ -38,7 +38,7 @@ What runs (shared/BENCHMARKS.md, SERVICE):
 - **APIs**: ``stream`` (the ``OrderStream`` bidirectional stream, one per client,
   pipelined: one request per message), ``unary`` (one signed
   ``PlaceOrder``/``CancelOrder``/``ReplaceOrder`` call per command, each in its own
-  task), ``batch`` (``OrderEntryBatch.OrderBatchStream``, pyexchange/batch.py: at
+  task), ``batch`` (``OrderEntryBatch.OrderBatchStream``, pyexchange/api/grpc/batch.py: at
   each wake-up a client puts every command that is due, at most 256, in one
   message; at low rates that is one command, under load it grows by itself;
   ``--batch-interval-ms`` makes each client send at most one message that often,
@@ -214,7 +214,7 @@ class ServerProcess:
         if self.setup.switch_interval is not None:  # an experiment: the GIL's switch interval
             code = (
                 f"import sys; sys.setswitchinterval({self.setup.switch_interval!r}); "
-                f"from pyexchange.cli import main; sys.exit(main({serve!r}))"
+                f"from pyexchange.app.cli import main; sys.exit(main({serve!r}))"
             )
             command = [sys.executable, "-c", code]
         self.command = command
@@ -526,9 +526,9 @@ class Client:
     ) -> None:
         import grpc
 
-        from pyexchange.api import exchange_pb2 as pb
-        from pyexchange.api import exchange_pb2_grpc as pb_grpc
-        from pyexchange.client import ExchangeClient
+        from pyexchange.api.grpc import exchange_pb2 as pb
+        from pyexchange.api.grpc import exchange_pb2_grpc as pb_grpc
+        from pyexchange.api.grpc.client import ExchangeClient
 
         self.grpc = grpc
         self.pb = pb
@@ -558,8 +558,8 @@ class Client:
         self.reader = asyncio.create_task(self._read("stream", self.call, single=True))
 
     async def open_batch_stream(self) -> None:
-        from pyexchange.api import batch_pb2 as bpb
-        from pyexchange.api import batch_pb2_grpc as bpb_grpc
+        from pyexchange.api.grpc import batch_pb2 as bpb
+        from pyexchange.api.grpc import batch_pb2_grpc as bpb_grpc
 
         self.bpb = bpb
         stub = bpb_grpc.OrderEntryBatchStub(self.client.channel)
@@ -1216,7 +1216,7 @@ def engine_busy(journal_directory: Path, rows: list[dict[str, Any]]) -> dict[str
     core's busy time during that rate, to compare with the rate's wall time.
     """
     from matchcore import Engine
-    from pyexchange.journal import RecordKind, read_journal, read_segment_header
+    from pyexchange.engine.journal import RecordKind, read_journal, read_segment_header
 
     segments = sorted(Path(journal_directory).glob("*.journal"))
     if not segments:
@@ -1284,7 +1284,7 @@ def _engine_line() -> int | None:
     """The line of ``Sequencer._run_batch`` that calls ``engine.process`` (its own samples)."""
     import inspect
 
-    from pyexchange import sequencer
+    from pyexchange.engine import sequencer
 
     try:
         lines, first = inspect.getsourcelines(sequencer.Sequencer._run_batch)
@@ -1314,15 +1314,15 @@ _LOOP_CATEGORIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
         ),
     ),
     ("events -> OrderReply (gateway replies)", lambda f: f.startswith(("order_reply ", "format_"))),
-    ("auth and rate limit", lambda f: "pyexchange/auth.py" in f),
+    ("auth and rate limit", lambda f: "pyexchange/service/auth.py" in f),
     ("Prometheus metrics", lambda f: "prometheus_client" in f or "pyexchange/metrics.py" in f),
-    ("market data publisher (loop side)", lambda f: "pyexchange/marketdata.py" in f),
-    ("drop copy (loop side)", lambda f: "pyexchange/dropcopy.py" in f),
+    ("market data publisher (loop side)", lambda f: "pyexchange/feeds/marketdata.py" in f),
+    ("drop copy (loop side)", lambda f: "pyexchange/feeds/dropcopy.py" in f),
     (
         "submit to the sequencer, futures",
         lambda f: (
-            "pyexchange/sequencer.py" in f
-            or "pyexchange/exchange.py" in f
+            "pyexchange/engine/sequencer.py" in f
+            or "pyexchange/engine/exchange.py" in f
             or f.startswith("CommandGateway.")
         ),
     ),
@@ -1378,14 +1378,14 @@ def _category(thread: str, frames: list[str], leaf: str, engine_line: int | None
             return "idle: waiting for commands"
         if (
             engine_line is not None
-            and leaf == f"Sequencer._run_batch (pyexchange/sequencer.py:{engine_line})"
+            and leaf == f"Sequencer._run_batch (pyexchange/engine/sequencer.py:{engine_line})"
         ):
             return "engine.process (the core, GIL released)"
         if any("fdatasync" in f or "JournalWriter._write" in f for f in frames[-2:]) and (
             "journal.py" in leaf
         ):
             return "journal: write + fdatasync"
-        if any("pyexchange/journal.py" in f for f in frames):
+        if any("pyexchange/engine/journal.py" in f for f in frames):
             return "journal: encode"
         if any("ExchangeServer._on_events" in f for f in frames):
             return "publishers (on_events)"

@@ -1,16 +1,32 @@
-"""pyexchange: the service around the matching core.
+"""pyexchange: the service around the matching core, in wings whose imports only go down.
 
-Sequencer and write-ahead journal, snapshots, crash recovery and idempotent
-order entry today (DESIGN.md §6); gRPC APIs, market data and the distributed
-mode build on them.
+- ``pyexchange.engine``: the engine loop (sequencer, journal, snapshots, recovery,
+  idempotency), no transport;
+- ``pyexchange.feeds``: market data and drop copy, fed by the engine's events;
+- ``pyexchange.service``: order entry, queries, admin and auth for every API;
+- ``pyexchange.api.grpc``: the gRPC API (protos, servicers, the client);
+- ``pyexchange.app``: the server, the command line, the console and the demo bots;
+- ``pyexchange.units`` and ``pyexchange.metrics``: for every floor.
+
+app -> api -> service -> feeds / engine -> matchcore; nothing below imports an API.
+The engine's main names are re-exported here.
 """
 
-from .exchange import Exchange
-from .idempotency import IdempotencyTable
-from .journal import CorruptJournal, EngineConfig, FsyncPolicy, JournalWriter, read_journal
-from .recovery import Recovered, recover
-from .sequencer import Sequencer, SequencerStopped, SnapshotPolicy
-from .snapshots import CorruptSnapshot
+from .engine import (
+    CorruptJournal,
+    CorruptSnapshot,
+    EngineConfig,
+    Exchange,
+    FsyncPolicy,
+    IdempotencyTable,
+    JournalWriter,
+    Recovered,
+    Sequencer,
+    SequencerStopped,
+    SnapshotPolicy,
+    read_journal,
+    recover,
+)
 
 __all__ = [
     "CorruptJournal",

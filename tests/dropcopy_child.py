@@ -17,7 +17,7 @@ import time
 
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import EngineConfig, Exchange, FsyncPolicy
-from pyexchange.dropcopy import DropCopyPublisher, EventLog
+from pyexchange.feeds.dropcopy import DropCopyPublisher, EventLog
 
 
 def main() -> None:

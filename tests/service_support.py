@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from pyexchange.auth import ApiKey, KeyStore
-from pyexchange.client import ExchangeClient
-from pyexchange.server import ExchangeServer, ServerConfig
+from pyexchange.api.grpc.client import ExchangeClient
+from pyexchange.app.server import ExchangeServer, ServerConfig
+from pyexchange.service.auth import ApiKey, KeyStore
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""OrderEntryBatch (pyexchange/batch.py): several order-entry requests per stream message.
+"""OrderEntryBatch (pyexchange/api/grpc/batch.py): several order-entry requests per stream message.
 
 A real server on a free loopback port with the demo set-up (see
 test_service_e2e.py): markets 1..3, accounts 1..4, keys trader-N. Each batch is
@@ -17,11 +17,11 @@ import pytest
 from service_support import Harness, LoopThread, start_harness
 
 from matchcore import EVENT_DTYPE
-from pyexchange.api import batch_pb2 as bpb
-from pyexchange.api import batch_pb2_grpc as bpb_grpc
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.batch import split_events
-from pyexchange.client import ExchangeClient
+from pyexchange.api.grpc import batch_pb2 as bpb
+from pyexchange.api.grpc import batch_pb2_grpc as bpb_grpc
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.batch import split_events
+from pyexchange.api.grpc.client import ExchangeClient
 
 METHOD = "/pyexchange.v1.OrderEntryBatch/OrderBatchStream"
 

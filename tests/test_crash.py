@@ -51,8 +51,8 @@ import pytest
 from matchcore import CommandType, Engine
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import EngineConfig, IdempotencyTable, Recovered, read_journal, recover
-from pyexchange.journal import ReadReport, RecordKind
-from pyexchange.snapshots import list_snapshots, read_snapshot
+from pyexchange.engine.journal import ReadReport, RecordKind
+from pyexchange.engine.snapshots import list_snapshots, read_snapshot
 
 CHILD = Path(__file__).with_name("crash_child.py")
 SHAPE = StreamShape()

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.auth import KeyStore
-from pyexchange.client import ExchangeClient
-from pyexchange.console import _Book, render_book
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.client import ExchangeClient
+from pyexchange.app.console import _Book, render_book
+from pyexchange.service.auth import KeyStore
 
 DEADLINE = 20.0  # seconds to wait for a condition (a generous bound, not a measurement)
 # Children start outside the repository, so that they import the installed packages

@@ -1,4 +1,4 @@
-"""Drop copy (pyexchange.dropcopy): history equals live, resumable from every seq, also
+"""Drop copy (pyexchange.feeds.dropcopy): history equals live, resumable from every seq, also
 after a restart and after SIGKILL.
 
 The expected account events are computed here, one event at a time in plain Python
@@ -28,18 +28,18 @@ from matchcore import EVENT_DTYPE as _EVENT
 from matchcore import CommandType, Engine, EventType
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import EngineConfig, Exchange, read_journal
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.auth import ApiKey
-from pyexchange.dropcopy import (
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.dropcopy import DropCopyService
+from pyexchange.engine.journal import RecordKind
+from pyexchange.engine.snapshots import read_snapshot
+from pyexchange.feeds.dropcopy import (
     EVENTS,
     GAP,
     DropCopyPublisher,
-    DropCopyService,
     LogItem,
     to_messages,
 )
-from pyexchange.journal import RecordKind
-from pyexchange.snapshots import read_snapshot
+from pyexchange.service.auth import ApiKey
 
 SHAPE = StreamShape()
 CAPS = engine_capacities(SHAPE)
@@ -321,7 +321,7 @@ def test_resume_after_close_and_reopen(tmp_path: Path) -> None:
 
 def _truncate_log_to(data_dir: Path, keep_seq: int) -> None:
     """Cut the log after the record that ends at or below ``keep_seq`` (a lagging writer)."""
-    from pyexchange.dropcopy import LOG_HEADER_SIZE, _read_header, _segments
+    from pyexchange.feeds.dropcopy import LOG_HEADER_SIZE, _read_header, _segments
 
     directory = data_dir / "dropcopy"
     segments = _segments(directory)

@@ -58,7 +58,7 @@ from pyexchange import (
     read_journal,
     recover,
 )
-from pyexchange.journal import (
+from pyexchange.engine.journal import (
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     ReadReport,
@@ -66,7 +66,7 @@ from pyexchange.journal import (
     encode_record,
     read_segment_header,
 )
-from pyexchange.snapshots import list_snapshots, read_snapshot, write_snapshot
+from pyexchange.engine.snapshots import list_snapshots, read_snapshot, write_snapshot
 
 SHAPE = StreamShape()
 CAPACITIES = engine_capacities(SHAPE)

@@ -1,4 +1,4 @@
-"""Market data (pyexchange.marketdata): books rebuilt from a subscription equal the engine's.
+"""Market data (pyexchange.feeds.marketdata): books rebuilt from a subscription equal the engine's.
 
 The publisher is driven by a real engine running ``matchcore.testing.random_stream``
 in random batches. A client-side model (``BookModel``) rebuilds each market's book
@@ -26,8 +26,9 @@ import pytest
 from matchcore import Engine, make_commands
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import Exchange
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.marketdata import MarketDataPublisher, MarketDataService
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.marketdata import MarketDataService
+from pyexchange.feeds.marketdata import MarketDataPublisher
 from pyexchange.units import parse_price, parse_quantity
 
 # --------------------------------------------------------------- helpers

@@ -18,11 +18,11 @@ import pytest
 from service_support import Harness, LoopThread, start_harness, wait_until
 from test_marketdata import BookModel
 
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.client import ExchangeClient
-from pyexchange.dropcopy import DropCopyPublisher, to_messages
-from pyexchange.marketdata import MarketDataPublisher
-from pyexchange.server import ExchangeServer
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.client import ExchangeClient
+from pyexchange.app.server import ExchangeServer
+from pyexchange.feeds.dropcopy import DropCopyPublisher, to_messages
+from pyexchange.feeds.marketdata import MarketDataPublisher
 
 MARKETS = [1, 2]
 INTENTS = ["BUY_YES", "SELL_YES", "BUY_NO", "SELL_NO"]

@@ -27,8 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service_support import Harness, LoopThread, start_harness, status_of, wait_until
 
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.client import ExchangeClient
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.client import ExchangeClient
 from pyexchange.units import format_quantity
 
 

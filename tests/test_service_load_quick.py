@@ -157,7 +157,7 @@ def test_quick_writes_markdown_and_picture(quick: tuple[dict, Path]) -> None:
 
 def test_mix_keeps_the_book_near_its_target() -> None:
     """The client's model: places until the target, then a mix that holds it there."""
-    from pyexchange.api import exchange_pb2 as pb
+    from pyexchange.api.grpc import exchange_pb2 as pb
 
     mix = service_load.Mix(pb, account=1, markets=4, target=100, seed=7)
     rng = random.Random(3)
@@ -187,17 +187,18 @@ def test_profile_classification() -> None:
     line = 257
     samples = {
         "thread: sequencer": {
-            "Sequencer._run (pyexchange/sequencer.py:190)": 6,
-            f"Sequencer._run (pyexchange/sequencer.py:216);"
-            f"Sequencer._run_batch (pyexchange/sequencer.py:{line})": 2,
-            "Sequencer._run_batch (pyexchange/sequencer.py:250);"
-            "JournalWriter.append_batch (pyexchange/journal.py:265);"
-            "JournalWriter._write (pyexchange/journal.py:287)": 2,
+            "Sequencer._run (pyexchange/engine/sequencer.py:190)": 6,
+            f"Sequencer._run (pyexchange/engine/sequencer.py:216);"
+            f"Sequencer._run_batch (pyexchange/engine/sequencer.py:{line})": 2,
+            "Sequencer._run_batch (pyexchange/engine/sequencer.py:250);"
+            "JournalWriter.append_batch (pyexchange/engine/journal.py:265);"
+            "JournalWriter._write (pyexchange/engine/journal.py:287)": 2,
         },
         "thread: MainThread": {
             "BaseEventLoop._run_once (asyncio/base_events.py:1922);"
             "EpollSelector.select (selectors.py:468)": 5,
-            "Handle._run (asyncio/events.py:80);order_reply (pyexchange/gateway.py:400)": 3,
+            "Handle._run (asyncio/events.py:80);"
+            "order_reply (pyexchange/api/grpc/order_entry.py:400)": 3,
             "Handle._run (asyncio/events.py:80)": 2,
         },
     }

@@ -22,9 +22,9 @@ import grpc
 import pytest
 from service_support import Harness, LoopThread, start_harness, status_of, wait_until
 
-from pyexchange.api import exchange_pb2 as pb
-from pyexchange.auth import KEY_HEADER, READ, TRADE, ApiKey, KeyStore, new_secret, sign
-from pyexchange.client import ExchangeClient
+from pyexchange.api.grpc import exchange_pb2 as pb
+from pyexchange.api.grpc.client import ExchangeClient
+from pyexchange.service.auth import KEY_HEADER, READ, TRADE, ApiKey, KeyStore, new_secret, sign
 
 PLACE = "/pyexchange.v1.OrderEntry/PlaceOrder"
 ACCOUNT = "/pyexchange.v1.OrderEntry/GetAccount"

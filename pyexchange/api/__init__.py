@@ -1,1 +1,1 @@
-"""The gRPC API: exchange.proto and the code grpcio-tools generates from it at build time."""
+"""The APIs: thin adapters over ``pyexchange.service`` (gRPC today, REST/WebSocket next)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from .journal import (
+from ..engine.journal import (
     COMMAND_SIZE,
     CorruptJournal,
     DataDirInUse,
@@ -28,8 +28,8 @@ from .journal import (
     RecordKind,
     read_journal,
 )
-from .recovery import journal_dir, recover, snapshot_dir
-from .snapshots import list_snapshots, read_snapshot, write_snapshot
+from ..engine.recovery import journal_dir, recover, snapshot_dir
+from ..engine.snapshots import list_snapshots, read_snapshot, write_snapshot
 
 if TYPE_CHECKING:  # the server (grpc and all) is imported only by `serve`
     from .server import ExchangeServer, ServerConfig
@@ -182,7 +182,7 @@ def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
             f"    {key.name or '-':<10} {perms:<16} accounts {accounts:<8} {key.key_id}  {secret}"
         )
     target = f"{config.host}:{server.port}"
-    print(f'  client    ExchangeClient("{target}", KEY_ID, SECRET)  (pyexchange.client)')
+    print(f'  client    ExchangeClient("{target}", KEY_ID, SECRET)  (pyexchange.api.grpc.client)')
     sys.stdout.flush()
 
 
@@ -253,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve_options = argparse.ArgumentParser(add_help=False)
     serve_options.add_argument(
-        "--config", help="JSON file of ServerConfig fields (pyexchange/server.py)"
+        "--config", help="JSON file of ServerConfig fields (pyexchange/app/server.py)"
     )
     serve_options.add_argument(
         "--data-dir", help="journal, snapshots and keys (default ./exchange-data)"
@@ -289,7 +289,8 @@ def parser() -> argparse.ArgumentParser:
         parents=[serve_options],
         help="serve --demo: the exchange with market-making and taking bots",
         description="`pyexchange serve --demo`: the exchange with market makers and takers "
-        "trading its demo markets (pyexchange/demo.py); account 1 (key trader-1) is left to you.",
+        "trading its demo markets (pyexchange/app/demo.py); account 1 (key trader-1) is "
+        "left to you.",
     )
     demo.set_defaults(run=cmd_serve, demo=True)
     from .console import add_client_commands

@@ -42,16 +42,23 @@ from grpc_reflection.v1alpha import reflection
 
 from matchcore import COMMAND_DTYPE, CommandType, EventType
 
-from .admin import AdminService, create_market_command
-from .api import exchange_pb2 as pb
-from .api import exchange_pb2_grpc as pb_grpc
-from .auth import Authenticator, KeyStore, RateLimiter, Refused, current_method
-from .batch import add_to_server as add_batch_entry
-from .exchange import Exchange
-from .gateway import CommandGateway, Markets, OrderEntryService, _cash, _quantity, reject_text
-from .journal import EngineConfig, FsyncPolicy
-from .metrics import Metrics
-from .recovery import journal_dir, snapshot_dir
+from ..api.grpc import exchange_pb2 as pb
+from ..api.grpc import exchange_pb2_grpc as pb_grpc
+from ..api.grpc.admin import AdminService, create_market_command
+from ..api.grpc.batch import add_to_server as add_batch_entry
+from ..api.grpc.order_entry import (
+    CommandGateway,
+    Markets,
+    OrderEntryService,
+    _cash,
+    _quantity,
+    reject_text,
+)
+from ..engine.exchange import Exchange
+from ..engine.journal import EngineConfig, FsyncPolicy
+from ..engine.recovery import journal_dir, snapshot_dir
+from ..metrics import Metrics
+from ..service.auth import Authenticator, KeyStore, RateLimiter, Refused, current_method
 
 log = logging.getLogger(__name__)
 
@@ -464,19 +471,22 @@ class ExchangeServer:
         for module_name, enabled, publisher_name, service_name, args in wanted:
             if not enabled:
                 continue
+            feed_name = f"pyexchange.feeds.{module_name}"
+            api_name = f"pyexchange.api.grpc.{module_name}"
             try:
-                module = importlib.import_module(f"pyexchange.{module_name}")
+                feed = importlib.import_module(feed_name)
+                api = importlib.import_module(api_name)
             except ImportError as exc:
-                if exc.name != f"pyexchange.{module_name}":
-                    log.warning("cannot import pyexchange.%s: %s", module_name, exc)
+                if exc.name not in (feed_name, api_name):
+                    log.warning("cannot import %s: %s", module_name, exc)
                 continue
             try:
-                publisher = getattr(module, publisher_name)(
+                publisher = getattr(feed, publisher_name)(
                     *(args if args is not None else (Path(config.data_dir),))
                 )
-                servicer = getattr(module, service_name)(publisher, self.authenticator)
+                servicer = getattr(api, service_name)(publisher, self.authenticator)
             except Exception:
-                log.exception("cannot start pyexchange.%s", module_name)
+                log.exception("cannot start %s", feed_name)
                 continue
             add = getattr(pb_grpc, f"add_{service_name.removesuffix('Service')}Servicer_to_server")
             self._waiting.append(publisher)

@@ -17,11 +17,11 @@ import numpy as np
 from matchcore import COMMAND_DTYPE, CommandType, EventType
 from matchcore.codes import FEE_BPS_LIMIT
 
-from .api import exchange_pb2 as pb
-from .api import exchange_pb2_grpc as pb_grpc
-from .auth import ADMIN
-from .gateway import CommandGateway, _cash, _quantity, invalid, reject_text
-from .units import UnitError, parse_tick
+from ...service.auth import ADMIN
+from ...units import UnitError, parse_tick
+from . import exchange_pb2 as pb
+from . import exchange_pb2_grpc as pb_grpc
+from .order_entry import CommandGateway, _cash, _quantity, invalid, reject_text
 
 STATES = {pb.PRE_OPEN: 1, pb.OPEN: 2, pb.HALTED: 3, pb.CLOSED: 4, pb.RESOLVED: 5}
 OUTCOMES = {pb.YES: 1, pb.NO: 2, pb.HALF: 3}

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .api import exchange_pb2 as pb
-    from .auth import ApiKey
-    from .client import ExchangeClient
+    from ..api.grpc import exchange_pb2 as pb
+    from ..api.grpc.client import ExchangeClient
+    from ..service.auth import ApiKey
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def _keys_path(args: argparse.Namespace) -> Path:
 
 def resolve_key(args: argparse.Namespace, permission: str, account: int | None) -> ApiKey:
     """The key to sign with (see the module docstring for the rules)."""
-    from .auth import READ, TRADE, ApiKey, KeyStore
+    from ..service.auth import READ, TRADE, ApiKey, KeyStore
 
     if args.secret:
         if not args.key:
@@ -242,7 +242,7 @@ def _levels(levels: Any) -> list[tuple[str, str, int]]:
 
 def render_reply(reply: pb.OrderReply, places: int = 2) -> tuple[str, int]:
     """A readable order reply and the exit status (1 for a reject)."""
-    from .api import exchange_pb2 as pb
+    from ..api.grpc import exchange_pb2 as pb
 
     status = _name(pb.OrderStatus, reply.status)
     if reply.status == pb.REJECTED:
@@ -272,7 +272,7 @@ async def _with_client(
     account: int | None,
     body: Callable[[ExchangeClient, ApiKey], Awaitable[T]],
 ) -> T:
-    from .client import ExchangeClient
+    from ..api.grpc.client import ExchangeClient
 
     key = resolve_key(args, permission, account)
     target = resolve_target(args)
@@ -316,10 +316,10 @@ def _run(args: argparse.Namespace, coro_factory: Callable[[], Awaitable[int]]) -
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from .auth import READ
+    from ..service.auth import READ
 
     async def once(client: ExchangeClient, key: ApiKey, args: argparse.Namespace) -> int:
-        from .api import exchange_pb2 as pb
+        from ..api.grpc import exchange_pb2 as pb
 
         update = await client.book(args.market, args.depth)
         snap = update.snapshot
@@ -354,7 +354,7 @@ class _Book:
 
     def apply(self, update: pb.MarketDataUpdate) -> bool:
         """Apply one update; False on a gap in market seq (resubscribe)."""
-        from .api import exchange_pb2 as pb
+        from ..api.grpc import exchange_pb2 as pb
 
         kind = update.WhichOneof("update")
         if kind == "snapshot":
@@ -454,7 +454,7 @@ async def _follow(call: Any, book: _Book, dirty: asyncio.Event) -> None:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
-    from .auth import READ
+    from ..service.auth import READ
 
     async def body(client: ExchangeClient, key: ApiKey) -> int:
         if args.account is not None:
@@ -474,7 +474,7 @@ def cmd_orders(args: argparse.Namespace) -> int:
 
 
 def render_account(state: pb.AccountState) -> str:
-    from .api import exchange_pb2 as pb
+    from ..api.grpc import exchange_pb2 as pb
 
     lines = [
         f"account {state.account}",
@@ -519,7 +519,7 @@ def render_account(state: pb.AccountState) -> str:
 
 def trade_request(args: argparse.Namespace, account: int) -> pb.PlaceOrderRequest:
     """The PlaceOrderRequest of ``pyexchange trade`` (``Usage`` for what cannot be sent)."""
-    from .client import ExchangeClient
+    from ..api.grpc.client import ExchangeClient
 
     intent = INTENTS[args.side]
     market_order = bool(args.market_order or args.cash)
@@ -553,8 +553,8 @@ def trade_request(args: argparse.Namespace, account: int) -> pb.PlaceOrderReques
 
 
 def cmd_trade(args: argparse.Namespace) -> int:
-    from .api import exchange_pb2 as pb
-    from .auth import TRADE
+    from ..api.grpc import exchange_pb2 as pb
+    from ..service.auth import TRADE
 
     async def body(client: ExchangeClient, key: ApiKey) -> int:
         account = _accounts_of(key, args.account, "trade for")
@@ -582,8 +582,8 @@ def cmd_trade(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .api import exchange_pb2 as pb
-    from .auth import TRADE
+    from ..api.grpc import exchange_pb2 as pb
+    from ..service.auth import TRADE
 
     chosen = sum(x is not None and x is not False for x in (args.order_id, args.client_id)) + int(
         args.all

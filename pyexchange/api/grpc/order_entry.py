@@ -50,14 +50,14 @@ from matchcore import (
     Reject,
 )
 
-from .api import exchange_pb2 as pb
-from .api import exchange_pb2_grpc as pb_grpc
-from .auth import READ, TRADE, Authenticator, Refused
-from .exchange import Exchange
-from .metrics import Metrics
-from .sequencer import SequencerStopped
-from .units import UnitError, format_cash, format_price, format_quantity, parse_cash, parse_price
-from .units import parse_quantity as _parse_quantity
+from ...engine.exchange import Exchange
+from ...engine.sequencer import SequencerStopped
+from ...metrics import Metrics
+from ...service.auth import READ, TRADE, Authenticator, Refused
+from ...units import UnitError, format_cash, format_price, format_quantity, parse_cash, parse_price
+from ...units import parse_quantity as _parse_quantity
+from . import exchange_pb2 as pb
+from . import exchange_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

@@ -61,11 +61,11 @@ import grpc
 
 from matchcore import PRICE_SCALE
 
-from .api import exchange_pb2 as pb
-from .auth import TRADE, ApiKey
-from .client import ExchangeClient
+from ..api.grpc import exchange_pb2 as pb
+from ..api.grpc.client import ExchangeClient
+from ..service.auth import TRADE, ApiKey
+from ..units import QUANTITY_SCALE, format_cash, format_price, format_quantity
 from .console import local_target
-from .units import QUANTITY_SCALE, format_cash, format_price, format_quantity
 
 if TYPE_CHECKING:
     from .server import ExchangeServer

@@ -35,12 +35,12 @@ import numpy as np
 
 from matchcore import CommandType
 
-from .api import batch_pb2 as bpb
-from .api import batch_pb2_grpc as bpb_grpc
-from .api import exchange_pb2 as pb
-from .auth import TRADE, Refused
-from .gateway import CommandGateway, OrderEntryService, order_reply
-from .sequencer import SequencerStopped
+from ...engine.sequencer import SequencerStopped
+from ...service.auth import TRADE, Refused
+from . import batch_pb2 as bpb
+from . import batch_pb2_grpc as bpb_grpc
+from . import exchange_pb2 as pb
+from .order_entry import CommandGateway, OrderEntryService, order_reply
 
 __all__ = ["OrderBatchService", "add_to_server", "split_events"]
 

@@ -66,10 +66,9 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import google_crc32c
-import grpc
 import numpy as np
 
 from matchcore import (
@@ -85,9 +84,8 @@ from matchcore import (
     Reject,
 )
 
-from .api import exchange_pb2 as pb
-from .api import exchange_pb2_grpc as pb_grpc
-from .journal import (
+from ..api.grpc import exchange_pb2 as pb
+from ..engine.journal import (
     _RECORD,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
@@ -99,9 +97,9 @@ from .journal import (
     read_segment_header,
     record_crc,
 )
-from .recovery import journal_dir, snapshot_dir
-from .snapshots import CorruptSnapshot, list_snapshots, read_snapshot
-from .units import format_cash, format_price, format_quantity
+from ..engine.recovery import journal_dir, snapshot_dir
+from ..engine.snapshots import CorruptSnapshot, list_snapshots, read_snapshot
+from ..units import format_cash, format_price, format_quantity
 
 log = logging.getLogger(__name__)
 
@@ -888,42 +886,3 @@ def _to_messages(
         message.leaves_quantity = format_quantity(e[_MAKER_LEAVES])
         message.reason = _OUTCOMES.get(e[_REASON], str(e[_REASON]))
     out.append(message)
-
-
-# ------------------------------------------------------------- the service
-
-
-class Authenticating(Protocol):
-    async def authenticate(self, context: Any, request: Any, permission: str | None) -> Any: ...
-
-
-def visible_accounts(key: Any) -> frozenset[int] | None:
-    """The accounts a key may see (None: every account, for an admin key bound to none)."""
-    sees_all = getattr(key, "sees_all_accounts", None)
-    if callable(sees_all) and sees_all():
-        return None
-    return frozenset(getattr(key, "accounts", ()))
-
-
-class DropCopyService(pb_grpc.DropCopyServicer):
-    """The DropCopy gRPC service: Subscribe(from_seq) streams history, then live events."""
-
-    def __init__(self, publisher: DropCopyPublisher, authenticator: Authenticating) -> None:
-        self.publisher = publisher
-        self.authenticator = authenticator
-
-    async def Subscribe(
-        self, request: pb.DropCopyRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.DropCopyEvent]:
-        key = await self.authenticator.authenticate(context, request, "read")
-        accounts = visible_accounts(key)
-        if accounts is not None and not accounts:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the key sees no account")
-        events = self.publisher.stream(accounts, request.from_seq)
-        try:
-            async for event in events:
-                yield event
-        except CorruptEventLog as exc:
-            await context.abort(grpc.StatusCode.DATA_LOSS, f"drop copy log damaged: {exc}")
-        finally:  # the call ended (client gone, cancelled): leave the live set now
-            await events.aclose()

@@ -24,9 +24,9 @@ from typing import Any
 
 import grpc
 
-from .api import exchange_pb2 as pb
-from .api import exchange_pb2_grpc as pb_grpc
-from .auth import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_of_hash
+from ...service.auth import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_of_hash
+from . import exchange_pb2 as pb
+from . import exchange_pb2_grpc as pb_grpc
 
 Number = str | int | Decimal
 
