@@ -86,6 +86,32 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        # the venue's REST API (pyexchange/api/rest): per route, status and latency
+        self.http_requests = Counter(
+            "pyexchange_http_requests_total",
+            "REST requests answered, by route and HTTP status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "pyexchange_http_request_seconds",
+            "REST requests, from the head read to the response written",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.websockets = Gauge(
+            "pyexchange_websocket_connections",
+            "Open WebSocket connections of the venue API, by endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+        self.websocket_frames = Counter(
+            "pyexchange_websocket_frames_total",
+            "Frames sent to WebSocket subscribers, by endpoint",
+            ["endpoint"],
+            registry=r,
+        )
         self._http: Any = None
         self._http_thread: Any = None
 
@@ -119,6 +145,11 @@ class Metrics:
 
     def refuse(self, status: str) -> None:
         self.refused.labels(status).inc()
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """One REST request answered (the asyncio loop)."""
+        self.http_requests.labels(route, str(status)).inc()
+        self.http_latency.labels(route).observe(seconds)
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         """Start ``/metrics`` on ``host:port`` (0 = a free port); returns the port."""

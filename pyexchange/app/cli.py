@@ -6,11 +6,14 @@ pyexchange book MARKET [--watch]       the L2 book; `orders`, `trade`, `cancel`:
 pyexchange replay DATA_DIR             rebuild the state, print its digest and a summary
 pyexchange journal inspect DATA_DIR    records, sequence ranges, checksums, torn tail
 pyexchange snapshot DATA_DIR           rebuild and write a snapshot at the last seq
+pyexchange keys create --account N     a new API key (Ed25519, for the Polymarket US API)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -137,6 +140,51 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    """A new API key in the data directory's keys file; a running server takes it at its
+    first use. Ed25519 (the Polymarket US API) by default: prints the key id and the
+    base64 secret, which only the holder keeps (the file gets the public key)."""
+    from ..service.auth import ADMIN, PERMISSIONS, ApiKey, KeyStore, new_secret, venue_key
+
+    path = Path(args.keys_file) if args.keys_file else Path(args.data_dir) / "keys.json"
+    store = KeyStore.load(path) if path.exists() else KeyStore()
+    permissions = frozenset(p.strip() for p in args.permissions.split(",") if p.strip())
+    if not permissions <= PERMISSIONS:
+        raise ValueError(f"permissions are {', '.join(sorted(PERMISSIONS))}")
+    if args.hmac:
+        accounts = frozenset() if args.account is None else frozenset({args.account})
+        if not accounts and ADMIN not in permissions:
+            raise ValueError("an HMAC key needs --account (or the admin permission)")
+        key = ApiKey(
+            f"{args.name or 'key'}-{secrets.token_hex(4)}",
+            new_secret(),
+            permissions,
+            accounts,
+            args.rate,
+            args.burst,
+            name=args.name or "",
+        )
+        secret = key.secret
+    else:
+        if args.account is None:
+            raise ValueError("an Ed25519 key acts for one account: give --account")
+        key = venue_key(args.account, args.rate, args.burst, name=args.name, permissions=permissions)
+        secret = key.secret
+        if not args.keep_secret:
+            key = dataclasses.replace(key, secret="")
+    if args.name and any(k.name == args.name for k in store):
+        raise ValueError(f"a key named {args.name!r} exists in {path}")
+    store.add(key)
+    store.save(path)
+    print(f"key_id  {key.key_id}")
+    print(f"secret  {secret}")
+    print(
+        f"scheme  {key.scheme}, account {args.account}, permissions "
+        f"{'+'.join(sorted(permissions))}, {args.rate:g}/s burst {args.burst}, in {path}"
+    )
+    return 0
+
+
 def _serve_config(args: argparse.Namespace) -> ServerConfig:
     from .server import ServerConfig
 
@@ -151,6 +199,10 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
         config.metrics_port = None if args.metrics_port < 0 else args.metrics_port
     elif not args.config:
         config.metrics_port = 9464
+    if args.http_port is not None:
+        config.http_port = None if args.http_port < 0 else args.http_port
+    if args.catalogue is not None:
+        config.catalogue_file = Path(args.catalogue)
     if args.fsync is not None:
         config.fsync = args.fsync
     if args.no_demo_setup:
@@ -159,6 +211,8 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
 
 
 def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
+    from .console import local_target
+
     config = server.config
     print(f"pyexchange: listening on {config.host}:{server.port}", flush=False)
     print(f"  data      {Path(config.data_dir).resolve()}  (fsync {config.fsync})")
@@ -173,16 +227,24 @@ def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
         )
         more = f" and {len(specs) - 10} more" if len(specs) > 10 else ""
         print(f"  markets   {listed}{more}")
+    if server.http_port:
+        url = f"http://{local_target(config.http_host or config.host, server.http_port)}"
+        print(f"  venue API {url}  (Polymarket US REST + WebSocket; keys pm-trader-N)")
     print(f"  keys      {config.keys_path.resolve()}")
     for key in server.keys:
         accounts = ",".join(map(str, sorted(key.accounts))) or "all"
         perms = "+".join(sorted(key.permissions))
-        secret = key.secret if show_secrets else "(in the keys file)"
+        secret = (key.secret or "(not kept)") if show_secrets else "(in the keys file)"
         print(
-            f"    {key.name or '-':<10} {perms:<16} accounts {accounts:<8} {key.key_id}  {secret}"
+            f"    {key.name or '-':<12} {perms:<16} accounts {accounts:<8} {key.key_id}  {secret}"
         )
     target = f"{config.host}:{server.port}"
     print(f'  client    ExchangeClient("{target}", KEY_ID, SECRET)  (pyexchange.api.grpc.client)')
+    if server.http_port:
+        print(
+            f'            PolymarketUS(key_id=..., secret_key=..., gateway_base_url="{url}", '
+            f'api_base_url="{url}")'
+        )
     sys.stdout.flush()
 
 
@@ -221,7 +283,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ExchangeServer(config)
         await server.start()
         assert server.port is not None
-        write_endpoint(config.data_dir, config.host, server.port, server.metrics_port)
+        write_endpoint(
+            config.data_dir, config.host, server.port, server.metrics_port, server.http_port
+        )
         _print_banner(server, show_secrets=config.demo)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -264,6 +328,14 @@ def parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; -1: off)"
     )
     serve_options.add_argument(
+        "--http-port",
+        type=int,
+        help="the Polymarket US API, REST and WebSocket (default 8080; 0: a free port; -1: off)",
+    )
+    serve_options.add_argument(
+        "--catalogue", help="JSON file of markets, events and series to add (docs/venue_api.md)"
+    )
+    serve_options.add_argument(
         "--fsync", choices=["batch", "interval", "none"], help="journal fsync policy"
     )
     serve_options.add_argument(
@@ -296,6 +368,27 @@ def parser() -> argparse.ArgumentParser:
     from .console import add_client_commands
 
     add_client_commands(sub)
+    keys = sub.add_parser("keys", help="API keys of a data directory")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser(
+        "create",
+        help="a new key: Ed25519 for the Polymarket US API (default), or --hmac for gRPC",
+        description="Add a key to DATA_DIR/keys.json and print its id and secret (a running "
+        "server picks it up at its first use). The Ed25519 secret is printed once, in the "
+        "base64 form the polymarket-us SDK takes as secret_key; the file keeps the public key.",
+    )
+    create.add_argument("--data-dir", default="exchange-data", help="default ./exchange-data")
+    create.add_argument("--keys-file", help="default DATA_DIR/keys.json")
+    create.add_argument("--account", type=int, help="the account the key acts for")
+    create.add_argument("--name", help="a name to find it by (default pm-trader-ACCOUNT)")
+    create.add_argument("--permissions", default="trade,read", help="default trade,read")
+    create.add_argument("--rate", type=float, default=20.0, help="requests/s (default 20)")
+    create.add_argument("--burst", type=int, default=20, help="token bucket size (default 20)")
+    create.add_argument("--hmac", action="store_true", help="an HMAC key for the gRPC API")
+    create.add_argument(
+        "--keep-secret", action="store_true", help="also keep the Ed25519 secret in the file"
+    )
+    create.set_defaults(run=cmd_keys_create)
     replay = sub.add_parser("replay", help="rebuild the state from snapshot and journal")
     replay.add_argument("data_dir")
     replay.add_argument("--dry-run", action="store_true", help="do not cut a torn tail")

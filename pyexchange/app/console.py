@@ -73,10 +73,22 @@ def local_target(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def write_endpoint(data_dir: Path, host: str, port: int, metrics_port: int | None) -> Path:
-    """``DATA_DIR/server.json``: where the running server listens (read by the client commands)."""
+def write_endpoint(
+    data_dir: Path,
+    host: str,
+    port: int,
+    metrics_port: int | None,
+    http_port: int | None = None,
+) -> Path:
+    """``DATA_DIR/server.json``: where the running server listens (read by the client commands):
+    ``target`` (gRPC), ``http`` (the Polymarket US API's base URL, or null), ``metrics_port``."""
     path = Path(data_dir) / ENDPOINT_FILE
-    data = {"target": local_target(host, port), "pid": os.getpid(), "metrics_port": metrics_port}
+    data = {
+        "target": local_target(host, port),
+        "pid": os.getpid(),
+        "metrics_port": metrics_port,
+        "http": f"http://{local_target(host, http_port)}" if http_port else None,
+    }
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(data) + "\n")
     temporary.replace(path)
@@ -109,7 +121,7 @@ def _keys_path(args: argparse.Namespace) -> Path:
 
 def resolve_key(args: argparse.Namespace, permission: str, account: int | None) -> ApiKey:
     """The key to sign with (see the module docstring for the rules)."""
-    from ..service.auth import READ, TRADE, ApiKey, KeyStore
+    from ..service.auth import HMAC, READ, TRADE, ApiKey, KeyStore
 
     if args.secret:
         if not args.key:
@@ -129,7 +141,11 @@ def resolve_key(args: argparse.Namespace, permission: str, account: int | None) 
                 return key
         names = ", ".join(k.name or k.key_id for k in store)
         raise Usage(f"no key {args.key!r} in {path} (it has: {names})")
-    usable = [k for k in store if k.may(permission) and (account is None or k.may_use(account))]
+    usable = [  # gRPC calls are signed with HMAC keys; Ed25519 keys are the venue API's
+        k
+        for k in store
+        if k.scheme == HMAC and k.may(permission) and (account is None or k.may_use(account))
+    ]
     if not usable:
         who = f" for account {account}" if account is not None else ""
         raise Usage(f"no key with the {permission!r} permission{who} in {path}: pass --key")

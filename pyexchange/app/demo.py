@@ -63,7 +63,7 @@ from matchcore import PRICE_SCALE
 
 from ..api.grpc import exchange_pb2 as pb
 from ..api.grpc.client import ExchangeClient
-from ..service.auth import TRADE, ApiKey
+from ..service.auth import HMAC, TRADE, ApiKey
 from ..units import QUANTITY_SCALE, format_cash, format_price, format_quantity
 from .console import local_target
 
@@ -129,7 +129,7 @@ def plan(server: ExchangeServer, max_markets: int = 8) -> Plan | None:
     if server.port is None:
         return None
     traders = sorted(
-        (k for k in server.keys if k.may(TRADE) and len(k.accounts) == 1),
+        (k for k in server.keys if k.scheme == HMAC and k.may(TRADE) and len(k.accounts) == 1),
         key=lambda k: (_account(k), k.name),
     )
     markets = [

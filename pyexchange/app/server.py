@@ -59,6 +59,7 @@ from ..engine.journal import EngineConfig, FsyncPolicy
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..metrics import Metrics
 from ..service.auth import Authenticator, KeyStore, RateLimiter, Refused, current_method
+from ..service.catalogue import Catalogue, EventEntry, MarketEntry, MarketRules, SeriesEntry
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Publisher(Protocol):
 
 @dataclass
 class DemoMarket:
-    """A market created and opened on a first start."""
+    """A market created and opened on a first start (with its catalogue entry: slug, event)."""
 
     market: int
     tick: str = "0.01"
@@ -83,12 +84,33 @@ class DemoMarket:
     maker_fee_bps: int = 0
     fee_base: str = "NOTIONAL"
     title: str = ""
+    slug: str = ""  # default market-<id>
+    event: str = ""  # an event slug of DEMO_EVENTS
 
 
 DEFAULT_DEMO_MARKETS = (
-    DemoMarket(1, "0.01", "1", "0.01", 10, 0, "NOTIONAL", "Will it rain in Paris tomorrow?"),
-    DemoMarket(2, "0.01", "1", "0.01", 20, -5, "MIN", "Will BTC close above $100k this month?"),
-    DemoMarket(3, "0.001", "1", "1", 0, 0, "NOTIONAL", "Will the home team win the final?"),
+    DemoMarket(
+        1, "0.01", "1", "0.01", 10, 0, "NOTIONAL", "Will it rain in Paris tomorrow?",
+        "rain-in-paris-tomorrow", "paris-weather",
+    ),
+    DemoMarket(
+        2, "0.01", "1", "0.01", 20, -5, "MIN", "Will BTC close above $100k this month?",
+        "btc-above-100k-this-month", "btc-monthly-close",
+    ),
+    DemoMarket(
+        3, "0.001", "1", "1", 0, 0, "NOTIONAL", "Will the home team win the final?",
+        "home-team-wins-final", "cup-final",
+    ),
+)
+# the demo's events and series (catalogue entries, pyexchange/service/catalogue.py)
+DEMO_SERIES = ({"id": 1, "slug": "demo", "title": "Demo markets", "recurrence": "daily"},)
+DEMO_EVENTS = (
+    {"id": 1, "slug": "paris-weather", "title": "Paris weather", "category": "weather",
+     "series_slug": "demo"},
+    {"id": 2, "slug": "btc-monthly-close", "title": "Bitcoin's monthly close",
+     "category": "crypto", "series_slug": "demo"},
+    {"id": 3, "slug": "cup-final", "title": "The cup final", "category": "sports",
+     "series_slug": "demo"},
 )
 
 
@@ -126,6 +148,15 @@ class ServerConfig:
     demo_split: str = "1000"  # YES+NO pairs per demo account and market (so sells work)
     marketdata: bool = True  # serve MarketData / DropCopy when their modules are installed
     dropcopy: bool = True
+    # the Polymarket US API (REST + WebSocket, pyexchange/api/rest) on its own port
+    http_port: int | None = 8080  # None: off; 0: a free port
+    http_host: str | None = None  # default: host
+    http_address_rate: float = 20.0  # public requests/s per client address (the venue's)
+    http_address_burst: int = 20
+    venue_key_rate: float = 20.0  # requests/s of the demo's Ed25519 keys (the venue's)
+    venue_key_burst: int = 20
+    book_depth: int = 10  # levels per side of book responses and MARKET_DATA frames
+    catalogue_file: Path | None = None  # more markets, events, series (merged on start)
 
     @property
     def keys_path(self) -> Path:
@@ -148,7 +179,7 @@ class ServerConfig:
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
         values = dict(data)
-        for name in ("data_dir", "keys_file"):
+        for name in ("data_dir", "keys_file", "catalogue_file"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
         if "demo_markets" in values:
@@ -325,25 +356,55 @@ class _Registrar:
 _FEE_BASES = {"NOTIONAL": 0, "MIN": 1, "PQ": 2}
 
 
+def demo_catalogue(config: ServerConfig) -> Catalogue:
+    """The catalogue entries of the demo markets (slugs, titles, events, a series)."""
+    catalogue = Catalogue()
+    for series in DEMO_SERIES:
+        catalogue.add_series(SeriesEntry(**series))
+    used = {m.event for m in config.demo_markets}
+    for event in DEMO_EVENTS:
+        if event["slug"] in used:
+            catalogue.add_event(EventEntry(**event))  # type: ignore[arg-type]
+    for m in config.demo_markets:
+        catalogue.add_market(
+            MarketEntry(
+                m.market,
+                m.slug or f"market-{m.market}",
+                title=m.title,
+                event_slug=m.event if m.event in catalogue.events else "",
+            )
+        )
+    return catalogue
+
+
+def _market_commands(market: int, rules: MarketRules) -> list[np.ndarray]:
+    request = pb.CreateMarketRequest(
+        market=market,
+        tick=rules.tick,
+        min_size=rules.min_size,
+        lot=rules.lot,
+        taker_fee_bps=rules.taker_fee_bps,
+        maker_fee_bps=rules.maker_fee_bps,
+        fee_base=_FEE_BASES[rules.fee_base.upper()],
+    )
+    rows = [create_market_command(request)]
+    if rules.open:
+        opened = np.zeros(1, dtype=COMMAND_DTYPE)
+        opened["type"] = CommandType.SET_MARKET_STATE
+        opened["market"] = market
+        opened["arg"] = 2  # OPEN
+        rows.append(opened)
+    return rows
+
+
 def demo_commands(config: ServerConfig) -> np.ndarray:
     """The first start of a demo exchange: markets (opened), accounts, deposits, splits."""
     rows: list[np.ndarray] = []
     for m in config.demo_markets:
-        request = pb.CreateMarketRequest(
-            market=m.market,
-            tick=m.tick,
-            min_size=m.min_size,
-            lot=m.lot,
-            taker_fee_bps=m.taker_fee_bps,
-            maker_fee_bps=m.maker_fee_bps,
-            fee_base=_FEE_BASES[m.fee_base.upper()],
+        rules = MarketRules(
+            m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps, m.fee_base, open=True
         )
-        rows.append(create_market_command(request))
-        opened = np.zeros(1, dtype=COMMAND_DTYPE)
-        opened["type"] = CommandType.SET_MARKET_STATE
-        opened["market"] = m.market
-        opened["arg"] = 2  # OPEN
-        rows.append(opened)
+        rows.extend(_market_commands(m.market, rules))
     deposit = _cash(config.demo_deposit) if config.demo_deposit else 0
     for account in config.demo_accounts:
         added = np.zeros(1, dtype=COMMAND_DTYPE)
@@ -379,6 +440,9 @@ class ExchangeServer:
             on_refused=self.metrics.refuse,
         )
         self.markets = Markets()
+        self.catalogue = Catalogue()
+        self.venue: Any = None  # the Polymarket US API (pyexchange.api.rest.VenueApi)
+        self.http_port: int | None = None
         self.exchange: Exchange | None = None
         self.gateway: CommandGateway | None = None
         self.port: int | None = None
@@ -454,7 +518,11 @@ class ExchangeServer:
         elif path.exists():
             store = KeyStore.load(path)
         else:
-            demo = KeyStore.demo(self.config.demo_accounts if self.config.demo else ())
+            demo = KeyStore.demo(
+                self.config.demo_accounts if self.config.demo else (),
+                venue_rate=self.config.venue_key_rate,
+                venue_burst=self.config.venue_key_burst,
+            )
             store = demo if self.config.demo else KeyStore([demo.by_name("admin")])
             store.save(path)
             log.info("wrote new API keys", extra={"path": str(path)})
@@ -535,6 +603,7 @@ class ExchangeServer:
         self._waiting.clear()
         if self.fresh and config.demo:
             await self._demo_setup()
+        await self._open_catalogue()
 
         server = grpc.aio.server(
             options=[
@@ -568,6 +637,15 @@ class ExchangeServer:
         self.port = port
         for name in ("", *registrar.services):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.http_port is not None:
+            try:
+                await self._start_venue_api()
+            except OSError as exc:
+                await self.stop(0)
+                raise OSError(
+                    f"cannot serve the REST API on {config.http_host or config.host}:"
+                    f"{config.http_port}: {exc}"
+                ) from None
         if config.metrics_port is not None:
             try:
                 self.metrics_port = self.metrics.serve_http(
@@ -586,10 +664,66 @@ class ExchangeServer:
                 "replayed": recovered.replayed_commands,
                 "services": ",".join(registrar.services),
                 "metrics_port": self.metrics_port,
+                "http_port": self.http_port,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
         return port
+
+    async def _open_catalogue(self) -> None:
+        """The data directory's catalogue, with the demo's and the catalogue file's entries
+        merged in; saved before the engine creates the markets it has rules for."""
+        config = self.config
+        catalogue = Catalogue.open(config.data_dir)
+        if self.fresh and config.demo:
+            catalogue.merge(demo_catalogue(config))
+        if config.catalogue_file is not None:
+            catalogue.merge(Catalogue.load(config.catalogue_file))
+        catalogue.save()
+        self.catalogue = catalogue
+        missing = [
+            entry
+            for entry in catalogue.markets.values()
+            if entry.create is not None and self.markets.get(entry.market) is None
+        ]
+        if not missing:
+            return
+        assert self.exchange is not None
+        rows = [r for e in missing for r in _market_commands(e.market, e.create)]  # type: ignore[arg-type]
+        events = await asyncio.wrap_future(self.exchange.submit(np.concatenate(rows)))
+        for e in events[events["type"] == EventType.REJECTED]:
+            name, message = reject_text(int(e["reason"]))
+            log.error(
+                "catalogue market not created",
+                extra={"market": int(e["market"]), "reason": name, "detail": message},
+            )
+
+    async def _start_venue_api(self) -> None:
+        from ..api.rest import VenueApi, VenueConfig
+        from ..api.rest.context import Settings
+
+        config = self.config
+        marketdata = next(
+            (p for p in self._publishers if type(p).__name__ == "MarketDataPublisher"), None
+        )
+        venue = VenueApi(
+            VenueConfig(
+                host=config.http_host or config.host,
+                port=config.http_port or 0,
+                address_rate=config.http_address_rate,
+                address_burst=config.http_address_burst,
+                settings=Settings(book_depth=config.book_depth),
+            ),
+            keys=self.keys,
+            keys_path=config.keys_path if self._given_keys is None else None,
+            rate_limiter=self.authenticator.rate_limiter,
+            catalogue=self.catalogue,
+            gateway=self.gateway,
+            marketdata=marketdata,
+            metrics=self.metrics,
+        )
+        self.http_port = await venue.start()
+        self.venue = venue
 
     async def _demo_setup(self) -> None:
         assert self.exchange is not None
@@ -616,6 +750,9 @@ class ExchangeServer:
         grace = self.config.grace_s if grace is None else grace
         if self.gateway is not None:
             self.gateway.closing = True
+        if self.venue is not None:
+            await self.venue.stop()
+            self.venue = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:

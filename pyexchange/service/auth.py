@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ TRADE = "trade"
 READ = "read"
 ADMIN = "admin"
 PERMISSIONS = frozenset({TRADE, READ, ADMIN})
+
+HMAC = "hmac"  # the gRPC API's signatures (below)
+ED25519 = "ed25519"  # the venue API's (pyexchange.service.ed25519)
+SCHEMES = frozenset({HMAC, ED25519})
 
 KEY_HEADER = "x-api-key"
 TIMESTAMP_HEADER = "x-timestamp-ms"
@@ -66,6 +71,10 @@ class ApiKey:
     """One credential: what it may do (``permissions``) and for whom (``accounts``).
 
     ``rate`` (requests per second) and ``burst`` size its token bucket.
+    ``scheme`` is how its requests are signed: ``hmac`` (the gRPC API: ``secret``
+    is the shared secret) or ``ed25519`` (the venue's REST/WebSocket API,
+    ``pyexchange.service.ed25519``: ``public_key`` verifies; ``secret`` is kept
+    only for keys the server made for local use, such as the demo's).
     """
 
     key_id: str
@@ -75,6 +84,8 @@ class ApiKey:
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
     name: str = ""
+    scheme: str = HMAC
+    public_key: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "permissions", frozenset(self.permissions))
@@ -82,8 +93,16 @@ class ApiKey:
         unknown = self.permissions - PERMISSIONS
         if unknown:
             raise ValueError(f"key {self.key_id}: unknown permissions {sorted(unknown)}")
-        if not self.key_id or not self.secret:
-            raise ValueError("a key needs a key_id and a secret")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"key {self.key_id}: unknown scheme {self.scheme!r}")
+        if not self.key_id or not (self.secret or self.public_key):
+            raise ValueError("a key needs a key_id and a secret (HMAC) or a public key (Ed25519)")
+        if self.scheme == ED25519:
+            from .ed25519 import Verifier  # checks the key's format now, not at the first call
+
+            object.__setattr__(self, "_verifier", Verifier(self.public_key))
+        elif not self.secret:
+            raise ValueError(f"key {self.key_id}: an HMAC key needs its secret")
         if self.rate <= 0 or self.burst < 1:
             raise ValueError(f"key {self.key_id}: rate must be > 0 and burst >= 1")
 
@@ -97,8 +116,13 @@ class ApiKey:
     def may_use(self, account: int) -> bool:
         return account in self.accounts or self.sees_all_accounts()
 
+    def verify_signature(self, message: bytes, signature_b64: str) -> bool:
+        """Ed25519 keys: whether ``signature_b64`` signs ``message`` (False for HMAC keys)."""
+        verifier = getattr(self, "_verifier", None)
+        return verifier is not None and verifier.verify(message, signature_b64)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "key_id": self.key_id,
             "secret": self.secret,
             "permissions": sorted(self.permissions),
@@ -107,6 +131,10 @@ class ApiKey:
             "burst": self.burst,
             "name": self.name,
         }
+        if self.scheme != HMAC:
+            data["scheme"] = self.scheme
+            data["public_key"] = self.public_key
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ApiKey:
@@ -118,11 +146,44 @@ class ApiKey:
             rate=float(data.get("rate", DEFAULT_RATE)),
             burst=int(data.get("burst", DEFAULT_BURST)),
             name=str(data.get("name", "")),
+            scheme=str(data.get("scheme", HMAC)),
+            public_key=str(data.get("public_key", "")),
         )
 
 
 def new_secret() -> str:
     return secrets.token_hex(32)
+
+
+VENUE_RATE = 20.0  # the venue's limit per key: 20 requests/s, a bucket of 20
+VENUE_BURST = 20
+
+
+def venue_key(
+    account: int,
+    rate: float = VENUE_RATE,
+    burst: int = VENUE_BURST,
+    *,
+    name: str | None = None,
+    permissions: frozenset[str] = frozenset({TRADE, READ}),
+    keep_secret: bool = True,
+) -> ApiKey:
+    """A new Ed25519 key for ``account`` on the Polymarket US API (key id: a UUID, as the
+    venue's). The secret is kept in the key only with ``keep_secret`` (demo keys)."""
+    from .ed25519 import generate
+
+    public, secret = generate()
+    return ApiKey(
+        str(uuid.uuid4()),
+        secret if keep_secret else "",
+        permissions,
+        frozenset({account}),
+        rate,
+        burst,
+        name=f"pm-trader-{account}" if name is None else name,
+        scheme=ED25519,
+        public_key=public,
+    )
 
 
 class KeyStore:
@@ -179,8 +240,12 @@ class KeyStore:
         *,
         rate: float = 10_000.0,
         burst: int = 20_000,
+        venue_rate: float = VENUE_RATE,
+        venue_burst: int = VENUE_BURST,
     ) -> KeyStore:
-        """Fresh demo credentials: a trader key per account, a read-only key, an admin key."""
+        """Fresh demo credentials: a trader key per account (HMAC, for gRPC) and an Ed25519
+        key per account (``pm-trader-N``, for the Polymarket US API), a read-only key, an
+        admin key."""
         keys = [
             ApiKey(
                 f"trader-{account}-{secrets.token_hex(4)}",
@@ -193,6 +258,7 @@ class KeyStore:
             )
             for account in accounts
         ]
+        keys.extend(venue_key(account, venue_rate, venue_burst) for account in accounts)
         keys.append(
             ApiKey(
                 f"viewer-{secrets.token_hex(4)}",
@@ -361,6 +427,12 @@ class Authenticator:
         key = self.keys.get(key_id)
         if key is None:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unknown API key")
+        if key.scheme != HMAC:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"key {key.key_id} is an {key.scheme} key of the Polymarket US API (REST and "
+                "WebSocket); gRPC calls are signed with an HMAC key",
+            )
         stamp = values.get(TIMESTAMP_HEADER, "")
         if not stamp.isdigit() or len(stamp) > 19:
             raise Refused(

@@ -1,0 +1,79 @@
+"""The Polymarket US public API (REST + WebSocket), so the venue's SDK trades here unchanged.
+
+A thin adapter over the service layer, like ``pyexchange.api.grpc``: it parses
+the venue's JSON exactly (``wire.py``), maps the venue's rules onto the core's
+in one place (``venue.py``), checks the venue's Ed25519 signatures
+(``auth.py``), and serves on its own port beside gRPC (``http.py``: uvicorn in
+the server's loop). docs/venue_api.md is the conformance table: every SDK
+method and WebSocket subscription, and what this server does with it.
+
+Modules: ``http`` (uvicorn, limits, router), ``app`` (the ASGI app: maintenance,
+auth, per-address limits, errors, metrics), ``errors``, ``wire``, ``venue``,
+``auth``, ``context`` (what handlers share), ``public`` (markets, books, events,
+series, sports, search), ``account`` (balances).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...service.auth import KeyStore, RateLimiter
+from ...service.catalogue import Catalogue
+from .account import AccountApi
+from .app import AddressLimiter, VenueApp
+from .auth import VenueAuth
+from .context import Settings, VenueContext
+from .http import HttpLimits, RestServer
+from .public import PublicApi
+
+
+@dataclass
+class VenueConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: a free port
+    address_rate: float = 20.0  # public requests per second per client address (the venue's)
+    address_burst: int = 20
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    settings: Settings = field(default_factory=Settings)
+
+
+class VenueApi:
+    """The venue API of one server: ``await start()`` returns the port; ``await stop()``."""
+
+    def __init__(
+        self,
+        config: VenueConfig,
+        *,
+        keys: KeyStore,
+        keys_path: Path | None,
+        rate_limiter: RateLimiter,
+        catalogue: Catalogue,
+        gateway: Any,
+        marketdata: Any,
+        metrics: Any = None,
+    ) -> None:
+        self.config = config
+        self.context = VenueContext(catalogue, gateway, marketdata, config.settings)
+        on_refused = None if metrics is None else metrics.refuse
+        self.auth = VenueAuth(keys, rate_limiter, keys_path=keys_path, on_refused=on_refused)
+        self.app = VenueApp(
+            config.limits,
+            self.auth,
+            AddressLimiter(config.address_rate, config.address_burst),
+            metrics,
+        )
+        PublicApi(self.context).register(self.app)
+        AccountApi(self.context).register(self.app)
+        self.server = RestServer(self.app, config.host, config.port, config.limits)
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port
+
+    async def start(self) -> int:
+        return await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()

@@ -1,0 +1,219 @@
+"""The venue's REST and WebSocket API as one ASGI app: routing, auth, limits, errors, metrics.
+
+Every request goes through ``VenueApp.__call__``:
+
+1. maintenance: every request is refused with 503 while the exchange is in
+   maintenance (spec §5.4), WebSocket upgrades too;
+2. the route: unknown path 404, known path with another method 405;
+3. the body: at most ``max_body_bytes`` (413), read whole before the handler;
+4. auth: public routes (the venue's gateway host) take a token from the
+   client address's bucket (20/s by default, the venue's); authenticated routes
+   check the signature and take a token from the key's bucket (``auth.py``);
+5. the handler, whose ``ApiError`` becomes the venue's error body; anything
+   else is logged and answered 500 with no detail.
+
+The SDK sends public calls to ``gateway_base_url`` and authenticated ones to
+``api_base_url``; one server answers both (point both URLs at it). Each
+response echoes ``poly-correlation-id`` so the SDK's errors carry it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ApiError, rate_limited, unavailable
+from .http import HttpLimits, Request, Response, Router
+
+log = logging.getLogger(__name__)
+
+JSON = (b"content-type", b"application/json")
+CORRELATION = "poly-correlation-id"
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class AddressLimiter:
+    """A token bucket per client address (public endpoints), at most ``max_addresses`` kept."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_addresses: int = 65_536,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def allow(self, address: str) -> bool:
+        now = self.clock()
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[address] = _Bucket(float(self.burst), now)
+        else:
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+            self._buckets.move_to_end(address)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Route:
+    handler: Callable[..., Any]
+    permission: str | None  # None: public (the gateway); else the key's permission
+    label: str
+
+
+class VenueApp:
+    """The ASGI callable (HTTP and WebSocket)."""
+
+    def __init__(
+        self,
+        limits: HttpLimits,
+        auth: Any,
+        address_limiter: AddressLimiter,
+        metrics: Any = None,
+    ) -> None:
+        self.limits = limits
+        self.auth = auth
+        self.address_limiter = address_limiter
+        self.metrics = metrics
+        self.router = Router()
+        self.routes: dict[Callable[..., Any], Route] = {}
+        self.websockets: dict[str, Callable[..., Any]] = {}
+        self.maintenance = False
+
+    def add(self, method: str, path: str, handler: Callable[..., Any], permission: str | None):
+        route = Route(handler, permission, f"{method} {path}")
+
+        async def run(request: Request, route: Route = route) -> Response:
+            return await self._run(route, request)
+
+        self.router.add(method, path, run)
+
+    def add_websocket(self, path: str, handler: Callable[..., Any]) -> None:
+        self.websockets[path] = handler
+
+    async def _run(self, route: Route, request: Request) -> Response:
+        if route.permission is None:
+            if not self.address_limiter.allow(request.client):
+                raise rate_limited()
+            key = None
+        else:
+            key = self.auth.authenticate(
+                request.headers, request.method, request.path, route.permission
+            )
+        return await route.handler(request, key)
+
+    # ------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = scope.get("client")
+        request = Request(
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b""),
+            headers,
+            b"",
+            client[0] if client else "",
+        )
+        label = "unmatched"
+        try:
+            if self.maintenance:
+                raise unavailable("the exchange is in maintenance; try again later")
+            handler, params, exists = self.router.match(request.method, request.path)
+            if handler is None:
+                raise ApiError(5, "not found", status=405 if exists else 404)
+            label = request.method + " " + request.path if not params else _pattern(request)
+            request.params = params
+            request.body = await self._body(receive, headers)
+            response = await handler(request)
+        except ApiError as exc:
+            response = Response(exc.status, exc.body(), [JSON, *exc.headers])
+        except Exception:
+            log.exception("REST handler failed", extra={"path": request.path})
+            error = ApiError(13, "internal error")
+            response = Response(500, error.body(), [JSON])
+        correlation = headers.get(CORRELATION)
+        out = response.headers or [JSON]
+        if correlation and len(correlation) <= 64:
+            out = [*out, (CORRELATION.encode(), correlation.encode("latin-1"))]
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        await send({"type": "http.response.body", "body": response.body})
+        if self.metrics is not None:
+            self.metrics.observe(label, response.status, time.perf_counter() - started)
+
+    async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(3, f"request body above {limit} bytes", status=413)
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(3, "client disconnected", status=400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(3, f"request body above {limit} bytes", status=413)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handler = self.websockets.get(scope["path"])
+        if handler is None or self.maintenance:
+            status = 404 if handler is None else 503
+            error = ApiError(5 if handler is None else 14, "not found" if handler is None else
+                             "the exchange is in maintenance; try again later")
+            await deny(send, status, error.body())
+            return
+        await handler(scope, receive, send)
+
+
+def _pattern(request: Request) -> str:
+    path = request.path
+    for name, value in request.params.items():
+        path = path.replace("/" + value, "/{" + name + "}", 1)
+    return request.method + " " + path
+
+
+async def deny(send: Any, status: int, body: bytes) -> None:
+    """Refuse a WebSocket upgrade with an HTTP status (the SDK's ``connect()`` raises)."""
+    await send(
+        {"type": "websocket.http.response.start", "status": status, "headers": [JSON]}
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(status, body, [JSON])

@@ -1,0 +1,140 @@
+"""The venue's request signatures, checked as Polymarket US checks them (spec §1.3, §1.4).
+
+An authenticated request (REST, or a WebSocket upgrade) carries three headers:
+
+- ``X-PM-Access-Key``: the key id;
+- ``X-PM-Timestamp``: Unix time in milliseconds, within +-30 s of the server's clock;
+- ``X-PM-Signature``: base64 of the Ed25519 signature of
+  ``timestamp + METHOD + path`` (plain concatenation; the path without the query
+  string, as the client wrote it; a WebSocket upgrade signs ``GET``).
+
+Checked in that order, each failure a 401 with a message saying which; then the
+key's permission (403), then its token bucket (429). There is **no** replay
+refusal: Ed25519 is deterministic and the SDK sends identical headers for two
+identical calls made in the same millisecond (spec §1.4), so within the window a
+repeated signature is a legitimate second call. What makes a replay harmless is
+what the venue itself relies on: every order gets a new id, and a captured
+signature is good for 30 seconds on one path only.
+
+Keys come from the server's key store (``DATA_DIR/keys.json``); a key made by
+``pyexchange keys create`` while the server runs is picked up on its first use
+(the file is re-read when an unknown key id arrives, at most once a second).
+Each key acts for exactly one account, as the venue's do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ...service.auth import ED25519, ApiKey, KeyStore, RateLimiter
+from .errors import ApiError, forbidden, rate_limited, unauthenticated
+
+KEY_HEADER = "x-pm-access-key"
+TIMESTAMP_HEADER = "x-pm-timestamp"
+SIGNATURE_HEADER = "x-pm-signature"
+WINDOW_MS = 30_000
+
+
+class VenueAuth:
+    def __init__(
+        self,
+        keys: KeyStore,
+        rate_limiter: RateLimiter,
+        *,
+        keys_path: Path | None = None,
+        window_ms: int = WINDOW_MS,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.rate_limiter = rate_limiter
+        self.keys_path = keys_path
+        self.window_ms = window_ms
+        self.clock_ms = clock_ms
+        self.on_refused = on_refused
+        self._keys_mtime = self._mtime()
+        self._checked_at = 0.0
+
+    def _mtime(self) -> float:
+        try:
+            return self.keys_path.stat().st_mtime if self.keys_path is not None else 0.0
+        except OSError:
+            return 0.0
+
+    def _reload(self) -> None:
+        """Take in keys added to the keys file since it was read (at most once a second)."""
+        now = time.monotonic()
+        if self.keys_path is None or now - self._checked_at < 1.0:
+            return
+        self._checked_at = now
+        mtime = self._mtime()
+        if mtime == self._keys_mtime:
+            return
+        self._keys_mtime = mtime
+        try:
+            fresh = KeyStore.load(self.keys_path)
+        except (OSError, ValueError, KeyError):
+            return
+        for key in fresh:
+            if self.keys.get(key.key_id) is None:
+                self.keys.add(key)
+
+    def authenticate(self, headers: dict[str, str], method: str, path: str, permission: str) -> ApiKey:
+        """The key that signed this request, or ``ApiError`` (401, 403, 429)."""
+        try:
+            return self._authenticate(headers, method, path, permission)
+        except ApiError as exc:
+            if self.on_refused is not None:
+                self.on_refused(str(exc.status))
+            raise
+
+    def _authenticate(
+        self, headers: dict[str, str], method: str, path: str, permission: str
+    ) -> ApiKey:
+        key_id = headers.get(KEY_HEADER)
+        stamp = headers.get(TIMESTAMP_HEADER)
+        given = headers.get(SIGNATURE_HEADER)
+        if not key_id or stamp is None or given is None:
+            missing = [
+                name
+                for name, value in (
+                    ("X-PM-Access-Key", key_id),
+                    ("X-PM-Timestamp", stamp),
+                    ("X-PM-Signature", given),
+                )
+                if not value
+            ]
+            raise unauthenticated(f"missing {', '.join(missing)} header")
+        key = self.keys.get(key_id)
+        if key is None:
+            self._reload()
+            key = self.keys.get(key_id)
+        if key is None or key.scheme != ED25519:
+            raise unauthenticated("unknown API key")
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 16:
+            raise unauthenticated("X-PM-Timestamp must be Unix time in milliseconds")
+        offset = int(stamp) - self.clock_ms()
+        if abs(offset) > self.window_ms:
+            raise unauthenticated(
+                f"timestamp is {offset / 1000:+.1f} s from the server's clock "
+                f"(allowed +-{self.window_ms // 1000} s)"
+            )
+        if not key.verify_signature(f"{stamp}{method}{path}".encode(), given):
+            raise unauthenticated(
+                "invalid signature (Ed25519 over timestamp + method + path, base64)"
+            )
+        if not key.may(permission):
+            raise forbidden(f"this API key lacks the {permission!r} permission")
+        if len(key.accounts) != 1:
+            raise forbidden("this API key is not bound to one account")
+        wait = self.rate_limiter.try_acquire(key)
+        if wait:
+            raise rate_limited()
+        return key
+
+
+def account_of(key: ApiKey) -> int:
+    """The one account a venue key acts for."""
+    return next(iter(key.accounts))

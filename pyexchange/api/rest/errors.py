@@ -1,0 +1,91 @@
+"""Errors of the REST API: an HTTP status and the venue's body ``{"code", "message", "details"}``.
+
+The venue's HTTP layer is grpc-gateway-like: the body carries the gRPC code as an
+integer beside the message (spec §1.7; its 429 body is ``{"code": 8, "message":
+"rate limit exceeded", "details": []}``). The SDK reads ``message`` and raises
+by status: 400 ``BadRequestError``, 401 ``AuthenticationError``, 403
+``PermissionDeniedError``, 404 ``NotFoundError``, 429 ``RateLimitError``, 5xx
+``InternalServerError``, anything else ``APIStatusError``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# gRPC code -> HTTP status, as grpc-gateway maps them
+HTTP_STATUS = {
+    3: 400,  # INVALID_ARGUMENT
+    16: 401,  # UNAUTHENTICATED
+    7: 403,  # PERMISSION_DENIED
+    5: 404,  # NOT_FOUND
+    10: 409,  # ABORTED
+    8: 429,  # RESOURCE_EXHAUSTED
+    13: 500,  # INTERNAL
+    14: 503,  # UNAVAILABLE
+    4: 504,  # DEADLINE_EXCEEDED
+}
+GRPC_CODE = {
+    "INVALID_ARGUMENT": 3,
+    "UNAUTHENTICATED": 16,
+    "PERMISSION_DENIED": 7,
+    "NOT_FOUND": 5,
+    "ABORTED": 10,
+    "RESOURCE_EXHAUSTED": 8,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DEADLINE_EXCEEDED": 4,
+}
+MAX_MESSAGE = 300  # characters of a message: an echoed value is quoted short, never whole
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ApiError(Exception):
+    """A request answered with an error status (nothing reached the engine)."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = HTTP_STATUS.get(code, 500) if status is None else status
+        self.message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return _encode({"code": self.code, "message": self.message, "details": []})
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(3, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(5, message)
+
+
+def unauthenticated(message: str) -> ApiError:
+    return ApiError(16, message)
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(7, message)
+
+
+def rate_limited(message: str = "rate limit exceeded") -> ApiError:
+    # Retry-After: the SDK honours it (capped at 8 s); harmless where a client ignores it
+    return ApiError(8, message, headers=((b"retry-after", b"1"),))
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(14, message)
+
+
+def from_status(name: str, message: str) -> ApiError:
+    """From a gRPC status name (what the service layer's refusals carry today)."""
+    return ApiError(GRPC_CODE.get(name, 13), message)

@@ -1,0 +1,99 @@
+"""Ed25519 API keys, as Polymarket US issues them: the second signature scheme of the key store.
+
+A key is an Ed25519 key pair. The client holds the secret, base64 (standard
+alphabet) of the 32-byte seed or of the 64-byte ``seed || public key`` (the
+venue hands out the 64-byte form; the official SDK takes either and signs with
+the first 32 bytes). The server needs only the public key (base64, 32 bytes),
+which ``ApiKey.public_key`` holds.
+
+A signature is base64 of the 64-byte Ed25519 signature of the message the API
+defines (for the venue's REST and WebSocket API: ``timestamp + METHOD + path``,
+``pyexchange.api.rest.auth``). Verification is libsodium's (PyNaCl, which the
+SDK itself signs with): about 60 us on this machine, half of what
+``cryptography`` takes (BENCHMARKS.md, "HTTP stack").
+
+Ed25519 is deterministic: the same key signing the same message gives the same
+signature, so a scheme that signs no nonce cannot tell a replay from a second
+identical request. The venue's SDK sends identical headers for two calls made
+in the same millisecond; the API that uses this scheme decides what to do
+about replays, not this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from nacl.bindings import crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey
+
+NAME = "ed25519"
+SEED_BYTES = 32
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+class KeyFormatError(ValueError):
+    """A secret or public key that is not base64 of the right number of bytes."""
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise KeyFormatError(f"{what} is not standard base64") from None
+
+
+def seed_of(secret_b64: str) -> bytes:
+    """The 32-byte seed of a secret given as base64 of the seed or of seed || public key."""
+    raw = _b64decode(secret_b64, "the secret")
+    if len(raw) == 2 * SEED_BYTES:
+        raw = raw[:SEED_BYTES]
+    if len(raw) != SEED_BYTES:
+        raise KeyFormatError("the secret must be base64 of 32 bytes (seed) or 64 (seed || public)")
+    return raw
+
+
+def public_key_of(secret_b64: str) -> str:
+    """The base64 public key of a secret."""
+    public, _ = crypto_sign_seed_keypair(seed_of(secret_b64))
+    return base64.b64encode(public).decode()
+
+
+def generate() -> tuple[str, str]:
+    """A new key pair: (public key, secret), both base64; the secret in the venue's 64-byte form."""
+    signing = SigningKey.generate()
+    public = bytes(signing.verify_key)
+    return base64.b64encode(public).decode(), base64.b64encode(bytes(signing) + public).decode()
+
+
+def sign(secret_b64: str, message: bytes) -> str:
+    """Base64 signature of ``message`` (the client side; the SDK does the same)."""
+    return base64.b64encode(SigningKey(seed_of(secret_b64)).sign(message).signature).decode()
+
+
+class Verifier:
+    """Checks signatures against one public key (decoded once, kept with the key)."""
+
+    __slots__ = ("public",)
+
+    def __init__(self, public_key_b64: str) -> None:
+        public = _b64decode(public_key_b64, "the public key")
+        if len(public) != PUBLIC_KEY_BYTES:
+            raise KeyFormatError("an Ed25519 public key is 32 bytes")
+        self.public = public
+
+    def verify(self, message: bytes, signature_b64: str) -> bool:
+        """True if ``signature_b64`` is base64 of a valid signature of ``message``."""
+        if len(signature_b64) != 88:  # base64 of 64 bytes, padded: reject the rest unread
+            return False
+        try:
+            signature = base64.b64decode(signature_b64.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            return False
+        try:
+            crypto_sign_open(signature + message, self.public)
+        except BadSignatureError:
+            return False
+        return True
