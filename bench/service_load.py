@@ -194,6 +194,7 @@ class ServerProcess:
             "host": "127.0.0.1",
             "port": 0,
             "metrics_port": 0,
+            "http_port": None,
             "fsync": self.setup.fsync,
             "demo_accounts": self.accounts,
             "demo_deposit": "100000000",

@@ -48,6 +48,7 @@ def service_config(data_dir: Path, **overrides: Any) -> ServerConfig:
         "max_orders": 4096,
         "max_markets": 32,
         "max_accounts": 256,
+        "http_port": None,  # the venue API has its own tests (test_venue_*.py)
     }
     values.update(overrides)
     return ServerConfig(**values)

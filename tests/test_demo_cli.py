@@ -101,6 +101,8 @@ def start_demo(data_dir: Path) -> Demo:
             "0",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "0",
             "--fsync",
             "none",
             "--log-level",

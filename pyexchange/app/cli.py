@@ -168,7 +168,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     else:
         if args.account is None:
             raise ValueError("an Ed25519 key acts for one account: give --account")
-        key = venue_key(args.account, args.rate, args.burst, name=args.name, permissions=permissions)
+        key = venue_key(
+            args.account, args.rate, args.burst, name=args.name, permissions=permissions
+        )
         secret = key.secret
         if not args.keep_secret:
             key = dataclasses.replace(key, secret="")

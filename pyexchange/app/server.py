@@ -90,27 +90,66 @@ class DemoMarket:
 
 DEFAULT_DEMO_MARKETS = (
     DemoMarket(
-        1, "0.01", "1", "0.01", 10, 0, "NOTIONAL", "Will it rain in Paris tomorrow?",
-        "rain-in-paris-tomorrow", "paris-weather",
+        1,
+        "0.01",
+        "1",
+        "0.01",
+        10,
+        0,
+        "NOTIONAL",
+        "Will it rain in Paris tomorrow?",
+        "rain-in-paris-tomorrow",
+        "paris-weather",
     ),
     DemoMarket(
-        2, "0.01", "1", "0.01", 20, -5, "MIN", "Will BTC close above $100k this month?",
-        "btc-above-100k-this-month", "btc-monthly-close",
+        2,
+        "0.01",
+        "1",
+        "0.01",
+        20,
+        -5,
+        "MIN",
+        "Will BTC close above $100k this month?",
+        "btc-above-100k-this-month",
+        "btc-monthly-close",
     ),
     DemoMarket(
-        3, "0.001", "1", "1", 0, 0, "NOTIONAL", "Will the home team win the final?",
-        "home-team-wins-final", "cup-final",
+        3,
+        "0.001",
+        "1",
+        "1",
+        0,
+        0,
+        "NOTIONAL",
+        "Will the home team win the final?",
+        "home-team-wins-final",
+        "cup-final",
     ),
 )
 # the demo's events and series (catalogue entries, pyexchange/service/catalogue.py)
 DEMO_SERIES = ({"id": 1, "slug": "demo", "title": "Demo markets", "recurrence": "daily"},)
 DEMO_EVENTS = (
-    {"id": 1, "slug": "paris-weather", "title": "Paris weather", "category": "weather",
-     "series_slug": "demo"},
-    {"id": 2, "slug": "btc-monthly-close", "title": "Bitcoin's monthly close",
-     "category": "crypto", "series_slug": "demo"},
-    {"id": 3, "slug": "cup-final", "title": "The cup final", "category": "sports",
-     "series_slug": "demo"},
+    {
+        "id": 1,
+        "slug": "paris-weather",
+        "title": "Paris weather",
+        "category": "weather",
+        "series_slug": "demo",
+    },
+    {
+        "id": 2,
+        "slug": "btc-monthly-close",
+        "title": "Bitcoin's monthly close",
+        "category": "crypto",
+        "series_slug": "demo",
+    },
+    {
+        "id": 3,
+        "slug": "cup-final",
+        "title": "The cup final",
+        "category": "sports",
+        "series_slug": "demo",
+    },
 )
 
 

@@ -182,7 +182,8 @@ class Catalogue:
     def add_market(self, entry: MarketEntry) -> None:
         if entry.market in self.markets:
             raise CatalogueError(f"market {entry.market} is already in the catalogue")
-        if self.by_slug(entry.slug) is not None:
+        named = self.by_slug(entry.slug)
+        if entry.slug in self._by_slug or (named is not None and named != entry.market):
             raise CatalogueError(f"slug {entry.slug!r} is already taken")
         if entry.event_slug and entry.event_slug not in self.events:
             raise CatalogueError(f"market {entry.slug!r}: no event {entry.event_slug!r}")

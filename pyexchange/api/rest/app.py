@@ -65,7 +65,9 @@ class AddressLimiter:
                 self._buckets.popitem(last=False)
             bucket = self._buckets[address] = _Bucket(float(self.burst), now)
         else:
-            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.tokens = min(
+                float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate
+            )
             bucket.updated = now
             self._buckets.move_to_end(address)
         if bucket.tokens >= 1.0:
@@ -193,8 +195,12 @@ class VenueApp:
         handler = self.websockets.get(scope["path"])
         if handler is None or self.maintenance:
             status = 404 if handler is None else 503
-            error = ApiError(5 if handler is None else 14, "not found" if handler is None else
-                             "the exchange is in maintenance; try again later")
+            error = ApiError(
+                5 if handler is None else 14,
+                "not found"
+                if handler is None
+                else "the exchange is in maintenance; try again later",
+            )
             await deny(send, status, error.body())
             return
         await handler(scope, receive, send)
@@ -209,9 +215,7 @@ def _pattern(request: Request) -> str:
 
 async def deny(send: Any, status: int, body: bytes) -> None:
     """Refuse a WebSocket upgrade with an HTTP status (the SDK's ``connect()`` raises)."""
-    await send(
-        {"type": "websocket.http.response.start", "status": status, "headers": [JSON]}
-    )
+    await send({"type": "websocket.http.response.start", "status": status, "headers": [JSON]})
     await send({"type": "websocket.http.response.body", "body": body})
 
 

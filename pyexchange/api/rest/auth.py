@@ -18,7 +18,7 @@ signature is good for 30 seconds on one path only.
 
 Keys come from the server's key store (``DATA_DIR/keys.json``); a key made by
 ``pyexchange keys create`` while the server runs is picked up on its first use
-(the file is re-read when an unknown key id arrives, at most once a second).
+(the file is re-read when an unknown key id arrives and the file has changed).
 Each key acts for exactly one account, as the venue's do.
 """
 
@@ -54,25 +54,22 @@ class VenueAuth:
         self.window_ms = window_ms
         self.clock_ms = clock_ms
         self.on_refused = on_refused
-        self._keys_mtime = self._mtime()
-        self._checked_at = 0.0
+        self._keys_stamp = self._stamp()
 
-    def _mtime(self) -> float:
+    def _stamp(self) -> tuple[int, int]:
         try:
-            return self.keys_path.stat().st_mtime if self.keys_path is not None else 0.0
+            stat = self.keys_path.stat() if self.keys_path is not None else None
         except OSError:
-            return 0.0
+            return (0, 0)
+        return (0, 0) if stat is None else (stat.st_mtime_ns, stat.st_size)
 
     def _reload(self) -> None:
-        """Take in keys added to the keys file since it was read (at most once a second)."""
-        now = time.monotonic()
-        if self.keys_path is None or now - self._checked_at < 1.0:
+        """Take in keys added to the keys file since it was read (re-read only when the
+        file changed: a flood of unknown key ids costs one ``stat`` each)."""
+        stamp = self._stamp()
+        if self.keys_path is None or stamp == self._keys_stamp:
             return
-        self._checked_at = now
-        mtime = self._mtime()
-        if mtime == self._keys_mtime:
-            return
-        self._keys_mtime = mtime
+        self._keys_stamp = stamp
         try:
             fresh = KeyStore.load(self.keys_path)
         except (OSError, ValueError, KeyError):
@@ -81,7 +78,9 @@ class VenueAuth:
             if self.keys.get(key.key_id) is None:
                 self.keys.add(key)
 
-    def authenticate(self, headers: dict[str, str], method: str, path: str, permission: str) -> ApiKey:
+    def authenticate(
+        self, headers: dict[str, str], method: str, path: str, permission: str
+    ) -> ApiKey:
         """The key that signed this request, or ``ApiError`` (401, 403, 429)."""
         try:
             return self._authenticate(headers, method, path, permission)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...service.catalogue import Catalogue
 from ...service.auth import Refused
+from ...service.catalogue import Catalogue
 from .errors import from_status, not_found, unavailable
 
 

@@ -401,7 +401,9 @@ class PublicApi:
             if not text:
                 return True
             haystack = [event["title"], event["slug"], event["description"]]
-            haystack += [m["title"] for m in event["markets"]] + [m["slug"] for m in event["markets"]]
+            haystack += [m["title"] for m in event["markets"]] + [
+                m["slug"] for m in event["markets"]
+            ]
             return any(text in h.lower() for h in haystack if h)
 
         chosen = [

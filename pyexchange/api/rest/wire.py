@@ -64,7 +64,7 @@ def decimal_of(value: Any, what: str, *, allow_negative: bool = False) -> Decima
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise bad_request(f"{what} must be a finite number")
-        sign, digits, exponent = value.as_tuple()
+        _, digits, exponent = value.as_tuple()
         assert isinstance(exponent, int)
         # the value's extent, from its digits and exponent, before any arithmetic on it
         if len(digits) > MAX_DIGITS or not -18 <= exponent <= 18 or len(digits) + exponent > 18:

@@ -1,0 +1,355 @@
+"""The venue API's public endpoints and its Ed25519 auth, driven by the official SDK, unchanged.
+
+One ``pyexchange serve`` process for the module (demo markets: slugs
+``rain-in-paris-tomorrow``, ``btc-above-100k-this-month``, ``home-team-wins-final``;
+events ``paris-weather``, ``btc-monthly-close``, ``cup-final``; series ``demo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polymarket_us
+import pytest
+from polymarket_us import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+from venue_support import VenueServer
+
+from pyexchange.service import ed25519
+
+SLUG = "rain-in-paris-tomorrow"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # named as `pyexchange serve`'s default, for the README's example
+    with VenueServer(tmp_path_factory.mktemp("venue") / "exchange-data") as running:
+        yield running
+
+
+# ------------------------------------------------------------ signatures
+
+
+def test_the_spec_test_vector_verifies() -> None:
+    """spec §1.3: the SDK's signature of a known seed, checked by the server's verifier."""
+    seed = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
+    public = ed25519.public_key_of(seed)
+    assert public == "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    long_form = (
+        "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6DuFy89qmIyWvAhpo9wdRGg=="
+    )
+    assert ed25519.public_key_of(long_form) == public
+    verifier = ed25519.Verifier(public)
+    vectors = [
+        (
+            "GET",
+            "/v1/portfolio/positions",
+            "J+6zCHrZ1oeV5eDsoroD9aTVlN6mFfN3xQ+6+Wo0lfRprJUu5lRGAw/thsGiswFZ8ppYYJ6Y0alnDrsWVQ03Cg==",
+        ),
+        (
+            "POST",
+            "/v1/orders",
+            "xRR/kH/HO5wdmPUhcWhkAZ8CDF5wBrqUuhACpW19lzddkjuq8ARMQLRSJ8fd43s3LMUdG45a8pzW71PQmSfQCA==",
+        ),
+        (
+            "GET",
+            "/v1/ws/private",
+            "jclhq7upxmiCEwMJYpiUg8BaIRVSy3OjmQkqFriPVyCnTujyszdoDuYndVspkhRLgvdCbyowAlu+ascej/ZZBA==",
+        ),
+    ]
+    for method, path, signature in vectors:
+        message = f"1705420800000{method}{path}".encode()
+        assert verifier.verify(message, signature)
+        assert ed25519.sign(seed, message) == signature
+        assert not verifier.verify(message + b"x", signature)
+    assert not verifier.verify(b"x", "not base64!" * 8)
+    assert not verifier.verify(b"x", "")
+
+
+# ------------------------------------------------------------ public calls
+
+
+def test_markets_list_retrieve_and_filters(server: VenueServer) -> None:
+    client = server.client(None)
+    markets = client.markets.list()["markets"]
+    assert [m["slug"] for m in markets] == [
+        "rain-in-paris-tomorrow",
+        "btc-above-100k-this-month",
+        "home-team-wins-final",
+    ]
+    first = markets[0]
+    assert first["id"] == "1" and first["active"] is True and first["closed"] is False
+    assert first["orderPriceMinTickSize"] == 0.01 and first["status"] == "MARKET_STATUS_OPEN"
+    assert first["eventSlug"] == "paris-weather"
+    assert client.markets.retrieve(1)["market"] == first
+    assert client.markets.retrieve_by_slug(SLUG)["market"] == first
+    assert markets[2]["orderPriceMinTickSize"] == 0.001
+    picked = client.markets.list({"slug": ["home-team-wins-final"], "limit": 5})["markets"]
+    assert [m["id"] for m in picked] == ["3"]
+    assert [m["id"] for m in client.markets.list({"id": [2, 3]})["markets"]] == ["2", "3"]
+    assert client.markets.list({"closed": True})["markets"] == []
+    assert [m["id"] for m in client.markets.list({"limit": 1, "offset": 1})["markets"]] == ["2"]
+    by_event = client.markets.list({"eventSlug": ["cup-final"]})["markets"]
+    assert [m["slug"] for m in by_event] == ["home-team-wins-final"]
+    with pytest.raises(NotFoundError):
+        client.markets.retrieve(99)
+    with pytest.raises(NotFoundError):
+        client.markets.retrieve_by_slug("no-such-market")
+    with pytest.raises(BadRequestError):
+        client.markets.list({"limit": "many"})  # type: ignore[typeddict-item]
+
+
+def test_book_bbo_and_settlement_of_an_empty_book(server: VenueServer) -> None:
+    client = server.client(None)
+    book = client.markets.book(SLUG)["marketData"]
+    assert book == {
+        "marketSlug": SLUG,
+        "bids": [],
+        "offers": [],
+        "state": "MARKET_STATE_OPEN",
+        "stats": None,
+        "transactTime": None,
+    }
+    bbo = client.markets.bbo(SLUG)["marketData"]
+    assert bbo["bestBid"] is None and bbo["bestAsk"] is None and bbo["bidDepth"] == 0
+    with pytest.raises(NotFoundError, match="not settled"):
+        client.markets.settlement(SLUG)
+    with pytest.raises(NotFoundError):
+        client.markets.book("nope")
+
+
+def test_events_series_sports_search(server: VenueServer) -> None:
+    client = server.client(None)
+    events = client.events.list()["events"]
+    assert [e["slug"] for e in events] == ["paris-weather", "btc-monthly-close", "cup-final"]
+    cup = client.events.retrieve_by_slug("cup-final")["event"]
+    assert cup == client.events.retrieve(3)["event"]
+    assert [m["slug"] for m in cup["markets"]] == ["home-team-wins-final"]
+    assert cup["series"] == {"id": "1", "slug": "demo", "title": "Demo markets"}
+    with pytest.raises(NotFoundError):
+        client.events.retrieve(42)
+    with pytest.raises(NotFoundError):
+        client.events.retrieve_by_slug("no-event")
+    series = client.series.list()["series"]
+    assert [s["slug"] for s in series] == ["demo"]
+    assert client.series.retrieve(1)["series"] == series[0]
+    with pytest.raises(NotFoundError):
+        client.series.retrieve(7)
+    assert client.sports.list() == {"sports": []}
+    assert client.sports.teams({"league": "nfl"}) == {"teams": {}}
+    found = client.search.query({"query": "BTC"})["events"]
+    assert [e["slug"] for e in found] == ["btc-monthly-close"]
+    assert client.search.query({"query": "zzz"})["events"] == []
+    with pytest.raises(BadRequestError):
+        client.search.query({"status": "sideways"})  # type: ignore[typeddict-item]
+
+
+def test_the_async_client_runs_calls_concurrently(server: VenueServer) -> None:
+    async def main() -> tuple[Any, Any]:
+        async with server.async_client() as client:
+            return await asyncio.gather(
+                client.events.list({"limit": 10}),
+                client.markets.list({"limit": 10}),
+                client.account.balances(),
+            )
+
+    events, markets, balances = asyncio.run(main())
+    assert len(events["events"]) == 3 and len(markets["markets"]) == 3
+    assert balances["balances"][0]["currency"] == "USD"
+
+
+# ------------------------------------------------------------------- auth
+
+
+def test_balances_of_the_keys_account(server: VenueServer) -> None:
+    balance = server.client("pm-trader-2").account.balances()["balances"][0]
+    # $100,000 deposited; 1,000 YES+NO pairs split in each of the 3 demo markets
+    assert balance["currentBalance"] == 97_000 and balance["buyingPower"] == 97_000
+    assert balance["openOrders"] == 0 and balance["currency"] == "USD"
+
+
+def test_auth_failures_are_401_with_a_reason(server: VenueServer) -> None:
+    key = server.keys["pm-trader-1"]
+    other = ed25519.generate()[1]
+    wrong = polymarket_us.PolymarketUS(
+        key_id=key["key_id"], secret_key=other, api_base_url=server.url, max_retries=0
+    )
+    with pytest.raises(AuthenticationError, match="invalid signature"):
+        wrong.account.balances()
+    unknown = polymarket_us.PolymarketUS(
+        key_id="0b7b7c1e-0000-4000-8000-000000000000", secret_key=other, api_base_url=server.url
+    )
+    with pytest.raises(AuthenticationError, match="unknown API key"):
+        unknown.account.balances()
+    hmac_key = server.keys["trader-1"]  # a gRPC key is not a venue key
+    with pytest.raises(AuthenticationError, match="unknown API key"):
+        polymarket_us.PolymarketUS(
+            key_id=hmac_key["key_id"], secret_key=other, api_base_url=server.url
+        ).account.balances()
+    with pytest.raises(AuthenticationError):  # the SDK refuses locally without credentials
+        server.client(None).account.balances()
+    raw = httpx.get(f"{server.url}/v1/account/balances")
+    assert raw.status_code == 401
+    assert raw.json() == {
+        "code": 16,
+        "message": "missing X-PM-Access-Key, X-PM-Timestamp, X-PM-Signature header",
+        "details": [],
+    }
+
+
+def _signed(key: dict[str, Any], method: str, path: str, ts: int) -> dict[str, str]:
+    message = f"{ts}{method}{path}".encode()
+    return {
+        "X-PM-Access-Key": key["key_id"],
+        "X-PM-Timestamp": str(ts),
+        "X-PM-Signature": ed25519.sign(key["secret"], message),
+    }
+
+
+def test_the_timestamp_window_is_30_seconds(server: VenueServer) -> None:
+    key = server.keys["pm-trader-1"]
+    now = int(time.time() * 1000)
+    url = f"{server.url}/v1/account/balances"
+    for offset, status in ((-25_000, 200), (25_000, 200), (-35_000, 401), (35_000, 401)):
+        reply = httpx.get(url, headers=_signed(key, "GET", "/v1/account/balances", now + offset))
+        assert reply.status_code == status, (offset, reply.text)
+    stale = httpx.get(url, headers=_signed(key, "GET", "/v1/account/balances", now - 60_000))
+    assert "from the server's clock" in stale.json()["message"]
+    # the signature covers the path: signed for another path, refused here
+    elsewhere = httpx.get(url, headers=_signed(key, "GET", "/v1/portfolio/positions", now))
+    assert elsewhere.status_code == 401
+
+
+def test_identical_requests_in_one_millisecond_are_both_served(server: VenueServer) -> None:
+    """No replay refusal (spec §1.4): the SDK sends identical headers for two calls in 1 ms."""
+    key = server.keys["pm-trader-1"]
+    headers = _signed(key, "GET", "/v1/account/balances", int(time.time() * 1000))
+    with httpx.Client() as http:
+        first = http.get(f"{server.url}/v1/account/balances", headers=headers)
+        second = http.get(f"{server.url}/v1/account/balances", headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+
+
+def test_a_key_made_by_the_cli_is_used_at_once(server: VenueServer) -> None:
+    made = server.cli(
+        "keys", "create", "--data-dir", str(server.data_dir), "--account", "3", "--name", "cli-3"
+    )
+    assert made.returncode == 0, made.stderr
+    lines = dict(line.split(None, 1) for line in made.stdout.splitlines())
+    key_id, secret = lines["key_id"], lines["secret"]
+    assert len(base64.b64decode(secret)) == 64  # the venue's seed || public key form
+    client = polymarket_us.PolymarketUS(key_id=key_id, secret_key=secret, api_base_url=server.url)
+    assert client.account.balances()["balances"][0]["currentBalance"] == 97_000
+    stored = {
+        k["key_id"]: k
+        for k in __import__("json").loads((server.data_dir / "keys.json").read_text())["keys"]
+    }
+    assert stored[key_id]["secret"] == ""  # only the public key is kept
+    # a read-only key may read and nothing else
+    read_only = server.cli(
+        "keys",
+        "create",
+        "--data-dir",
+        str(server.data_dir),
+        "--account",
+        "3",
+        "--name",
+        "ro-3",
+        "--permissions",
+        "read",
+    )
+    ro = dict(line.split(None, 1) for line in read_only.stdout.splitlines())
+    reader = polymarket_us.PolymarketUS(
+        key_id=ro["key_id"], secret_key=ro["secret"], api_base_url=server.url
+    )
+    assert reader.account.balances()["balances"]
+
+
+def test_rate_limits_answer_429_with_the_venues_body(tmp_path: Path) -> None:
+    with VenueServer(
+        tmp_path / "data",
+        venue_key_rate=1.0,
+        venue_key_burst=2,
+        http_address_rate=1.0,
+        http_address_burst=3,
+    ) as limited:
+        client = limited.client(max_retries=0)
+        client.account.balances()
+        client.account.balances()
+        with pytest.raises(RateLimitError) as caught:
+            client.account.balances()
+        assert caught.value.body == {"code": 8, "message": "rate limit exceeded", "details": []}
+        assert caught.value.response.headers["retry-after"] == "1"
+        public = limited.client(None, max_retries=0)
+        for _ in range(3):
+            public.markets.list()
+        with pytest.raises(RateLimitError):
+            public.markets.list()
+
+
+def test_permission_denied_is_403(tmp_path: Path) -> None:
+    with VenueServer(tmp_path / "data") as running:
+        made = running.cli(
+            "keys",
+            "create",
+            "--data-dir",
+            str(running.data_dir),
+            "--account",
+            "1",
+            "--name",
+            "nothing",
+            "--permissions",
+            "trade",
+        )
+        key = dict(line.split(None, 1) for line in made.stdout.splitlines())
+        client = polymarket_us.PolymarketUS(
+            key_id=key["key_id"], secret_key=key["secret"], api_base_url=running.url
+        )
+        with pytest.raises(PermissionDeniedError, match="'read' permission"):
+            client.account.balances()
+
+
+def test_numbers_are_exact_decimals() -> None:
+    from pyexchange.api.rest import wire
+
+    decoded = wire.decode(b'{"quantity": 0.1, "n": 3, "price": {"value": "0.55"}}')
+    assert decoded["quantity"] == Decimal("0.1") and isinstance(decoded["quantity"], Decimal)
+    assert wire.encode({"x": Decimal("0.10"), "y": wire.number(1_234_500, 1_000_000)}) == (
+        b'{"x":0.10,"y":1.2345}'
+    )
+    for bad in (b"{", b"[" * 100_000, b'{"a": NaN}'):
+        with pytest.raises(Exception) as caught:
+            wire.decode(bad)
+        assert getattr(caught.value, "status", None) == 400
+
+
+def test_the_readme_example_runs_as_written(server: VenueServer) -> None:
+    """README, "Trade against it with the Polymarket US SDK": its code, run beside the data dir."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Trade against it with the Polymarket US SDK", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=server.data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Will it rain in Paris tomorrow? 0.01"
+    assert lines[1].startswith("{'marketSlug': 'rain-in-paris-tomorrow', 'bids': [")
