@@ -745,6 +745,9 @@ class ExchangeServer:
         marketdata = next(
             (p for p in self._publishers if type(p).__name__ == "MarketDataPublisher"), None
         )
+        dropcopy = next(
+            (p for p in self._publishers if type(p).__name__ == "DropCopyPublisher"), None
+        )
         venue = VenueApi(
             VenueConfig(
                 host=config.http_host or config.host,
@@ -759,6 +762,7 @@ class ExchangeServer:
             catalogue=self.catalogue,
             gateway=self.gateway,
             marketdata=marketdata,
+            dropcopy=dropcopy,
             metrics=self.metrics,
         )
         self.http_port = await venue.start()

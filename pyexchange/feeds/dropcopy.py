@@ -471,6 +471,7 @@ class DropCopyPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frontier = self.log.last_seq  # loop: how far subscribers may read the log
         self._live: set[_Live] = set()
+        self._listeners: list[Any] = []  # loop: called with each new LogItem (order history)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dropcopy-reader")
         self._thread = threading.Thread(target=self._run, name="dropcopy-writer", daemon=True)
         self._thread.start()
@@ -669,6 +670,25 @@ class DropCopyPublisher:
                 for sub in list(self._live):
                     sub.offer(item)
                 self._frontier = item.last
+                for listener in list(self._listeners):
+                    try:
+                        listener(item)
+                    except Exception:
+                        log.exception("drop copy listener failed")
+
+    @property
+    def frontier(self) -> int:
+        """The last seq in the log that the loop has seen (loop thread)."""
+        return self._frontier
+
+    def add_listener(self, listener: Any) -> None:
+        """Call ``listener(item)`` on the loop with every record written after now
+        (``history(0, frontier)`` has the ones before): no seam between the two."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _sync(self) -> None:
         """Take in what was written before the loop was known (loop thread, at attach)."""

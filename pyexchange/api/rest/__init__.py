@@ -10,7 +10,9 @@ method and WebSocket subscription, and what this server does with it.
 Modules: ``http`` (uvicorn, limits, router), ``app`` (the ASGI app: maintenance,
 auth, per-address limits, errors, metrics), ``errors``, ``wire``, ``venue``,
 ``auth``, ``context`` (what handlers share), ``public`` (markets, books, events,
-series, sports, search), ``account`` (balances).
+series, sports, search), ``account`` (balances), ``orders`` (order entry),
+``portfolio`` (positions, activities), ``objects`` (the Order, Execution and
+UserPosition objects), ``ids`` (order, execution and trade ids).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...feeds.history import OrderHistory
 from ...service.auth import KeyStore, RateLimiter
 from ...service.catalogue import Catalogue
 from .account import AccountApi
@@ -26,6 +29,8 @@ from .app import AddressLimiter, VenueApp
 from .auth import VenueAuth
 from .context import Settings, VenueContext
 from .http import HttpLimits, RestServer
+from .orders import OrdersApi
+from .portfolio import PortfolioApi
 from .public import PublicApi
 
 
@@ -52,6 +57,7 @@ class VenueApi:
         catalogue: Catalogue,
         gateway: Any,
         marketdata: Any,
+        dropcopy: Any = None,
         metrics: Any = None,
     ) -> None:
         self.config = config
@@ -64,15 +70,28 @@ class VenueApi:
             AddressLimiter(config.address_rate, config.address_burst),
             metrics,
         )
+        self.dropcopy = dropcopy
+        self.history = OrderHistory() if dropcopy is not None else None
+        self.context.history = self.history
         PublicApi(self.context).register(self.app)
         AccountApi(self.context).register(self.app)
+        if self.history is not None:  # order entry needs the order history (drop copy on)
+            orders = OrdersApi(self.context, self.history)
+            orders.register(self.app)
+            PortfolioApi(self.context, orders, self.history, self._mark).register(self.app)
         self.server = RestServer(self.app, config.host, config.port, config.limits)
+
+    def _mark(self, market: int) -> int | None:
+        stats = self.context.trade_stats(market)
+        return stats.last_price if stats is not None else None
 
     @property
     def port(self) -> int | None:
         return self.server.port
 
     async def start(self) -> int:
+        if self.history is not None:
+            await self.history.start(self.dropcopy)
         return await self.server.start()
 
     async def stop(self) -> None:

@@ -22,7 +22,11 @@ class VenueContext:
     gateway: Any  # submits commands and runs engine queries (the service layer)
     marketdata: Any  # MarketDataPublisher, or None when market data is off
     settings: Settings = field(default_factory=Settings)
+    history: Any = None  # OrderHistory (pyexchange.feeds.history), None without the drop copy
     maintenance: bool = False
+
+    def trade_stats(self, market: int) -> Any:
+        return None if self.history is None else self.history.trades.get(market)
 
     def market_id(self, slug: str) -> int:
         """The engine market a slug names (404 if none)."""

@@ -129,11 +129,16 @@ def market_object(ctx: VenueContext, entry: MarketEntry, info: Any) -> dict[str,
         "bestBidQuote": _price(bid, tick) if bid else None,
         "bestAskQuote": _price(ask, tick) if ask else None,
         "liquidity": _liquidity(view),
-        "volume": Decimal(0),
+        "volume": _volume(ctx, entry.market),
         "tags": list(entry.tags),
         "assetPriceTerms": None,
     }
     return market
+
+
+def _volume(ctx: VenueContext, market: int) -> Decimal:
+    stats = ctx.trade_stats(market)
+    return wire.number(stats.notional, CASH) if stats is not None else Decimal(0)
 
 
 def _liquidity(view: Any) -> Decimal:
@@ -258,15 +263,25 @@ class PublicApi:
         market = self.ctx.market_id(request.params["slug"])
         return json_response(wire.encode({"market": await self._market(market)}))
 
+    async def _interest(self, market: int) -> int:
+        info = (await self.ctx.market_infos([market])).get(market)
+        return int(info.collateral) if info is not None else 0
+
     async def book(self, request: Request, key: Any) -> Response:
         slug = request.params["slug"]
-        view = self.ctx.view(self.ctx.market_id(slug))
-        return json_response(wire.encode({"marketData": book_payload(self.ctx, slug, view)}))
+        market = self.ctx.market_id(slug)
+        view = self.ctx.view(market)
+        interest = await self._interest(market)
+        payload = book_payload(self.ctx, slug, view, interest)
+        return json_response(wire.encode({"marketData": payload}))
 
     async def bbo(self, request: Request, key: Any) -> Response:
         slug = request.params["slug"]
-        view = self.ctx.view(self.ctx.market_id(slug))
-        return json_response(wire.encode({"marketData": bbo_payload(self.ctx, slug, view)}))
+        market = self.ctx.market_id(slug)
+        view = self.ctx.view(market)
+        interest = await self._interest(market)
+        payload = bbo_payload(self.ctx, slug, view, interest)
+        return json_response(wire.encode({"marketData": payload}))
 
     async def settlement(self, request: Request, key: Any) -> Response:
         slug = request.params["slug"]
@@ -438,17 +453,37 @@ def _order(items: list[dict[str, Any]], q: Query) -> None:
 # ------------------------------------------------------ book payloads
 
 
-def book_payload(ctx: VenueContext, slug: str, view: Any) -> dict[str, Any]:
-    """``MarketData``: the YES book, levels aggregated by price, best first (spec §2.6)."""
+def _stats(ctx: VenueContext, market: int, decimals: int, interest: int) -> dict[str, Any] | None:
+    """``MarketStats`` from every fill so far (null before the first)."""
+    stats = ctx.trade_stats(market)
+    if stats is None:
+        return None
+    px = lambda units: wire.amount(wire.fixed(units, 10_000, decimals))  # noqa: E731
+    return {
+        "lastTradePx": px(stats.last_price),
+        "lastTradeQty": wire.exact(stats.last_qty, QTY),
+        "highPx": px(stats.high),
+        "lowPx": px(stats.low),
+        "sharesTraded": wire.exact(stats.shares, QTY),
+        "notionalTraded": wire.amount(wire.exact(stats.notional, CASH, 2)),
+        "openInterest": wire.exact(interest, CASH),  # $1 of collateral per YES+NO pair
+    }
+
+
+def book_payload(ctx: VenueContext, slug: str, view: Any, interest: int = 0) -> dict[str, Any]:
+    """``MarketData``: the YES book, levels aggregated by price, best first (spec §2.6);
+    ``interest`` is the market's collateral (micro-dollars: $1 per pair outstanding)."""
     bids, asks = view.levels(ctx.settings.book_depth)
     decimals = venue.price_decimals(view.tick or 100)
+    stats = _stats(ctx, view.market, decimals, interest)
+    last = ctx.trade_stats(view.market)
     return {
         "marketSlug": slug,
         "bids": [_level(p, q, decimals) for p, q, _ in bids],
         "offers": [_level(p, q, decimals) for p, q, _ in asks],
         "state": venue.book_state(view.state, ctx.maintenance),
-        "stats": None,
-        "transactTime": None,
+        "stats": stats,
+        "transactTime": wire.timestamp(last.last_ns) if last is not None else None,
     }
 
 
@@ -468,20 +503,23 @@ def two_significant(units: int) -> str:
     return format(shares.quantize(step, rounding=ROUND_DOWN).normalize(), "f")
 
 
-def bbo_payload(ctx: VenueContext, slug: str, view: Any) -> dict[str, Any]:
+def bbo_payload(ctx: VenueContext, slug: str, view: Any, interest: int = 0) -> dict[str, Any]:
     """``MarketDataLite``: the touch and the depth in levels (spec §2.6)."""
     bid, _, ask, _ = view.bbo
     decimals = venue.price_decimals(view.tick or 100)
+    stats = ctx.trade_stats(view.market)
     return {
         "marketSlug": slug,
         "bestBid": wire.amount(wire.fixed(bid, 10_000, decimals)) if bid else None,
         "bestAsk": wire.amount(wire.fixed(ask, 10_000, decimals)) if ask else None,
-        "lastTradePx": None,
+        "lastTradePx": (
+            wire.amount(wire.fixed(stats.last_price, 10_000, decimals)) if stats else None
+        ),
         "bidDepth": len(view.bids),
         "askDepth": len(view.asks),
         "bidShares": two_significant(sum(q for q, _ in view.bids.values())),
         "askShares": two_significant(sum(q for q, _ in view.asks.values())),
-        "sharesTraded": "",
-        "openInterest": "",
+        "sharesTraded": wire.exact(stats.shares, QTY) if stats else "",
+        "openInterest": wire.exact(interest, CASH) if stats else "",
         "state": venue.book_state(view.state, ctx.maintenance),
     }
