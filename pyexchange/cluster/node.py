@@ -1,0 +1,532 @@
+"""An engine replica process: follows its shard's command log; the active one publishes events.
+
+Every replica of a shard runs the same loop (docs/cluster.md):
+
+1. **Start** from the newest snapshot in the object store (its stream sequence
+   is inside), or from an empty engine, and follow ``PYX_CMD_<s>`` from the
+   next message with an ordered push consumer (re-created by nats-py from the
+   last sequence seen when a server goes away or a gap shows).
+2. **Apply** every message in order (``ShardState.apply``: ``Engine.process``
+   on the batch) and keep what it produced in a ring of recent results.
+3. **Publish**, only while it holds the lease (``lease.py``): the events of
+   every applied message that the event log does not have yet, each with
+   ``Nats-Expected-Last-Sequence = n - 1``. A publish refused for the wrong
+   last sequence means another replica published there (a leader that did not
+   know it was deposed, or the one it replaced): the replica re-reads the
+   event log's end, checks the message it missed is its own result, and goes
+   on after it. It never publishes anything else.
+4. **Snapshot points** every ``snapshot_every`` messages (stream sequences
+   that are multiples of it: the same point on every replica): each replica
+   writes its digest to KV ``pyx_digests`` and compares it with the other
+   replicas' digests at the same point, logging a mismatch; the active one
+   also writes the snapshot to the object store, once the event log holds
+   every event up to that point (so a snapshot is never ahead of the events).
+5. **Transfers**: the active replica of a transfer's source stores the credit
+   in the destination's log, then the ``xfer-done`` in its own; after a
+   takeover it does so again for every outgoing transfer (both are
+   deduplicated where they land).
+6. **Idle ticks**: with no message for ``tick_s``, the active replica puts an
+   ``ADVANCE_TIME`` batch in its own log, so GTD orders expire on every replica
+   at the same point of the log.
+
+Run: ``python -m pyexchange.cluster.node --shard 0 --node-id e0a --nats URL``
+(``--help`` for the rest). SIGTERM or SIGINT: release the lease and stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import numpy as np
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.errors import APIError, NotFoundError, ObjectNotFoundError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from matchcore import COMMAND_DTYPE, CommandType
+
+from . import log as L
+from .lease import Lease
+from .shard import BATCH, XFER_DONE, XFER_IN, ShardState, Transfer
+from .status import StatusServer
+
+logger = logging.getLogger("pyexchange.cluster.node")
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass
+class NodeConfig:
+    shard: int
+    node_id: str
+    servers: list[str]
+    snapshot_every: int = 10_000
+    lease_ttl: float = 1.0
+    tick_s: float = 1.0
+    http_port: int = -1  # -1: no status server; 0: a free port
+    status_file: Path | None = None
+    ring_messages: int = 50_000
+    publish_window: int = 256
+    publish_timeout: float = 2.0
+
+
+class NodeMetrics:
+    def __init__(self, shard: int, node: str) -> None:
+        self.registry = CollectorRegistry()
+        r, labels = self.registry, {"shard": str(shard), "node": node}
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, list(labels), registry=r).labels(**labels)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, list(labels), registry=r).labels(**labels)
+
+        self.leader = gauge("pyx_cluster_leader", "1 while this replica holds its shard's lease")
+        self.applied = gauge("pyx_cluster_applied_seq", "Last command message applied")
+        self.published = gauge("pyx_cluster_published_seq", "Last event message in the event log")
+        self.stream_last = gauge("pyx_cluster_stream_last_seq", "Last message in the command log")
+        self.lag = gauge("pyx_cluster_lag_messages", "Command messages not yet applied here")
+        self.commands = counter("pyx_cluster_commands_total", "Commands applied")
+        self.takeovers = counter("pyx_cluster_takeovers_total", "Leases taken over from another")
+        self.resyncs = counter("pyx_cluster_resyncs_total", "Publishes found already published")
+        self.mismatches = counter(
+            "pyx_cluster_digest_mismatches_total", "Snapshot points where digests differed"
+        )
+        self.snapshots = counter("pyx_cluster_snapshots_total", "Snapshots written")
+
+
+class EngineNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.shard = config.shard
+        self.metrics = NodeMetrics(config.shard, config.node_id)
+        self.state: ShardState | None = None
+        self.ring: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # seq -> (body, first seq)
+        self.published = 0  # the event log's last sequence, as far as this replica knows
+        self.stream_last = 0
+        self.leader = False
+        self.digest_seq = 0
+        self.digest = ""
+        self.quiet_seq = -1  # the digest of the state once no message came for tick_s / 2
+        self.quiet_digest = ""
+        self._wake = asyncio.Event()
+        self._takeover = False
+        self._last_apply = time.monotonic()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._follow_task: asyncio.Task[Any] | None = None
+        self._snapshot_tasks: set[asyncio.Task[Any]] = set()
+
+    # ---------------------------------------------------------------- life
+
+    async def run(self) -> None:
+        cfg = self.config
+        self.nc = await nats.connect(
+            servers=cfg.servers,
+            name=f"engine-{cfg.node_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+        )
+        self.js: JetStreamContext = self.nc.jetstream(timeout=cfg.publish_timeout)
+        self.layout = await _wait_layout(self.js)
+        self.lease_kv = await self.js.key_value(L.LEASE_BUCKET)
+        self.digest_kv = await self.js.key_value(L.DIGEST_BUCKET)
+        self.snapshots = await self.js.object_store(L.SNAPSHOT_BUCKET)
+        await self._load()
+        self.lease = Lease(
+            self.lease_kv,
+            L.lease_key(self.shard),
+            cfg.node_id,
+            ttl=cfg.lease_ttl,
+            on_change=self._on_lease,
+            eligible=self._caught_up,
+        )
+        status = None
+        if cfg.http_port >= 0:
+            status = StatusServer(self.metrics.registry, self.health)
+            port = status.start(cfg.http_port)
+            if cfg.status_file is not None:
+                tmp = cfg.status_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"http_port": port, "pid": os.getpid()}))
+                tmp.replace(cfg.status_file)
+        self._follow_task = asyncio.create_task(self._follow())
+        self._tasks = [
+            asyncio.create_task(self.lease.run()),
+            asyncio.create_task(self._publisher()),
+            asyncio.create_task(self._watch_stream()),
+            asyncio.create_task(self._ticker()),
+        ]
+        logger.info(
+            "engine shard %d node %s at message %d", self.shard, cfg.node_id, self.applied_seq
+        )
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in [*self._tasks, self._follow_task]:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.lease.release(), 2)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            if status is not None:
+                status.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def applied_seq(self) -> int:
+        return self.state.stream_seq if self.state is not None else 0
+
+    def _caught_up(self) -> bool:
+        """A replica may take over only once it has applied what the event log has."""
+        return self.state is not None and self.applied_seq >= self.published
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.state is not None and not self.nc.is_closed and self.nc.is_connected
+        return ok, {
+            "kind": "engine",
+            "shard": self.shard,
+            "node": self.config.node_id,
+            "pid": os.getpid(),
+            "leader": self.leader,
+            "applied": self.applied_seq,
+            "published": self.published,
+            "stream_last": self.stream_last,
+            "lag": max(0, self.stream_last - self.applied_seq),
+            "digest_seq": self.digest_seq,
+            "digest": self.digest,
+            "quiet_seq": self.quiet_seq,
+            "quiet_digest": self.quiet_digest,
+            "connected": self.nc.is_connected,
+        }
+
+    # ----------------------------------------------------------- snapshot in
+
+    async def _load(self) -> None:
+        """The newest snapshot, or an empty engine; clears the ring."""
+        state = None
+        try:
+            result = await self.snapshots.get(L.snapshot_name(self.shard))
+            state = ShardState.decode(result.data or b"", self.layout.shards)
+        except (ObjectNotFoundError, NotFoundError):
+            pass
+        if state is None:
+            state = ShardState(self.shard, self.layout.shards, self.layout.engine.build())
+        self.state = state
+        self.ring.clear()
+        logger.info("shard %d: starting from message %d", self.shard, state.stream_seq)
+
+    # --------------------------------------------------------------- follow
+
+    async def _follow(self) -> None:
+        assert self.state is not None
+        sub = await self.js.subscribe(
+            L.command_subject(self.shard),
+            ordered_consumer=True,
+            idle_heartbeat=0.5,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=nats.js.api.ConsumerConfig(opt_start_seq=self.state.stream_seq + 1),
+            pending_msgs_limit=100_000,
+            pending_bytes_limit=512 << 20,
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=None)
+                seq = msg.metadata.sequence.stream
+                if seq <= self.state.stream_seq:
+                    continue  # a redelivery after the consumer was re-created
+                self._apply(seq, msg.headers or {}, msg.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _apply(self, seq: int, headers: dict[str, str], body: bytes) -> None:
+        state = self.state
+        assert state is not None
+        applied = state.apply(seq, headers.get(L.KIND, BATCH), body)
+        self.ring[seq] = (L.encode_events(applied.counts, applied.events), applied.first_seq)
+        while len(self.ring) > self.config.ring_messages:
+            self.ring.popitem(last=False)
+        self.metrics.applied.set(seq)
+        self.metrics.commands.inc(int(applied.counts.size))
+        self._last_apply = time.monotonic()
+        if applied.credit is not None and self.leader:
+            self._spawn(self._credit(applied.credit))
+        if seq % self.config.snapshot_every == 0:
+            self._snapshot_point(seq)
+        self._wake.set()
+
+    # -------------------------------------------------------------- publish
+
+    def _on_lease(self, leader: bool) -> None:
+        self.leader = leader
+        self.metrics.leader.set(1 if leader else 0)
+        if leader:
+            self.metrics.takeovers.inc()
+            self._takeover = True
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no quorum, a timeout: find the log's end and go on
+                logger.warning("shard %d: publishing: %r", self.shard, exc)
+                self._takeover = True  # re-read the event log's end before the next try
+                await asyncio.sleep(0.1)
+                self._wake.set()
+
+    async def _publish_pending(self) -> None:
+        if self.leader and self._takeover:
+            self._takeover = False
+            await self._resync()
+            assert self.state is not None
+            for transfer in list(self.state.outgoing.values()):
+                self._spawn(self._credit(transfer))
+        while self.leader and self.state is not None and self.published < self.state.stream_seq:
+            start = self.published + 1
+            if start not in self.ring:  # far behind the old leader: rebuild from a snapshot
+                logger.warning("shard %d: events of %d not at hand, reloading", self.shard, start)
+                await self._restart_from_snapshot()
+                return
+            end = min(self.state.stream_seq, start + self.config.publish_window - 1)
+            futures = []
+            for n in range(start, end + 1):
+                body, first_seq = self.ring[n]
+                futures.append(
+                    await self.js.publish_async(
+                        L.event_subject(self.shard),
+                        body,
+                        headers={
+                            L.EXPECTED_LAST_SEQ: str(n - 1),
+                            L.MSG_ID: f"evt-{self.shard}-{n}",
+                            L.COMMAND_SEQ: str(n),
+                            L.FIRST_SEQ: str(first_seq),
+                        },
+                    )
+                )
+            for n, future in zip(range(start, end + 1), futures, strict=True):
+                try:
+                    ack = await asyncio.wait_for(future, self.config.publish_timeout)
+                except APIError as exc:
+                    if exc.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                    self.metrics.resyncs.inc()
+                    for rest in futures:
+                        rest.cancel()
+                    await self._resync()
+                    break
+                self.published = max(self.published, ack.seq)
+                self.metrics.published.set(self.published)
+                if ack.seq != n:
+                    logger.error("shard %d: event %d stored as %d", self.shard, n, ack.seq)
+
+    async def _resync(self) -> None:
+        """Take the event log's end as published; check the last message there is ours."""
+        info = await self.js.stream_info(L.event_stream(self.shard))
+        last = int(info.state.last_seq)
+        if last > self.published and last in self.ring:
+            stored = await self.js.get_msg(L.event_stream(self.shard), last)
+            if stored.data != self.ring[last][0]:
+                self.metrics.mismatches.inc()
+                logger.error(
+                    "shard %d: event message %d differs from this replica's result", self.shard, last
+                )
+        self.published = max(self.published, last)
+        self.metrics.published.set(self.published)
+
+    async def _restart_from_snapshot(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follow_task
+        await self._load()
+        self._follow_task = asyncio.create_task(self._follow())
+
+    # ------------------------------------------------------------ transfers
+
+    async def _credit(self, transfer: Transfer) -> None:
+        """Store the credit at the destination, then ``xfer-done`` here; retried until done."""
+        delay = 0.1
+        while self.leader and transfer.key in (self.state.outgoing if self.state else {}):
+            try:
+                await self.js.publish(
+                    L.command_subject(transfer.destination),
+                    transfer.encode(),
+                    headers={L.KIND: XFER_IN, L.MSG_ID: transfer.msg_id(XFER_IN)},
+                )
+                await self.js.publish(
+                    L.command_subject(self.shard),
+                    transfer.encode(),
+                    headers={L.KIND: XFER_DONE, L.MSG_ID: transfer.msg_id(XFER_DONE)},
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("shard %d: transfer %s: %r", self.shard, transfer.key, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------- snapshot points
+
+    def _snapshot_point(self, seq: int) -> None:
+        assert self.state is not None
+        self.digest_seq, self.digest = seq, self.state.digest()
+        self._spawn(self._compare_digest(seq, self.digest))
+        if self.leader:
+            self._spawn(self._write_snapshot(seq, self.state.encode()))
+
+    async def _compare_digest(self, seq: int, digest: str) -> None:
+        value = json.dumps({"seq": seq, "digest": digest}).encode()
+        await self.digest_kv.put(f"shard-{self.shard}.{self.config.node_id}", value)
+        try:
+            keys = await self.digest_kv.keys()
+        except NotFoundError:
+            return
+        for key in keys:
+            if not key.startswith(f"shard-{self.shard}.") or key.endswith(f".{self.config.node_id}"):
+                continue
+            entry = await self.digest_kv.get(key)
+            other = json.loads(entry.value or b"{}")
+            if other.get("seq") == seq and other.get("digest") != digest:
+                self.metrics.mismatches.inc()
+                logger.error(
+                    "shard %d: digest at message %d is %s here, %s on %s",
+                    self.shard,
+                    seq,
+                    digest,
+                    other.get("digest"),
+                    key.split(".", 1)[1],
+                )
+
+    async def _write_snapshot(self, seq: int, data: bytes) -> None:
+        deadline = time.monotonic() + 30
+        while self.published < seq:  # never ahead of the event log
+            if time.monotonic() > deadline or not self.leader:
+                return
+            await asyncio.sleep(0.01)
+        await self.snapshots.put(L.snapshot_name(self.shard), data)
+        self.metrics.snapshots.inc()
+        logger.info("shard %d: snapshot at message %d (%d bytes)", self.shard, seq, len(data))
+
+    # ----------------------------------------------------------------- misc
+
+    async def _watch_stream(self) -> None:
+        """The command log's end, for the lag metric and for catching up before a takeover."""
+        while True:
+            with contextlib.suppress(Exception):
+                info = await self.js.stream_info(L.command_stream(self.shard))
+                self.stream_last = int(info.state.last_seq)
+                self.metrics.stream_last.set(self.stream_last)
+                self.metrics.lag.set(max(0, self.stream_last - self.applied_seq))
+                if not self.leader:
+                    events = await self.js.stream_info(L.event_stream(self.shard))
+                    self.published = max(self.published, int(events.state.last_seq))
+                    self.metrics.published.set(self.published)
+            await asyncio.sleep(0.5)
+
+    async def _ticker(self) -> None:
+        tick = np.zeros(1, dtype=COMMAND_DTYPE)
+        tick["type"] = CommandType.ADVANCE_TIME
+        while True:
+            await asyncio.sleep(self.config.tick_s / 2)
+            idle = time.monotonic() - self._last_apply
+            if self.state is None or idle < self.config.tick_s / 2:
+                continue
+            if self.quiet_seq != self.state.stream_seq:  # quiet: the digest where it stands
+                self.quiet_seq, self.quiet_digest = self.state.stream_seq, self.state.digest()
+            if not self.leader or idle < self.config.tick_s:
+                continue
+            tick["time"] = time.time_ns()
+            with contextlib.suppress(Exception):
+                await self.js.publish(
+                    L.command_subject(self.shard),
+                    tick.tobytes(),
+                    headers={L.MSG_ID: f"tick-{self.shard}-{self.state.stream_seq}"},
+                )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._snapshot_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("shard %d: %r", self.shard, task.exception())
+
+
+async def _wait_layout(js: JetStreamContext, timeout: float = 30.0) -> L.Layout:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await L.read_layout(js)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def parse_args(argv: list[str] | None = None) -> NodeConfig:
+    p = argparse.ArgumentParser(prog="python -m pyexchange.cluster.node", description=__doc__)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--node-id", required=True, help="unique among the shard's replicas")
+    p.add_argument("--nats", required=True, help="comma-separated NATS server URLs")
+    p.add_argument("--snapshot-every", type=int, default=10_000, help="command messages")
+    p.add_argument("--lease-ttl", type=float, default=1.0, help="seconds")
+    p.add_argument("--tick", type=float, default=1.0, help="idle seconds before ADVANCE_TIME")
+    p.add_argument("--http-port", type=int, default=-1, help="health and metrics (0: free)")
+    p.add_argument("--status-file", type=Path, help="write {http_port, pid} here once serving")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
+        '"message": "%(message)s"}',
+    )
+    return NodeConfig(
+        shard=args.shard,
+        node_id=args.node_id,
+        servers=args.nats.split(","),
+        snapshot_every=args.snapshot_every,
+        lease_ttl=args.lease_ttl,
+        tick_s=args.tick,
+        http_port=args.http_port,
+        status_file=args.status_file,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+
+    async def run() -> None:
+        node = EngineNode(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.stop)
+        await node.run()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
