@@ -84,7 +84,10 @@ class Lease:
         if entry.revision != self.state.revision:
             value = json.loads(entry.value or b"{}")
             self.state = LeaseState(
-                value.get("holder"), int(value.get("term", 0)), entry.revision or 0, time.monotonic()
+                value.get("holder"),
+                int(value.get("term", 0)),
+                entry.revision or 0,
+                time.monotonic(),
             )
 
     async def _write(self, term: int, holder: str | None = "") -> bool:

@@ -14,7 +14,6 @@ where it is missing). ``find_nats_server()`` says where it is or why not.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -156,12 +155,13 @@ class NatsCluster:
                     f"nats-server {node.name} exited ({node.process.returncode}); "
                     f"log: {node.log_path}\n{tail(node.log_path)}"
                 )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nats-server {node.name} not healthy; log:\n{tail(node.log_path)}")
+                raise TimeoutError(
+                    f"nats-server {node.name} not healthy; log:\n{tail(node.log_path)}"
+                )
             time.sleep(0.05)
 
     def kill(self, index: int) -> None:
@@ -198,12 +198,3 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -65,6 +65,18 @@ from .status import StatusServer
 logger = logging.getLogger("pyexchange.cluster.node")
 
 WRONG_LAST_SEQUENCE = 10071
+QUIET_S = 0.25  # no message for this long: the replica computes its digest where it stands
+
+# Fault injection for the tests: the process SIGKILLs itself the first time it
+# reaches the named point (``xfer-out-applied``, ``xfer-in-stored``,
+# ``xfer-done-stored``, ``xfer-in-applied``). Unset in any real deployment.
+FAULT = os.environ.get("PYX_CLUSTER_FAULT", "")
+
+
+def fault(point: str) -> None:
+    if point == FAULT:
+        logger.warning("fault injection: SIGKILL at %s", point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -119,7 +131,7 @@ class EngineNode:
         self.leader = False
         self.digest_seq = 0
         self.digest = ""
-        self.quiet_seq = -1  # the digest of the state once no message came for tick_s / 2
+        self.quiet_seq = -1  # the digest of the state once no message came for QUIET_S
         self.quiet_digest = ""
         self._wake = asyncio.Event()
         self._takeover = False
@@ -209,6 +221,7 @@ class EngineNode:
             "lag": max(0, self.stream_last - self.applied_seq),
             "digest_seq": self.digest_seq,
             "digest": self.digest,
+            "outgoing": len(self.state.outgoing) if self.state is not None else 0,
             "quiet_seq": self.quiet_seq,
             "quiet_digest": self.quiet_digest,
             "connected": self.nc.is_connected,
@@ -265,7 +278,10 @@ class EngineNode:
         self.metrics.commands.inc(int(applied.counts.size))
         self._last_apply = time.monotonic()
         if applied.credit is not None and self.leader:
+            fault("xfer-out-applied")
             self._spawn(self._credit(applied.credit))
+        if headers.get(L.KIND) == XFER_IN and applied.events.size:
+            fault("xfer-in-applied")
         if seq % self.config.snapshot_every == 0:
             self._snapshot_point(seq)
         self._wake.set()
@@ -348,7 +364,9 @@ class EngineNode:
             if stored.data != self.ring[last][0]:
                 self.metrics.mismatches.inc()
                 logger.error(
-                    "shard %d: event message %d differs from this replica's result", self.shard, last
+                    "shard %d: event message %d differs from this replica's result",
+                    self.shard,
+                    last,
                 )
         self.published = max(self.published, last)
         self.metrics.published.set(self.published)
@@ -373,11 +391,13 @@ class EngineNode:
                     transfer.encode(),
                     headers={L.KIND: XFER_IN, L.MSG_ID: transfer.msg_id(XFER_IN)},
                 )
+                fault("xfer-in-stored")
                 await self.js.publish(
                     L.command_subject(self.shard),
                     transfer.encode(),
                     headers={L.KIND: XFER_DONE, L.MSG_ID: transfer.msg_id(XFER_DONE)},
                 )
+                fault("xfer-done-stored")
                 return
             except asyncio.CancelledError:
                 raise
@@ -403,7 +423,9 @@ class EngineNode:
         except NotFoundError:
             return
         for key in keys:
-            if not key.startswith(f"shard-{self.shard}.") or key.endswith(f".{self.config.node_id}"):
+            if not key.startswith(f"shard-{self.shard}.") or key.endswith(
+                f".{self.config.node_id}"
+            ):
                 continue
             entry = await self.digest_kv.get(key)
             other = json.loads(entry.value or b"{}")
@@ -448,9 +470,9 @@ class EngineNode:
         tick = np.zeros(1, dtype=COMMAND_DTYPE)
         tick["type"] = CommandType.ADVANCE_TIME
         while True:
-            await asyncio.sleep(self.config.tick_s / 2)
+            await asyncio.sleep(0.1)
             idle = time.monotonic() - self._last_apply
-            if self.state is None or idle < self.config.tick_s / 2:
+            if self.state is None or idle < QUIET_S:
                 continue
             if self.quiet_seq != self.state.stream_seq:  # quiet: the digest where it stands
                 self.quiet_seq, self.quiet_digest = self.state.stream_seq, self.state.digest()

@@ -23,7 +23,7 @@ Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         logging.getLogger(__name__).debug(format, *args)
 
 
