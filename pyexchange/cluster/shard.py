@@ -175,9 +175,7 @@ class ShardState:
         counts = np.array([len(p) for p in pieces], dtype=np.uint32)
         return counts, np.concatenate(pieces) if pieces else events[:0]
 
-    def _transfer(
-        self, kind: str, t: Transfer
-    ) -> tuple[np.ndarray, np.ndarray, Transfer | None]:
+    def _transfer(self, kind: str, t: Transfer) -> tuple[np.ndarray, np.ndarray, Transfer | None]:
         one = np.ones(1, dtype=np.uint32)
         if kind == XFER_OUT:
             if t.source != self.shard:
@@ -204,7 +202,8 @@ class ShardState:
             parts = []
             if self.engine.balance(t.account) is None:  # first cash of this account here
                 add = np.zeros(1, dtype=COMMAND_DTYPE)
-                add["type"], add["account"], add["time"] = CommandType.ADD_ACCOUNT, t.account, t.time
+                add["type"] = CommandType.ADD_ACCOUNT
+                add["account"], add["time"] = t.account, t.time
                 parts.append(self._run(add))
             parts.append(self._run(_cash_command(CommandType.DEPOSIT, t)))
             events = np.concatenate(parts)
