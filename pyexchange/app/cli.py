@@ -7,6 +7,7 @@ pyexchange replay DATA_DIR             rebuild the state, print its digest and a
 pyexchange journal inspect DATA_DIR    records, sequence ranges, checksums, torn tail
 pyexchange snapshot DATA_DIR           rebuild and write a snapshot at the last seq
 pyexchange keys create --account N     a new API key (Ed25519, for the Polymarket US API)
+pyexchange maintenance on|off|status   the venue's maintenance sequence on the running server
 """
 
 from __future__ import annotations
@@ -184,6 +185,60 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         f"scheme  {key.scheme}, account {args.account}, permissions "
         f"{'+'.join(sorted(permissions))}, {args.rate:g}/s burst {args.burst}, in {path}"
     )
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Start or end maintenance on the running server (its venue API's admin endpoint),
+    signed with the data directory's admin key."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ..api.rest.maintenance import PATH, admin_headers
+    from ..service.auth import ADMIN, HMAC, KeyStore
+
+    data_dir = Path(args.data_dir)
+    url = args.url
+    if url is None:
+        try:
+            url = json.loads((data_dir / "server.json").read_text())["http"]
+        except (OSError, ValueError, KeyError):
+            url = None
+    if not url:
+        print(f"pyexchange: no running server with a venue API in {data_dir}", file=sys.stderr)
+        return 2
+    store = KeyStore.load(Path(args.keys_file) if args.keys_file else data_dir / "keys.json")
+    key = next(
+        (k for k in store if k.scheme == HMAC and k.may(ADMIN) and args.key in (None, k.name)),
+        None,
+    )
+    if key is None:
+        print("pyexchange: no admin key in the keys file", file=sys.stderr)
+        return 2
+    body = (
+        b""
+        if args.action == "status"
+        else json.dumps({"maintenance": args.action == "on"}).encode()
+    )
+    method = "GET" if args.action == "status" else "POST"
+    request = urllib.request.Request(
+        url + PATH,
+        data=body or None,
+        method=method,
+        headers={**admin_headers(key.key_id, key.secret, method, PATH, body),
+                 "content-type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            state = json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        print(f"refused: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"pyexchange: cannot reach {url}: {exc}", file=sys.stderr)
+        return 2
+    print("maintenance " + ("on" if state["maintenance"] else "off"))
     return 0
 
 
@@ -391,6 +446,18 @@ def parser() -> argparse.ArgumentParser:
         "--keep-secret", action="store_true", help="also keep the Ed25519 secret in the file"
     )
     create.set_defaults(run=cmd_keys_create)
+    maintenance = sub.add_parser(
+        "maintenance",
+        help="start or end maintenance (cancel all, 503, markets suspended; then reopen)",
+    )
+    maintenance.add_argument("action", choices=["on", "off", "status"])
+    maintenance.add_argument("--data-dir", default="exchange-data", help="default ./exchange-data")
+    maintenance.add_argument("--keys-file", help="default DATA_DIR/keys.json")
+    maintenance.add_argument("--key", help="the admin key's name (default: the first admin key)")
+    maintenance.add_argument(
+        "--url", help="the venue API's base URL (default: DATA_DIR/server.json)"
+    )
+    maintenance.set_defaults(run=cmd_maintenance)
     replay = sub.add_parser("replay", help="rebuild the state from snapshot and journal")
     replay.add_argument("data_dir")
     replay.add_argument("--dry-run", action="store_true", help="do not cut a torn tail")

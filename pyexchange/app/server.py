@@ -195,6 +195,8 @@ class ServerConfig:
     venue_key_rate: float = 20.0  # requests/s of the demo's Ed25519 keys (the venue's)
     venue_key_burst: int = 20
     book_depth: int = 10  # levels per side of book responses and MARKET_DATA frames
+    ws_heartbeat_s: float = 10.0  # WebSocket heartbeat frames this often
+    ws_max_queue: int = 4096  # frames a WebSocket connection may fall behind before it is dropped
     catalogue_file: Path | None = None  # more markets, events, series (merged on start)
 
     @property
@@ -754,6 +756,8 @@ class ExchangeServer:
                 port=config.http_port or 0,
                 address_rate=config.http_address_rate,
                 address_burst=config.http_address_burst,
+                heartbeat_s=config.ws_heartbeat_s,
+                ws_max_queue=config.ws_max_queue,
                 settings=Settings(book_depth=config.book_depth),
             ),
             keys=self.keys,

@@ -122,6 +122,7 @@ class Execution:
     reason: int = 0
     counterparty: int = 0  # the other order of a fill
     match_type: int = 0
+    command: int = 0  # the CommandType that caused it
 
 
 @dataclass(slots=True)
@@ -391,7 +392,7 @@ class OrderHistory:
     ) -> None:
         kind = e[_TYPE]
         seq = e[_SEQ]
-        at = {"seq": seq, "index": index, "time_ns": time_ns}
+        at = {"seq": seq, "index": index, "time_ns": time_ns, "command": e[_COMMAND]}
         if kind == EventType.ACCEPTED:
             by_cash = bool(e[_FLAGS] & BY_CASH)
             order = OrderRecord(

@@ -11,8 +11,10 @@ Modules: ``http`` (uvicorn, limits, router), ``app`` (the ASGI app: maintenance,
 auth, per-address limits, errors, metrics), ``errors``, ``wire``, ``venue``,
 ``auth``, ``context`` (what handlers share), ``public`` (markets, books, events,
 series, sports, search), ``account`` (balances), ``orders`` (order entry),
-``portfolio`` (positions, activities), ``objects`` (the Order, Execution and
-UserPosition objects), ``ids`` (order, execution and trade ids).
+``portfolio`` (positions, activities), ``maintenance`` (the venue's maintenance
+sequence and its admin endpoint), ``objects`` (the Order, Execution and
+UserPosition objects), ``ids`` (order, execution and trade ids), ``ws`` (the two
+WebSockets).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from .app import AddressLimiter, VenueApp
 from .auth import VenueAuth
 from .context import Settings, VenueContext
 from .http import HttpLimits, RestServer
+from .maintenance import PATH as MAINTENANCE_PATH
+from .maintenance import Maintenance
 from .orders import OrdersApi
 from .portfolio import PortfolioApi
 from .public import PublicApi
+from .ws import WebSocketApi
 
 
 @dataclass
@@ -40,6 +45,8 @@ class VenueConfig:
     port: int = 8080  # 0: a free port
     address_rate: float = 20.0  # public requests per second per client address (the venue's)
     address_burst: int = 20
+    heartbeat_s: float = 10.0  # {"heartbeat": {}} on every WebSocket connection this often
+    ws_max_queue: int = 4096  # frames queued per connection beyond which it is dropped
     limits: HttpLimits = field(default_factory=HttpLimits)
     settings: Settings = field(default_factory=Settings)
 
@@ -79,6 +86,16 @@ class VenueApi:
             orders = OrdersApi(self.context, self.history)
             orders.register(self.app)
             PortfolioApi(self.context, orders, self.history, self._mark).register(self.app)
+        self.websockets = WebSocketApi(
+            self.context,
+            self.auth,
+            heartbeat_s=config.heartbeat_s,
+            max_queue=config.ws_max_queue,
+            metrics=metrics,
+        )
+        self.websockets.register(self.app)
+        self.maintenance = Maintenance(self.context, self.app, self.websockets, keys)
+        self.app.admin[MAINTENANCE_PATH] = self.maintenance.handle
         self.server = RestServer(self.app, config.host, config.port, config.limits)
 
     def _mark(self, market: int) -> int | None:
@@ -92,7 +109,10 @@ class VenueApi:
     async def start(self) -> int:
         if self.history is not None:
             await self.history.start(self.dropcopy)
+        await self.websockets.start()
         return await self.server.start()
 
     async def stop(self) -> None:
+        await self.websockets.close_all(1001)  # going away: uvicorn then stops at once
         await self.server.stop()
+        await self.websockets.stop()

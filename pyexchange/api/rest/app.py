@@ -100,6 +100,7 @@ class VenueApp:
         self.router = Router()
         self.routes: dict[Callable[..., Any], Route] = {}
         self.websockets: dict[str, Callable[..., Any]] = {}
+        self.admin: dict[str, Callable[..., Any]] = {}  # served in maintenance too; own auth
         self.maintenance = False
 
     def add(self, method: str, path: str, handler: Callable[..., Any], permission: str | None):
@@ -147,6 +148,13 @@ class VenueApp:
         )
         label = "unmatched"
         try:
+            admin = self.admin.get(request.path)
+            if admin is not None:
+                label = request.method + " " + request.path
+                request.body = await self._body(receive, headers)
+                response = await admin(request)
+                await self._respond(send, response, headers, label, started)
+                return
             if self.maintenance:
                 raise unavailable("the exchange is in maintenance; try again later")
             handler, params, exists = self.router.match(request.method, request.path)
@@ -162,14 +170,31 @@ class VenueApp:
             log.exception("REST handler failed", extra={"path": request.path})
             error = ApiError(13, "internal error")
             response = Response(500, error.body(), [JSON])
+        await self._respond(send, response, headers, label, started)
+
+    async def _respond(
+        self, send: Any, response: Response, headers: dict[str, str], label: str, started: float
+    ) -> None:
         correlation = headers.get(CORRELATION)
         out = response.headers or [JSON]
         if correlation and len(correlation) <= 64:
             out = [*out, (CORRELATION.encode(), correlation.encode("latin-1"))]
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": response.body})
+        seconds = time.perf_counter() - started
         if self.metrics is not None:
-            self.metrics.observe(label, response.status, time.perf_counter() - started)
+            self.metrics.observe(label, response.status, seconds)
+        if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
+            log.log(
+                logging.WARNING if response.status >= 500 else logging.DEBUG,
+                "REST request",
+                extra={
+                    "route": label,
+                    "status": response.status,
+                    "ms": round(seconds * 1000, 3),
+                    "correlation_id": (correlation or "")[:64],
+                },
+            )
 
     async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
         limit = self.limits.max_body_bytes

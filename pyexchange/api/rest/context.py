@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from matchcore import CommandType
+
 from ...service.auth import Refused
 from ...service.catalogue import Catalogue
 from .errors import from_status, not_found, unavailable
@@ -23,7 +25,15 @@ class VenueContext:
     marketdata: Any  # MarketDataPublisher, or None when market data is off
     settings: Settings = field(default_factory=Settings)
     history: Any = None  # OrderHistory (pyexchange.feeds.history), None without the drop copy
-    maintenance: bool = False
+    maintenance: bool = False  # halted markets are shown SUSPENDED (maintenance.py)
+    # seq ranges of commands by which the exchange canceled orders (maintenance)
+    unsolicited: list[list[int]] = field(default_factory=list)
+
+    def unsolicited_cancel(self, execution: Any) -> bool:
+        """A cancel the owner did not ask for: a CANCEL_ALL the exchange ran (maintenance)."""
+        if execution.command != CommandType.CANCEL_ALL:
+            return False
+        return any(low <= execution.seq <= high for low, high in self.unsolicited)
 
     def trade_stats(self, market: int) -> Any:
         return None if self.history is None else self.history.trades.get(market)

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,16 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     return GuardedHttpToolsProtocol
 
 
+class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, with ``scope["extensions"]["pyexchange.abort"]``: a
+    way to cut a connection at once (a subscriber that stopped reading cannot be closed
+    politely: the close frame would wait behind the frames it does not read)."""
+
+    async def run_asgi(self) -> None:
+        self.scope["extensions"]["pyexchange.abort"] = self.transport.abort  # type: ignore[typeddict-unknown-key]
+        await super().run_asgi()
+
+
 # ------------------------------------------------------------ the server
 
 
@@ -246,7 +257,7 @@ class RestServer:
             self.app,
             loop="none",  # the loop is already running
             http=guarded_protocol(self.limits),
-            ws="websockets-sansio",
+            ws=AbortableWebSocketProtocol,
             ws_max_size=64 * 1024,  # client -> server messages are small subscribe requests
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,

@@ -146,7 +146,10 @@ def average_price(notional: int, cum: int, tick: int) -> str:
     return str(value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN))
 
 
-def execution_object(execution: Execution, market: MarketFacts, slug: str = "") -> dict[str, Any]:
+def execution_object(
+    execution: Execution, market: MarketFacts, slug: str = "", unsolicited: bool = False
+) -> dict[str, Any]:
+    """An Execution; ``unsolicited``: a cancel the exchange made (maintenance)."""
     order = execution.order
     kind = execution.kind
     out: dict[str, Any] = {
@@ -180,6 +183,9 @@ def execution_object(execution: Execution, market: MarketFacts, slug: str = "") 
         elif execution.reason in venue.UNSOLICITED:
             out["unsolicitedCancelReason"] = venue.UNSOLICITED[execution.reason]
             out["text"] = "Canceled by the exchange"
+        elif unsolicited:
+            out["unsolicitedCancelReason"] = "UNSOLICITED_CXL_REASON_EXCHANGE_OPTION"
+            out["text"] = "Canceled for maintenance"
     return out
 
 

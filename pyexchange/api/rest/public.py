@@ -453,24 +453,31 @@ def _order(items: list[dict[str, Any]], q: Query) -> None:
 # ------------------------------------------------------ book payloads
 
 
-def _stats(ctx: VenueContext, market: int, decimals: int, interest: int) -> dict[str, Any] | None:
-    """``MarketStats`` from every fill so far (null before the first)."""
+def _stats(
+    ctx: VenueContext, market: int, decimals: int, interest: int | None
+) -> dict[str, Any] | None:
+    """``MarketStats`` from every fill so far (null before the first); ``interest`` is the
+    market's collateral when known (the WebSocket's frames do not read the engine)."""
     stats = ctx.trade_stats(market)
     if stats is None:
         return None
     px = lambda units: wire.amount(wire.fixed(units, 10_000, decimals))  # noqa: E731
-    return {
+    out = {
         "lastTradePx": px(stats.last_price),
         "lastTradeQty": wire.exact(stats.last_qty, QTY),
         "highPx": px(stats.high),
         "lowPx": px(stats.low),
         "sharesTraded": wire.exact(stats.shares, QTY),
         "notionalTraded": wire.amount(wire.exact(stats.notional, CASH, 2)),
-        "openInterest": wire.exact(interest, CASH),  # $1 of collateral per YES+NO pair
     }
+    if interest is not None:
+        out["openInterest"] = wire.exact(interest, CASH)  # $1 of collateral per YES+NO pair
+    return out
 
 
-def book_payload(ctx: VenueContext, slug: str, view: Any, interest: int = 0) -> dict[str, Any]:
+def book_payload(
+    ctx: VenueContext, slug: str, view: Any, interest: int | None = None
+) -> dict[str, Any]:
     """``MarketData``: the YES book, levels aggregated by price, best first (spec §2.6);
     ``interest`` is the market's collateral (micro-dollars: $1 per pair outstanding)."""
     bids, asks = view.levels(ctx.settings.book_depth)
@@ -503,12 +510,14 @@ def two_significant(units: int) -> str:
     return format(shares.quantize(step, rounding=ROUND_DOWN).normalize(), "f")
 
 
-def bbo_payload(ctx: VenueContext, slug: str, view: Any, interest: int = 0) -> dict[str, Any]:
+def bbo_payload(
+    ctx: VenueContext, slug: str, view: Any, interest: int | None = None
+) -> dict[str, Any]:
     """``MarketDataLite``: the touch and the depth in levels (spec §2.6)."""
     bid, _, ask, _ = view.bbo
     decimals = venue.price_decimals(view.tick or 100)
     stats = ctx.trade_stats(view.market)
-    return {
+    out = {
         "marketSlug": slug,
         "bestBid": wire.amount(wire.fixed(bid, 10_000, decimals)) if bid else None,
         "bestAsk": wire.amount(wire.fixed(ask, 10_000, decimals)) if ask else None,
@@ -520,6 +529,8 @@ def bbo_payload(ctx: VenueContext, slug: str, view: Any, interest: int = 0) -> d
         "bidShares": two_significant(sum(q for q, _ in view.bids.values())),
         "askShares": two_significant(sum(q for q, _ in view.asks.values())),
         "sharesTraded": wire.exact(stats.shares, QTY) if stats else "",
-        "openInterest": wire.exact(interest, CASH) if stats else "",
         "state": venue.book_state(view.state, ctx.maintenance),
     }
+    if interest is not None:
+        out["openInterest"] = wire.exact(interest, CASH) if stats else ""
+    return out
