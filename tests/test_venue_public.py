@@ -353,3 +353,38 @@ def test_the_readme_example_runs_as_written(server: VenueServer) -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "Will it rain in Paris tomorrow? 0.01"
     assert lines[1].startswith("{'marketSlug': 'rain-in-paris-tomorrow', 'bids': [")
+    assert lines[3:] == ["ORDER_STATE_NEW", "ORDER_STATE_CANCELED"]
+
+
+def test_every_sdk_exception_class_is_reachable(server: VenueServer) -> None:
+    """The SDK's other exceptions, each by the condition that raises it (the rest are in
+    this module, test_venue_orders.py and test_venue_maintenance.py)."""
+    from polymarket_us import APIConnectionError, APIStatusError, APITimeoutError
+
+    client = server.client("pm-trader-1", max_retries=0)
+    with pytest.raises(APIStatusError) as too_big:  # 413: none of the named subclasses
+        client.post("/v1/orders", body={"pad": "x" * 100_000}, authenticated=True)
+    assert too_big.value.status_code == 413 and type(too_big.value) is APIStatusError
+    with pytest.raises(APIStatusError) as wrong_method:
+        client.post("/v1/markets", body={})
+    assert wrong_method.value.status_code == 405
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        impatient = polymarket_us.PolymarketUS(
+            gateway_base_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            timeout=0.3,
+            max_retries=0,
+        )
+        with pytest.raises(APITimeoutError):
+            impatient.markets.list()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    nobody = polymarket_us.PolymarketUS(
+        gateway_base_url=f"http://127.0.0.1:{closed_port}", max_retries=0
+    )
+    with pytest.raises(APIConnectionError):
+        nobody.markets.list()
