@@ -167,6 +167,7 @@ def test_the_async_client_runs_calls_concurrently(server: VenueServer) -> None:
             )
 
     events, markets, balances = asyncio.run(main())
+    assert server.client().rfqs.trades({"limit": 10}) == {"trades": [], "cursor": ""}
     assert len(events["events"]) == 3 and len(markets["markets"]) == 3
     assert balances["balances"][0]["currency"] == "USD"
 

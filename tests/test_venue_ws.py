@@ -201,6 +201,7 @@ def test_private_socket_orders_snapshot_positions_balances(server: VenueServer) 
         await socket.subscribe_orders("ord", [m])
         await socket.subscribe_positions("pos", [m])
         await socket.subscribe_account_balance("bal")
+        await socket.subscribe_rfq("rfq")  # accepted, silent: no RFQ here
         await socket.subscribe("snap", "SUBSCRIPTION_TYPE_ORDER_SNAPSHOT", [m])
         snapshot = await seen.wait(
             "order_snapshot", lambda f: f["orderSubscriptionSnapshot"]["eof"]

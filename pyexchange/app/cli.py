@@ -366,7 +366,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         remove_endpoint(config.data_dir)
         return 0
 
-    return asyncio.run(run())
+    try:  # uvloop: a cheaper event loop for gRPC and the REST API (BENCHMARKS.md)
+        import uvloop
+    except ImportError:
+        return asyncio.run(run())
+    return uvloop.run(run())
 
 
 def parser() -> argparse.ArgumentParser:
