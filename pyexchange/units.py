@@ -2,77 +2,147 @@
 
 The core never sees a float (DESIGN.md §2): a price is in $0.0001 units, a
 quantity in 0.01-share units, cash in micro-dollars. Clients speak decimal
-strings ("0.57", "12.5", "100.25"); a string that does not convert exactly
-(off the tick or lot, too many decimals, NaN, infinity, negative, zero, an
-exponent that hides any of these) raises ``UnitError`` with a message a client
-can act on.
+strings ("0.57", "12.5", "100.25").
+
+One strict parser for every API (``decimal_parts``): ASCII digits, at most 18
+before the point, one optional point followed by 1 to 18 digits; nothing else
+(no sign unless asked for, no exponent, no spaces, no underscores, no other
+digits than 0-9). The length is checked before anything else and the text is
+then matched once, so a hostile string costs the same microseconds as "0.5";
+the conversion to units is integer arithmetic on at most 36 digits. A value
+converts exactly or not at all: a digit beyond the unit (``"0.50001"`` as a
+price, ``"0.500000000000000000000000000001"``) is refused, never rounded.
+Refusals raise ``UnitError`` with a message a client can act on, quoting at
+most a short prefix of the value.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
 
-from matchcore import PRICE_SCALE
+from matchcore import MAX_CASH, MAX_QUANTITY, PRICE_SCALE
 
 QUANTITY_SCALE = 100  # units per share
 CASH_SCALE = 1_000_000  # micro-dollars per dollar
+
+MAX_DIGITS = 18  # digits before the point, and after it
+MAX_LENGTH = 2 * MAX_DIGITS + 2  # a sign, the digits and the point
+SHOWN = 24  # characters of a refused value quoted in a message
+
+_DECIMAL = re.compile(r"(-?)([0-9]{1,18})(?:\.([0-9]{1,18}))?", re.ASCII)
 
 
 class UnitError(ValueError):
     """A decimal string that does not map exactly onto the core's units."""
 
 
-def _decimal(text: str, what: str) -> Decimal:
-    if not isinstance(text, str) or not text.strip():
+def quote(value: object) -> str:
+    """A value as a message quotes it: a short prefix of a string, never the whole."""
+    if not isinstance(value, str):
+        return type(value).__name__
+    return repr(value[:SHOWN]) + ("..." if len(value) > SHOWN else "")
+
+
+def decimal_parts(text: object, what: str, *, signed: bool = False) -> tuple[bool, str, str]:
+    """(negative, integer digits, fraction digits) of a strict decimal string, or ``UnitError``.
+
+    Constant time: the length is bounded before the text is matched (at most
+    ``MAX_LENGTH`` characters), and nothing is converted here.
+    """
+    if not isinstance(text, str):
+        raise UnitError(f"{what} must be a decimal string")
+    if not text:
         raise UnitError(f"{what} is missing")
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise UnitError(f"{what} {text!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise UnitError(f"{what} {text!r} is not a finite number")
-    return value
+    match = _DECIMAL.fullmatch(text) if len(text) <= MAX_LENGTH else None
+    if match is not None and match.group(1) and not signed:
+        raise UnitError(f"{what} {quote(text)} must be positive")
+    if match is None:
+        sign = "an optional '-', then " if signed else ""
+        raise UnitError(
+            f"{what} {quote(text)} is not a decimal number like '0.55': {sign}1 to "
+            f"{MAX_DIGITS} digits 0-9, optionally a point and 1 to {MAX_DIGITS} more "
+            "(no exponent, spaces or other characters)"
+        )
+    negative, whole, fraction = match.groups()
+    return bool(negative), whole, fraction or ""
 
 
-def _scaled(text: str, scale: int, what: str, *, allow_zero: bool = False) -> int:
-    value = _decimal(text, what)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise UnitError(f"{what} {text!r} must be positive")
-    units = value * scale
-    if units != units.to_integral_value():
-        raise UnitError(f"{what} {text!r} has more decimals than 1/{scale}")
-    return int(units)
+def scaled_units(text: object, scale: int, what: str, *, exact: bool = True) -> int:
+    """A non-negative decimal string in units of ``1/scale`` (``scale`` a power of ten).
+
+    ``exact``: a digit beyond the unit is refused; otherwise the value is truncated
+    toward zero to the unit (the venue API's normalization).
+    """
+    _, whole, fraction = decimal_parts(text, what)
+    decimals = len(str(scale)) - 1
+    kept, extra = fraction[:decimals], fraction[decimals:]
+    if exact and extra.strip("0"):
+        raise UnitError(f"{what} {quote(text)} has more decimals than 1/{scale}")
+    return int(whole) * scale + int(kept.ljust(decimals, "0") or "0")
+
+
+def _scaled(text: object, scale: int, what: str, *, allow_zero: bool = False) -> int:
+    units = scaled_units(text, scale, what)
+    if units == 0 and not allow_zero:
+        raise UnitError(f"{what} {quote(text)} must be positive")
+    return units
 
 
 def parse_price(text: str, tick: int) -> int:
     """A YES price in dollars ("0.57") -> price units, on the market's tick grid."""
-    units = _scaled(text, PRICE_SCALE, "price")
+    return check_price(_scaled(text, PRICE_SCALE, "price"), tick, quote(text))
+
+
+def check_price(units: int, tick: int, shown: str | None = None) -> int:
+    """``units`` if it is a price on the tick grid within tick .. 1 - tick."""
     if units % tick or not tick <= units <= PRICE_SCALE - tick:
         raise UnitError(
-            f"price {text!r} is not on the ${format_price(tick)} tick grid "
+            f"price {shown or units} is not on the ${format_price(tick)} tick grid "
             f"between {format_price(tick)} and {format_price(PRICE_SCALE - tick)}"
         )
     return units
 
 
 def parse_quantity(text: str, lot: int = 1) -> int:
-    """Shares ("12.5") -> quantity units (0.01 share), a multiple of the lot."""
-    units = _scaled(text, QUANTITY_SCALE, "quantity")
+    """Shares ("12.5") -> quantity units (0.01 share), a multiple of the lot, at most the max."""
+    return check_quantity(_scaled(text, QUANTITY_SCALE, "quantity"), lot, quote(text))
+
+
+def check_quantity(units: int, lot: int = 1, shown: str | None = None) -> int:
+    """``units`` if it is a positive quantity, a multiple of the lot, at most MAX_QUANTITY."""
+    shown = shown or str(units)
+    if units <= 0:
+        raise UnitError(f"quantity {shown} must be positive")
+    if units > MAX_QUANTITY:
+        raise UnitError(f"quantity {shown} is above the maximum {format_quantity(MAX_QUANTITY)}")
     if units % lot:
-        raise UnitError(f"quantity {text!r} is not a multiple of the lot {format_quantity(lot)}")
+        raise UnitError(f"quantity {shown} is not a multiple of the lot {format_quantity(lot)}")
     return units
 
 
 def parse_cash(text: str) -> int:
-    """Dollars ("100.25") -> micro-dollars."""
-    return _scaled(text, CASH_SCALE, "cash amount")
+    """Dollars ("100.25") -> micro-dollars, at most the maximum."""
+    return check_cash(_scaled(text, CASH_SCALE, "cash amount"), quote(text))
+
+
+def check_cash(units: int, shown: str | None = None) -> int:
+    """``units`` if it is a positive cash amount of at most MAX_CASH."""
+    shown = shown or str(units)
+    if units <= 0:
+        raise UnitError(f"cash amount {shown} must be positive")
+    if units > MAX_CASH:
+        raise UnitError(f"cash amount {shown} is above the maximum {format_cash(MAX_CASH)}")
+    return units
 
 
 def parse_tick(text: str) -> int:
     """A tick size in dollars ("0.01") -> price units; one of 0.1, 0.01, 0.001, 0.0001."""
-    units = _scaled(text, PRICE_SCALE, "tick")
+    return check_tick(_scaled(text, PRICE_SCALE, "tick"), quote(text))
+
+
+def check_tick(units: int, shown: str | None = None) -> int:
     if units not in (1, 10, 100, 1000):
-        raise UnitError(f"tick {text!r} must be 0.1, 0.01, 0.001 or 0.0001")
+        raise UnitError(f"tick {shown or units} must be 0.1, 0.01, 0.001 or 0.0001")
     return units
 
 

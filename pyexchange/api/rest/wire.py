@@ -2,8 +2,9 @@
 
 No float ever holds a price, a quantity or an amount (DESIGN.md §2). JSON numbers
 are decoded as ``int`` or ``decimal.Decimal`` (msgspec's ``float_hook``), decimal
-strings are checked for their shape first (ASCII digits, one optional point, a
-bounded length: constant time, no exponent), and both become integer units of
+strings are checked for their shape first by ``pyexchange.units.decimal_parts``
+(the strict parser of every API: ASCII digits, one optional point, a bounded
+length, constant time, no exponent), and both become integer units of
 the core with integer arithmetic. Numbers the venue sends as JSON numbers
 (``quantity``, balances, ``orderPriceMinTickSize``) are encoded from
 ``Decimal`` values as exact JSON numbers (msgspec's ``decimal_format="number"``).
@@ -23,13 +24,13 @@ from typing import Any
 
 import msgspec
 
+from ...units import UnitError, decimal_parts
 from .errors import bad_request
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
 MAX_DIGITS = 24  # digits of a decimal input, before and after the point together
-_DECIMAL = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?")
 _ZERO = Decimal(0)
 
 
@@ -71,8 +72,10 @@ def decimal_of(value: Any, what: str, *, allow_negative: bool = False) -> Decima
             raise bad_request(f"{what} is out of range or has too many decimals")
         number = value
     elif isinstance(value, str):
-        if len(value) > 40 or not _DECIMAL.fullmatch(value):
-            raise bad_request(f"{what} {value[:24]!r} is not a decimal number like '0.55'")
+        try:  # the one strict parser of every API (bounded, constant time)
+            decimal_parts(value, what, signed=True)
+        except UnitError as exc:
+            raise bad_request(str(exc)) from None
         number = Decimal(value)
     else:
         raise bad_request(f"{what} must be a number or a decimal string")
