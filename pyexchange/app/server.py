@@ -183,8 +183,10 @@ class ServerConfig:
     demo: bool = True
     demo_markets: list[DemoMarket] = field(default_factory=lambda: list(DEFAULT_DEMO_MARKETS))
     demo_accounts: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    demo_deposit: str = "100000"  # dollars per demo account
-    demo_split: str = "1000"  # YES+NO pairs per demo account and market (so sells work)
+    demo_deposit: str = "100000"  # dollars deposited per demo account
+    # YES+NO pairs minted per demo account and market (so sells work), paid from the deposit
+    # at $1 a pair: 3 demo markets leave $97,000 of cash (README.md says so)
+    demo_split: str = "1000"
     marketdata: bool = True  # serve MarketData / DropCopy when their modules are installed
     dropcopy: bool = True
     # the Polymarket US API (REST + WebSocket, pyexchange/api/rest) on its own port
