@@ -420,6 +420,11 @@ cdef class Engine:
         return self.core.order_count()
 
     @property
+    def next_expiry(self):
+        """The earliest expiry of a resting GTD order; 0 when none rests."""
+        return self.core.next_expiry()
+
+    @property
     def capacities(self):
         """The capacities the engine was built with."""
         cdef const lib.Config* c = &self.core.config()

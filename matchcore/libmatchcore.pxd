@@ -164,6 +164,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         int64_t now()
         uint64_t next_order_id()
         uint32_t order_count()
+        int64_t next_expiry()
         const Market* market(uint32_t id)
         const Order* find_order(uint64_t order_id)
         const Account* account(uint32_t id)

@@ -847,6 +847,11 @@ def test_failed_idle_tick_stops_the_sequencer(
     times = itertools.count(0, 50_000_000)
     exchange = open_exchange(tmp_path, clock=times.__next__, idle_tick_ns=20_000_000)
     exchange.execute(stream[:50])
+    # an idle tick is journaled only when a GTD order is due: one, due ten clock reads on
+    now = exchange.query(lambda engine: engine.now).result(10)
+    due = {"account": 1, "market": 0, "price": 100, "quantity": 2, "expiry": now + 500_000_000}
+    events = exchange.execute(make_commands([{"type": "NEW_ORDER", "tif": TimeInForce.GTD, **due}]))
+    assert (events["type"] == EventType.ACCEPTED).any()
     real = os.fdatasync
     failed = threading.Event()
 

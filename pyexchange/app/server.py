@@ -172,7 +172,7 @@ class ServerConfig:
     max_batch: int = 8192
     max_message_bytes: int = 64 * 1024
     skew_ms: int = 5_000
-    idle_tick_ms: float | None = 100.0  # engine time advances when idle (GTD expiry)
+    idle_tick_ms: float | None = 100.0  # when idle, a due GTD order expires within this
     grace_s: float = 5.0
     # engine capacities of a new data directory (an existing one keeps its own)
     max_orders: int = 1 << 18

@@ -127,6 +127,9 @@ class Engine {
   int64_t now() const noexcept { return now_; }
   uint64_t next_order_id() const noexcept { return next_order_id_; }
   uint32_t order_count() const noexcept { return pool_.live(); }
+  /// The earliest expiry of a resting GTD order (0: none rests), for a caller that
+  /// advances time only when an order is due.
+  int64_t next_expiry() const noexcept { return expiry_.empty() ? 0 : expiry_.top().expiry; }
   /// The market, or nullptr when it was never created.
   const Market* market(uint32_t id) const noexcept;
   /// The resting order with this id, or nullptr.
