@@ -22,8 +22,10 @@ import contextlib
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -54,6 +56,7 @@ from pyexchange import (
     EngineConfig,
     Exchange,
     FsyncPolicy,
+    IdempotencyTable,
     SequencerStopped,
     read_journal,
     recover,
@@ -516,15 +519,15 @@ def test_group_commit_many_producers(tmp_path: Path) -> None:
 
     def producer(k: int) -> None:
         rng = random.Random(k)
-        sent: list[int] = []
+        sent: list[dict[str, int]] = []
         for i in range(per_thread):
             rows = []
             for _ in range(rng.randint(1, 12)):
-                if sent and rng.random() < 0.1:  # a retry of one of this producer's orders
-                    rows.append(order(k, rng.choice(sent), rng))
+                if sent and rng.random() < 0.1:  # a retry (identical) of one of its orders
+                    rows.append(rng.choice(sent))
                 else:
-                    sent.append(len(sent) + 1)
-                    rows.append(order(k, sent[-1], rng))
+                    sent.append(order(k, len(sent) + 1, rng))
+                    rows.append(sent[-1])
             commands = make_commands(rows)
             submitted[k].append((commands, exchange.submit(commands)))
             if i == per_thread // 2:
@@ -598,7 +601,7 @@ def test_repeated_client_order_id_in_one_batch_and_across_batches(tmp_path: Path
         a, b = order(1, 7, rng), order(2, 7, rng)  # same id, other account: not a repeat
         a["tif"] = b["tif"] = TimeInForce.GTC
         a["intent"], b["intent"] = Intent.BUY_YES, Intent.BUY_YES
-        retry = dict(a, price=4_000, quantity=99)
+        retry = dict(a)  # an identical resend: answered with the first result
         got = events_of(exchange, [a, b, retry])
         first = got[: int(np.argmax(got["seq"] != got["seq"][0]))]  # a's events
         assert len(first) and np.array_equal(
@@ -626,6 +629,64 @@ def test_repeated_client_order_id_in_one_batch_and_across_batches(tmp_path: Path
         assert exchange.recovered.snapshot_seq == recovered.snapshot_seq
         assert np.array_equal(events_of(exchange, [retry]), first)
         assert exchange.engine.digest() == digest
+
+
+def test_a_different_order_under_a_used_client_order_id_is_a_duplicate(tmp_path: Path) -> None:
+    """Only an identical resend is answered from the table: another order under the same id
+    (other price, quantity, side...) is rejected DUPLICATE_CLIENT_ORDER_ID, in the same batch,
+    in a later one, after a restart (journal replay) and from a snapshot; never journaled."""
+    rng = random.Random(3)
+    config = book_config()
+
+    def is_duplicate(events: np.ndarray) -> bool:
+        return (
+            len(events) == 1
+            and events["type"][0] == EventType.REJECTED
+            and events["reason"][0] == Reject.DUPLICATE_CLIENT_ORDER_ID
+            and events["seq"][0] == 0
+        )
+
+    a = dict(order(1, 7, rng), intent=Intent.BUY_YES, tif=TimeInForce.GTC)
+    changes = [{"price": a["price"] + 100}, {"quantity": a["quantity"] + 1},
+               {"intent": Intent.SELL_NO}, {"tif": TimeInForce.IOC}]  # fmt: skip
+    with open_exchange(tmp_path, config) as exchange:
+        exchange.execute(book_setup())
+        got = events_of(exchange, [a, dict(a, **changes[0])])  # one batch
+        first = got[:-1]
+        assert first["type"][0] == EventType.ACCEPTED and is_duplicate(got[-1:])
+        seq, digest = exchange.sequencer.next_seq, exchange.engine.digest()
+        for change in changes:  # later batches
+            assert is_duplicate(events_of(exchange, [dict(a, **change)]))
+        assert np.array_equal(events_of(exchange, [a]), first)  # the identical resend
+        assert exchange.sequencer.next_seq == seq and exchange.engine.digest() == digest
+    for snapshot_every in (BIG, 1):  # restart: from the journal, then from a snapshot
+        with open_exchange(tmp_path, config, snapshot_every=snapshot_every) as exchange:
+            assert is_duplicate(events_of(exchange, [dict(a, **changes[1])]))
+            assert np.array_equal(events_of(exchange, [a]), first)
+            if snapshot_every == 1:
+                exchange.execute(make_commands([{"type": CommandType.ADVANCE_TIME}]))
+    with open_exchange(tmp_path, config) as exchange:
+        assert exchange.recovered.snapshot_seq > 0
+        assert is_duplicate(events_of(exchange, [dict(a, **changes[2])]))
+        assert np.array_equal(events_of(exchange, [a]), first)
+    journaled = np.concatenate([r.commands() for r in batches(tmp_path)])
+    keyed = journaled[journaled["client_order_id"] == 7]
+    assert len(keyed) == 1 and keyed["price"][0] == a["price"]
+
+
+def test_idempotency_table_of_an_old_snapshot_still_answers() -> None:
+    """A table encoded before fingerprints (v1) decodes; its entries answer any resend with
+    the first result, as they did when it was written."""
+    events = np.zeros(1, dtype=EVENT_DTYPE)
+    events["type"], events["seq"], events["order_id"] = EventType.ACCEPTED, 5, 9
+    v1 = struct.pack("<Q", 1) + struct.pack("<IQQI", 1, 7, 5, events.nbytes) + events.tobytes()
+    table = IdempotencyTable.decode(v1)
+    command = make_commands([{"type": CommandType.NEW_ORDER, "account": 1,
+                              "client_order_id": 7, "price": 1}])[0]  # fmt: skip
+    answer = table.answer(command, b"\x01" * 16)
+    assert answer is not None and np.array_equal(answer, events)
+    again = IdempotencyTable.decode(table.encode())  # re-encoded as v2, still unknown
+    assert np.array_equal(again.answer(command, b"\x02" * 16), events)
 
 
 def test_repeat_of_a_rejected_order_is_the_same_reject(tmp_path: Path) -> None:
@@ -682,11 +743,14 @@ def test_repeated_client_order_id_after_sigkill(tmp_path: Path) -> None:
     child.wait()
     assert child.returncode == -signal.SIGKILL and line, "the child did not acknowledge"
     acknowledged = np.frombuffer(bytes.fromhex(line.decode().strip()), dtype=EVENT_DTYPE)
-    retry = rows.copy()
-    retry["price"], retry["quantity"] = 4_100, 5
+    retry = rows.copy()  # the same order again: the first result
+    other = rows.copy()  # another order under the same id: a duplicate
+    other["price"], other["quantity"] = 4_100, 5
     with open_exchange(data_dir, config) as exchange:
         seq, orders = exchange.sequencer.next_seq, exchange.engine.order_count
         assert np.array_equal(exchange.execute(retry), acknowledged)
+        refused = exchange.execute(other)
+        assert refused["reason"].tolist() == [Reject.DUPLICATE_CLIENT_ORDER_ID]
         assert exchange.sequencer.next_seq == seq and exchange.engine.order_count == orders
 
 
@@ -1011,3 +1075,27 @@ def test_cli_replay_inspect_snapshot(small_journal: tuple[Path, list[Any]]) -> N
     shutil.rmtree(data_dir / "snapshots")
     out = cli("replay", "--quiet", str(data_dir), cwd=cwd)
     assert out.returncode == 2 and "valid records follow" in out.stderr
+
+
+def test_replay_progress_and_inspect_sizes(small_journal: tuple[Path, list[Any]]) -> None:
+    """The progress total is the commands after the snapshot (not the journal's size), the
+    bar ends at what was replayed, and ``journal inspect`` gives each snapshot's file size."""
+    data_dir, records = small_journal
+    last = records[-1].last_seq
+    calls: list[tuple[int, int]] = []
+    recover(data_dir, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0][0] == 0 and last <= calls[0][1] <= last * 1.1  # record headers: a bound
+    assert calls[-1][0] == last and all(done <= total for done, total in calls)
+    cwd = data_dir.parent
+    out = cli("replay", str(data_dir), cwd=cwd)  # the bar ends at what it replayed
+    assert out.returncode == 0 and f"{last}/{last}" in out.stderr.splitlines()[-1], out.stderr
+    assert cli("snapshot", str(data_dir), cwd=cwd).returncode == 0
+    calls.clear()
+    assert recover(data_dir, progress=lambda d, t: calls.append((d, t))).replayed_commands == 0
+    assert calls == [(0, calls[0][1])] and calls[0][1] <= 0.1 * last
+    out = cli("replay", str(data_dir), cwd=cwd)  # with its bar (on stderr): no total
+    assert out.returncode == 0 and "replayed      0 commands" in out.stdout
+    assert not re.search(r"\b0/[1-9]", out.stderr), out.stderr  # nothing left "to replay"
+    (snapshot,) = list_snapshots(data_dir / "snapshots")
+    out = cli("journal", "inspect", str(data_dir), cwd=cwd)
+    assert f"seq {last}, {snapshot.stat().st_size:,} bytes (engine " in out.stdout, out.stdout

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..engine.journal import (
-    COMMAND_SIZE,
     CorruptJournal,
     DataDirInUse,
     DataDirLock,
@@ -39,27 +38,21 @@ if TYPE_CHECKING:  # the server (grpc and all) is imported only by `serve`
     from .server import ExchangeServer, ServerConfig
 
 
-def _journal_size(data_dir: Path) -> int:
-    """About how many commands the journal holds, from its size (for the progress bar)."""
-    return sum(p.stat().st_size for p in journal_dir(data_dir).glob("*.journal")) // COMMAND_SIZE
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     # Cutting a torn tail writes: never while an exchange runs on the directory.
     lock = None if args.dry_run else DataDirLock(data_dir)
     started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.total = max(total, done)  # the commands after the snapshot: what is replayed
+        bar.update(done - bar.n)
+
     try:
-        with tqdm(
-            total=_journal_size(data_dir),
-            unit="cmd",
-            unit_scale=True,
-            desc="replay",
-            disable=args.quiet,
-        ) as bar:
-            recovered = recover(
-                data_dir, repair=not args.dry_run, progress=lambda done: bar.update(done - bar.n)
-            )
+        with tqdm(unit="cmd", unit_scale=True, desc="replay", disable=args.quiet) as bar:
+            recovered = recover(data_dir, repair=not args.dry_run, progress=progress)
+            bar.total = bar.n  # the estimate was an upper bound: end at 100%
+            bar.refresh()
     finally:
         if lock is not None:
             lock.release()
@@ -120,7 +113,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             snap = read_snapshot(path)
             print(
-                f"snapshot      {path.name}: seq {snap.seq}, {len(snap.engine_state):,} bytes, ok"
+                f"snapshot      {path.name}: seq {snap.seq}, {path.stat().st_size:,} bytes "
+                f"(engine {len(snap.engine_state):,}, idempotency table "
+                f"{len(snap.idempotency):,}), ok"
             )
         except Exception as exc:  # report every kind of damage, keep listing
             print(f"snapshot      {path.name}: {exc}")

@@ -1,33 +1,67 @@
-"""Idempotent order entry: a client order id seen again returns the first result.
+"""Idempotent order entry: an identical resend of a client order id gets the first result.
 
 The engine itself only refuses a client order id that is *resting*
 (DUPLICATE_CLIENT_ORDER_ID); a client that retries after a timeout needs more:
 the retried NEW_ORDER must not become a second order, whatever happened to the
 first one. The sequencer keeps, per (account, client order id), the events the
-first command produced, for the most recent ``capacity`` ids, and answers a
-repeat with them without journaling or running it again. The table travels in
-every snapshot and is rebuilt from the journal on replay, so the answer is the
-same after a crash.
+first command produced and a fingerprint of that command (a hash of every field
+the client chose: all but ``seq`` and ``time``), for the most recent
+``capacity`` ids. A repeat is never journaled or run again: an identical one is
+answered with the first events, a different order under the same id with a
+``REJECTED`` event (``DUPLICATE_CLIENT_ORDER_ID``, seq 0: it never reached the
+journal), so a reused id can never silently return another order's result.
+The table travels in every snapshot and is rebuilt from the journal on replay,
+so the answer is the same after a crash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections import OrderedDict
 
 import numpy as np
 
-from matchcore import EVENT_DTYPE, CommandType
+from matchcore import EVENT_DTYPE, CommandType, EventType, Reject
 
-_ENTRY = struct.Struct("<IQQI")  # account, client order id, seq, events
+_ENTRY = struct.Struct("<IQQI16s")  # account, client order id, seq, event bytes, fingerprint
+_ENTRY_V1 = struct.Struct("<IQQI")  # snapshots written before fingerprints
+_MAGIC = b"PXIDEM2\0"  # a v1 table starts with its entry count, never this
+_UNKNOWN = bytes(16)  # the fingerprint of an entry read from a v1 snapshot
+
+
+def fingerprints(commands: np.ndarray) -> list[bytes]:
+    """The fingerprint of each command: its record without ``seq`` and ``time``, hashed."""
+    rows = commands.copy()
+    for name in ("seq", "time", "_pad"):
+        if name in (rows.dtype.names or ()):
+            rows[name] = 0
+    raw = rows.tobytes()
+    size = rows.dtype.itemsize
+    return [
+        hashlib.blake2b(raw[i * size : (i + 1) * size], digest_size=16).digest()
+        for i in range(len(rows))
+    ]
+
+
+def duplicate_reject(command: np.void) -> np.ndarray:
+    """The answer to a different order under a client order id already used: one REJECTED
+    event, as the engine gives for a resting duplicate, with seq 0 (never journaled)."""
+    event = np.zeros(1, dtype=EVENT_DTYPE)
+    event["type"] = EventType.REJECTED
+    event["reason"] = Reject.DUPLICATE_CLIENT_ORDER_ID
+    event["command"] = CommandType.NEW_ORDER
+    event["account"] = command["account"]
+    event["market"] = command["market"]
+    return event
 
 
 class IdempotencyTable:
-    """(account, client order id) -> the events of the first NEW_ORDER that carried it."""
+    """(account, client order id) -> the first NEW_ORDER's fingerprint and events."""
 
     def __init__(self, capacity: int = 1_000_000) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int], tuple[int, bytes, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -37,26 +71,44 @@ class IdempotencyTable:
         entry = self._entries.get((account, client_order_id))
         return None if entry is None else np.frombuffer(entry[1], dtype=EVENT_DTYPE).copy()
 
-    def remember(self, account: int, client_order_id: int, seq: int, events: np.ndarray) -> None:
-        self._entries[(account, client_order_id)] = (seq, events.tobytes())
+    def answer(self, command: np.void, fingerprint: bytes) -> np.ndarray | None:
+        """The answer to a NEW_ORDER whose id was seen: the first result if ``command`` is
+        the same order (same fingerprint), else a DUPLICATE_CLIENT_ORDER_ID reject; None if
+        the id was not seen (the command runs)."""
+        entry = self._entries.get((int(command["account"]), int(command["client_order_id"])))
+        if entry is None:
+            return None
+        if entry[2] != fingerprint and entry[2] != _UNKNOWN:
+            return duplicate_reject(command)
+        return np.frombuffer(entry[1], dtype=EVENT_DTYPE).copy()
+
+    def remember(
+        self,
+        account: int,
+        client_order_id: int,
+        seq: int,
+        events: np.ndarray,
+        fingerprint: bytes = _UNKNOWN,
+    ) -> None:
+        self._entries[(account, client_order_id)] = (seq, events.tobytes(), fingerprint)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
     def record_batch(self, commands: np.ndarray, events: np.ndarray) -> None:
         """Remember every NEW_ORDER with a client order id in a processed batch."""
-        keyed = np.nonzero(
+        keyed = np.flatnonzero(
             (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
-        )[0]
+        )
         if not len(keyed):
             return
         seqs = events["seq"]
-        for row in keyed:
+        for row, fingerprint in zip(keyed, fingerprints(commands[keyed]), strict=True):
             command = commands[row]
             seq = int(command["seq"])
             start, stop = np.searchsorted(seqs, [seq, seq + 1])
             key = (int(command["account"]), int(command["client_order_id"]))
             if key not in self._entries:
-                self.remember(*key, seq, events[start:stop])
+                self.remember(*key, seq, events[start:stop], fingerprint)
 
     def copy(self) -> IdempotencyTable:
         """A copy to encode elsewhere while this one keeps changing."""
@@ -65,23 +117,32 @@ class IdempotencyTable:
         return twin
 
     def encode(self) -> bytes:
-        parts = [struct.pack("<Q", len(self._entries))]
-        for (account, client_order_id), (seq, events) in self._entries.items():
-            parts.append(_ENTRY.pack(account, client_order_id, seq, len(events)))
+        parts = [_MAGIC, struct.pack("<Q", len(self._entries))]
+        for (account, client_order_id), (seq, events, fingerprint) in self._entries.items():
+            parts.append(_ENTRY.pack(account, client_order_id, seq, len(events), fingerprint))
             parts.append(events)
         return b"".join(parts)
 
     @classmethod
     def decode(cls, data: bytes, capacity: int = 1_000_000) -> IdempotencyTable:
+        """A table from ``encode()``'s bytes, or from a snapshot written before fingerprints
+        (its entries answer any resend with the first result, as they did then)."""
         table = cls(capacity)
         if not data:
             return table
-        (count,) = struct.unpack_from("<Q", data)
-        offset = 8
+        data = bytes(data)
+        versioned = data.startswith(_MAGIC)
+        entry = _ENTRY if versioned else _ENTRY_V1
+        offset = len(_MAGIC) if versioned else 0
+        (count,) = struct.unpack_from("<Q", data, offset)
+        offset += 8
         for _ in range(count):
-            account, client_order_id, seq, size = _ENTRY.unpack_from(data, offset)
-            offset += _ENTRY.size
-            table._entries[(account, client_order_id)] = (seq, bytes(data[offset : offset + size]))
+            fields = entry.unpack_from(data, offset)
+            account, client_order_id, seq, size = fields[:4]
+            fingerprint = fields[4] if versioned else _UNKNOWN
+            offset += entry.size
+            events = data[offset : offset + size]
+            table._entries[(account, client_order_id)] = (seq, events, fingerprint)
             offset += size
         if offset != len(data):
             raise ValueError("idempotency table: trailing bytes")

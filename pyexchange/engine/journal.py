@@ -159,6 +159,26 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}.journal"
 
 
+def commands_after(directory: Path, seq: int) -> int:
+    """About how many commands the journal holds after ``seq``, without reading it (the
+    total of a replay's progress): exact for every segment but the last (segment names
+    are their first seq), whose size bounds it from above (record headers, digests)."""
+    segments = sorted(Path(directory).glob("*.journal"))
+    total = 0
+    for i, path in enumerate(segments):
+        try:
+            first = int(path.stem)
+            if i + 1 < len(segments):
+                end = int(segments[i + 1].stem)  # one past the last seq of this segment
+            else:
+                body = max(path.stat().st_size - SEGMENT_HEADER_SIZE, 0)
+                end = first + body // COMMAND_SIZE
+        except (ValueError, OSError):
+            continue  # not a segment name, or gone: the replay reports it
+        total += max(end - max(first, seq + 1), 0)
+    return total
+
+
 def record_crc(nonce: bytes, kind: int, first_seq: int, count: int, body: bytes) -> int:
     """The CRC32C of a record: the segment's nonce, then kind .. body."""
     head = nonce + _CHECKED.pack(kind, first_seq, count)

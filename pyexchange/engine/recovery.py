@@ -22,6 +22,7 @@ from .journal import (
     EngineConfig,
     ReadReport,
     RecordKind,
+    commands_after,
     read_journal,
     read_segment_header,
 )
@@ -64,11 +65,13 @@ def recover(
     config: EngineConfig | None = None,
     *,
     repair: bool = True,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Recovered:
     """Rebuild the engine of ``data_dir`` (an empty directory gives a new engine of ``config``).
 
-    ``progress`` is called with the number of commands replayed after each record.
+    ``progress(done, total)`` is called once the snapshot is chosen (``done`` 0) and after
+    each record replayed: ``total`` estimates the commands after the snapshot
+    (``journal.commands_after``, an upper bound), ``done`` counts those replayed.
     """
     engine: Engine | None = None
     idempotency = IdempotencyTable()
@@ -85,6 +88,9 @@ def recover(
             log.warning("skipping snapshot %s", exc)
             skipped.append(str(exc))
 
+    if progress is not None:
+        total = commands_after(journal_dir(data_dir), snapshot_seq)
+        progress(0, total)
     report = ReadReport()
     records = read_journal(
         journal_dir(data_dir), repair=repair, report=report, covered_through=snapshot_seq
@@ -116,7 +122,7 @@ def recover(
         replayed += len(commands)
         next_seq = record.last_seq + 1
         if progress is not None:
-            progress(replayed)
+            progress(replayed, total)
     if engine is None and report.segments:  # segments that hold no record yet
         engine = _new_engine(report.segments[0], config)
     if engine is None:

@@ -14,8 +14,10 @@ With no traffic the thread wakes every ``idle_tick_ns`` and journals an
 so an idle exchange writes nothing and a replay of the journal is exact.
 
 A repeated (account, client order id) is answered from the idempotency table
-and never journaled twice. Snapshots are taken between batches every
-``snapshot_every`` commands, and written and pruned by a background thread.
+and never journaled twice: the same order with the first result, a different
+order under that id with a DUPLICATE_CLIENT_ORDER_ID reject. Snapshots are
+taken between batches every ``snapshot_every`` commands, and written and pruned
+by a background thread.
 If the journal cannot be written the sequencer stops and fails every pending
 and later submission: the engine never runs a command that is not on disk.
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine
 
-from .idempotency import IdempotencyTable
+from .idempotency import IdempotencyTable, duplicate_reject, fingerprints
 from .journal import JournalWriter, prune_segments
 from .snapshots import prune_snapshots, write_snapshot
 
@@ -283,21 +285,30 @@ class Sequencer:
             self.snapshot_now()
 
     def _deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
-        """Rows answered without running: {row: events, or the row of the first copy}."""
-        keyed = np.nonzero(
+        """Rows answered without running: {row: events, or the row of the first copy}.
+
+        A NEW_ORDER whose (account, client order id) was seen is never run: the same
+        order gets the first one's events, a different one a DUPLICATE_CLIENT_ORDER_ID
+        reject (``idempotency.py``)."""
+        keyed = np.flatnonzero(
             (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
-        )[0]
+        )
         answered: dict[int, object] = {}
-        first_row: dict[tuple[int, int], int] = {}
-        for row in keyed:
-            key = (int(commands["account"][row]), int(commands["client_order_id"][row]))
-            known = self.idempotency.lookup(*key)
+        if not len(keyed):
+            return answered, np.ones(len(commands), dtype=bool)
+        first_row: dict[tuple[int, int], tuple[int, bytes]] = {}
+        for row, fingerprint in zip(keyed, fingerprints(commands[keyed]), strict=True):
+            command = commands[row]
+            key = (int(command["account"]), int(command["client_order_id"]))
+            known = self.idempotency.answer(command, fingerprint)
             if known is not None:
                 answered[int(row)] = known
-            elif key in first_row:
-                answered[int(row)] = first_row[key]  # a repeat inside this batch
+            elif key in first_row:  # a repeat inside this batch
+                first, first_fingerprint = first_row[key]
+                same = first_fingerprint == fingerprint
+                answered[int(row)] = first if same else duplicate_reject(command)
             else:
-                first_row[key] = int(row)
+                first_row[key] = (int(row), fingerprint)
         self.stats.deduplicated += len(answered)
         keep = np.ones(len(commands), dtype=bool)
         keep[list(answered)] = False

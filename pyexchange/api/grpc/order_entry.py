@@ -90,7 +90,8 @@ REJECT_MESSAGES: dict[Reject, str] = {
     ),
     Reject.BELOW_MIN_SIZE: "the quantity is below the market's minimum size",
     Reject.DUPLICATE_CLIENT_ORDER_ID: (
-        "the account already has a resting order with this client order id"
+        "the account already used this client order id for another order (resting or "
+        "not); only an identical resend is answered with the first result"
     ),
     Reject.INSUFFICIENT_BALANCE: (
         "not enough free cash or shares for this (price, quantity and the highest fee included)"
