@@ -115,11 +115,8 @@ class Replica:
 class Replicas:
     """Engine replica processes of one or more shards (started outside the repository)."""
 
-    def __init__(
-        self, urls: list[str], directory: Path, *, snapshot_every: int = 200, tick: float = 3600
-    ) -> None:
+    def __init__(self, urls: list[str], directory: Path, *, snapshot_every: int = 200) -> None:
         self.urls = urls
-        self.tick = tick  # idle ticks off by default: a settled log stays where it is
         self.directory = directory
         self.snapshot_every = snapshot_every
         self.nodes: dict[str, Replica] = {}
@@ -152,8 +149,6 @@ class Replicas:
                 "0",
                 "--status-file",
                 str(r.status_file),
-                "--tick",
-                str(self.tick),
             ],
             cwd=self.directory,  # outside the repository: the installed package runs
             env={**os.environ, **r.env},
@@ -207,13 +202,19 @@ async def last_seqs(js: Any, shard: int) -> tuple[int, int]:
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is true; an exception counts as not yet (a NATS node
+    being down or a stream electing its leader answers with timeouts for a while)."""
     deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except Exception as exc:
+            value, last_error = None, exc
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
         time.sleep(interval)
 
 

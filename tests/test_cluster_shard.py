@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 from cluster_support import ACCOUNTS, CASH, ENGINE, commands, setup_commands
 
-from matchcore import CommandType, EventType, Intent, Reject
+from matchcore import MAX_CASH, CommandType, EventType, Intent, Reject, TimeInForce
 from pyexchange.cluster import log as L
-from pyexchange.cluster.shard import BATCH, XFER_DONE, XFER_IN, XFER_OUT, ShardState, Transfer
+from pyexchange.cluster.shard import BATCH, ShardState, credit_outcome
+from pyexchange.cluster.transfers import (
+    CREDITED,
+    REFUSED,
+    XFER_DONE,
+    XFER_IN,
+    XFER_OUT,
+    Transfer,
+)
 
 
 def new_state(shard: int = 0, shards: int = 2) -> ShardState:
@@ -71,7 +79,7 @@ def test_replicas_fed_the_same_log_reach_the_same_digest_and_snapshots_continue(
     for seq, (kind, body) in enumerate(log[:100], 1):
         a.apply(seq, kind, body)
         b.apply(seq, kind, body)
-    restored = ShardState.decode(a.encode(), 1)
+    restored = ShardState.decode(a.encode())
     assert restored.digest() == a.digest() == b.digest()
     for seq, (kind, body) in enumerate(log[100:], 101):
         ea = a.apply(seq, kind, body)
@@ -101,10 +109,10 @@ def test_transfer_steps_move_cash_once_whatever_is_delivered_twice() -> None:
     src, dst = new_state(0), ShardState(1, 2, ENGINE.build())
     t = Transfer(transfer_id=1, account=1, amount=5_000_000, source=0, destination=1)
     out = src.apply(2, XFER_OUT, t.encode())
-    assert out.credit == t and t.key in src.outgoing
+    assert out.drive == t and t.key in src.outgoing
     assert src.engine.balance(1).free == CASH - 5_000_000
     again = src.apply(3, XFER_OUT, t.encode())  # the client's retry
-    assert again.credit is None and again.events.tobytes() == out.events.tobytes()
+    assert again.drive is None and again.events.tobytes() == out.events.tobytes()
     assert src.engine.balance(1).free == CASH - 5_000_000
     for seq in (1, 2):  # delivered twice (a new leader re-drives it)
         dst.apply(seq, XFER_IN, t.encode())
@@ -120,9 +128,59 @@ def test_transfer_steps_move_cash_once_whatever_is_delivered_twice() -> None:
 def test_a_transfer_without_the_cash_or_to_a_bad_shard_is_rejected() -> None:
     src = new_state(0)
     poor = src.apply(2, XFER_OUT, Transfer(2, 1, CASH + 1, 0, 1).encode())
-    assert poor.credit is None and poor.events["reason"][0] == Reject.INSUFFICIENT_BALANCE
+    assert poor.drive is None and poor.events["reason"][0] == Reject.INSUFFICIENT_BALANCE
     bad = src.apply(3, XFER_OUT, Transfer(3, 1, 10, 0, 7).encode())
-    assert bad.credit is None and bad.events["type"][0] == EventType.REJECTED
+    assert bad.drive is None and bad.events["type"][0] == EventType.REJECTED
     assert not src.outgoing and src.engine.balance(1).free == CASH
-    restored = ShardState.decode(src.encode(), 2)
+    restored = ShardState.decode(src.encode())
     assert restored.digest() == src.digest()
+
+
+def test_a_credit_the_destination_refuses_is_refunded_at_the_source() -> None:
+    src, dst = new_state(0), ShardState(1, 2, ENGINE.build())
+    full = [{"type": CommandType.ADD_ACCOUNT, "account": 9}]
+    full += [{"type": CommandType.DEPOSIT, "account": 9, "quantity": MAX_CASH}] * (
+        2**62 // MAX_CASH
+    )
+    full.append({"type": CommandType.DEPOSIT, "account": 9, "quantity": 2**62 % MAX_CASH})
+    dst.apply(1, BATCH, commands(full).tobytes())  # net deposits at the cap: no room for more
+    t = Transfer(transfer_id=4, account=2, amount=1_000_000, source=0, destination=1)
+    out = src.apply(2, XFER_OUT, t.encode())
+    assert out.drive == t and src.engine.balance(2).free == CASH - t.amount
+    answer = dst.apply(2, XFER_IN, t.encode())
+    assert credit_outcome(answer.events, t) == REFUSED
+    assert answer.events["reason"][-1] == Reject.CAPACITY
+    again = dst.apply(3, XFER_IN, t.encode())  # delivered twice: the same refusal
+    assert again.events.tobytes() == answer.events.tobytes()
+    done = src.apply(3, XFER_DONE, t.done(REFUSED).encode())
+    assert done.events["type"][0] == EventType.BALANCE and not src.outgoing
+    assert src.engine.balance(2).free == CASH  # back where it started
+    assert src.apply(4, XFER_DONE, t.done(REFUSED).encode()).events.size == 0  # once only
+    assert src.engine.balance(2).free == CASH
+    assert src.engine.totals().net_deposits == len(ACCOUNTS) * CASH
+    src.engine.validate()
+    dst.engine.validate()
+
+
+def test_a_credited_transfer_is_told_apart_from_a_refused_one() -> None:
+    src, dst = new_state(0), ShardState(1, 2, ENGINE.build())
+    t = Transfer(transfer_id=5, account=3, amount=7, source=0, destination=1)
+    src.apply(2, XFER_OUT, t.encode())
+    answer = dst.apply(1, XFER_IN, t.encode())
+    assert credit_outcome(answer.events, t) == CREDITED
+    assert src.apply(3, XFER_DONE, t.done(CREDITED).encode()).events.size == 0
+    assert src.engine.balance(3).free == CASH - 7 and dst.engine.balance(3).free == 7
+
+
+def test_gtd_expiries_are_tracked_for_the_ticks_and_kept_in_snapshots() -> None:
+    state = new_state()
+    now = state.engine.now
+    gtd = order(1, 50) | {"tif": TimeInForce.GTD, "expiry": now + 5_000_000_000}
+    state.apply(2, BATCH, commands([gtd], time_ns=now + 1).tobytes())
+    assert state.next_expiry == now + 5_000_000_000
+    restored = ShardState.decode(state.encode())
+    assert restored.next_expiry == state.next_expiry and restored.digest() == state.digest()
+    tick = commands([{"type": CommandType.ADVANCE_TIME}], time_ns=now + 6_000_000_000)
+    applied = state.apply(3, BATCH, tick.tobytes())
+    assert applied.events["type"][0] == EventType.CANCELED  # expired at that point of the log
+    assert state.next_expiry is None

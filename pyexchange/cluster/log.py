@@ -24,9 +24,14 @@ newest snapshot, with its stream sequence inside).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import struct
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 from nats.js import JetStreamContext
@@ -41,6 +46,9 @@ from nats.js.api import (
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from matchcore import COMMAND_DTYPE, EVENT_DTYPE
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLICAS = 3
 DUPLICATE_WINDOW_S = 120.0
@@ -57,6 +65,27 @@ COMMAND_SEQ = "Pyx-Command-Seq"  # the command message this answers (= its own s
 FIRST_SEQ = "Pyx-First-Seq"  # the engine seq of the first command that ran
 DIGEST = "Pyx-Digest"  # the replica digest, on snapshot points
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+
+
+async def until_answered(
+    step: Callable[[], Awaitable[T]], what: str, timeout: float | None = None
+) -> T:
+    """``await step()`` until it succeeds: a cluster that is starting, electing stream
+    leaders or missing a node answers with timeouts for a while. ``timeout``: give up
+    (the last error) after that many seconds; None: never."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            logger.info("waiting for %s: %r", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
 
 def command_stream(shard: int) -> str:

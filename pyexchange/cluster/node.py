@@ -21,13 +21,16 @@ Every replica of a shard runs the same loop (docs/cluster.md):
    replicas' digests at the same point, logging a mismatch; the active one
    also writes the snapshot to the object store, once the event log holds
    every event up to that point (so a snapshot is never ahead of the events).
-5. **Transfers**: the active replica of a transfer's source stores the credit
-   in the destination's log, then the ``xfer-done`` in its own; after a
-   takeover it does so again for every outgoing transfer (both are
-   deduplicated where they land).
-6. **Idle ticks**: with no message for ``tick_s``, the active replica puts an
-   ``ADVANCE_TIME`` batch in its own log, so GTD orders expire on every replica
-   at the same point of the log.
+5. **Transfers** (``transfers.py``): the active replica of a transfer's
+   source stores the credit in the destination's log, reads the destination's
+   answer to it, and stores the ``xfer-done`` with that outcome in its own;
+   after a takeover it does so again for every outgoing transfer (each publish
+   is deduplicated where it lands, each step applied once).
+6. **Ticks when something is due**: when the earliest GTD expiry of the shard
+   has passed on the wall clock and no command has moved engine time past it,
+   the active replica puts an ``ADVANCE_TIME`` in its own log, so the order
+   expires on every replica at the same point of the log. An idle shard with
+   nothing due writes nothing.
 
 Run: ``python -m pyexchange.cluster.node --shard 0 --node-id e0a --nats URL``
 (``--help`` for the rest). SIGTERM or SIGINT: release the lease and stop.
@@ -52,15 +55,17 @@ import nats
 import numpy as np
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import APIError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import APIError, NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from matchcore import COMMAND_DTYPE, CommandType
 
 from . import log as L
+from . import snapshots
 from .lease import Lease
-from .shard import BATCH, XFER_DONE, XFER_IN, ShardState, Transfer
+from .shard import BATCH, ShardState, credit_outcome
 from .status import StatusServer
+from .transfers import XFER_DONE, XFER_IN, Transfer
 
 logger = logging.getLogger("pyexchange.cluster.node")
 
@@ -86,7 +91,6 @@ class NodeConfig:
     servers: list[str]
     snapshot_every: int = 10_000
     lease_ttl: float = 1.0
-    tick_s: float = 1.0
     http_port: int = -1  # -1: no status server; 0: a free port
     status_file: Path | None = None
     ring_messages: int = 50_000
@@ -153,11 +157,14 @@ class EngineNode:
             connect_timeout=2,
         )
         self.js: JetStreamContext = self.nc.jetstream(timeout=cfg.publish_timeout)
-        self.layout = await _wait_layout(self.js)
-        self.lease_kv = await self.js.key_value(L.LEASE_BUCKET)
-        self.digest_kv = await self.js.key_value(L.DIGEST_BUCKET)
-        self.snapshots = await self.js.object_store(L.SNAPSHOT_BUCKET)
-        await self._load()
+        self.layout = await L.until_answered(lambda: L.read_layout(self.js), "the layout")
+        self.lease_kv = await L.until_answered(
+            lambda: self.js.key_value(L.LEASE_BUCKET), "the lease bucket"
+        )
+        self.digest_kv = await L.until_answered(
+            lambda: self.js.key_value(L.DIGEST_BUCKET), "the digest bucket"
+        )
+        await L.until_answered(self._load, "the snapshot")
         self.lease = Lease(
             self.lease_kv,
             L.lease_key(self.shard),
@@ -231,12 +238,7 @@ class EngineNode:
 
     async def _load(self) -> None:
         """The newest snapshot, or an empty engine; clears the ring."""
-        state = None
-        try:
-            result = await self.snapshots.get(L.snapshot_name(self.shard))
-            state = ShardState.decode(result.data or b"", self.layout.shards)
-        except (ObjectNotFoundError, NotFoundError):
-            pass
+        state = await snapshots.load(self.js, self.shard)
         if state is None:
             state = ShardState(self.shard, self.layout.shards, self.layout.engine.build())
         self.state = state
@@ -246,26 +248,45 @@ class EngineNode:
     # --------------------------------------------------------------- follow
 
     async def _follow(self) -> None:
-        assert self.state is not None
-        sub = await self.js.subscribe(
-            L.command_subject(self.shard),
-            ordered_consumer=True,
-            idle_heartbeat=0.5,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=nats.js.api.ConsumerConfig(opt_start_seq=self.state.stream_seq + 1),
-            pending_msgs_limit=100_000,
-            pending_bytes_limit=512 << 20,
-        )
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=None)
-                seq = msg.metadata.sequence.stream
-                if seq <= self.state.stream_seq:
-                    continue  # a redelivery after the consumer was re-created
-                self._apply(seq, msg.headers or {}, msg.data)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Apply the command log in order, from the message after the state's, for ever.
+
+        nats-py re-creates the ordered consumer by itself after a gap or a lost
+        server; anything else (the subscription itself refused while the stream
+        elects a leader) subscribes again from where the state is.
+        """
+        while True:
+            assert self.state is not None
+            try:
+                sub = await self.js.subscribe(
+                    L.command_subject(self.shard),
+                    ordered_consumer=True,
+                    idle_heartbeat=0.5,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    config=nats.js.api.ConsumerConfig(opt_start_seq=self.state.stream_seq + 1),
+                    pending_msgs_limit=100_000,
+                    pending_bytes_limit=512 << 20,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.info("shard %d: subscribing to the command log: %r", self.shard, exc)
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                while True:
+                    msg = await sub.next_msg(timeout=None)
+                    seq = msg.metadata.sequence.stream
+                    if seq <= self.state.stream_seq:
+                        continue  # a redelivery after the consumer was re-created
+                    self._apply(seq, msg.headers or {}, msg.data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("shard %d: following the command log: %r", self.shard, exc)
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     def _apply(self, seq: int, headers: dict[str, str], body: bytes) -> None:
         state = self.state
@@ -277,9 +298,9 @@ class EngineNode:
         self.metrics.applied.set(seq)
         self.metrics.commands.inc(int(applied.counts.size))
         self._last_apply = time.monotonic()
-        if applied.credit is not None and self.leader:
+        if applied.drive is not None and self.leader:
             fault("xfer-out-applied")
-            self._spawn(self._credit(applied.credit))
+            self._spawn(self._drive(applied.drive))
         if headers.get(L.KIND) == XFER_IN and applied.events.size:
             fault("xfer-in-applied")
         if seq % self.config.snapshot_every == 0:
@@ -316,7 +337,7 @@ class EngineNode:
             await self._resync()
             assert self.state is not None
             for transfer in list(self.state.outgoing.values()):
-                self._spawn(self._credit(transfer))
+                self._spawn(self._drive(transfer))
         while self.leader and self.state is not None and self.published < self.state.stream_seq:
             start = self.published + 1
             if start not in self.ring:  # far behind the old leader: rebuild from a snapshot
@@ -381,20 +402,28 @@ class EngineNode:
 
     # ------------------------------------------------------------ transfers
 
-    async def _credit(self, transfer: Transfer) -> None:
-        """Store the credit at the destination, then ``xfer-done`` here; retried until done."""
-        delay = 0.1
-        while self.leader and transfer.key in (self.state.outgoing if self.state else {}):
+    async def _drive(self, transfer: Transfer) -> None:
+        """Steps 2 and 3 of a transfer (``transfers.py``), retried until its xfer-done is here.
+
+        The credit is stored in the destination's log; the destination's answer
+        to it (its event message of the same number) decides the outcome, which
+        the xfer-done carries into this shard's log. Every publish is
+        deduplicated where it lands, so a new leader simply does it all again.
+        """
+        delay = 0.05
+        while self.leader and self.state is not None and transfer.key in self.state.outgoing:
             try:
-                await self.js.publish(
+                ack = await self.js.publish(
                     L.command_subject(transfer.destination),
                     transfer.encode(),
                     headers={L.KIND: XFER_IN, L.MSG_ID: transfer.msg_id(XFER_IN)},
                 )
                 fault("xfer-in-stored")
+                answer = await self._event_message(transfer.destination, int(ack.seq))
+                outcome = credit_outcome(L.decode_events(answer)[1], transfer)
                 await self.js.publish(
                     L.command_subject(self.shard),
-                    transfer.encode(),
+                    transfer.done(outcome).encode(),
                     headers={L.KIND: XFER_DONE, L.MSG_ID: transfer.msg_id(XFER_DONE)},
                 )
                 fault("xfer-done-stored")
@@ -404,7 +433,17 @@ class EngineNode:
             except Exception as exc:
                 logger.warning("shard %d: transfer %s: %r", self.shard, transfer.key, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
+
+    async def _event_message(self, shard: int, seq: int) -> bytes:
+        """Event message ``seq`` of ``shard``, once its active engine has published it."""
+        while True:
+            try:
+                return (await self.js.get_msg(L.event_stream(shard), seq)).data or b""
+            except NotFoundError:
+                if not self.leader:
+                    raise RuntimeError("no longer the leader") from None
+                await asyncio.sleep(0.02)
 
     # ------------------------------------------------------- snapshot points
 
@@ -446,7 +485,7 @@ class EngineNode:
             if time.monotonic() > deadline or not self.leader:
                 return
             await asyncio.sleep(0.01)
-        await self.snapshots.put(L.snapshot_name(self.shard), data)
+        await snapshots.save(self.js, self.shard, seq, data)
         self.metrics.snapshots.inc()
         logger.info("shard %d: snapshot at message %d (%d bytes)", self.shard, seq, len(data))
 
@@ -476,9 +515,11 @@ class EngineNode:
                 continue
             if self.quiet_seq != self.state.stream_seq:  # quiet: the digest where it stands
                 self.quiet_seq, self.quiet_digest = self.state.stream_seq, self.state.digest()
-            if not self.leader or idle < self.config.tick_s:
+            due = self.state.next_expiry
+            now = time.time_ns()
+            if not self.leader or due is None or due > now or due <= self.state.engine.now:
                 continue
-            tick["time"] = time.time_ns()
+            tick["time"] = now
             with contextlib.suppress(Exception):
                 await self.js.publish(
                     L.command_subject(self.shard),
@@ -497,17 +538,6 @@ class EngineNode:
             logger.warning("shard %d: %r", self.shard, task.exception())
 
 
-async def _wait_layout(js: JetStreamContext, timeout: float = 30.0) -> L.Layout:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await L.read_layout(js)
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
 def parse_args(argv: list[str] | None = None) -> NodeConfig:
     p = argparse.ArgumentParser(prog="python -m pyexchange.cluster.node", description=__doc__)
     p.add_argument("--shard", type=int, required=True)
@@ -515,7 +545,6 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--nats", required=True, help="comma-separated NATS server URLs")
     p.add_argument("--snapshot-every", type=int, default=10_000, help="command messages")
     p.add_argument("--lease-ttl", type=float, default=1.0, help="seconds")
-    p.add_argument("--tick", type=float, default=1.0, help="idle seconds before ADVANCE_TIME")
     p.add_argument("--http-port", type=int, default=-1, help="health and metrics (0: free)")
     p.add_argument("--status-file", type=Path, help="write {http_port, pid} here once serving")
     p.add_argument("--log-level", default="INFO")
@@ -531,7 +560,6 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         servers=args.nats.split(","),
         snapshot_every=args.snapshot_every,
         lease_ttl=args.lease_ttl,
-        tick_s=args.tick,
         http_port=args.http_port,
         status_file=args.status_file,
     )

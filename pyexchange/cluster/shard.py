@@ -6,24 +6,26 @@ Every replica of a shard (the active one and each hot standby) holds a
 computes the same events and reaches the same digest. It knows nothing of
 NATS: the node (``node.py``) reads the log and publishes what ``apply`` returns.
 
-What it adds to the engine, all of it in the snapshot:
+What it adds to the engine, all of it in the snapshot and the digest:
 
 - **Engine sequence numbers.** Each command that runs gets the next ``seq``
   (``next_seq``), the same on every replica; the publisher's ``seq`` field is
   ignored, its ``time`` is kept (stamped before the command entered the log).
 - **Idempotent order entry** (``pyexchange.IdempotencyTable``): a NEW_ORDER
   whose (account, client order id) was seen before is answered with the first
-  result and not run again. This is what makes a client's retry through another
-  gateway (a new message, so no JetStream deduplication) harmless.
-- **Cross-shard transfers** (docs/cluster.md, "Money across shards"): a
-  ``xfer-out`` withdraws cash from an account here and remembers the transfer
-  as outgoing until its ``xfer-done``; a ``xfer-in`` deposits it on the
-  destination once per transfer, whatever the number of deliveries.
+  result and not run again, as the embedded sequencer does. This is what makes
+  a client's retry through another gateway (a new message, so no JetStream
+  deduplication) harmless.
+- **Cross-shard transfers** (``transfers.py``): the three steps, each applied
+  once per transfer whatever the number of deliveries.
+- **GTD expiries to come**, so the active replica knows when an idle shard needs
+  an ``ADVANCE_TIME`` in its log (and puts none there when nothing is due).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import struct
 from collections import OrderedDict
@@ -31,62 +33,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine, EventType, Reject
+from matchcore import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    CommandType,
+    Engine,
+    EventType,
+    Reject,
+    TimeInForce,
+)
 from pyexchange import IdempotencyTable
 
 from .log import decode_commands
+from .transfers import CREDITED, REFUSED, XFER_DONE, XFER_IN, XFER_OUT, Transfer
 
 BATCH = "batch"
-XFER_OUT = "xfer-out"
-XFER_IN = "xfer-in"
-XFER_DONE = "xfer-done"
 KINDS = (BATCH, XFER_OUT, XFER_IN, XFER_DONE)
 
-# transfer id, account, amount, source shard, destination shard, time
-TRANSFER = struct.Struct("<QIqIIq")
-_STATE_MAGIC = b"PYXSHRD1"
-_STATE_HEADER = struct.Struct("<8sIQQQQQ")  # magic, shard, stream seq, next seq, 3 lengths
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """A move of cash of one account from one shard to another (docs/cluster.md)."""
-
-    transfer_id: int
-    account: int
-    amount: int
-    source: int
-    destination: int
-    time: int = 0
-
-    def encode(self) -> bytes:
-        return TRANSFER.pack(
-            self.transfer_id, self.account, self.amount, self.source, self.destination, self.time
-        )
-
-    @classmethod
-    def decode(cls, body: bytes) -> Transfer:
-        if len(body) != TRANSFER.size:
-            raise ValueError(f"a transfer record is {TRANSFER.size} bytes, not {len(body)}")
-        return cls(*TRANSFER.unpack(body))
-
-    @property
-    def key(self) -> tuple[int, int, int]:
-        """Unique per transfer in the cluster: (source shard, account, transfer id)."""
-        return (self.source, self.account, self.transfer_id)
-
-    def msg_id(self, step: str) -> str:
-        return f"{step}-{self.source}-{self.account}-{self.transfer_id}"
+_STATE_MAGIC = b"PYXSHRD2"
+_STATE_HEADER = struct.Struct("<8sIIQQQQQ")  # magic, shard, shards, stream seq, next seq, 3 lengths
+_NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
 
 
 @dataclass
 class Applied:
-    """What one command message produced: events per row, the events, follow-ups."""
+    """What one command message produced: events per row, the events, what follows."""
 
-    counts: np.ndarray
+    counts: np.ndarray  # u32 per row of the message (a transfer step is one row)
     events: np.ndarray
-    first_seq: int
-    credit: Transfer | None = None  # an xfer-out that withdrew: the leader must credit it
+    first_seq: int  # the engine seq of the first command that ran (next_seq if none did)
+    drive: Transfer | None = None  # a transfer withdrawn here: the leader carries it on
 
 
 @dataclass
@@ -97,12 +73,13 @@ class ShardState:
     stream_seq: int = 0  # the last command message applied
     next_seq: int = 1  # the engine seq of the next command that runs
     idempotency: IdempotencyTable = field(default_factory=IdempotencyTable)
-    # transfers withdrawn here and not yet known to be stored at their destination
+    # transfers withdrawn here whose xfer-done has not been applied yet
     outgoing: dict[tuple[int, int, int], Transfer] = field(default_factory=dict)
-    # (account, transfer id) of every xfer-out seen here -> its engine events (bounded)
+    # (account, transfer id) of each xfer-out seen here -> its events (a retry's answer)
     sent: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict)
-    # key of every transfer credited here (never forgotten: a redelivery may come any time)
-    credited: set[tuple[int, int, int]] = field(default_factory=set)
+    # key of each transfer that arrived here -> the events of its credit (or refusal)
+    credited: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
+    expiries: list[int] = field(default_factory=list)  # heap of GTD expiries not yet passed
     sent_capacity: int = 1_000_000
 
     # ------------------------------------------------------------ applying
@@ -116,20 +93,27 @@ class ShardState:
         first_seq = self.next_seq
         try:
             if kind == BATCH:
-                counts, events = self._batch(decode_commands(body))
+                commands, transfer = decode_commands(body), None
             elif kind in (XFER_OUT, XFER_IN, XFER_DONE):
-                transfer = Transfer.decode(body)
-                counts, events, credit = self._transfer(kind, transfer)
-                self.stream_seq = stream_seq
-                return Applied(counts, events, first_seq, credit)
+                commands, transfer = None, Transfer.decode(body)
             else:
                 raise ValueError(f"unknown message kind {kind!r}")
         except ValueError:
             # A malformed message (no publisher of this package writes one) is
             # skipped the same way on every replica: no rows, no events.
-            counts, events = np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=EVENT_DTYPE)
+            self.stream_seq = stream_seq
+            return Applied(np.zeros(0, dtype=np.uint32), _NO_EVENTS, first_seq)
+        if commands is not None:
+            counts, events = self._batch(commands)
+            applied = Applied(counts, events, first_seq)
+        else:
+            assert transfer is not None
+            events, drive = self._transfer(kind, transfer)
+            applied = Applied(np.array([len(events)], np.uint32), events, first_seq, drive)
         self.stream_seq = stream_seq
-        return Applied(counts, events, first_seq)
+        while self.expiries and self.expiries[0] <= self.engine.now:
+            heapq.heappop(self.expiries)
+        return applied
 
     def _run(self, commands: np.ndarray) -> np.ndarray:
         count = len(commands)
@@ -138,6 +122,7 @@ class ShardState:
         return self.engine.process(commands)
 
     def _batch(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a batch as the embedded sequencer does: repeats answered from the table."""
         rows = len(commands)
         keyed = np.nonzero(
             (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
@@ -156,12 +141,17 @@ class ShardState:
         keep = np.ones(rows, dtype=bool)
         keep[list(answered)] = False
         batch = commands[keep]
-        events = self._run(batch) if len(batch) else np.zeros(0, dtype=EVENT_DTYPE)
+        events = self._run(batch) if len(batch) else _NO_EVENTS
         self.idempotency.record_batch(batch, events)
-        if not answered:
-            counts = _counts_by_seq(batch["seq"], events)
-            return counts, events
+        gtd = batch["expiry"][
+            (batch["type"] == CommandType.NEW_ORDER) & (batch["tif"] == TimeInForce.GTD)
+        ]
+        for expiry in gtd.tolist():
+            if expiry > self.engine.now:
+                heapq.heappush(self.expiries, expiry)
         kept_counts = _counts_by_seq(batch["seq"], events)
+        if not answered:
+            return kept_counts, events
         bounds = np.concatenate(([0], np.cumsum(kept_counts, dtype=np.int64)))
         position = np.cumsum(keep) - 1
         pieces = []
@@ -173,44 +163,55 @@ class ShardState:
                 i = position[known]
                 pieces.append(events[bounds[i] : bounds[i + 1]])
         counts = np.array([len(p) for p in pieces], dtype=np.uint32)
-        return counts, np.concatenate(pieces) if pieces else events[:0]
+        return counts, np.concatenate(pieces) if pieces else _NO_EVENTS
 
-    def _transfer(self, kind: str, t: Transfer) -> tuple[np.ndarray, np.ndarray, Transfer | None]:
-        one = np.ones(1, dtype=np.uint32)
+    def _transfer(self, kind: str, t: Transfer) -> tuple[np.ndarray, Transfer | None]:
         if kind == XFER_OUT:
-            if t.source != self.shard:
-                return np.zeros(1, np.uint32), np.zeros(0, EVENT_DTYPE), None
-            seen = self.sent.get((t.account, t.transfer_id))
-            if seen is not None:  # a retry: the first result, nothing withdrawn again
-                events = np.frombuffer(seen, dtype=EVENT_DTYPE).copy()
-                return np.array([len(events)], np.uint32), events, None
-            if not 0 <= t.destination < self.shards or t.destination == self.shard:
-                events = self._reject(t, Reject.INVALID_COMMAND)
-            else:
-                events = self._run(_cash_command(CommandType.WITHDRAW, t))
-            self.sent[(t.account, t.transfer_id)] = events.tobytes()
-            while len(self.sent) > self.sent_capacity:
-                self.sent.popitem(last=False)
-            if len(events) and events["type"][0] == EventType.BALANCE:
-                self.outgoing[t.key] = t
-                return one * len(events), events, t
-            return one * len(events), events, None
+            return self._transfer_out(t)
         if kind == XFER_IN:
-            if t.destination != self.shard or t.key in self.credited:
-                return np.zeros(1, np.uint32), np.zeros(0, EVENT_DTYPE), None
-            self.credited.add(t.key)
-            parts = []
-            if self.engine.balance(t.account) is None:  # first cash of this account here
-                add = np.zeros(1, dtype=COMMAND_DTYPE)
-                add["type"] = CommandType.ADD_ACCOUNT
-                add["account"], add["time"] = t.account, t.time
-                parts.append(self._run(add))
-            parts.append(self._run(_cash_command(CommandType.DEPOSIT, t)))
-            events = np.concatenate(parts)
-            return np.array([len(events)], np.uint32), events, None
-        # XFER_DONE: the credit is stored at the destination; nothing is outgoing any more
-        self.outgoing.pop(t.key, None)
-        return np.zeros(1, np.uint32), np.zeros(0, EVENT_DTYPE), None
+            return self._transfer_in(t), None
+        return self._transfer_done(t), None
+
+    def _transfer_out(self, t: Transfer) -> tuple[np.ndarray, Transfer | None]:
+        if t.source != self.shard:
+            return _NO_EVENTS, None  # misrouted: no publisher of this package does it
+        seen = self.sent.get((t.account, t.transfer_id))
+        if seen is not None:  # a retried request: the first result, nothing withdrawn again
+            return np.frombuffer(seen, dtype=EVENT_DTYPE).copy(), None
+        if not 0 <= t.destination < self.shards or t.destination == self.shard:
+            events = self._reject(t, Reject.INVALID_COMMAND)
+        else:
+            events = self._run(_cash_command(CommandType.WITHDRAW, t))
+        self.sent[(t.account, t.transfer_id)] = events.tobytes()
+        while len(self.sent) > self.sent_capacity:
+            self.sent.popitem(last=False)
+        if withdrew(events, t):
+            self.outgoing[t.key] = t
+            return events, t
+        return events, None
+
+    def _transfer_in(self, t: Transfer) -> np.ndarray:
+        if t.destination != self.shard:
+            return _NO_EVENTS
+        seen = self.credited.get(t.key)
+        if seen is not None:  # delivered again: the same answer, nothing deposited again
+            return np.frombuffer(seen, dtype=EVENT_DTYPE).copy()
+        parts = []
+        if self.engine.balance(t.account) is None:  # first cash of this account here
+            add = np.zeros(1, dtype=COMMAND_DTYPE)
+            add["type"], add["account"], add["time"] = CommandType.ADD_ACCOUNT, t.account, t.time
+            parts.append(self._run(add))
+        parts.append(self._run(_cash_command(CommandType.DEPOSIT, t)))
+        events = np.concatenate(parts)
+        self.credited[t.key] = events.tobytes()
+        return events
+
+    def _transfer_done(self, t: Transfer) -> np.ndarray:
+        if t.source != self.shard or self.outgoing.pop(t.key, None) is None:
+            return _NO_EVENTS  # a repeat: the transfer is finished already
+        if t.outcome == REFUSED:  # the destination could not take it: back to the account
+            return self._run(_cash_command(CommandType.DEPOSIT, t))
+        return _NO_EVENTS
 
     def _reject(self, t: Transfer, reason: Reject) -> np.ndarray:
         """A REJECTED event for a transfer that names no valid destination (the engine's shape)."""
@@ -220,23 +221,30 @@ class ShardState:
         self.next_seq += 1
         return event
 
+    @property
+    def next_expiry(self) -> int | None:
+        """The earliest GTD expiry still ahead of engine time (some may be gone already)."""
+        return self.expiries[0] if self.expiries else None
+
     # --------------------------------------------------------- identity
 
     def digest(self) -> str:
-        """The engine's digest and everything this layer keeps, in one hash."""
+        """The engine's state and everything this layer keeps, in one hash."""
         h = hashlib.blake2b(digest_size=16)
         h.update(self.engine.canonical_state())
-        h.update(struct.pack("<QQ", self.stream_seq, self.next_seq))
+        h.update(struct.pack("<IIQQ", self.shard, self.shards, self.stream_seq, self.next_seq))
+        h.update(self.idempotency.encode())
         h.update(self._tables())
         return h.hexdigest()
 
     def _tables(self) -> bytes:
-        outgoing = sorted((list(k), t.encode().hex()) for k, t in self.outgoing.items())
-        sent = [[a, i, e.hex()] for (a, i), e in self.sent.items()]
-        credited = sorted(list(k) for k in self.credited)
-        return json.dumps(
-            {"outgoing": outgoing, "sent": sent, "credited": credited}, separators=(",", ":")
-        ).encode()
+        tables = {
+            "outgoing": sorted(t.encode().hex() for t in self.outgoing.values()),
+            "sent": [[a, i, e.hex()] for (a, i), e in self.sent.items()],
+            "credited": sorted([*k, e.hex()] for k, e in self.credited.items()),
+            "expiries": sorted(self.expiries),
+        }
+        return json.dumps(tables, separators=(",", ":")).encode()
 
     def encode(self) -> bytes:
         """The snapshot: the engine, this layer's tables, and the stream seq they are at."""
@@ -246,6 +254,7 @@ class ShardState:
         header = _STATE_HEADER.pack(
             _STATE_MAGIC,
             self.shard,
+            self.shards,
             self.stream_seq,
             self.next_seq,
             len(engine),
@@ -255,27 +264,51 @@ class ShardState:
         return b"".join((header, engine, idempotency, tables))
 
     @classmethod
-    def decode(cls, data: bytes, shards: int) -> ShardState:
-        magic, shard, stream_seq, next_seq, n_engine, n_idem, n_tables = _STATE_HEADER.unpack_from(
-            data
+    def decode(cls, data: bytes) -> ShardState:
+        if len(data) < _STATE_HEADER.size:
+            raise ValueError("not a shard snapshot (too short)")
+        magic, shard, shards, stream_seq, next_seq, n_engine, n_idem, n_tables = (
+            _STATE_HEADER.unpack_from(data)
         )
         if magic != _STATE_MAGIC:
             raise ValueError("not a shard snapshot")
         offset = _STATE_HEADER.size
+        if offset + n_engine + n_idem + n_tables != len(data):
+            raise ValueError("shard snapshot: wrong length")
         engine = Engine.restore(data[offset : offset + n_engine])
         offset += n_engine
         idempotency = IdempotencyTable.decode(data[offset : offset + n_idem])
         offset += n_idem
         tables = json.loads(data[offset : offset + n_tables])
-        if offset + n_tables != len(data):
-            raise ValueError("shard snapshot: trailing bytes")
         state = cls(shard, shards, engine, stream_seq, next_seq, idempotency)
-        for key, record in tables["outgoing"]:
-            state.outgoing[tuple(key)] = Transfer.decode(bytes.fromhex(record))
+        for record in tables["outgoing"]:
+            t = Transfer.decode(bytes.fromhex(record))
+            state.outgoing[t.key] = t
         for account, transfer_id, events in tables["sent"]:
             state.sent[(account, transfer_id)] = bytes.fromhex(events)
-        state.credited = {tuple(k) for k in tables["credited"]}
+        for source, account, transfer_id, events in tables["credited"]:
+            state.credited[(source, account, transfer_id)] = bytes.fromhex(events)
+        state.expiries = list(tables["expiries"])  # sorted: already a heap
         return state
+
+
+def withdrew(events: np.ndarray, t: Transfer) -> bool:
+    """Whether the events of an xfer-out took the amount from the account."""
+    return _has_balance_change(events, t.account, -t.amount)
+
+
+def credit_outcome(events: np.ndarray, t: Transfer) -> int:
+    """CREDITED if the events of an xfer-in deposited the amount, else REFUSED."""
+    return CREDITED if _has_balance_change(events, t.account, t.amount) else REFUSED
+
+
+def _has_balance_change(events: np.ndarray, account: int, change: int) -> bool:
+    hits = (
+        (events["type"] == EventType.BALANCE)
+        & (events["account"] == account)
+        & (events["quantity"] == change)
+    )
+    return bool(hits.any())
 
 
 def _counts_by_seq(seqs: np.ndarray, events: np.ndarray) -> np.ndarray:
@@ -289,10 +322,6 @@ def _counts_by_seq(seqs: np.ndarray, events: np.ndarray) -> np.ndarray:
 
 def _cash_command(type_: CommandType, t: Transfer) -> np.ndarray:
     command = np.zeros(1, dtype=COMMAND_DTYPE)
-    command["type"], command["account"], command["quantity"], command["time"] = (
-        type_,
-        t.account,
-        t.amount,
-        t.time,
-    )
+    command["type"], command["account"] = type_, t.account
+    command["quantity"], command["time"] = t.amount, t.time
     return command
