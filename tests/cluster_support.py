@@ -28,9 +28,11 @@ from typing import Any, TypeVar
 
 import nats
 import numpy as np
+import pytest
 
 from matchcore import COMMAND_DTYPE, CommandType, Intent, MarketState, TimeInForce
 from pyexchange.cluster import log as L
+from pyexchange.cluster.natsrun import NatsCluster, NatsNotInstalled
 from pyexchange.cluster.shard import BATCH, ShardState
 
 T = TypeVar("T")
@@ -86,6 +88,31 @@ async def lay_out(urls: list[str], shards: int, markets_of: dict[int, list[int]]
             headers={L.MSG_ID: f"setup-{shard}"},
         )
     await nc.close()
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(name="nats_cluster")
+def nats_cluster_fixture(tmp_path: Path) -> Any:
+    """A 3-node JetStream cluster on loopback for one test (import this name to use it)."""
+    try:
+        cluster = NatsCluster(tmp_path / "nats")
+    except NatsNotInstalled as exc:
+        if os.environ.get("PYX_REQUIRE_NATS"):
+            raise  # .ci/run installs it: missing there is a failure
+        pytest.skip(str(exc))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(name="replicas")
+def replicas_fixture(nats_cluster: NatsCluster, tmp_path: Path) -> Any:
+    """Engine replica processes on that cluster, stopped after the test."""
+    group = Replicas(nats_cluster.urls, tmp_path / "engines")
+    yield group
+    group.stop()
 
 
 # ------------------------------------------------------------------ replicas

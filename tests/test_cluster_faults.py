@@ -17,11 +17,10 @@ import os
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import (
+from cluster_support import (  # noqa: F401 - the fixtures are used by their names
     ACCOUNTS,
     CASH,
     OrderFlow,
@@ -30,37 +29,19 @@ from cluster_support import (
     last_seqs,
     lay_out,
     leader_of,
+    nats_cluster_fixture,
     replay,
+    replicas_fixture,
     run,
     wait_for,
 )
 
 from pyexchange.cluster import log as L
-from pyexchange.cluster.natsrun import NatsCluster, NatsNotInstalled
+from pyexchange.cluster.natsrun import NatsCluster
 from pyexchange.cluster.shard import XFER_OUT, Transfer
 
 KILLS = int(os.environ.get("PYX_CLUSTER_KILLS", "20"))
 NATS_KILLS = int(os.environ.get("PYX_CLUSTER_NATS_KILLS", "5"))
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Any:
-    try:
-        cluster = NatsCluster(tmp_path / "nats")
-    except NatsNotInstalled as exc:
-        if os.environ.get("PYX_REQUIRE_NATS"):
-            raise  # .ci/run installs it: missing there is a failure
-        pytest.skip(str(exc))
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def replicas(nats_cluster: NatsCluster, tmp_path: Path) -> Any:
-    group = Replicas(nats_cluster.urls, tmp_path / "engines")
-    yield group
-    group.stop()
 
 
 def healthy(replicas: Replicas, node_id: str) -> dict[str, Any] | None:

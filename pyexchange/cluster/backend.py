@@ -1,0 +1,452 @@
+"""A gateway's engine: commands into the shards' logs, answers from their events.
+
+``ClusterBackend`` is what the service layer's ``EngineLink`` submits to in a
+gateway process, in place of the embedded ``Exchange`` (the same two calls:
+``submit_to(commands, sink, token)`` and ``query(fn)``):
+
+1. **Route.** A submission is split by shard (``router.route``; order ids and
+   seqs are cluster ids, the shard in their top bits).
+2. **Publish.** Each shard's ``ShardLink`` takes everything queued for it
+   since its last publish as one batch (group commit), stamps the gateway's
+   time on every record and publishes it to the shard's command log with a
+   message id unique to this gateway's life (``Nats-Msg-Id``), so a publish
+   retried after a lost acknowledgement is stored once. The JetStream
+   acknowledgement means a quorum of the three servers stored it: from then on
+   the command will run, whatever dies.
+3. **Answer.** Event message *n* of a shard answers command message *n*; the
+   link follows the shard's event log and hands each row's events back. A
+   command sent to every shard (ADD_ACCOUNT, CANCEL_CLIENT...) is answered
+   once every shard answered (``router.combine``).
+
+What a client sees when the cluster cannot store or answer (docs/cluster.md,
+failure table): no quorum for ``store_timeout`` seconds fails the submission
+(``SequencerStopped``, which the service layer reports as UNAVAILABLE) and
+the shard is refused at once until its log takes a publish again; stored but
+not answered within ``reply_timeout`` fails it the same way, saying it will
+still run (a retry with the same client order id returns the first result).
+
+``query(fn)`` runs ``fn`` on a ``ClusterView`` of the gateway's mirrors once
+they have applied every message this gateway has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nats
+import numpy as np
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from matchcore import EVENT_DTYPE
+
+from . import log as L
+from .mirror import ClusterView, ShardMirror
+from .router import Part, Unroutable, combine, route, to_cluster_events
+
+logger = logging.getLogger(__name__)
+
+try:
+    from pyexchange.engine.sequencer import SequencerStopped
+except ImportError:  # pragma: no cover - the engine wing is part of the package
+
+    class SequencerStopped(RuntimeError):  # type: ignore[no-redef]
+        pass
+
+
+class Sink(Protocol):
+    """The service layer's ``AnswerSink`` (``pyexchange.engine.sequencer``)."""
+
+    def answered(self, events: np.ndarray, starts: np.ndarray, answers: list[Any]) -> None: ...
+
+    def failed(self, tokens: list[Any], error: BaseException) -> None: ...
+
+
+@dataclass
+class BackendConfig:
+    servers: list[str]
+    gateway_id: str
+    max_batch: int = 4096  # records per command message
+    store_timeout: float = 5.0  # s without a quorum acknowledgement before a submission fails
+    reply_timeout: float = 15.0  # s from stored to answered before a submission fails
+    publish_timeout: float = 1.0  # s per publish attempt
+
+
+@dataclass
+class _Submission:
+    sink: Sink
+    token: Any
+    kinds: np.ndarray  # command type per row
+    targets: list[list[int]]  # shards of each row
+    waiting: int  # parts not answered yet
+    answers: dict[int, list[np.ndarray]] = field(default_factory=dict)  # shard -> rows' events
+    failed: bool = False
+
+
+@dataclass
+class _Queued:
+    part: Part
+    submission: _Submission
+
+
+class ShardUnavailable(SequencerStopped):
+    """A shard's log cannot store commands now (no JetStream quorum)."""
+
+
+class ShardLink:
+    """One shard's command publisher and event follower in a gateway."""
+
+    def __init__(self, backend: ClusterBackend, shard: int) -> None:
+        self.backend = backend
+        self.shard = shard
+        self.js = backend.js
+        self.config = backend.config
+        self.queue: list[_Queued] = []
+        self.awaiting: dict[int, tuple[float, list[tuple[_Queued, int]]]] = {}
+        self.recent: OrderedDict[int, bytes] = OrderedDict()  # event bodies not claimed yet
+        self.answered_through = 0  # highest command message whose events this link handed out
+        self.stored = 0  # messages this link had stored
+        self.down: str = ""  # why the shard refuses at once, or ""
+        self._wake = asyncio.Event()
+        self._boot = os.urandom(4).hex()
+        self._counter = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        info = await self.js.stream_info(L.event_stream(self.shard))
+        sub = await self.js.subscribe(
+            L.event_subject(self.shard),
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=nats.js.api.ConsumerConfig(opt_start_seq=int(info.state.last_seq) + 1),
+            pending_msgs_limit=100_000,
+            pending_bytes_limit=512 << 20,
+        )
+        self._tasks = [
+            asyncio.create_task(self._publisher(), name=f"publish-{self.shard}"),
+            asyncio.create_task(self._follow(sub), name=f"events-{self.shard}"),
+            asyncio.create_task(self._sweeper(), name=f"sweep-{self.shard}"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------ publish
+
+    def enqueue(self, queued: _Queued) -> None:
+        self.queue.append(queued)
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.queue:
+                batch, size = [], 0
+                while self.queue and (
+                    not batch or size + len(self.queue[0].part.rows) <= self.config.max_batch
+                ):
+                    queued = self.queue.pop(0)
+                    batch.append(queued)
+                    size += len(queued.part.rows)
+                await self._publish(batch)
+
+    async def _publish(self, batch: list[_Queued]) -> None:
+        commands = np.concatenate([q.part.commands for q in batch])
+        commands["time"] = time.time_ns()  # stamped before it enters the log
+        body = commands.tobytes()
+        self._counter += 1
+        msg_id = f"{self.config.gateway_id}.{self._boot}.{self.shard}.{self._counter}"
+        deadline = time.monotonic() + self.config.store_timeout
+        while True:
+            try:
+                ack = await self.js.publish(
+                    L.command_subject(self.shard),
+                    body,
+                    timeout=self.config.publish_timeout,
+                    headers={L.MSG_ID: msg_id},
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no quorum, a leader election, a reconnect
+                if time.monotonic() >= deadline:
+                    self._refuse(batch, exc)
+                    return
+                await asyncio.sleep(0.05)
+        if self.down:
+            logger.info("shard %d: the log stores commands again", self.shard)
+            self.down = ""
+        seq = int(ack.seq)
+        self.stored = max(self.stored, seq)
+        rows, offset = [], 0
+        for queued in batch:
+            rows.append((queued, offset))
+            offset += len(queued.part.rows)
+        self.awaiting[seq] = (time.monotonic(), rows)
+        body_events = self.recent.pop(seq, None)
+        if body_events is not None:  # its events came before its acknowledgement
+            self._answer(seq, body_events)
+
+    def _refuse(self, batch: list[_Queued], exc: BaseException) -> None:
+        self.down = (
+            f"shard {self.shard}: the cluster's log cannot store commands (no JetStream "
+            f"quorum: {type(exc).__name__}); nothing more is sent to it until it can"
+        )
+        logger.warning("%s", self.down)
+        error = ShardUnavailable(
+            f"shard {self.shard}: not stored within {self.config.store_timeout:g} s (no "
+            "JetStream quorum); it may still have been entered: retry with the same client "
+            "order id, which returns the first result"
+        )
+        for queued in batch:
+            self.backend._fail(queued.submission, error)
+        for queued in self.queue:  # behind it: refused the same way, never half sent
+            self.backend._fail(queued.submission, error)
+        self.queue.clear()
+        asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Clear ``down`` once the shard's log answers again (a stream leader exists)."""
+        while self.down:
+            try:
+                info = await self.js.stream_info(L.command_stream(self.shard))
+                if info.cluster is None or info.cluster.leader:
+                    logger.info("shard %d: the log has a leader again", self.shard)
+                    self.down = ""
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+            await asyncio.sleep(0.25)
+
+    # ------------------------------------------------------------- answers
+
+    async def _follow(self, sub: Any) -> None:
+        while True:
+            msg = await sub.next_msg(timeout=None)
+            seq = msg.metadata.sequence.stream
+            if seq in self.awaiting:
+                self._answer(seq, msg.data)
+            elif seq > self.stored:  # maybe ours, its acknowledgement still on the way
+                self.recent[seq] = msg.data
+                while len(self.recent) > 4096:
+                    self.recent.popitem(last=False)
+
+    def _answer(self, seq: int, body: bytes) -> None:
+        _, rows = self.awaiting.pop(seq)
+        counts, events = L.decode_events(body)
+        events = to_cluster_events(events, self.shard)
+        bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).tolist()
+        for queued, offset in rows:
+            n = len(queued.part.rows)
+            if offset + n > len(counts):  # the engine skipped the message: not one we wrote
+                self.backend._fail(queued.submission, SequencerStopped("malformed batch"))
+                continue
+            per_row = [events[bounds[offset + i] : bounds[offset + i + 1]] for i in range(n)]
+            self.backend._part_answered(queued, per_row)
+        self.answered_through = max(self.answered_through, seq)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            late = [s for s, (t, _) in self.awaiting.items() if now - t > self.config.reply_timeout]
+            for seq in late:
+                _, rows = self.awaiting.pop(seq)
+                error = SequencerStopped(
+                    f"shard {self.shard}: stored as message {seq}, but no engine answered "
+                    f"within {self.config.reply_timeout:g} s; it will still run: retry with the "
+                    "same client order id for its result"
+                )
+                for queued, _ in rows:
+                    self.backend._fail(queued.submission, error)
+
+
+class ClusterBackend:
+    """The service layer's backend in a gateway process (see the module docstring)."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.links: list[ShardLink] = []
+        self.mirrors: list[ShardMirror] = []
+        self.market_shards: dict[int, int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.get_ident()
+
+    async def start(self) -> ClusterBackend:
+        """Connect, read the layout and the shard map, start the mirrors and the links."""
+        self.loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.nc = await nats.connect(
+            servers=self.config.servers,
+            name=f"gateway-{self.config.gateway_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+        )
+        self.js: JetStreamContext = self.nc.jetstream(timeout=self.config.publish_timeout)
+        self.layout = await L.read_layout(self.js)
+        self.market_shards = await L.market_map(self.js)
+        self._map_watch = asyncio.create_task(self._watch_map())
+        self.links = [ShardLink(self, s) for s in range(self.layout.shards)]
+        for link in self.links:
+            await link.start()
+        self.mirrors = [
+            await ShardMirror(self.js, s, self.layout).start() for s in range(self.layout.shards)
+        ]
+        self.view = ClusterView(self.mirrors, self.shard_of_market)
+        return self
+
+    async def close(self) -> None:
+        self._map_watch.cancel()
+        for link in self.links:
+            await link.close()
+        for mirror in self.mirrors:
+            await mirror.close()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    def shard_of_market(self, market: int) -> int:
+        shard = self.market_shards.get(market)
+        return market % self.layout.shards if shard is None else shard
+
+    async def _watch_map(self) -> None:
+        """Markets placed after the start (by an admin on any gateway) are routed too."""
+        kv = await self.js.key_value(L.CLUSTER_BUCKET)
+        while True:
+            try:
+                watcher = await kv.watch("market.*")
+                async for entry in watcher:
+                    if entry is None or entry.value is None:
+                        continue
+                    self.market_shards[int(entry.key.split(".", 1)[1])] = int(entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("shard map watch: %r", exc)
+                await asyncio.sleep(0.5)
+
+    async def place_market(self, market: int, shard: int | None = None) -> int:
+        """Put a new market on a shard (least markets, unless told) before its CREATE_MARKET."""
+        if shard is None:
+            counts = [0] * self.layout.shards
+            for s in self.market_shards.values():
+                counts[s] += 1
+            shard = min(range(self.layout.shards), key=lambda s: (counts[s], s))
+        placed = await L.place_market(self.js, market, shard)
+        self.market_shards[market] = placed
+        return placed
+
+    # ------------------------------------------------------------- submit
+
+    def submit_to(self, commands: np.ndarray, sink: Sink, token: Any) -> None:
+        """Queue ``commands`` (one submission); ``sink`` gets its answer (any thread)."""
+        if threading.get_ident() != self._thread:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._submit, commands, sink, token)
+            return
+        self._submit(commands, sink, token)
+
+    def _submit(self, commands: np.ndarray, sink: Sink, token: Any) -> None:
+        """On the loop: route and queue; a shard that refuses fails the submission at once."""
+        submission = _Submission(sink, token, commands["type"].copy(), [], 0)
+        try:
+            parts, submission.targets = route(commands, self.layout.shards, self.shard_of_market)
+        except Unroutable as exc:
+            self._fail(submission, SequencerStopped(str(exc)))
+            return
+        down = [self.links[p.shard].down for p in parts if self.links[p.shard].down]
+        if down:  # nothing is sent when any shard it needs refuses: never half a submission
+            self._fail(submission, ShardUnavailable(down[0]))
+            return
+        submission.waiting = len(parts)
+        for part in parts:
+            self.links[part.shard].enqueue(_Queued(part, submission))
+
+    def _part_answered(self, queued: _Queued, per_row: list[np.ndarray]) -> None:
+        submission = queued.submission
+        if submission.failed:
+            return
+        submission.answers[queued.part.shard] = per_row
+        submission.waiting -= 1
+        if submission.waiting:
+            return
+        index = {
+            shard: dict(zip(part_rows.tolist(), range(len(part_rows)), strict=True))
+            for shard, part_rows in self._rows_by_shard(submission).items()
+        }
+        pieces = []
+        for row, shards in enumerate(submission.targets):
+            answers = [submission.answers[s][index[s][row]] for s in shards]
+            pieces.append(combine(int(submission.kinds[row]), answers))
+        empty = np.zeros(0, dtype=EVENT_DTYPE)
+        submission.sink.answered(
+            empty, np.zeros(1, dtype=np.int64), [(submission.token, 0, 0, pieces)]
+        )
+
+    @staticmethod
+    def _rows_by_shard(submission: _Submission) -> dict[int, np.ndarray]:
+        rows: dict[int, list[int]] = {}
+        for row, shards in enumerate(submission.targets):
+            for shard in shards:
+                rows.setdefault(shard, []).append(row)
+        return {s: np.array(r, dtype=np.intp) for s, r in rows.items()}
+
+    def _fail(self, submission: _Submission, error: BaseException) -> None:
+        if submission.failed:
+            return
+        submission.failed = True
+        submission.sink.failed([submission.token], error)
+
+    # -------------------------------------------------------------- query
+
+    def query(self, fn: Callable[[Any], object]) -> Future[object]:
+        """Run ``fn(view)`` once the mirrors hold every message this gateway answered."""
+        future: Future[object] = Future()
+        future.set_running_or_notify_cancel()
+        assert self.loop is not None
+        if threading.get_ident() != self._thread:
+            self.loop.call_soon_threadsafe(self._start_query, fn, future)
+        else:
+            self._start_query(fn, future)
+        return future
+
+    def _start_query(self, fn: Callable[[Any], object], future: Future[object]) -> None:
+        marks = [link.answered_through for link in self.links]
+        if all(m.applied >= mark for m, mark in zip(self.mirrors, marks, strict=True)):
+            self._run_query(fn, future)
+            return
+        assert self.loop is not None
+        self.loop.create_task(self._query_when_caught_up(fn, future, marks))
+
+    async def _query_when_caught_up(
+        self, fn: Callable[[Any], object], future: Future[object], marks: list[int]
+    ) -> None:
+        for mirror, mark in zip(self.mirrors, marks, strict=True):
+            await mirror.reach(mark)
+        self._run_query(fn, future)
+
+    def _run_query(self, fn: Callable[[Any], object], future: Future[object]) -> None:
+        try:
+            result = fn(self.view)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
