@@ -23,7 +23,8 @@ from cluster_support import (  # noqa: F401 - the fixtures are used by their nam
     wait_for,
 )
 
-from matchcore import ALL_MARKETS, CommandType, EventType, Intent, Reject
+from matchcore import ALL_MARKETS, CancelReason, CommandType, EventType, Intent, Reject
+from pyexchange.cluster import log as L
 from pyexchange.cluster.backend import BackendConfig, ClusterBackend, ShardUnavailable
 from pyexchange.cluster.natsrun import NatsCluster
 from pyexchange.cluster.router import SHARD_SHIFT, split_id
@@ -235,6 +236,44 @@ def test_accounts_are_added_on_every_shard(nats_cluster: NatsCluster, replicas: 
             balances = await asyncio.wrap_future(backend.query(lambda e: e.balances_by_shard(9)))
             assert [b.free for b in balances] == [0, 500]
             assert len(ACCOUNTS) == 4
+        finally:
+            await backend.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_an_idle_shard_writes_a_tick_only_when_an_order_is_due(
+    nats_cluster: NatsCluster, replicas: Any
+) -> None:
+    start_shards(nats_cluster, replicas)
+
+    async def scenario() -> None:
+        backend = await ClusterBackend(BackendConfig(nats_cluster.urls, "gw-tick")).start()
+        sink = Sink()
+        js = backend.js
+        try:
+            expiry = time.time_ns() + 1_500_000_000
+            gtd = order(1, 1, Intent.BUY_YES, 5_000, 10) | {"tif": 1, "expiry": expiry}
+            (placed,) = await submit(backend, sink, [gtd])
+            assert placed["type"][0] == EventType.ACCEPTED
+            before = (await js.stream_info(L.command_stream(0))).state.last_seq
+            idle = (await js.stream_info(L.command_stream(1))).state.last_seq
+            deadline = time.monotonic() + 20
+            while True:  # the order expires on time with nothing else entering the log
+                found = await asyncio.wrap_future(backend.query(lambda e: e.orders_of(1)))
+                if not found:
+                    break
+                assert time.monotonic() < deadline, "the GTD order never expired"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            after = (await js.stream_info(L.command_stream(0))).state.last_seq
+            assert after == before + 1  # one ADVANCE_TIME, once
+            assert (await js.stream_info(L.command_stream(1))).state.last_seq == idle
+            tick = await js.get_msg(L.command_stream(0), after)
+            assert L.decode_commands(tick.data)["type"][0] == CommandType.ADVANCE_TIME
+            expired = L.decode_events((await js.get_msg(L.event_stream(0), after)).data)[1]
+            assert expired["type"][0] == EventType.CANCELED
+            assert expired["reason"][0] == CancelReason.EXPIRED
         finally:
             await backend.close()
 

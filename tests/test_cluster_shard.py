@@ -172,7 +172,7 @@ def test_a_credited_transfer_is_told_apart_from_a_refused_one() -> None:
     assert src.engine.balance(3).free == CASH - 7 and dst.engine.balance(3).free == 7
 
 
-def test_gtd_expiries_are_tracked_for_the_ticks_and_kept_in_snapshots() -> None:
+def test_the_next_gtd_expiry_is_known_for_the_ticks_and_kept_in_snapshots() -> None:
     state = new_state()
     now = state.engine.now
     gtd = order(1, 50) | {"tif": TimeInForce.GTD, "expiry": now + 5_000_000_000}

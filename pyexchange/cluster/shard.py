@@ -18,14 +18,11 @@ What it adds to the engine, all of it in the snapshot and the digest:
   deduplication) harmless.
 - **Cross-shard transfers** (``transfers.py``): the three steps, each applied
   once per transfer whatever the number of deliveries.
-- **GTD expiries to come**, so the active replica knows when an idle shard needs
-  an ``ADVANCE_TIME`` in its log (and puts none there when nothing is due).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import struct
 from collections import OrderedDict
@@ -40,7 +37,6 @@ from matchcore import (
     Engine,
     EventType,
     Reject,
-    TimeInForce,
 )
 from pyexchange import IdempotencyTable
 
@@ -79,7 +75,6 @@ class ShardState:
     sent: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict)
     # key of each transfer that arrived here -> the events of its credit (or refusal)
     credited: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
-    expiries: list[int] = field(default_factory=list)  # heap of GTD expiries not yet passed
     sent_capacity: int = 1_000_000
 
     # ------------------------------------------------------------ applying
@@ -111,8 +106,6 @@ class ShardState:
             events, drive = self._transfer(kind, transfer)
             applied = Applied(np.array([len(events)], np.uint32), events, first_seq, drive)
         self.stream_seq = stream_seq
-        while self.expiries and self.expiries[0] <= self.engine.now:
-            heapq.heappop(self.expiries)
         return applied
 
     def _run(self, commands: np.ndarray) -> np.ndarray:
@@ -143,12 +136,6 @@ class ShardState:
         batch = commands[keep]
         events = self._run(batch) if len(batch) else _NO_EVENTS
         self.idempotency.record_batch(batch, events)
-        gtd = batch["expiry"][
-            (batch["type"] == CommandType.NEW_ORDER) & (batch["tif"] == TimeInForce.GTD)
-        ]
-        for expiry in gtd.tolist():
-            if expiry > self.engine.now:
-                heapq.heappush(self.expiries, expiry)
         kept_counts = _counts_by_seq(batch["seq"], events)
         if not answered:
             return kept_counts, events
@@ -223,8 +210,8 @@ class ShardState:
 
     @property
     def next_expiry(self) -> int | None:
-        """The earliest GTD expiry still ahead of engine time (some may be gone already)."""
-        return self.expiries[0] if self.expiries else None
+        """The earliest expiry of a resting GTD order (the core's heap), None if none."""
+        return self.engine.next_expiry or None
 
     # --------------------------------------------------------- identity
 
@@ -242,7 +229,6 @@ class ShardState:
             "outgoing": sorted(t.encode().hex() for t in self.outgoing.values()),
             "sent": [[a, i, e.hex()] for (a, i), e in self.sent.items()],
             "credited": sorted([*k, e.hex()] for k, e in self.credited.items()),
-            "expiries": sorted(self.expiries),
         }
         return json.dumps(tables, separators=(",", ":")).encode()
 
@@ -288,7 +274,6 @@ class ShardState:
             state.sent[(account, transfer_id)] = bytes.fromhex(events)
         for source, account, transfer_id, events in tables["credited"]:
             state.credited[(source, account, transfer_id)] = bytes.fromhex(events)
-        state.expiries = list(tables["expiries"])  # sorted: already a heap
         return state
 
 
