@@ -184,3 +184,12 @@ def test_the_next_gtd_expiry_is_known_for_the_ticks_and_kept_in_snapshots() -> N
     applied = state.apply(3, BATCH, tick.tobytes())
     assert applied.events["type"][0] == EventType.CANCELED  # expired at that point of the log
     assert state.next_expiry is None
+
+
+def test_a_different_order_under_a_used_client_order_id_is_rejected_not_run() -> None:
+    state = new_state()
+    state.apply(2, BATCH, commands([order(1, 9)]).tobytes())
+    orders = state.engine.order_count
+    other = state.apply(3, BATCH, commands([order(1, 9, price=4000)]).tobytes())
+    assert other.events["reason"][0] == Reject.DUPLICATE_CLIENT_ORDER_ID
+    assert other.events["seq"][0] == 0 and state.engine.order_count == orders

@@ -11,9 +11,10 @@ What it adds to the engine, all of it in the snapshot and the digest:
 - **Engine sequence numbers.** Each command that runs gets the next ``seq``
   (``next_seq``), the same on every replica; the publisher's ``seq`` field is
   ignored, its ``time`` is kept (stamped before the command entered the log).
-- **Idempotent order entry** (``pyexchange.IdempotencyTable``): a NEW_ORDER
-  whose (account, client order id) was seen before is answered with the first
-  result and not run again, as the embedded sequencer does. This is what makes
+- **Idempotent order entry** (``IdempotencyTable.deduplicate``, the embedded
+  sequencer's rule): a NEW_ORDER whose (account, client order id) was seen is
+  not run again; an identical resend gets the first result, a different order
+  under the id a DUPLICATE_CLIENT_ORDER_ID reject. This is what makes
   a client's retry through another gateway (a new message, so no JetStream
   deduplication) harmless.
 - **Cross-shard transfers** (``transfers.py``): the three steps, each applied
@@ -116,24 +117,8 @@ class ShardState:
 
     def _batch(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run a batch as the embedded sequencer does: repeats answered from the table."""
-        rows = len(commands)
-        keyed = np.nonzero(
-            (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
-        )[0]
-        answered: dict[int, np.ndarray | int] = {}
-        first_row: dict[tuple[int, int], int] = {}
-        for row in keyed:
-            key = (int(commands["account"][row]), int(commands["client_order_id"][row]))
-            known = self.idempotency.lookup(*key)
-            if known is not None:
-                answered[int(row)] = known
-            elif key in first_row:
-                answered[int(row)] = first_row[key]  # a repeat inside this batch
-            else:
-                first_row[key] = int(row)
-        keep = np.ones(rows, dtype=bool)
-        keep[list(answered)] = False
-        batch = commands[keep]
+        answered, keep = self.idempotency.deduplicate(commands)
+        batch = commands[keep] if answered else commands
         events = self._run(batch) if len(batch) else _NO_EVENTS
         self.idempotency.record_batch(batch, events)
         kept_counts = _counts_by_seq(batch["seq"], events)
@@ -142,7 +127,7 @@ class ShardState:
         bounds = np.concatenate(([0], np.cumsum(kept_counts, dtype=np.int64)))
         position = np.cumsum(keep) - 1
         pieces = []
-        for row in range(rows):
+        for row in range(len(commands)):
             known = answered.get(row, row)
             if isinstance(known, np.ndarray):
                 pieces.append(known)

@@ -110,6 +110,39 @@ class IdempotencyTable:
             if key not in self._entries:
                 self.remember(*key, seq, events[start:stop], fingerprint)
 
+    def deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
+        """The rows of a batch answered without running, and the mask of those to run.
+
+        ``answered[row]`` is the events to answer it with (from the table, or the
+        DUPLICATE_CLIENT_ORDER_ID reject) or, for a repeat inside this batch of a
+        row that runs, that row's index. A NEW_ORDER whose (account, client order
+        id) was seen is never run: the same order gets the first one's events, a
+        different one the reject. Every caller that runs batches (the embedded
+        sequencer, a cluster shard's replicas) answers repeats this one way.
+        """
+        keyed = np.flatnonzero(
+            (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
+        )
+        answered: dict[int, object] = {}
+        if not len(keyed):
+            return answered, np.ones(len(commands), dtype=bool)
+        first_row: dict[tuple[int, int], tuple[int, bytes]] = {}
+        for row, fingerprint in zip(keyed, fingerprints(commands[keyed]), strict=True):
+            command = commands[row]
+            key = (int(command["account"]), int(command["client_order_id"]))
+            known = self.answer(command, fingerprint)
+            if known is not None:
+                answered[int(row)] = known
+            elif key in first_row:  # a repeat inside this batch
+                first, first_fingerprint = first_row[key]
+                same = first_fingerprint == fingerprint
+                answered[int(row)] = first if same else duplicate_reject(command)
+            else:
+                first_row[key] = (int(row), fingerprint)
+        keep = np.ones(len(commands), dtype=bool)
+        keep[list(answered)] = False
+        return answered, keep
+
     def copy(self) -> IdempotencyTable:
         """A copy to encode elsewhere while this one keeps changing."""
         twin = IdempotencyTable(self.capacity)

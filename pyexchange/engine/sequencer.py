@@ -43,7 +43,7 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine
 
-from .idempotency import IdempotencyTable, duplicate_reject, fingerprints
+from .idempotency import IdempotencyTable
 from .journal import JournalWriter, prune_segments
 from .snapshots import prune_snapshots, write_snapshot
 
@@ -285,33 +285,9 @@ class Sequencer:
             self.snapshot_now()
 
     def _deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
-        """Rows answered without running: {row: events, or the row of the first copy}.
-
-        A NEW_ORDER whose (account, client order id) was seen is never run: the same
-        order gets the first one's events, a different one a DUPLICATE_CLIENT_ORDER_ID
-        reject (``idempotency.py``)."""
-        keyed = np.flatnonzero(
-            (commands["type"] == CommandType.NEW_ORDER) & (commands["client_order_id"] != 0)
-        )
-        answered: dict[int, object] = {}
-        if not len(keyed):
-            return answered, np.ones(len(commands), dtype=bool)
-        first_row: dict[tuple[int, int], tuple[int, bytes]] = {}
-        for row, fingerprint in zip(keyed, fingerprints(commands[keyed]), strict=True):
-            command = commands[row]
-            key = (int(command["account"]), int(command["client_order_id"]))
-            known = self.idempotency.answer(command, fingerprint)
-            if known is not None:
-                answered[int(row)] = known
-            elif key in first_row:  # a repeat inside this batch
-                first, first_fingerprint = first_row[key]
-                same = first_fingerprint == fingerprint
-                answered[int(row)] = first if same else duplicate_reject(command)
-            else:
-                first_row[key] = (int(row), fingerprint)
+        """Rows answered without running (``IdempotencyTable.deduplicate``)."""
+        answered, keep = self.idempotency.deduplicate(commands)
         self.stats.deduplicated += len(answered)
-        keep = np.ones(len(commands), dtype=bool)
-        keep[list(answered)] = False
         return answered, keep
 
     def _answer(
