@@ -45,7 +45,9 @@ from matchcore import COMMAND_DTYPE, CommandType, EventType
 from ..api.grpc import exchange_pb2 as pb
 from ..api.grpc import exchange_pb2_grpc as pb_grpc
 from ..api.grpc.admin import AdminService, create_market_command
+from ..api.grpc.auth import GrpcAuth, current_method
 from ..api.grpc.batch import add_to_server as add_batch_entry
+from ..api.grpc.errors import abort
 from ..api.grpc.order_entry import (
     CommandGateway,
     Markets,
@@ -58,8 +60,9 @@ from ..engine.exchange import Exchange
 from ..engine.journal import EngineConfig, FsyncPolicy
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..metrics import Metrics
-from ..service.auth import Authenticator, KeyStore, RateLimiter, Refused, current_method
+from ..service.auth import Authenticator, KeyStore, RateLimiter
 from ..service.catalogue import Catalogue, EventEntry, MarketEntry, MarketRules, SeriesEntry
+from ..service.errors import Invalid, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -291,29 +294,27 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Any:
 
 class _Guard:
     """Wraps every handler: sets the method for auth, refuses malformed messages and
-    calls during shutdown, turns ``Refused`` into its status, hides internal errors."""
+    calls during shutdown, turns a ``ServiceError`` into its status, hides internal errors."""
 
     def __init__(self, server: ExchangeServer) -> None:
         self.server = server
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, exc: Refused) -> None:
-        self.server.metrics.refuse(exc.code.name)
-        await context.abort(exc.code, exc.message)
+    async def _refuse(self, context: grpc.aio.ServicerContext, exc: ServiceError) -> None:
+        self.server.grpc_auth.refused(exc)
+        await abort(context, exc)
 
     def _check(self, method: str, request: Any) -> None:
         current_method.set(method)
         if self.server.gateway is not None and self.server.gateway.closing:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, "the exchange is shutting down")
+            raise Unavailable("the exchange is shutting down", "SHUTTING_DOWN")
         if isinstance(request, _Malformed):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {request.error}")
+            raise Invalid(f"malformed message: {request.error}", "MALFORMED_MESSAGE")
 
     @staticmethod
     async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:
             if isinstance(request, _Malformed):
-                raise Refused(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {request.error}"
-                )
+                raise Invalid(f"malformed message: {request.error}", "MALFORMED_MESSAGE")
             yield request
 
     def wrap(self, method: str, handler: Any) -> Any:
@@ -335,7 +336,7 @@ class _Guard:
                         guard._check(method, request)
                     async for reply in behavior(request, context):
                         yield reply
-                except Refused as exc:
+                except ServiceError as exc:
                     await guard._refuse(context, exc)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
                     raise
@@ -354,7 +355,7 @@ class _Guard:
                     else:
                         guard._check(method, request)
                     return await behavior(request, context)
-                except Refused as exc:
+                except ServiceError as exc:
                     await guard._refuse(context, exc)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
                     raise
@@ -480,8 +481,8 @@ class ExchangeServer:
             self.keys,
             skew_ms=self.config.skew_ms,
             rate_limiter=RateLimiter(),
-            on_refused=self.metrics.refuse,
         )
+        self.grpc_auth = GrpcAuth(self.authenticator, on_refused=self.metrics.refuse)
         self.markets = Markets()
         self.catalogue = Catalogue()
         self.venue: Any = None  # the Polymarket US API (pyexchange.api.rest.VenueApi)
@@ -595,7 +596,7 @@ class ExchangeServer:
                 publisher = getattr(feed, publisher_name)(
                     *(args if args is not None else (Path(config.data_dir),))
                 )
-                servicer = getattr(api, service_name)(publisher, self.authenticator)
+                servicer = getattr(api, service_name)(publisher, self.grpc_auth)
             except Exception:
                 log.exception("cannot start %s", feed_name)
                 continue
@@ -630,7 +631,7 @@ class ExchangeServer:
         exchange = self.exchange
         recovered = exchange.recovered
         self.gateway = CommandGateway(
-            exchange, self.authenticator, self.markets, self.metrics, config.max_in_flight
+            exchange, self.grpc_auth, self.markets, self.metrics, config.max_in_flight
         )
         gateway = self.gateway
         self.metrics.track(lambda: gateway.in_flight, lambda: exchange.sequencer.queue_depth)

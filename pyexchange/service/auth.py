@@ -19,7 +19,6 @@ also holds ``trade`` and the account.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
 import json
@@ -31,9 +30,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
-import grpc
+from .errors import Forbidden, RateLimited, Unauthenticated
 
 TRADE = "trade"
 READ = "read"
@@ -51,12 +50,6 @@ SIGNATURE_HEADER = "x-signature"
 DEFAULT_SKEW_MS = 5_000
 DEFAULT_RATE = 1_000.0  # requests per second
 DEFAULT_BURST = 2_000
-
-# The full method ("/pyexchange.v1.OrderEntry/PlaceOrder") of the call being
-# served; the server sets it before each handler runs (see server.py).
-current_method: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "pyexchange_current_method", default=""
-)
 
 
 class Serializable(Protocol):
@@ -367,23 +360,11 @@ class RateLimiter:
 # --------------------------------------------------------- the server side
 
 
-class Refused(Exception):
-    """Why a request is refused before it reaches the engine, with the gRPC status it gets."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-AuthError = Refused
-
-
 class Authenticator:
-    """Checks the signed metadata of each call; aborts the call with the right status.
-
-    ``authenticate`` is for servicers (it aborts the call); ``verify`` is the
-    same check raising ``Refused``, for callers that answer differently.
+    """Checks the signed metadata of a request (``verify``), the key's accounts
+    (``check_account``) and its token bucket (``try_acquire``); each refusal is a
+    ``ServiceError`` (``Unauthenticated``, ``Forbidden``, ``RateLimited``) that the
+    API maps to its status (gRPC: ``pyexchange.api.grpc.auth``).
     """
 
     def __init__(
@@ -392,7 +373,6 @@ class Authenticator:
         skew_ms: int = DEFAULT_SKEW_MS,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rate_limiter: RateLimiter | None = None,
-        on_refused: Callable[[str], None] | None = None,
         not_before_ms: int = 0,
     ) -> None:
         self.keys = keys
@@ -403,7 +383,6 @@ class Authenticator:
         self.skew_ms = skew_ms
         self.clock = clock
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
-        self.on_refused = on_refused  # metrics: called with the status name of each refusal
         self._seen: dict[str, int] = {}  # signature -> when it stops mattering (ms)
         self._expiry: deque[tuple[int, str]] = deque()
 
@@ -417,67 +396,64 @@ class Authenticator:
         *,
         cost: float = 1.0,
     ) -> ApiKey:
+        """The key of a signed request, or a ``ServiceError`` saying why not."""
         values: dict[str, str] = {}
         for name, value in metadata or ():
             if name in (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER):
                 values[name] = value.decode() if isinstance(value, bytes) else value
         key_id = values.get(KEY_HEADER)
         if not key_id:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {KEY_HEADER} metadata")
+            raise Unauthenticated(f"missing {KEY_HEADER} metadata", "MISSING_API_KEY")
         key = self.keys.get(key_id)
         if key is None:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unknown API key")
+            raise Unauthenticated("unknown API key", "UNKNOWN_API_KEY")
         if key.scheme != HMAC:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 f"key {key.key_id} is an {key.scheme} key of the Polymarket US API (REST and "
                 "WebSocket); gRPC calls are signed with an HMAC key",
+                "WRONG_KEY_SCHEME",
             )
         stamp = values.get(TIMESTAMP_HEADER, "")
         if not stamp.isdigit() or len(stamp) > 19:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 f"missing or malformed {TIMESTAMP_HEADER} (Unix time in milliseconds)",
+                "BAD_TIMESTAMP",
             )
         timestamp_ms = int(stamp)
         now = self.clock()
         if abs(now - timestamp_ms) > self.skew_ms:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 f"stale timestamp: {timestamp_ms - now:+d} ms from the server's clock "
                 f"(allowed ±{self.skew_ms} ms)",
+                "STALE_TIMESTAMP",
             )
         if timestamp_ms < self.not_before_ms:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 "request signed before the server started (a possible replay): sign it again",
+                "SIGNED_BEFORE_START",
             )
         given = values.get(SIGNATURE_HEADER, "")
         if not given:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {SIGNATURE_HEADER} metadata")
+            raise Unauthenticated(f"missing {SIGNATURE_HEADER} metadata", "MISSING_SIGNATURE")
         expected = signature(key.key_id, key.secret, timestamp_ms, method, request)
         if not hmac.compare_digest(given.lower().encode(), expected.encode()):
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 "signature does not match (HMAC-SHA256 over key id, timestamp, method and body)",
+                "BAD_SIGNATURE",
             )
         self._forget(now)
         seen = f"{key.key_id}:{expected}"  # per key: equal secrets never collide
         if seen in self._seen:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "replayed request: this signature was already used",
+            raise Unauthenticated(
+                "replayed request: this signature was already used", "REPLAYED_REQUEST"
             )
         until = timestamp_ms + self.skew_ms
         self._seen[seen] = until
         self._expiry.append((until, seen))
-        wait = self.rate_limiter.try_acquire(key, cost)
-        if wait:
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, self.rate_limiter.message(key, wait))
+        self.try_acquire(key, cost)
         if permission is not None and not key.may(permission):
-            raise Refused(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"key {key.key_id} lacks the {permission!r} permission",
+            raise Forbidden(
+                f"key {key.key_id} lacks the {permission!r} permission", "MISSING_PERMISSION"
             )
         return key
 
@@ -489,59 +465,15 @@ class Authenticator:
             if self._seen.get(sig) == until:
                 del self._seen[sig]
 
-    async def authenticate(
-        self,
-        context: grpc.aio.ServicerContext,
-        request: Serializable | None,
-        permission: str | None,
-        *,
-        method: str | None = None,
-        cost: float = 1.0,
-    ) -> ApiKey:
-        """The caller's key, or the call is aborted (UNAUTHENTICATED, PERMISSION_DENIED,
-        RESOURCE_EXHAUSTED). ``method`` defaults to the one the server is serving."""
-        try:
-            return self.verify(
-                context.invocation_metadata(),
-                method or current_method.get(),
-                request,
-                permission,
-                cost=cost,
-            )
-        except Refused as exc:
-            await self.refuse(context, exc)
-
-    async def refuse(self, context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:
-        if self.on_refused is not None:
-            self.on_refused(exc.code.name)
-        await context.abort(exc.code, exc.message)
-        raise AssertionError("unreachable")  # abort() raises
-
     def check_account(self, key: ApiKey, account: int) -> None:
-        """``Refused`` (PERMISSION_DENIED) unless the key may act on / see ``account``."""
+        """``Forbidden`` unless the key may act on / see ``account``."""
         if not key.may_use(account):
-            raise Refused(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"key {key.key_id} may not act on or see account {account}",
+            raise Forbidden(
+                f"key {key.key_id} may not act on or see account {account}", "ACCOUNT_NOT_ALLOWED"
             )
-
-    async def require_account(
-        self, context: grpc.aio.ServicerContext, key: ApiKey, account: int
-    ) -> None:
-        try:
-            self.check_account(key, account)
-        except Refused as exc:
-            await self.refuse(context, exc)
 
     def try_acquire(self, key: ApiKey, cost: float = 1.0) -> None:
-        """Charge ``cost`` more tokens (each message of a stream); ``Refused`` if spent."""
+        """Charge ``cost`` tokens (each message of a stream too); ``RateLimited`` if spent."""
         wait = self.rate_limiter.try_acquire(key, cost)
         if wait:
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, self.rate_limiter.message(key, wait))
-
-
-async def require_account(
-    authenticator: Authenticator, context: grpc.aio.ServicerContext, key: ApiKey, account: int
-) -> None:
-    """Module-level form of ``Authenticator.require_account``."""
-    await authenticator.require_account(context, key, account)
+            raise RateLimited(self.rate_limiter.message(key, wait), retry_after_s=wait)

@@ -36,10 +36,12 @@ import numpy as np
 from matchcore import CommandType
 
 from ...engine.sequencer import SequencerStopped
-from ...service.auth import TRADE, Refused
+from ...service.auth import TRADE
+from ...service.errors import ServiceError
 from . import batch_pb2 as bpb
 from . import batch_pb2_grpc as bpb_grpc
 from . import exchange_pb2 as pb
+from .errors import abort, error_text
 from .order_entry import CommandGateway, OrderEntryService, order_reply
 
 __all__ = ["OrderBatchService", "add_to_server", "split_events"]
@@ -143,11 +145,10 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
             future = self.gateway.submit(
                 commands[0] if len(commands) == 1 else np.concatenate(commands), "batch"
             )
-        except Refused as exc:
-            if self.auth.on_refused is not None:
-                self.auth.on_refused(exc.code.name)
+        except ServiceError as exc:
+            self.auth.refused(exc)
             for i in rows:
-                batch.error(i, f"{exc.code.name}: {exc.message}")
+                batch.error(i, error_text(exc))
             return
         batch.left += 1
 
@@ -168,10 +169,9 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
             try:
                 self.auth.try_acquire(key)
                 command, _label = self.entry._stream_command(key, request)
-            except Refused as exc:
-                if self.auth.on_refused is not None:
-                    self.auth.on_refused(exc.code.name)
-                batch.error(i, f"{exc.code.name}: {exc.message}")
+            except ServiceError as exc:
+                self.auth.refused(exc)
+                batch.error(i, error_text(exc))
                 continue
             if _splittable(command):
                 rows.append(i)
@@ -210,7 +210,7 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
                     batch = self._queue(key, message, flush)
                     order.append(batch)
                     flush()
-            except Refused as exc:  # a malformed message: the stream cannot go on
+            except ServiceError as exc:  # a malformed message: the stream cannot go on
                 ready.put_nowait(exc)
             finally:
                 state["reading"] = False
@@ -222,8 +222,8 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
                 item = await ready.get()
                 if item is end:
                     break
-                if isinstance(item, Refused):
-                    await context.abort(item.code, item.message)
+                if isinstance(item, ServiceError):
+                    await abort(context, item)
                 yield item
         finally:
             reader.cancel()

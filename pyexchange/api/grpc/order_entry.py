@@ -53,11 +53,14 @@ from matchcore import (
 from ...engine.exchange import Exchange
 from ...engine.sequencer import SequencerStopped
 from ...metrics import Metrics
-from ...service.auth import READ, TRADE, Authenticator, Refused
+from ...service.auth import READ, TRADE
+from ...service.errors import Busy, Invalid, NotFound, ServiceError, Unavailable
 from ...units import UnitError, format_cash, format_price, format_quantity, parse_cash, parse_price
 from ...units import parse_quantity as _parse_quantity
 from . import exchange_pb2 as pb
 from . import exchange_pb2_grpc as pb_grpc
+from .auth import GrpcAuth
+from .errors import abort, error_text
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +152,8 @@ def reject_text(code: int) -> tuple[str, str]:
     return reason.name, REJECT_MESSAGES[reason]
 
 
-def invalid(message: str) -> Refused:
-    return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+def invalid(message: str) -> Invalid:
+    return Invalid(message)
 
 
 # ---------------------------------------------------------------- markets
@@ -228,7 +231,7 @@ def _enum(value: int, table: dict[int, int], what: str) -> int:
 
 
 def place_command(request: pb.PlaceOrderRequest, markets: Markets) -> np.ndarray:
-    """A NEW_ORDER record, or ``Refused`` (INVALID_ARGUMENT) with what is wrong."""
+    """A NEW_ORDER record, or ``Invalid`` with what is wrong."""
     if request.intent == pb.INTENT_UNSPECIFIED:
         raise invalid("intent is required (BUY_YES, SELL_YES, BUY_NO or SELL_NO)")
     intent = _enum(request.intent, INTENT_FROM_PROTO, "intent")
@@ -452,7 +455,7 @@ class CommandGateway:
     def __init__(
         self,
         exchange: Exchange,
-        authenticator: Authenticator,
+        authenticator: GrpcAuth,
         markets: Markets,
         metrics: Metrics | None = None,
         max_in_flight: int = 10_000,
@@ -467,22 +470,21 @@ class CommandGateway:
 
     def _reserve(self, count: int) -> None:
         if self.closing:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, "the exchange is shutting down")
+            raise Unavailable("the exchange is shutting down", "SHUTTING_DOWN")
         if self.in_flight + count > self.max_in_flight:
-            raise Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Busy(
                 f"the exchange is busy: {self.in_flight} commands in flight "
-                f"(limit {self.max_in_flight}); retry shortly",
+                f"(limit {self.max_in_flight}); retry shortly"
             )
 
     def submit(self, commands: np.ndarray, label: str) -> asyncio.Future[np.ndarray]:
-        """Queue commands now (or ``Refused``); an asyncio future of their events."""
+        """Queue commands now (or a ``ServiceError``); an asyncio future of their events."""
         count = len(commands)
         self._reserve(count)
         try:
             future = self.exchange.submit(commands)
         except SequencerStopped as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange is stopped: {exc}") from None
+            raise Unavailable(f"the exchange is stopped: {exc}", "STOPPED") from None
         return self._bridge(future, count, label)
 
     def query(self, fn: Callable[[Any], Any]) -> asyncio.Future[Any]:
@@ -491,7 +493,7 @@ class CommandGateway:
         try:
             future = self.exchange.query(fn)
         except SequencerStopped as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange is stopped: {exc}") from None
+            raise Unavailable(f"the exchange is stopped: {exc}", "STOPPED") from None
         return self._bridge(future, 1, "")
 
     def _bridge(self, future: Future[Any], count: int, label: str) -> asyncio.Future[Any]:
@@ -513,13 +515,13 @@ class CommandGateway:
         try:
             return await asyncio.shield(self.submit(commands, label))
         except SequencerStopped as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange stopped: {exc}") from None
+            raise Unavailable(f"the exchange stopped: {exc}", "STOPPED") from None
 
     async def read(self, fn: Callable[[Any], Any]) -> Any:
         try:
             return await asyncio.shield(self.query(fn))
         except SequencerStopped as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange stopped: {exc}") from None
+            raise Unavailable(f"the exchange stopped: {exc}", "STOPPED") from None
 
 
 def _account_view(engine: Any, account: int, markets: Markets) -> Any:
@@ -554,7 +556,7 @@ class OrderEntryService(pb_grpc.OrderEntryServicer):
         account = request.account
         view = await self.gateway.read(lambda engine: _account_view(engine, account, markets))
         if view is None:
-            raise Refused(grpc.StatusCode.NOT_FOUND, f"account {account} does not exist")
+            raise NotFound(f"account {account} does not exist", "UNKNOWN_ACCOUNT")
         balance, positions, orders = view
         state = pb.AccountState(
             account=account,
@@ -681,13 +683,11 @@ class OrderEntryService(pb_grpc.OrderEntryServicer):
                         self.auth.try_acquire(key)
                         command, label = self._stream_command(key, message)
                         fut = self.gateway.submit(command, label)
-                    except Refused as exc:
-                        if self.auth.on_refused is not None:
-                            self.auth.on_refused(exc.code.name)
+                    except ServiceError as exc:
+                        self.auth.refused(exc)
                         replies.put_nowait(
                             pb.OrderStreamReply(
-                                correlation_id=correlation_id,
-                                error=f"{exc.code.name}: {exc.message}",
+                                correlation_id=correlation_id, error=error_text(exc)
                             )
                         )
                         continue
@@ -695,7 +695,7 @@ class OrderEntryService(pb_grpc.OrderEntryServicer):
                     fut.add_done_callback(
                         lambda f, c=correlation_id, cmd=command: answered(c, cmd, f)
                     )
-            except Refused as exc:  # a malformed message: the stream cannot go on
+            except ServiceError as exc:  # a malformed message: the stream cannot go on
                 replies.put_nowait(exc)
             finally:
                 state["reading"] = False
@@ -707,8 +707,8 @@ class OrderEntryService(pb_grpc.OrderEntryServicer):
                 item = await replies.get()
                 if item is end:
                     break
-                if isinstance(item, Refused):
-                    await context.abort(item.code, item.message)
+                if isinstance(item, ServiceError):
+                    await abort(context, item)
                 yield item
         finally:
             reader.cancel()

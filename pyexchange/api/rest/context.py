@@ -7,9 +7,9 @@ from typing import Any
 
 from matchcore import CommandType
 
-from ...service.auth import Refused
 from ...service.catalogue import Catalogue
-from .errors import from_status, not_found, unavailable
+from ...service.errors import ServiceError
+from .errors import from_service_error, not_found, unavailable
 
 
 @dataclass
@@ -73,5 +73,5 @@ async def service(call: Any) -> Any:
     """Await a call of the service layer; its refusals become the venue's errors."""
     try:
         return await call
-    except Refused as exc:
-        raise from_status(exc.code.name, exc.message) from None
+    except ServiceError as exc:
+        raise from_service_error(exc) from None

@@ -10,7 +10,11 @@ by status: 400 ``BadRequestError``, 401 ``AuthenticationError``, 403
 
 from __future__ import annotations
 
+import math
+
 import msgspec
+
+from ...service.errors import Category, ServiceError
 
 # gRPC code -> HTTP status, as grpc-gateway maps them
 HTTP_STATUS = {
@@ -24,16 +28,18 @@ HTTP_STATUS = {
     14: 503,  # UNAVAILABLE
     4: 504,  # DEADLINE_EXCEEDED
 }
-GRPC_CODE = {
-    "INVALID_ARGUMENT": 3,
-    "UNAUTHENTICATED": 16,
-    "PERMISSION_DENIED": 7,
-    "NOT_FOUND": 5,
-    "ABORTED": 10,
-    "RESOURCE_EXHAUSTED": 8,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DEADLINE_EXCEEDED": 4,
+# the service layer's refusal category -> (the body's gRPC code, HTTP status): one table
+STATUS: dict[Category, tuple[int, int]] = {
+    Category.INVALID: (3, 400),
+    Category.UNAUTHENTICATED: (16, 401),
+    Category.FORBIDDEN: (7, 403),
+    Category.NOT_FOUND: (5, 404),
+    Category.CONFLICT: (10, 409),
+    Category.RATE_LIMITED: (8, 429),
+    Category.BUSY: (8, 429),  # a retryable "too many requests", as the venue answers overload
+    Category.UNAVAILABLE: (14, 503),
+    Category.DATA_LOSS: (15, 500),
+    Category.INTERNAL: (13, 500),
 }
 MAX_MESSAGE = 300  # characters of a message: an echoed value is quoted short, never whole
 
@@ -86,6 +92,12 @@ def unavailable(message: str) -> ApiError:
     return ApiError(14, message)
 
 
-def from_status(name: str, message: str) -> ApiError:
-    """From a gRPC status name (what the service layer's refusals carry today)."""
-    return ApiError(GRPC_CODE.get(name, 13), message)
+def from_service_error(error: ServiceError) -> ApiError:
+    """A refusal of the service layer as the venue's error (``STATUS``); a busy or
+    rate-limited answer says when to retry (``Retry-After``, whole seconds)."""
+    code, status = STATUS[error.category]
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if error.category in (Category.RATE_LIMITED, Category.BUSY):
+        wait = error.retry_after_s if error.retry_after_s is not None else 1.0
+        headers = ((b"retry-after", str(max(1, math.ceil(wait))).encode()),)
+    return ApiError(code, error.message, status=status, headers=headers)
