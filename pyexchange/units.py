@@ -18,6 +18,7 @@ most a short prefix of the value.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from matchcore import MAX_CASH, MAX_QUANTITY, PRICE_SCALE
@@ -155,6 +156,7 @@ def _format(units: int, scale: int) -> str:
     return f"{sign}{whole}.{fraction:0{digits}d}".rstrip("0")
 
 
+@functools.lru_cache(maxsize=1 << 14)  # prices are few (0 .. PRICE_SCALE) and the feeds repeat them
 def format_price(units: int) -> str:
     return _format(units, PRICE_SCALE)
 

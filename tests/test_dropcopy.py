@@ -37,7 +37,7 @@ from pyexchange.feeds.dropcopy import (
     GAP,
     DropCopyPublisher,
     LogItem,
-    to_messages,
+    events_for,
 )
 from pyexchange.service.auth import ApiKey
 
@@ -135,7 +135,7 @@ def messages_for(records: list[Rec], accounts: frozenset[int] | None) -> list[tu
     return out
 
 
-def key_of(m: pb.DropCopyEvent) -> tuple[Any, ...]:
+def key_of(m: Any) -> tuple[Any, ...]:
     return (m.seq, m.index, m.account, m.kind, m.taker)
 
 
@@ -218,7 +218,7 @@ def test_history_equals_live_and_resume_from_every_seq(tmp_path: Path) -> None:
         last = exchange.sequencer.next_seq - 1
         items = pub.history(0)
         for after in range(0, last + 1):
-            got = [key_of(m) for item in items for m in to_messages(item, None, after)]
+            got = [key_of(m) for item in items for m in events_for(item, None, after)]
             assert got == [k for k in want if k[0] > after]
         for after in random.Random(2).sample(range(1, last), 25):
             wanted = [k for k in want if k[0] > after]
@@ -381,7 +381,7 @@ def test_a_lagging_log_is_rebuilt_from_snapshot_and_journal(tmp_path: Path, keep
         assert logged_records(items) == [
             r for r in full if r[0] <= gaps[0].first - 1 or r[0] > oldest
         ]
-        message = to_messages(gaps[0], frozenset({1}), 0)
+        message = events_for(gaps[0], frozenset({1}), 0)
         assert [(m.kind, m.gap_from_seq, m.seq) for m in message] == [
             ("GAP", gaps[0].first, oldest)
         ]
@@ -551,8 +551,8 @@ def test_service_filters_by_the_keys_accounts(tmp_path: Path) -> None:
 
 def test_gap_items_and_events_kinds_render() -> None:
     gap = LogItem(GAP, 5, 9, np.zeros(0, dtype=_EVENT))
-    assert [(m.kind, m.gap_from_seq, m.seq) for m in to_messages(gap, None, 6)] == [("GAP", 7, 9)]
-    assert to_messages(gap, None, 9) == []
+    assert [(m.kind, m.gap_from_seq, m.seq) for m in events_for(gap, None, 6)] == [("GAP", 7, 9)]
+    assert events_for(gap, None, 9) == []
     assert EVENTS == 1
 
 
@@ -561,3 +561,119 @@ def test_some_kill_left_the_log_lagging() -> None:
     if not LAGGED:
         pytest.skip("run with test_resume_after_sigkill")
     assert LAGGED
+
+
+def test_each_kind_renders_in_grpc_as_documented() -> None:
+    """Each kind's AccountEvent (the core's units) and its DropCopyEvent (decimal strings)."""
+    from pyexchange.api.grpc.dropcopy import to_proto
+    from pyexchange.feeds.dropcopy import DROP_DTYPE
+
+    T = EventType
+    rows = [  # (event fields, the command's type)
+        dict(
+            type=T.ACCEPTED,
+            order_id=7,
+            account=1,
+            market=2,
+            price=4500,
+            quantity=1000,
+            leaves_qty=1000,
+            intent=1,
+        ),
+        dict(
+            type=T.ACCEPTED,
+            order_id=8,
+            account=1,
+            market=2,
+            price=9900,
+            quantity=2_500_000,
+            leaves_qty=2_500_000,
+            intent=0,
+            flags=4 | 2,
+        ),  # a market buy by cash: its budget
+        dict(
+            type=T.TRADE,
+            order_id=8,
+            account=1,
+            maker_order_id=7,
+            maker_account=3,
+            market=2,
+            price=4500,
+            quantity=300,
+            leaves_qty=1_150_000,
+            maker_leaves_qty=700,
+            fee=1350,
+            maker_fee=-200,
+            intent=0,
+            maker_intent=3,
+            match_type=2,
+            flags=4 | 2,
+        ),
+        dict(
+            type=T.CANCELED,
+            order_id=8,
+            account=1,
+            market=2,
+            price=9900,
+            quantity=1_150_000,
+            reason=2,
+            intent=0,
+            flags=4 | 2,
+        ),
+        dict(type=T.REJECTED, order_id=9, account=1, market=2, reason=3, command=1),
+        dict(type=T.BALANCE, account=1, market=0, quantity=-5_000_000, command=12),
+        dict(type=T.POSITION, account=1, market=2, quantity=400, command=int(CommandType.SPLIT)),
+        dict(
+            type=T.SETTLEMENT,
+            account=1,
+            market=2,
+            quantity=4_000_000,
+            leaves_qty=400,
+            maker_leaves_qty=100,
+            reason=1,
+        ),
+    ]
+    records = np.zeros(len(rows), dtype=DROP_DTYPE)
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            records["event"][name][i] = value
+        records["event"]["seq"][i] = 40
+        records["index"][i] = i
+        records["time"][i] = 1_000 + i
+    events = events_for(LogItem(EVENTS, 40, 40, records), None)
+    trade_taker, trade_maker = events[2], events[3]
+    assert (trade_taker.taker, trade_maker.taker) == (True, False)
+    assert trade_taker.cash == 1_150_000 and trade_taker.leaves_quantity is None
+    assert trade_maker.intent == 3 and trade_maker.fee == -200
+    fields = (
+        "kind",
+        "account",
+        "order_id",
+        "market",
+        "intent",
+        "price",
+        "quantity",
+        "leaves_quantity",
+        "fee",
+        "cash",
+        "reason",
+        "counterparty_order_id",
+        "taker",
+    )
+    got = [tuple(getattr(to_proto(e), f) for f in fields) for e in events]
+    assert got == [
+        ("ACCEPTED", 1, 7, 2, 2, "0.45", "10", "10", "", "", "", 0, False),
+        ("ACCEPTED", 1, 8, 2, 1, "0.99", "", "", "", "2.5", "", 0, False),
+        ("TRADE", 1, 8, 2, 1, "0.45", "3", "", "0.00135", "1.15", "MINT", 7, True),
+        ("TRADE", 3, 7, 2, 4, "0.45", "3", "7", "-0.0002", "", "MINT", 8, False),
+        ("CANCELED", 1, 8, 2, 1, "0.99", "", "", "", "1.15", "UNFILLED", 0, False),
+        ("REJECTED", 1, 9, 2, 0, "", "", "", "", "", "INVALID_QUANTITY", 0, False),
+        ("BALANCE", 1, 0, 0, 0, "", "", "", "", "-5", "", 0, False),
+        ("POSITION", 1, 0, 2, 0, "", "4", "", "", "", "SPLIT", 0, False),
+        ("SETTLEMENT", 1, 0, 2, 0, "", "4", "1", "", "4", "YES", 0, False),
+    ]
+    assert [(m.seq, m.index, m.time_ns) for m in map(to_proto, events)][:3] == [
+        (40, 0, 1_000),
+        (40, 1, 1_001),
+        (40, 2, 1_002),
+    ]

@@ -27,7 +27,7 @@ from matchcore import Engine, make_commands
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import Exchange
 from pyexchange.api.grpc import exchange_pb2 as pb
-from pyexchange.api.grpc.marketdata import MarketDataService
+from pyexchange.api.grpc.marketdata import MarketDataService, WireCache, to_proto
 from pyexchange.feeds.marketdata import MarketDataPublisher
 from pyexchange.units import parse_price, parse_quantity
 
@@ -61,7 +61,9 @@ class BookModel:
         self.notices: list[str] = []
         self.messages = 0
 
-    def apply(self, msg: pb.MarketDataUpdate) -> None:
+    def apply(self, update: Any) -> None:
+        """A message from the wire, or a feed update as the gRPC API shows it."""
+        msg = update if isinstance(update, pb.MarketDataUpdate) else to_proto(update)
         self.messages += 1
         if msg.notice:
             self.notices.append(msg.notice)
@@ -205,7 +207,7 @@ def test_market_seq_counts_every_update_of_the_market() -> None:
                 while sub.queue:
                     msg = await anext(gen)
                     if msg.market == 0:
-                        got[name].append((msg.market_seq, msg.WhichOneof("update")))
+                        got[name].append((msg.market_seq, to_proto(msg).WhichOneof("update")))
         assert got["a"] == got["b"]
         seqs = [s for s, _ in got["a"]]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
@@ -465,12 +467,12 @@ def test_service_get_book_and_subscribe() -> None:
             await service.GetBook(pb.SubscribeMarketDataRequest(markets=[1, 1]), ctx)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
         stream = service.Subscribe(pb.SubscribeMarketDataRequest(markets=[1]), ctx)
-        first = await anext(stream)
+        first = pb.MarketDataUpdate.FromString(await anext(stream))  # serialized: no serializer
         assert first.WhichOneof("update") == "snapshot" and len(first.snapshot.bids) == 4
         cmd = make_commands([{"type": 2, "account": 1, "order_id": 1, "seq": 9}])
         pub.on_events(cmd, engine.process(cmd))
         pub.drain()
-        level = await anext(stream)
+        level = pb.MarketDataUpdate.FromString(await anext(stream))
         assert level.level.price == "0.4" and level.level.quantity == "0"
         assert level.market_seq == first.market_seq + 1 and level.engine_seq == 9
         await stream.aclose()
@@ -484,3 +486,46 @@ def test_service_get_book_and_subscribe() -> None:
             )
 
     asyncio.run(main())
+
+
+def test_service_converts_an_update_once_for_every_stream() -> None:
+    """The feed's update objects are shared by the subscribers: gRPC serializes each once."""
+
+    async def main() -> None:
+        engine = Engine(max_orders=64, max_markets=4, max_accounts=8, ledger=False)
+        engine.create_market(1, 100)
+        engine.set_market_state(1, 2)
+        engine.add_account(1)
+        pub = MarketDataPublisher()
+        pub.attach(asyncio.get_running_loop(), engine)
+        pub.drain()
+        service = MarketDataService(pub, StandInAuthenticator())
+        ctx = FakeContext()
+        streams = [service.Subscribe(pb.SubscribeMarketDataRequest(), ctx) for _ in range(3)]
+        snapshots = [await anext(s) for s in streams]
+        assert len({id(s) for s in snapshots}) == 3  # one snapshot each
+        cmd = make_commands(
+            [{"type": 1, "account": 1, "market": 1, "price": 4000, "quantity": 500, "seq": 2}]
+        )
+        pub.on_events(cmd, engine.process(cmd))
+        pub.drain()
+        levels = [await anext(s) for s in streams]
+        assert levels[0] is levels[1] is levels[2]
+        level = pb.MarketDataUpdate.FromString(levels[0])
+        assert level.WhichOneof("update") == "level" and level.level.price == "0.4"
+        for s in streams:
+            await s.aclose()
+
+    asyncio.run(main())
+
+
+def test_wire_cache_serializes_again_what_it_no_longer_holds() -> None:
+    from pyexchange.feeds.updates import LevelChange
+
+    cache = WireCache(size=2)
+    updates = [LevelChange(1, seq, seq, True, 5000, 100, 1) for seq in range(1, 7)]
+    first = [cache.get(u) for u in updates]
+    assert [pb.MarketDataUpdate.FromString(m).market_seq for m in first] == [1, 2, 3, 4, 5, 6]
+    assert cache.get(updates[-1]) is first[-1] and cache.get(updates[-3]) is first[-3]
+    again = cache.get(updates[0])  # two generations of two: long gone
+    assert again is not first[0] and again == first[0]

@@ -21,7 +21,7 @@ from test_marketdata import BookModel
 from pyexchange.api.grpc import exchange_pb2 as pb
 from pyexchange.api.grpc.client import ExchangeClient
 from pyexchange.app.server import ExchangeServer
-from pyexchange.feeds.dropcopy import DropCopyPublisher, to_messages
+from pyexchange.feeds.dropcopy import DropCopyPublisher, events_for
 from pyexchange.feeds.marketdata import MarketDataPublisher
 
 MARKETS = [1, 2]
@@ -145,7 +145,7 @@ def _expected(pub: DropCopyPublisher, accounts: frozenset[int], after: int) -> l
     return [
         (m.seq, m.index, m.account, m.kind)
         for item in pub.history(after)
-        for m in to_messages(item, accounts, after)
+        for m in events_for(item, accounts, after)
     ]
 
 

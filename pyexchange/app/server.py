@@ -600,7 +600,9 @@ class ExchangeServer:
             except Exception:
                 log.exception("cannot start %s", feed_name)
                 continue
-            add = getattr(pb_grpc, f"add_{service_name.removesuffix('Service')}Servicer_to_server")
+            add = getattr(api, "add_to_server", None) or getattr(
+                pb_grpc, f"add_{service_name.removesuffix('Service')}Servicer_to_server"
+            )  # its own registration (MarketData: pre-serialized messages), or the generated one
             self._waiting.append(publisher)
             self._servicers.append((add, servicer))
 

@@ -16,8 +16,9 @@ Threads:
   Python per event), appends them to the event log and then hands what it wrote
   to the asyncio loop (``call_soon_threadsafe``), which passes it on to live
   subscribers.
-- Subscribers (asyncio) read history from the log files in a reader thread,
-  then switch to live delivery. A live subscriber's queue is bounded; a
+- Subscribers (asyncio) get ``AccountEvent`` objects (``updates.py``: the core's
+  units, no transport; each API renders them): history from the log files, read
+  in a reader thread, then live delivery. A live subscriber's queue is bounded; a
   subscriber that falls behind is switched back to reading the log from where
   it was — it loses nothing and never holds up the engine.
 
@@ -45,7 +46,7 @@ end, before any live batch. If no snapshot at or before the log's end is left
 than the snapshot retention, or was deleted), the events up to the oldest
 snapshot cannot be rebuilt: the log records a ``GAP`` for them and rebuilds
 from that snapshot on. A subscriber that reaches a gap receives one
-``DropCopyEvent`` of kind ``GAP`` (``gap_from_seq .. seq``, whatever its
+``AccountEvent`` of kind ``GAP`` (``gap_from_seq .. seq``, whatever its
 accounts) and should reconcile with ``OrderEntry.GetAccount``; a ``from_seq``
 before the start of the log gets the same. The private engine costs the
 memory of a second engine for the time of the replay, in the background.
@@ -84,7 +85,6 @@ from matchcore import (
     Reject,
 )
 
-from ..api.grpc import exchange_pb2 as pb
 from ..engine.journal import (
     _RECORD,
     RECORD_HEADER_SIZE,
@@ -99,7 +99,7 @@ from ..engine.journal import (
 )
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..engine.snapshots import CorruptSnapshot, list_snapshots, read_snapshot
-from ..units import format_cash, format_price, format_quantity
+from .updates import AccountEvent
 
 log = logging.getLogger(__name__)
 
@@ -711,7 +711,7 @@ class DropCopyPublisher:
 
     async def stream(
         self, accounts: frozenset[int] | None, from_seq: int = 0
-    ) -> AsyncIterator[pb.DropCopyEvent]:
+    ) -> AsyncIterator[AccountEvent]:
         """Events of ``accounts`` (None: all) after ``from_seq`` (0: now): history, then live."""
         loop = asyncio.get_running_loop()
         last = from_seq if from_seq else max(self._frontier, self.latest_seq)
@@ -723,8 +723,8 @@ class DropCopyPublisher:
                 if reached <= last:
                     raise CorruptEventLog(f"the log does not reach seq {self._frontier}")
                 for item in chunk:
-                    for message in to_messages(item, accounts, last):
-                        yield message
+                    for event in events_for(item, accounts, last):
+                        yield event
                     last = item.last
                 last = reached
                 continue
@@ -737,8 +737,8 @@ class DropCopyPublisher:
                         sub.size -= len(item.records) + 1
                         if item.last <= last:
                             continue
-                        for message in to_messages(item, accounts, last):
-                            yield message
+                        for event in events_for(item, accounts, last):
+                            yield event
                         last = item.last
                         continue
                     sub.wake.clear()
@@ -747,7 +747,7 @@ class DropCopyPublisher:
                 self._live.discard(sub)
 
 
-# ---------------------------------------------------------- to the wire
+# --------------------------------------------------- to update objects
 
 _KINDS = {int(t): t.name for t in EventType}
 _REJECTS = {int(r): r.name for r in Reject}
@@ -756,23 +756,18 @@ _MATCHES = {int(m): m.name for m in MatchType}
 _OUTCOMES = {int(o): o.name for o in Outcome}
 _BY_CASH = int(OrderFlags.BY_CASH)
 _T = EventType
+_GAP_REASON = "events lost beyond what the journal can rebuild: reconcile with GetAccount"
 
 
-def to_messages(
+def events_for(
     item: LogItem, accounts: frozenset[int] | None, after: int = 0
-) -> list[pb.DropCopyEvent]:
-    """The DropCopyEvents of a log record for ``accounts`` (None: all), seqs after ``after``."""
+) -> list[AccountEvent]:
+    """The AccountEvents of a log record for ``accounts`` (None: all), seqs after ``after``."""
     if item.kind == GAP:
         if item.last <= after:
             return []
-        return [
-            pb.DropCopyEvent(
-                seq=item.last,
-                kind="GAP",
-                gap_from_seq=max(item.first, after + 1),
-                reason="events lost beyond what the journal can rebuild: reconcile with GetAccount",
-            )
-        ]
+        first = max(item.first, after + 1)
+        return [AccountEvent(item.last, 0, "GAP", 0, reason=_GAP_REASON, gap_from_seq=first)]
     records = item.records
     if not len(records):
         return []
@@ -786,11 +781,11 @@ def to_messages(
             (ev["type"] == _T.TRADE) & np.isin(ev["maker_account"], allowed)
         )
         records, ev = records[keep], ev[keep]
-    out: list[pb.DropCopyEvent] = []
+    out: list[AccountEvent] = []
     indexes = records["index"].tolist()
     times = records["time"].tolist()
     for i, e in enumerate(ev.tolist()):
-        _to_messages(out, e, indexes[i], times[i], accounts)
+        _events(out, e, indexes[i], times[i], accounts)
     return out
 
 
@@ -830,33 +825,35 @@ _TYPE, _REASON, _INTENT, _MAKER_INTENT, _MATCH, _FLAGS, _COMMAND = (
 )
 
 
-def _to_messages(
-    out: list[pb.DropCopyEvent],
+def _events(
+    out: list[AccountEvent],
     e: tuple[Any, ...],
     index: int,
     time_ns: int,
     accounts: frozenset[int] | None,
 ) -> None:
     kind = e[_TYPE]
-    common = {"seq": e[_SEQ], "index": index, "kind": _KINDS[kind], "time_ns": time_ns}
+    seq, name, market = e[_SEQ], _KINDS[kind], e[_MARKET]
     by_cash = bool(e[_FLAGS] & _BY_CASH)
     if kind == _T.TRADE:
-        price, qty = format_price(e[_PRICE]), format_quantity(e[_QTY])
-        match = _MATCHES[e[_MATCH]]
+        price, qty, match = e[_PRICE], e[_QTY], _MATCHES[e[_MATCH]]
         if accounts is None or e[_ACCOUNT] in accounts:
-            leaves = e[_LEAVES]
+            leaves = e[_LEAVES]  # a buy by cash: the budget left, not a quantity
             out.append(
-                pb.DropCopyEvent(
-                    **common,
+                AccountEvent(
+                    seq,
+                    index,
+                    name,
+                    time_ns,
                     account=e[_ACCOUNT],
                     order_id=e[_ORDER],
-                    market=e[_MARKET],
-                    intent=e[_INTENT] + 1,
+                    market=market,
+                    intent=e[_INTENT],
                     price=price,
                     quantity=qty,
-                    leaves_quantity="" if by_cash else format_quantity(leaves),
-                    cash=format_cash(leaves) if by_cash else "",
-                    fee=format_cash(e[_FEE]),
+                    leaves_quantity=None if by_cash else leaves,
+                    cash=leaves if by_cash else None,
+                    fee=e[_FEE],
                     reason=match,
                     counterparty_order_id=e[_MAKER_ORDER],
                     taker=True,
@@ -864,45 +861,82 @@ def _to_messages(
             )
         if accounts is None or e[_MAKER_ACCOUNT] in accounts:
             out.append(
-                pb.DropCopyEvent(
-                    **common,
+                AccountEvent(
+                    seq,
+                    index,
+                    name,
+                    time_ns,
                     account=e[_MAKER_ACCOUNT],
                     order_id=e[_MAKER_ORDER],
-                    market=e[_MARKET],
-                    intent=e[_MAKER_INTENT] + 1,
+                    market=market,
+                    intent=e[_MAKER_INTENT],
                     price=price,
                     quantity=qty,
-                    leaves_quantity=format_quantity(e[_MAKER_LEAVES]),
-                    fee=format_cash(e[_MAKER_FEE]),
+                    leaves_quantity=e[_MAKER_LEAVES],
+                    fee=e[_MAKER_FEE],
                     reason=match,
                     counterparty_order_id=e[_ORDER],
                     taker=False,
                 )
             )
         return
-    message = pb.DropCopyEvent(**common, account=e[_ACCOUNT], market=e[_MARKET])
+    account = e[_ACCOUNT]
     if kind in (_T.ACCEPTED, _T.CANCELED, _T.REPLACED):
-        message.order_id = e[_ORDER]
-        message.intent = e[_INTENT] + 1
-        message.price = format_price(e[_PRICE])
-        if by_cash:  # a buy by cash: its budget, not a quantity
-            message.cash = format_cash(e[_QTY])
-        else:
-            message.quantity = format_quantity(e[_QTY])
-        message.leaves_quantity = format_quantity(e[_LEAVES]) if not by_cash else ""
-        if kind == _T.CANCELED:
-            message.reason = _CANCELS.get(e[_REASON], str(e[_REASON]))
+        qty = e[_QTY]  # a buy by cash: its budget, not a quantity
+        event = AccountEvent(
+            seq,
+            index,
+            name,
+            time_ns,
+            account=account,
+            order_id=e[_ORDER],
+            market=market,
+            intent=e[_INTENT],
+            price=e[_PRICE],
+            quantity=None if by_cash else qty,
+            leaves_quantity=None if by_cash else e[_LEAVES],
+            cash=qty if by_cash else None,
+            reason=_CANCELS.get(e[_REASON], str(e[_REASON])) if kind == _T.CANCELED else "",
+        )
     elif kind == _T.REJECTED:
-        message.order_id = e[_ORDER]
-        message.reason = _REJECTS.get(e[_REASON], str(e[_REASON]))
+        reason = _REJECTS.get(e[_REASON], str(e[_REASON]))
+        event = AccountEvent(
+            seq,
+            index,
+            name,
+            time_ns,
+            account=account,
+            order_id=e[_ORDER],
+            market=market,
+            reason=reason,
+        )
     elif kind == _T.BALANCE:
-        message.cash = format_cash(e[_QTY])
+        event = AccountEvent(
+            seq, index, name, time_ns, account=account, market=market, cash=e[_QTY]
+        )
     elif kind == _T.POSITION:
-        message.quantity = format_quantity(e[_QTY])
-        message.reason = "SPLIT" if e[_COMMAND] == CommandType.SPLIT else "MERGE"
-    elif kind == _T.SETTLEMENT:  # cash paid; YES and NO shares settled
-        message.cash = format_cash(e[_QTY])
-        message.quantity = format_quantity(e[_LEAVES])
-        message.leaves_quantity = format_quantity(e[_MAKER_LEAVES])
-        message.reason = _OUTCOMES.get(e[_REASON], str(e[_REASON]))
-    out.append(message)
+        reason = "SPLIT" if e[_COMMAND] == CommandType.SPLIT else "MERGE"
+        event = AccountEvent(
+            seq,
+            index,
+            name,
+            time_ns,
+            account=account,
+            market=market,
+            quantity=e[_QTY],
+            reason=reason,
+        )
+    else:  # SETTLEMENT: cash paid; YES and NO shares settled
+        event = AccountEvent(
+            seq,
+            index,
+            name,
+            time_ns,
+            account=account,
+            market=market,
+            cash=e[_QTY],
+            quantity=e[_LEAVES],
+            leaves_quantity=e[_MAKER_LEAVES],
+            reason=_OUTCOMES.get(e[_REASON], str(e[_REASON])),
+        )
+    out.append(event)

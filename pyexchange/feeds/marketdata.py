@@ -1,5 +1,8 @@
 """Market data: L2 books, trades, best bid/offer and market status, per-market sequence numbers.
 
+Subscribers get the plain update objects of ``updates.py`` (the core's units, no
+transport); each API renders them (docs/publishers.md).
+
 Threads (docs/service.md, "the sequencer thread is sacred"):
 
 - ``on_events(commands, events)`` runs on the sequencer thread after every
@@ -56,16 +59,21 @@ import numpy as np
 
 from matchcore import Engine, EventType, MatchType, Side
 
-from ..api.grpc import exchange_pb2 as pb
-from ..units import format_price, format_quantity
+from .updates import (
+    CONFLATED,
+    BestBidOffer,
+    BookSnapshot,
+    Dropped,
+    LevelChange,
+    MarketDataMessage,
+    MarketStatus,
+    TradePrint,
+)
 
 LEVEL = int(EventType.LEVEL)
 TRADE = int(EventType.TRADE)
 MARKET = int(EventType.MARKET)
 BID = int(Side.BID)
-
-CONFLATED = "CONFLATED"
-DROPPED = "DROPPED"
 
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
 _MARKET_DATA = np.zeros(256, dtype=bool)  # event types market data reads
@@ -78,7 +86,7 @@ class MarketView:
 
     market: int
     seq: int = 0  # the market seq of the last update
-    state: int = 0  # matchcore MarketState (the proto enum has the same numbers)
+    state: int = 0  # matchcore MarketState
     tick: int = 0
     outcome: int = 0
     bids: dict[int, tuple[int, int]] = field(default_factory=dict)  # price -> (total, count)
@@ -120,23 +128,11 @@ class MarketView:
             [(p, *self.asks[p]) for p in ask_prices],
         )
 
-    def snapshot(self, depth: int = 0, notice: str = "") -> pb.MarketDataUpdate:
+    def snapshot(self, depth: int = 0, notice: str = "") -> BookSnapshot:
         bids, asks = self.levels(depth)
-        return pb.MarketDataUpdate(
-            market=self.market,
-            market_seq=self.seq,
-            notice=notice,
-            snapshot=pb.BookSnapshot(
-                bids=[_level(p, q, c) for p, q, c in bids],
-                asks=[_level(p, q, c) for p, q, c in asks],
-                state=self.state,
-                tick=format_price(self.tick) if self.tick else "",
-            ),
+        return BookSnapshot(
+            self.market, self.seq, tuple(bids), tuple(asks), self.state, self.tick, notice
         )
-
-
-def _level(price: int, total: int, count: int) -> pb.PriceLevel:
-    return pb.PriceLevel(price=format_price(price), quantity=format_quantity(total), orders=count)
 
 
 @dataclass
@@ -169,7 +165,7 @@ class _Subscriber:
 
     def __init__(self, markets: frozenset[int] | None, queue_limit: int, drop_limit: int) -> None:
         self.markets = markets  # None: every market
-        self.queue: collections.deque[pb.MarketDataUpdate] = collections.deque()
+        self.queue: collections.deque[MarketDataMessage] = collections.deque()
         self.queue_limit = queue_limit
         self.drop_limit = drop_limit
         self.wake = asyncio.Event()
@@ -179,7 +175,7 @@ class _Subscriber:
         self.conflations = 0
         self.known: set[int] = set()  # markets it has had a snapshot of
 
-    def offer(self, updates: list[pb.MarketDataUpdate]) -> None:
+    def offer(self, updates: list[MarketDataMessage]) -> None:
         if self.dropped:
             return
         if self.conflated:
@@ -341,7 +337,7 @@ class MarketDataPublisher:
         states = picked["state"].tolist()
         reasons = picked["reason"].tolist()
         match_types = picked["match_type"].tolist()
-        out: dict[int, list[pb.MarketDataUpdate]] = {}
+        out: dict[int, list[MarketDataMessage]] = {}
         touched: dict[int, MarketView] = {}
         views = self.markets
         for i, kind in enumerate(kinds):
@@ -352,48 +348,33 @@ class MarketDataPublisher:
             touched[market] = view
             view.seq += 1
             listening = view.subscribers or self._everything
+            msg: MarketDataMessage
             if kind == LEVEL:
                 bid = sides[i] == BID
                 view.set_level(bid, prices[i], quantities[i], counts[i])
-                if listening:
-                    msg = pb.MarketDataUpdate(
-                        market=market,
-                        market_seq=view.seq,
-                        engine_seq=seqs[i],
-                        level=pb.LevelUpdate(
-                            bid=bid,
-                            price=format_price(prices[i]),
-                            quantity=format_quantity(quantities[i]),
-                            orders=counts[i],
-                        ),
-                    )
-                    out.setdefault(market, []).append(msg)
+                if not listening:
+                    continue
+                msg = LevelChange(
+                    market, view.seq, seqs[i], bid, prices[i], quantities[i], counts[i]
+                )
             elif kind == TRADE:
-                if listening:
-                    msg = pb.MarketDataUpdate(
-                        market=market,
-                        market_seq=view.seq,
-                        engine_seq=seqs[i],
-                        trade=pb.TradePrint(
-                            price=format_price(prices[i]),
-                            quantity=format_quantity(quantities[i]),
-                            match_type=_MATCH_NAMES[match_types[i]],
-                            taker_bid=sides[i] == BID,
-                        ),
-                    )
-                    out.setdefault(market, []).append(msg)
+                if not listening:
+                    continue
+                msg = TradePrint(
+                    market,
+                    view.seq,
+                    seqs[i],
+                    prices[i],
+                    quantities[i],
+                    _MATCH_NAMES[match_types[i]],
+                    sides[i] == BID,
+                )
             else:  # MARKET: state, tick (price) and outcome (reason) after the command
                 view.state, view.tick, view.outcome = states[i], prices[i], reasons[i]
-                if listening:
-                    msg = pb.MarketDataUpdate(
-                        market=market,
-                        market_seq=view.seq,
-                        engine_seq=seqs[i],
-                        status=pb.MarketStatus(
-                            state=view.state, tick=format_price(view.tick), outcome=view.outcome
-                        ),
-                    )
-                    out.setdefault(market, []).append(msg)
+                if not listening:
+                    continue
+                msg = MarketStatus(market, view.seq, seqs[i], view.state, view.tick, view.outcome)
+            out.setdefault(market, []).append(msg)
         last_seq = seqs[-1]
         for market, view in touched.items():
             bbo = view.best()
@@ -401,7 +382,9 @@ class MarketDataPublisher:
                 view.bbo = bbo
                 view.seq += 1
                 if view.subscribers or self._everything:
-                    out.setdefault(market, []).append(_bbo_update(view, last_seq))
+                    out.setdefault(market, []).append(
+                        BestBidOffer(view.market, view.seq, last_seq, *bbo)
+                    )
         self.updates += len(kinds)
         for market, updates in out.items():
             view = views[market]
@@ -416,7 +399,7 @@ class MarketDataPublisher:
 
     # ------------------------------------------------------- subscriptions
 
-    def book(self, market: int, depth: int = 0) -> pb.MarketDataUpdate:
+    def book(self, market: int, depth: int = 0) -> BookSnapshot:
         """The current snapshot of ``market`` (loop thread); KeyError if unknown."""
         return self.markets[market].snapshot(depth)
 
@@ -452,12 +435,12 @@ class MarketDataPublisher:
                 with contextlib.suppress(ValueError):
                     view.subscribers.remove(sub)
 
-    async def stream(self, sub: _Subscriber) -> AsyncIterator[pb.MarketDataUpdate]:
+    async def stream(self, sub: _Subscriber) -> AsyncIterator[MarketDataMessage]:
         """The subscriber's messages: snapshots, updates, CONFLATED snapshots, DROPPED."""
         try:
             while True:
                 if sub.dropped:
-                    yield pb.MarketDataUpdate(notice=DROPPED)
+                    yield Dropped()
                     return
                 if sub.conflated:
                     # Taken now, on the loop, with the flag cleared in the same step:
@@ -475,18 +458,3 @@ class MarketDataPublisher:
                 await sub.wake.wait()
         finally:
             self.unsubscribe(sub)
-
-
-def _bbo_update(view: MarketView, engine_seq: int) -> pb.MarketDataUpdate:
-    bid, bid_qty, ask, ask_qty = view.bbo
-    return pb.MarketDataUpdate(
-        market=view.market,
-        market_seq=view.seq,
-        engine_seq=engine_seq,
-        bbo=pb.BestBidOffer(
-            bid_price=format_price(bid) if bid else "",
-            bid_quantity=format_quantity(bid_qty) if bid else "",
-            ask_price=format_price(ask) if ask else "",
-            ask_quantity=format_quantity(ask_qty) if ask else "",
-        ),
-    )

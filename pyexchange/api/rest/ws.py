@@ -55,6 +55,7 @@ from ...feeds.history import (
     Resolution,
     Trade,
 )
+from ...feeds.updates import BestBidOffer, BookSnapshot, LevelChange, MarketStatus
 from . import objects, venue, wire
 from .account import balance_object
 from .app import deny
@@ -218,6 +219,9 @@ class Session:
             self.closed = True
 
 
+_BOOK_CHANGES = (BookSnapshot, LevelChange, BestBidOffer, MarketStatus)
+
+
 class MarketsHub:
     """Book, lite and trade frames of every market to the sessions that want them."""
 
@@ -252,10 +256,9 @@ class MarketsHub:
         while True:
             sub = marketdata.subscribe(())
             async for update in marketdata.stream(sub):
-                which = update.WhichOneof("update")
-                if which is not None and which != "trade":
+                if isinstance(update, _BOOK_CHANGES):  # a trade print is seen in _trades
                     self._dirty_book.add(update.market)
-                    if which in ("bbo", "status", "snapshot"):
+                    if not isinstance(update, LevelChange):
                         self._dirty_lite.add(update.market)
                 if not sub.queue:  # caught up with the feed: send what changed
                     self._flush()
