@@ -112,6 +112,19 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.journal_fsync = Histogram(
+            "pyexchange_journal_fsync_seconds",
+            "The journal's fdatasync of a batch (none under fsync policy none)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.subscribers = Gauge(
+            "pyexchange_subscribers",
+            "Live subscribers of the feeds (gRPC streams; marketdata includes the venue "
+            "WebSockets' one subscription to every market)",
+            ["feed"],
+            registry=r,
+        )
         self._http: Any = None
         self._http_thread: Any = None
 
@@ -119,6 +132,10 @@ class Metrics:
         """Read the two queue gauges from callables when scraped."""
         self.queue_depth.set_function(depth)
         self.sequencer_queue.set_function(sequencer_queue)
+
+    def track_subscribers(self, feed: str, count: Callable[[], float]) -> None:
+        """Read a feed's subscriber count from a callable when scraped."""
+        self.subscribers.labels(feed).set_function(count)
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
         """Sequencer thread: count one processed batch."""

@@ -646,7 +646,11 @@ class ExchangeServer:
         self._discover_services()
         for publisher in self._waiting:
             await self.join(publisher)
+            if hasattr(publisher, "subscriber_count"):
+                feed = type(publisher).__name__.removesuffix("Publisher").lower()
+                self.metrics.track_subscribers(feed, publisher.subscriber_count)
         self._waiting.clear()
+        exchange.sequencer.journal.on_sync = self.metrics.journal_fsync.observe
         if self.fresh and config.demo:
             await self._demo_setup()
         await self._open_catalogue()

@@ -40,7 +40,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,6 +240,7 @@ class JournalWriter:
         self._size = 0
         self._last_sync = time.monotonic()
         self.bytes_written = 0
+        self.on_sync: Callable[[float], None] | None = None  # seconds of each batch's fdatasync
         existing = sorted(self.directory.glob("*.journal"))
         if existing and continue_last:  # recovery has cut any torn tail
             self._open(existing[-1], create=False)
@@ -304,7 +305,10 @@ class JournalWriter:
         if self.fsync == FsyncPolicy.BATCH or (
             self.fsync == FsyncPolicy.INTERVAL and now - self._last_sync >= self.interval_s
         ):
+            started = time.perf_counter()
             os.fdatasync(self._fd)
+            if self.on_sync is not None:
+                self.on_sync(time.perf_counter() - started)
             self._last_sync = now
 
     def sync(self) -> None:

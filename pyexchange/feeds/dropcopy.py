@@ -697,6 +697,10 @@ class DropCopyPublisher:
             for sub in list(self._live):  # they never got those records: back to the log
                 sub.reread()
 
+    def subscriber_count(self) -> int:
+        """Streams delivering live now (one still reading the log is not counted)."""
+        return len(self._live)
+
     def history(self, after: int, upto: int | None = None) -> list[LogItem]:
         """Every record after seq ``after`` (up to ``upto``) as in the log (any thread)."""
         upto = self.log.last_seq if upto is None else upto

@@ -424,6 +424,11 @@ class MarketDataPublisher:
             self._everything.append(sub)
         return sub
 
+    def subscriber_count(self) -> int:
+        """Subscribers now (one to several markets counts once; loop thread, for metrics)."""
+        some = {id(sub) for view in self.markets.values() for sub in view.subscribers}
+        return len(self._everything) + len(some)
+
     def unsubscribe(self, sub: _Subscriber) -> None:
         if sub.markets is None:
             with contextlib.suppress(ValueError):
