@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from tqdm import tqdm
 
@@ -282,6 +283,12 @@ def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
     if server.http_port:
         url = f"http://{local_target(config.http_host or config.host, server.http_port)}"
         print(f"  venue API {url}  (Polymarket US REST + WebSocket; keys pm-trader-N)")
+        if config.webview:
+            print(f"  web view  {url}/  (books, trades, your orders, the engine's health)")
+            mine = next((k for k in server.keys if k.name == "pm-trader-1" and k.secret), None)
+            if mine is not None and show_secrets:  # a sign-in link: the key stays in the tab
+                secret = quote(mine.secret, safe="")
+                print(f"            {url}/#key={mine.key_id}&secret={secret}  (as pm-trader-1)")
     print(f"  keys      {config.keys_path.resolve()}")
     for key in server.keys:
         accounts = ",".join(map(str, sorted(key.accounts))) or "all"

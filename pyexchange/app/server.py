@@ -202,6 +202,7 @@ class ServerConfig:
     book_depth: int = 10  # levels per side of book responses and MARKET_DATA frames
     ws_heartbeat_s: float = 10.0  # WebSocket heartbeat frames this often
     ws_max_queue: int = 4096  # frames a WebSocket connection may fall behind before it is dropped
+    webview: bool = True  # the web view at the venue port's / (docs/webview.md)
     catalogue_file: Path | None = None  # more markets, events, series (merged on start)
 
     @property
@@ -767,6 +768,7 @@ class ExchangeServer:
                 address_burst=config.http_address_burst,
                 heartbeat_s=config.ws_heartbeat_s,
                 ws_max_queue=config.ws_max_queue,
+                webview=config.webview,
                 settings=Settings(book_depth=config.book_depth),
             ),
             keys=self.keys,

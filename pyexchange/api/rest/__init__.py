@@ -12,7 +12,8 @@ auth, per-address limits, errors, metrics), ``errors``, ``wire``, ``venue``,
 ``auth``, ``context`` (what handlers share), ``public`` (markets, books, events,
 series, sports, search), ``account`` (balances), ``orders`` (order entry),
 ``portfolio`` (positions, activities), ``maintenance`` (the venue's maintenance
-sequence and its admin endpoint), ``objects`` (the Order, Execution and
+sequence and its admin endpoint), ``webview`` (the pages at ``/`` and the operator's
+health JSON: docs/webview.md), ``objects`` (the Order, Execution and
 UserPosition objects), ``ids`` (order, execution and trade ids), ``ws`` (the two
 WebSockets).
 """
@@ -36,6 +37,7 @@ from .maintenance import Maintenance
 from .orders import OrdersApi
 from .portfolio import PortfolioApi
 from .public import PublicApi
+from .webview import WebView
 from .ws import WebSocketApi
 
 
@@ -47,6 +49,7 @@ class VenueConfig:
     address_burst: int = 20
     heartbeat_s: float = 10.0  # {"heartbeat": {}} on every WebSocket connection this often
     ws_max_queue: int = 4096  # frames queued per connection beyond which it is dropped
+    webview: bool = True  # the pages at / and /ops/v1/health (webview.py)
     limits: HttpLimits = field(default_factory=HttpLimits)
     settings: Settings = field(default_factory=Settings)
 
@@ -96,6 +99,8 @@ class VenueApi:
         self.websockets.register(self.app)
         self.maintenance = Maintenance(self.context, self.app, self.websockets, keys)
         self.app.admin[MAINTENANCE_PATH] = self.maintenance.handle
+        if config.webview:
+            WebView(self.app, metrics, config.heartbeat_s).register()
         self.server = RestServer(self.app, config.host, config.port, config.limits)
 
     def _mark(self, market: int) -> int | None:

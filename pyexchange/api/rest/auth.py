@@ -16,6 +16,12 @@ repeated signature is a legitimate second call. What makes a replay harmless is
 what the venue itself relies on: every order gets a new id, and a captured
 signature is good for 30 seconds on one path only.
 
+A browser cannot set headers on a WebSocket upgrade, so an upgrade that carries
+none of the three headers may carry them as query parameters of the same names
+(``?X-PM-Access-Key=...&X-PM-Timestamp=...&X-PM-Signature=...``, the signature
+URL-encoded); they are checked exactly as the headers are, over the path without
+the query (``upgrade_credentials``; the web view uses it, docs/webview.md).
+
 Keys come from the server's key store (``DATA_DIR/keys.json``); a key made by
 ``pyexchange keys create`` while the server runs is picked up on its first use
 (the file is re-read when an unknown key id arrives and the file has changed).
@@ -27,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from ...service.auth import ED25519, ApiKey, KeyStore, RateLimiter
 from .errors import ApiError, forbidden, rate_limited, unauthenticated
@@ -35,6 +42,22 @@ KEY_HEADER = "x-pm-access-key"
 TIMESTAMP_HEADER = "x-pm-timestamp"
 SIGNATURE_HEADER = "x-pm-signature"
 WINDOW_MS = 30_000
+
+
+_CREDENTIALS = (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+
+
+def upgrade_credentials(headers: dict[str, str], query_string: bytes) -> dict[str, str]:
+    """The headers of a WebSocket upgrade, with the three credentials taken from the query
+    when none of them is a header (a browser's upgrade)."""
+    if not query_string or any(name in headers for name in _CREDENTIALS):
+        return headers
+    found = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), max_num_fields=16):
+        lowered = name.lower()
+        if lowered in _CREDENTIALS:
+            found[lowered] = value
+    return {**headers, **found} if found else headers
 
 
 class VenueAuth:

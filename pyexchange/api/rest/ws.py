@@ -1,8 +1,9 @@
 """The venue's two WebSockets: ``/v1/ws/markets`` and ``/v1/ws/private`` (spec §4).
 
 Both need the signed headers on the upgrade (``GET`` and the socket's path:
-``auth.py``); a bad one is refused with 401 before the upgrade, as the venue
-does (the SDK's ``connect()`` raises). A client sends
+``auth.py``; a browser, which cannot set headers, sends them as query parameters);
+a bad one is refused with 401 before the upgrade, as the venue does (the SDK's
+``connect()`` raises). A client sends
 ``{"subscribe": {"requestId", "subscriptionType", "marketSlugs"}}`` and
 ``{"unsubscribe": {"requestId"}}`` (camelCase or snake_case, types as strings
 or the overview page's numbers); there is no acknowledgement, only data, and
@@ -59,7 +60,7 @@ from ...feeds.updates import BestBidOffer, BookSnapshot, LevelChange, MarketStat
 from . import objects, venue, wire
 from .account import balance_object
 from .app import deny
-from .auth import VenueAuth, account_of
+from .auth import VenueAuth, account_of, upgrade_credentials
 from .context import VenueContext
 from .errors import ApiError
 from .public import bbo_payload, book_payload
@@ -635,6 +636,7 @@ class WebSocketApi:
         if message["type"] != "websocket.connect":
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = upgrade_credentials(headers, scope.get("query_string", b""))
         try:
             key = self.auth.authenticate(headers, "GET", scope["path"], "read")
         except ApiError as exc:
