@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,48 @@ def test_an_order_from_the_ticket_shows_in_the_ladder_and_open_orders_and_cancel
         wait_for(lambda: not _mine(page, "ask", "0.99"), what="the ask gone from the ladder")
         for order in (bid, ask):
             assert client.orders.retrieve(order)["order"]["state"] == "ORDER_STATE_CANCELED"
+    finally:
+        client.close()
+
+
+def test_a_market_order_from_the_ticket_fills_and_moves_positions_and_balance(
+    page: Any, server: DemoServer
+) -> None:
+    """Sell 1 YES at market (account 1 holds 1,000): filled against a maker's bid; the
+    position (YES - NO) goes from 0 to -1 and the cash up, on the page as over REST."""
+    from selenium.webdriver.support.ui import Select
+
+    def cells(table: str, key: str) -> Any:
+        return page.execute_script(
+            f"const r = document.querySelector('#{table} tr[{key}]');"
+            "return r && [...r.cells].map(c => c.textContent)"
+        )
+
+    net = wait_for(lambda: cells("positions", f'data-position="{SLUG}"'), what="positions")[1]
+    cash = wait_for(lambda: cells("balance", "data-balance=cash"), what="balance")[1]
+    form = page.find_element("id", "ticket")
+    Select(form.find_element("name", "intent")).select_by_value("ORDER_INTENT_SELL_LONG")
+    Select(form.find_element("name", "type")).select_by_value("ORDER_TYPE_MARKET")
+    assert form.find_element("name", "price").get_attribute("disabled") is not None
+    assert form.find_element("name", "tif").get_attribute("value").endswith("IMMEDIATE_OR_CANCEL")
+    quantity = form.find_element("name", "quantity")
+    quantity.clear()
+    quantity.send_keys("1")
+    page.find_element("id", "ticket-send").click()
+    wait_for(
+        lambda: page.find_element("id", "ticket-result").text.endswith(" filled"),
+        what="the market order filled",
+    )
+    expected = format(Decimal(net) - 1, "f")
+    wait_for(
+        lambda: Decimal(cells("positions", f'data-position="{SLUG}"')[1]) == Decimal(expected),
+        what="the position one YES shorter",
+    )
+    wait_for(lambda: cells("balance", "data-balance=cash")[1] != cash, what="the cash moved")
+    client = server.client()
+    try:
+        position = client.portfolio.positions({"market": SLUG})["positions"][SLUG]
+        assert Decimal(position["netPositionDecimal"]) == Decimal(expected)
     finally:
         client.close()
 

@@ -161,7 +161,7 @@ export function setupMarket(live) {
     const b = live.balance;
     const rows = b
       ? [["cash", b.currentBalance], ["buying power", b.buyingPower], ["in open orders", b.openOrders],
-         ["positions' value", b.assetNotional]].map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, money(v))))
+         ["positions' value", b.assetNotional]].map(([k, v]) => el("tr", { "data-balance": k }, el("td", {}, k), el("td", {}, money(v))))
       : [el("tr", {}, el("td", { class: "hint" }, "waiting for the balance"))];
     fill($("balance").tBodies[0], rows);
   });
