@@ -3,7 +3,7 @@
 Two figures for each, since they answer different questions:
 
 - *preallocated*: what ``engine.memory()`` says the engine reserved for one unit of
-  capacity (an order slot with its share of the order-id index, the client-id
+  capacity (an order slot with its share of the free-slot map, the client-id
   index and the expiry heap; a market with its two sides of price levels; an
   account). This is what sizing a deployment needs: the engine allocates it all
   when it is built.
@@ -134,7 +134,7 @@ def probe_orders(n: int) -> dict[str, Any]:
         raise RuntimeError(f"{engine.order_count} orders rest, not {n}")
     mem = engine.memory()
     caps = engine.capacities
-    per_order = ("orders", "order_index", "client_index", "expiry_heap")
+    per_order = ("orders", "slot_map", "client_index", "expiry_heap")
     positions = caps.get("max_positions")
     return {
         "orders": n,

@@ -38,7 +38,8 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE, CommandType, Intent, MarketState, TimeInForce
 
-from .workloads import Expected
+from .ids import OrderLog, remap, workload_capacity
+from .workloads import Expected, _Capacity
 
 SCALE_FULL = 10_000_000
 FULL = {"markets": 10_000, "accounts": 100_000, "resting": 1_000_000}
@@ -109,8 +110,9 @@ class _Book:
 
 
 @dataclass(frozen=True)
-class ScaleWorkload:
-    """SCALE: ``setup`` then ``commands`` (``COMMAND_DTYPE``), run with the ledger on."""
+class ScaleWorkload(_Capacity):
+    """SCALE: ``setup`` then ``commands`` (``COMMAND_DTYPE``), run with the ledger on, with
+    the order ids of an engine of ``max_orders`` (``at_capacity()`` gives another)."""
 
     name: str
     n: int
@@ -121,6 +123,8 @@ class ScaleWorkload:
     commands: np.ndarray
     expected: Expected
     match_volume: dict[str, int]
+    log: OrderLog
+    max_orders: int
     params: dict[str, object] = field(default_factory=dict)
     ledger: bool = True
 
@@ -221,11 +225,13 @@ def scale(
     expiries: list[tuple[int, int]] = []
     stats = {"volume": 0, "fills": 0, "max_live": 0}
     match_volume = {COMPLEMENTARY: 0, MINT: 0, MERGE: 0}
+    log = OrderLog()  # what the engine's order ids depend on (bench/ids.py)
     ref = 0
     now = 0
 
     def forget(order: list[int]) -> None:
         r = order[REF]
+        log.leave(r)
         del orders[r]
         i = pos.pop(r)
         last = live.pop()
@@ -234,6 +240,7 @@ def scale(
             pos[last] = i
 
     def rest(order: list[int]) -> None:
+        log.rest(order[REF])
         books[order[MKT]].add(order)
         orders[order[REF]] = order
         pos[order[REF]] = len(live)
@@ -329,6 +336,7 @@ def scale(
         qty = randint(1, 1000)
         expiry = now + randint(*GTD_LIFE) if gtd else 0
         ref += 1
+        log.new(ref, True)
         rest([ref, account, mk, side, tick, qty, intent, expiry])
         tif = TimeInForce.GTD if gtd else TimeInForce.GTC
         w.rows.append((NEW, account, mk, 0, intent, tick * TICKS[mk % 2], qty, tif, expiry))
@@ -346,6 +354,7 @@ def scale(
         intent = choice(BIDS if side == BID else ASKS)
         qty = randint(1, 3000)
         ref += 1
+        log.new(ref, tif == GTC_)
         taker = [ref, account, mk, side, tick, qty, intent, 0]
         filled, stopped = sweep(taker)
         if taker[QTY] and tif == GTC_ and not stopped:
@@ -429,6 +438,7 @@ def scale(
         resting_qty=sum(o[QTY] for o in orders.values()),
         max_live=stats["max_live"],
     )
+    max_orders = workload_capacity(expected.max_live)
     return ScaleWorkload(
         name="SCALE",
         n=n,
@@ -436,9 +446,11 @@ def scale(
         accounts=accounts,
         markets=markets,
         setup=setup,
-        commands=commands,
+        commands=remap(commands, log.ids(max_orders)),
         expected=expected,
         match_volume={MATCH_NAMES[k]: v for k, v in match_volume.items()},
+        log=log,
+        max_orders=max_orders,
         params={
             "markets": markets,
             "accounts": accounts,

@@ -9,13 +9,16 @@ self-trade prevention REJECT_AGGRESSOR) and counts what must trade, so every eng
 can be checked against it. It is written apart from every peer on purpose: the
 peers are checked against it, not against each other.
 
-An order is a list ``[ref, account, side, tick, qty]``; ``ref`` is the order id the
-engine gives it (1, 2, 3, ... in entry order, IOC orders included).
+An order is a list ``[ref, account, side, tick, qty]``; ``ref`` numbers orders 1, 2,
+3, ... in entry order, IOC orders included. The engine's ids depend on its capacity:
+the book logs what they depend on into an ``OrderLog`` (``bench/ids.py``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+from .ids import OrderLog
 
 BUY, SELL = 0, 1
 
@@ -25,8 +28,9 @@ REF, ACCOUNT, SIDE, TICK, QTY = range(5)
 class SimBook:
     """One market with ticks ``1..max_tick``; counts fills, volume and resting quantity."""
 
-    def __init__(self, max_tick: int = 999) -> None:
+    def __init__(self, max_tick: int = 999, log: OrderLog | None = None) -> None:
         self.max_tick = max_tick
+        self.log = log if log is not None else OrderLog()
         # levels[side][tick] is a FIFO of orders; ticks 0 and max_tick + 1 stay empty
         # and stop the scans for the next best price.
         self.levels: tuple[list[deque[list[int]]], list[deque[list[int]]]] = (
@@ -74,6 +78,7 @@ class SimBook:
         The remainder never rests when the sweep stopped on the taker's own resting
         order (self-trade prevention REJECT_AGGRESSOR cancels it).
         """
+        self.log.new(ref, rests)
         left, stopped = self._sweep(account, side, tick, qty)
         if left and rests and not stopped:
             self._rest([ref, account, side, tick, left])
@@ -86,8 +91,14 @@ class SimBook:
 
     def move(self, ref: int, tick: int) -> int:
         """Replace at a new price: back of the new level, trading first if it crosses."""
-        order = self.cancel(ref)
-        return self.enter(ref, order[ACCOUNT], order[SIDE], tick, order[QTY], True)
+        order = self.orders[ref]
+        self._unlink(order, leaves=False)  # it keeps its id and slot unless it does not rest
+        left, stopped = self._sweep(order[ACCOUNT], order[SIDE], tick, order[QTY])
+        if left and not stopped:
+            self._rest([ref, order[ACCOUNT], order[SIDE], tick, left], new=False)
+        else:
+            self.log.leave(ref)
+        return order[QTY] - left
 
     # ------------------------------------------------------------ internals
 
@@ -114,6 +125,7 @@ class SimBook:
                     level.popleft()
                     del self.orders[maker[REF]]
                     self._forget(maker[REF])
+                    self.log.leave(maker[REF])
             if level:
                 break
             p += step
@@ -122,7 +134,9 @@ class SimBook:
         self.best[opp] = p
         return qty, stopped
 
-    def _rest(self, order: list[int]) -> None:
+    def _rest(self, order: list[int], new: bool = True) -> None:
+        if new:
+            self.log.rest(order[REF])
         side, tick = order[SIDE], order[TICK]
         self.levels[side][tick].append(order)
         self.orders[order[REF]] = order
@@ -137,7 +151,9 @@ class SimBook:
         if len(self.live) > self.max_live:
             self.max_live = len(self.live)
 
-    def _unlink(self, order: list[int]) -> None:
+    def _unlink(self, order: list[int], leaves: bool = True) -> None:
+        if leaves:
+            self.log.leave(order[REF])
         side, tick = order[SIDE], order[TICK]
         level = self.levels[side][tick]
         level.remove(order)

@@ -203,7 +203,7 @@ def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: s
 def memory_figures(memory: dict[str, Any]) -> dict[str, Any]:
     """Bytes per resting order (slot + indexes, over capacity) and per market, from memory()."""
     b, cap = memory["bytes"], memory["capacities"]
-    per_order = sum(b[k] for k in ("orders", "order_index", "client_index", "expiry_heap"))
+    per_order = sum(b[k] for k in ("orders", "slot_map", "client_index", "expiry_heap"))
     return {
         "capacities": cap,
         "engine_memory_bytes": b,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from matchcore import COMMAND_DTYPE, CommandType, Intent, MarketState, TimeInForce
 
+from .ids import OrderLog, remap, workload_capacity
 from .simbook import ACCOUNT, BUY, QTY, REF, SELL, SIDE, TICK, SimBook
 
 MARKET = 0
@@ -42,9 +43,10 @@ OP_DTYPE = np.dtype(
 )
 """One PEER operation: ``kind`` ADD/CANCEL/CROSS, ``side`` BUY (0) or SELL (1), ``tick``
 (price = tick * 10 price units here), ``qty`` in lots, ``ref``: for ADD and CROSS the
-order's own reference (1, 2, 3, ... in entry order, which is also the order id this
-project's engine assigns), for CANCEL the order it cancels. ``tick`` and ``qty`` of a
-CANCEL are the canceled order's price and remaining quantity (what leaves its level)."""
+order's own reference (1, 2, 3, ... in entry order; this project's engine gives it an
+id that depends on ``max_orders``, ``bench/ids.py``), for CANCEL the order it cancels.
+``tick`` and ``qty`` of a CANCEL are the canceled order's price and remaining quantity
+(what leaves its level)."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,39 @@ class Expected:
         return dict(self.__dict__)
 
 
+def _reid(commands: np.ndarray, log: OrderLog, old: int, new: int) -> np.ndarray:
+    """Commands with the engine ids of ``max_orders = new`` instead of those of ``old``.
+
+    Ids ascend with the refs (acceptance order), so a ref is found by bisection.
+    """
+    if new == old:
+        return commands
+    refs = commands.copy()
+    targets = np.isin(refs["type"], [CommandType.CANCEL, CommandType.REPLACE])
+    refs["order_id"][targets] = np.searchsorted(log.ids(old), refs["order_id"][targets])
+    return remap(refs, log.ids(new))
+
+
 @dataclass(frozen=True)
-class XcWorkload:
-    """The exchange-core mix: ``setup`` then ``commands`` (both ``COMMAND_DTYPE``)."""
+class _Capacity:
+    """A workload's order ids are those of an engine of ``max_orders`` (``bench/ids.py``)."""
+
+    def at_capacity(self, max_orders: int):  # type: ignore[no-untyped-def]
+        """The same workload for an engine of ``max_orders`` (its ids follow the capacity)."""
+        if max_orders < self.expected.max_live:  # type: ignore[attr-defined]
+            raise ValueError(f"max_orders {max_orders} < the largest book of the workload")
+        fields = {"max_orders": max_orders}
+        for name in ("setup", "commands"):
+            value = getattr(self, name, None)
+            if isinstance(value, np.ndarray):
+                fields[name] = _reid(value, self.log, self.max_orders, max_orders)  # type: ignore[attr-defined]
+        return replace(self, **fields)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class XcWorkload(_Capacity):
+    """The exchange-core mix: ``setup`` then ``commands`` (both ``COMMAND_DTYPE``), with the
+    order ids of an engine of ``max_orders`` (``at_capacity()`` gives another)."""
 
     name: str
     n: int
@@ -73,6 +105,8 @@ class XcWorkload:
     setup: np.ndarray
     commands: np.ndarray
     expected: Expected
+    log: OrderLog
+    max_orders: int
     params: dict[str, object] = field(default_factory=dict)
 
     def funded_setup(self) -> np.ndarray:
@@ -105,8 +139,9 @@ class XcWorkload:
 
 
 @dataclass(frozen=True)
-class PeerWorkload:
-    """The PEER stream: ``setup_ops`` (untimed adds) then ``ops``, both ``OP_DTYPE``."""
+class PeerWorkload(_Capacity):
+    """The PEER stream: ``setup_ops`` (untimed adds) then ``ops``, both ``OP_DTYPE``;
+    as commands with the order ids of an engine of ``max_orders``."""
 
     name: str
     n: int
@@ -114,6 +149,8 @@ class PeerWorkload:
     setup_ops: np.ndarray
     ops: np.ndarray
     expected: Expected
+    log: OrderLog
+    max_orders: int
     params: dict[str, object] = field(default_factory=dict)
 
     ACCOUNTS = 2  # account 0 owns the passive orders, account 1 the crossing ones
@@ -132,7 +169,7 @@ class PeerWorkload:
         return np.concatenate([head, ops_to_commands(self.setup_ops, first_seq=len(head) + 1)])
 
     def commands(self) -> np.ndarray:
-        return ops_to_commands(self.ops)
+        return remap(ops_to_commands(self.ops), self.log.ids(self.max_orders))
 
 
 def _admin_commands(accounts: int) -> np.ndarray:
@@ -151,6 +188,7 @@ def _admin_commands(accounts: int) -> np.ndarray:
 def ops_to_commands(ops: np.ndarray, first_seq: int = 1) -> np.ndarray:
     """PEER operations as commands: passive orders by account 0, crossing ones by account 1.
 
+    A cancel's ``order_id`` is the ref of its order (``remap()`` makes it an engine id).
     Every order is a GTC limit (BUY_YES for a buy, SELL_YES for a sell) at
     ``tick * 10``; a crossing order fills completely, so it never rests.
     """
@@ -271,6 +309,8 @@ def peer(
         setup_ops=np.array(setup_rows, dtype=OP_DTYPE),
         ops=np.array(rows, dtype=OP_DTYPE),
         expected=expected,
+        log=book.log,
+        max_orders=workload_capacity(expected.max_live),
         params={"warm": warm, "crosses": crosses, "ticks": [1, MAX_TICK], "qty_lots": [1, 100]},
     )
 
@@ -435,14 +475,17 @@ def xc(
         resting_qty=book.resting_qty(),
         max_live=book.max_live,
     )
+    max_orders = workload_capacity(expected.max_live)
     return XcWorkload(
         name="XC",
         n=n,
         seed=seed,
         accounts=accounts,
         setup=setup,
-        commands=commands,
+        commands=remap(commands, book.log.ids(max_orders)),
         expected=expected,
+        log=book.log,
+        max_orders=max_orders,
         params={"resting": resting, "time_step": step, "band_ticks": list(XC_BAND)},
     )
 

@@ -412,6 +412,7 @@ cdef class Engine:
 
     @property
     def next_order_id(self):
+        """The id counter: the next order gets this id, or the next whose slot is free."""
         return self.core.next_order_id()
 
     @property
@@ -435,7 +436,7 @@ cdef class Engine:
     def memory(self):
         """Bytes preallocated per structure, and the size of one order slot."""
         cdef lib.MemoryStats s = self.core.memory()
-        return {"order_slot": s.order_slot, "orders": s.orders, "order_index": s.order_index,
+        return {"order_slot": s.order_slot, "orders": s.orders, "slot_map": s.slot_map,
                 "client_index": s.client_index, "expiry_heap": s.expiry_heap,
                 "levels": s.levels, "markets": s.markets, "accounts": s.accounts,
                 "positions": s.positions}

@@ -141,7 +141,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
     cdef struct MemoryStats:
         size_t order_slot
         size_t orders
-        size_t order_index
+        size_t slot_map
         size_t client_index
         size_t expiry_heap
         size_t levels

@@ -12,7 +12,9 @@ It is written to be obviously correct rather than fast, with plain Python data:
 - a market holds two book sides; a side is a dict ``price -> _Level`` plus a
   sorted list of the prices in use (``bisect``); a level is a FIFO ``deque`` of
   orders and its total quantity;
-- ``_orders`` maps the order id of every resting order to the order;
+- ``_orders`` maps the order id of every resting order to the order, and
+  ``_slots`` the slot each one holds (``order_id % max_orders``) to its id: an
+  order that can rest takes the next id whose slot is free (§1);
 - ``_by_client`` maps ``(account, client_order_id)`` to the order id of the
   resting order that has it;
 - ``_expiry_heap`` is a heap of ``(expiry, order_id)`` of GTD orders; entries of
@@ -493,7 +495,8 @@ class _Market:
 # Canonical state formats (§6)
 # ---------------------------------------------------------------------------
 
-_MAGIC = b"MCSTATE\x02"
+_MAGIC = b"MCSTATE\x03"
+_MAGIC_V2 = b"MCSTATE\x02"  # order ids 1, 2, 3, ... whatever the slots: refused
 _HEADER = struct.Struct("<8sIIIIIBqQqq")
 _U32 = struct.Struct("<I")
 _ACCOUNT_REC = struct.Struct("<Iqq")
@@ -560,6 +563,7 @@ class Engine:
         self._markets: dict[int, _Market] = {}
         self._levels_used = 0  # sum over created markets of 2 * L(tick)
         self._orders: dict[int, _Order] = {}  # resting orders by order id
+        self._slots: dict[int, int] = {}  # order_id % max_orders -> id, of resting orders
         self._by_client: dict[tuple[int, int], int] = {}  # (account, client id) -> order id
         self._expiry_heap: list[tuple[int, int]] = []  # (expiry, order id), may hold stale entries
         self._position_count = 0  # positions held, over all markets
@@ -753,6 +757,7 @@ class Engine:
     def _remember(self, order: _Order) -> None:
         """Index a newly resting order: by id, by client id, by expiry."""
         self._orders[order.order_id] = order
+        self._slots[order.order_id % self._max_orders] = order.order_id
         if order.client_order_id:
             self._by_client[(order.account, order.client_order_id)] = order.order_id
         if order.tif == _GTD:
@@ -763,6 +768,7 @@ class Engine:
     def _forget(self, order: _Order) -> None:
         """Drop an order that leaves the book from the indexes (the heap entry goes stale)."""
         del self._orders[order.order_id]
+        del self._slots[order.order_id % self._max_orders]
         if order.client_order_id:
             del self._by_client[(order.account, order.client_order_id)]
 
@@ -1162,13 +1168,21 @@ class Engine:
         if tif == _FOK and not self._fok_fills(market, order):
             return self._reject(cmd, Reject.FOK_NOT_FILLED)
 
-        order.order_id = self._next_order_id
-        self._next_order_id += 1
+        order.order_id = self._assign_order_id(tif in (_GTC, _GTD))
         self._order_entered(market, order)
         self._emit_accepted(order)
         stopped_on_stp = self._sweep(market, order)
         self._finish_taker(market, order, stopped_on_stp)
         return order.order_id
+
+    def _assign_order_id(self, can_rest: bool) -> int:
+        """§1: the next id, or for an order that can rest the next whose slot is free."""
+        order_id = self._next_order_id
+        if can_rest:  # the pool is not full (checked), so some slot is free
+            while order_id % self._max_orders in self._slots:
+                order_id += 1
+        self._next_order_id = order_id + 1
+        return order_id
 
     @staticmethod
     def _price_reservation(market: _Market, order: _Order) -> None:
@@ -1615,6 +1629,11 @@ class Engine:
         return self._now
 
     @property
+    def next_order_id(self) -> int:
+        """The id counter (§1): the next order gets this id, or the next whose slot is free."""
+        return self._next_order_id
+
+    @property
     def order_count(self) -> int:
         return len(self._orders)
 
@@ -1764,6 +1783,11 @@ class Engine:
             magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger,
             now, next_order_id, net_deposits, fees,
         ) = reader.read(_HEADER)  # fmt: skip
+        if magic == _MAGIC_V2:
+            raise ValueError(
+                "a matchcore state of format 2, whose order ids do not name their slots; "
+                "this engine reads format 3 only"
+            )
         if magic != _MAGIC:
             raise ValueError(f"not a matchcore state (magic {magic!r})")
         if ledger > 1:
@@ -1854,8 +1878,10 @@ class Engine:
                 oid, client_id, account, leaves, expiry, intent, tif, stp, flags = reader.read(
                     _ORDER_REC
                 )
-                if oid == 0 or oid >= self._next_order_id or oid in self._orders:
-                    raise ValueError(f"{where} level {price}: bad or duplicate order id {oid}")
+                if oid == 0 or oid >= self._next_order_id:
+                    raise ValueError(f"{where} level {price}: bad order id {oid}")
+                if oid % self._max_orders in self._slots:
+                    raise ValueError(f"order {oid}: its slot is taken (id modulo max_orders)")
                 if intent > 3 or _SIDE_OF_INTENT[intent] != book_side.side:
                     raise ValueError(f"order {oid}: intent {intent} not on the {name} side")
                 if tif not in (_GTC, _GTD) or stp > 2 or flags & ~_POST_ONLY:
@@ -1873,6 +1899,7 @@ class Engine:
                 level.orders.append(order)
                 level.total += leaves
                 self._orders[oid] = order
+                self._slots[oid % self._max_orders] = oid
                 if client_id:
                     self._by_client[(account, client_id)] = oid
             if level.total != total:
@@ -1945,6 +1972,10 @@ class Engine:
             extra = sorted(self._orders.keys() - seen.keys())[:5]
             missing = sorted(seen.keys() - self._orders.keys())[:5]
             fail(f"order index != orders in books (not in a book: {extra}, unindexed: {missing})")
+
+        slots = {oid % self._max_orders: oid for oid in self._orders}
+        if len(slots) != len(self._orders) or slots != self._slots:
+            fail("the slots of resting orders (id modulo max_orders) collide or are misindexed")
 
         expected_clients = {
             (o.account, o.client_order_id): o.order_id

@@ -494,7 +494,7 @@ def settlement_event(
 
 # --------------------------------------------------------------------------- canonical state
 
-MAGIC = b"MCSTATE\x02"
+MAGIC = b"MCSTATE\x03"
 HEADER = "<8sIIIIIBqQqq"
 ACCOUNT = "<Iqq"
 MARKET = "<IBiqqhhBBq"

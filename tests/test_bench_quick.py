@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after site-packages: the installed matchcore wins
 
-from bench import workloads  # noqa: E402
+from bench import scale, workloads  # noqa: E402
 from bench.__main__ import main  # noqa: E402
 
 ROW_FIELDS = {
@@ -162,6 +162,40 @@ def test_workloads_are_deterministic_prefixes() -> None:
     p, q = workloads.peer(n=2_000), workloads.peer(n=3_000)
     assert np.array_equal(p.ops, q.ops[:2_000])
     assert workloads.peer(n=2_000).expected == p.expected
+
+
+@pytest.mark.parametrize("make", ["xc", "peer", "scale"])
+def test_workload_ids_are_the_engines_at_every_capacity(make: str) -> None:
+    """The generators' ids follow the engine's (bench/ids.py): at a capacity so tight that
+    the id counter laps the pool many times and skips the slots of resting orders, and at
+    a large one, every cancel and replace finds its order and the books end as expected."""
+    from bench.peers.engine import BatchPeer
+    from matchcore import Engine
+
+    if make == "scale":
+        wl = scale.scale(n=20_000, **scale.QUICK)
+    else:
+        wl = getattr(workloads, make)(n=20_000)
+    tight = wl.expected.max_live + 7
+    digests = set()
+    for max_orders in (tight, wl.max_orders, 1 << 20):
+        at = wl.at_capacity(max_orders)
+        assert at.max_orders == max_orders and at.expected == wl.expected
+        peer = BatchPeer(Engine, "core")
+        peer.load(at)
+        peer.reset()
+        peer.replay()
+        outcome = peer.outcome()
+        assert outcome.rejects == 0, max_orders
+        assert outcome.traded_volume == wl.expected.traded_volume
+        assert (outcome.resting_orders, outcome.resting_qty) == (
+            wl.expected.resting_orders,
+            wl.expected.resting_qty,
+        )
+        digests.add(outcome.extra["digest"])
+    skipped = wl.log.ids(tight)
+    assert np.any(skipped[1:] != np.arange(1, len(skipped))), "the tight pool never skipped"
+    assert len(digests) == 3  # max_orders is in the state (and the ids differ)
 
 
 def test_xc_mix_is_the_exchange_core_mix() -> None:

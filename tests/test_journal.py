@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -57,6 +58,7 @@ from pyexchange import (
     Exchange,
     FsyncPolicy,
     IdempotencyTable,
+    OldFormat,
     SequencerStopped,
     read_journal,
     recover,
@@ -69,7 +71,12 @@ from pyexchange.engine.journal import (
     encode_record,
     read_segment_header,
 )
-from pyexchange.engine.snapshots import list_snapshots, read_snapshot, write_snapshot
+from pyexchange.engine.snapshots import (
+    list_snapshots,
+    read_snapshot,
+    snapshot_path,
+    write_snapshot,
+)
 
 SHAPE = StreamShape()
 CAPACITIES = engine_capacities(SHAPE)
@@ -391,7 +398,7 @@ def test_corrupt_newest_snapshot_falls_back(
         assert len(recovered.skipped_snapshots) == 1 and why in recovered.skipped_snapshots[0]
     # A well-formed file whose engine state the engine refuses.
     newest.unlink()
-    write_snapshot(directory, seqs[-1], b"MCSTATE\x02" + bytes(40), b"")
+    write_snapshot(directory, seqs[-1], b"MCSTATE\x03" + bytes(40), b"")
     recovered = recover(data_dir)
     assert recovered.snapshot_seq == older and recovered.engine.digest() == digest
     # Every snapshot damaged: the whole journal, from seq 1.
@@ -400,6 +407,43 @@ def test_corrupt_newest_snapshot_falls_back(
     recovered = recover(data_dir)
     assert recovered.snapshot_seq == 0 and recovered.engine.digest() == digest
     assert len(recovered.skipped_snapshots) == len(seqs)
+
+
+def as_format_2(segment: Path) -> None:
+    """Rewrite a segment's header as the format before slot ids wrote it (a valid CRC)."""
+    data = bytearray(segment.read_bytes())
+    header_size = SEGMENT_HEADER_SIZE - 4
+    data[:8] = b"MCJRNL\x00\x02"
+    data[header_size:SEGMENT_HEADER_SIZE] = struct.pack(
+        "<I", google_crc32c.value(bytes(data[:header_size]))
+    )
+    segment.write_bytes(bytes(data))
+
+
+def test_a_data_dir_of_the_format_before_slot_ids_is_refused(
+    snapshotted: tuple[Path, str, int, list[int]],
+) -> None:
+    """Format 2 (order ids 1, 2, 3, ... whatever the slots) is refused with a clear reason,
+    by recover() and the CLI, whether its snapshot or its journal says so: never
+    replayed into other order ids, and an old snapshot is not skipped for the journal."""
+    data_dir, _, _, seqs = snapshotted
+    newest = snapshot_path(data_dir / "snapshots", seqs[-1])
+    snap = read_snapshot(newest)
+    assert snap.engine_state.startswith(b"MCSTATE\x03")
+    write_snapshot(data_dir / "snapshots", snap.seq, b"MCSTATE\x02" + snap.engine_state[8:], b"")
+    with pytest.raises(OldFormat, match=rf"{newest.name}: a snapshot written before"):
+        recover(data_dir)
+    out = cli("replay", "--quiet", str(data_dir), cwd=data_dir.parent)
+    assert out.returncode == 2 and "order ids named their slots (format 2)" in out.stderr
+    shutil.rmtree(data_dir / "snapshots")
+    (segment,) = segments(data_dir)
+    as_format_2(segment)
+    with pytest.raises(OldFormat, match=rf"{segment.name}: a journal segment written before"):
+        recover(data_dir)
+    out = cli("journal", "inspect", str(data_dir), cwd=data_dir.parent)
+    assert out.returncode == 2 and "start this version on a new data directory" in out.stdout
+    with pytest.raises(ValueError, match="format 2, whose order ids do not name their slots"):
+        Engine.restore(b"MCSTATE\x02" + snap.engine_state[8:])
 
 
 def test_no_usable_snapshot_and_a_pruned_journal_is_an_error(

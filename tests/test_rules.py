@@ -1647,11 +1647,70 @@ def test_max_orders(engine_cls):
         level(M1, ASK, 6000, 0, 0),
     ]
     assert eng.order_count == 1
-    assert eng.submit(A2, M1, BUY_YES, 5000, 10) == 4
+    # Order 2 rests in slot 0 (2 % 2), so a GTC skips id 4 and takes 5 (slot 1, o1's).
+    assert eng.submit(A2, M1, BUY_YES, 5000, 10) == 5
     assert eng.order_count == 2
     assert eng.submit(A3, M1, SELL_YES, 6100, 1, FOK) == -Reject.FOK_NOT_FILLED
-    assert eng.submit(A2, M1, BUY_YES, 6100, 50, FOK) == 5
+    assert eng.submit(A2, M1, BUY_YES, 6100, 50, FOK) == 6
     assert eng.order_count == 2
+
+
+def test_order_ids_name_their_slot_and_skip_taken_ones(engine_cls):
+    """§1: a GTC/GTD order takes the next id whose slot (id % max_orders) is free; an
+    IOC takes the next id; ids ascend in acceptance order and are never given twice."""
+    eng = new_engine(engine_cls, max_orders=4)
+    assert [rest(eng, A1, M1, BUY_YES, 4000 + 100 * i, 10).order_id for i in range(3)] == [1, 2, 3]
+    assert eng.cancel(A1, 2) == 0  # slot 2 is free; slots 1 and 3 hold orders 1 and 3
+    assert rest(eng, A1, M1, BUY_YES, 4500, 10).order_id == 4  # slot 0
+    assert rest(eng, A1, M1, BUY_YES, 4600, 10).order_id == 6  # 5 (slot 1) is taken: slot 2
+    assert eng.submit(A2, M1, SELL_YES, 9000, 10, IOC) == 7  # never rests: the next id
+    assert eng.cancel(A1, 1) == 0 and eng.cancel(A1, 6) == 0  # slots 1 and 2 free
+    assert eng.submit(A2, M1, SELL_YES, 9000, 10, GTD, expiry=5) == 9  # 8 is slot 0 (order 4)
+    assert eng.next_order_id == 10
+    assert [o.order_id for o in eng.orders_of(A1)] == [3, 4]
+    assert eng.submit(A2, M1, SELL_YES, 9100, 10) == 10  # slot 2
+    assert eng.submit(A2, M1, SELL_YES, 9200, 10) == -Reject.CAPACITY  # 4 resting: full
+
+
+def test_stale_reused_and_forged_order_ids_are_unknown(engine_cls):
+    """An id whose order left (stale), whose slot another order took since (reused), or
+    that was never given (forged: 0, beyond next_order_id, an IOC's, a huge one) names
+    no order: UNKNOWN_ORDER for cancel and replace, nothing changes, order() is None."""
+    eng = new_engine(engine_cls, max_orders=2)
+    first = rest(eng, A1, M1, BUY_YES, 4000, 10)  # id 1, slot 1
+    assert eng.cancel(A1, first.order_id) == 0
+    stale = first.order_id
+    reused = rest(eng, A1, M1, BUY_YES, 4100, 10)  # id 2, slot 0
+    again = rest(eng, A1, M1, BUY_YES, 4200, 10)  # id 3, slot 1: stale's slot
+    assert (reused.order_id, again.order_id) == (2, 3)
+    ioc = eng.submit(A2, M1, SELL_YES, 9000, 10, IOC)
+    assert ioc == 4
+    before = eng.digest()
+    forged = [0, eng.next_order_id, eng.next_order_id + 2, 2**63 + 1, 2**64 - 1, ioc]
+    for order_id in [stale, stale + 2 * 100, *forged]:
+        assert eng.order(order_id) is None, order_id
+        assert eng.cancel(A1, order_id) == -Reject.UNKNOWN_ORDER
+        unknown = rejected(Reject.UNKNOWN_ORDER, account=A1, order_id=order_id, command=CANCEL)
+        assert last(eng) == [unknown]
+        assert eng.replace(A1, order_id, 4300) == -Reject.UNKNOWN_ORDER
+        assert eng.digest() == before
+    assert eng.order(again.order_id).price == 4200  # the slot's owner is untouched
+    assert eng.cancel(A2, again.order_id) == -Reject.NOT_OWNER
+    assert eng.cancel(A1, again.order_id) == 0
+
+
+def test_order_ids_continue_after_restore(engine_cls):
+    """A restored engine gives the same ids as the original: they follow from the
+    resting ids and next_order_id alone (§6)."""
+    eng = new_engine(engine_cls, max_orders=4)
+    for i in range(3):
+        rest(eng, A1, M1, BUY_YES, 4000 + 100 * i, 10)
+    eng.cancel(A1, 1)
+    copy = Checked(engine_cls.restore(eng.snapshot()))
+    for e in (eng, copy):
+        assert [rest(e, A2, M1, SELL_YES, 6000 + 100 * i, 10).order_id for i in range(2)] == [4, 5]
+        assert e.submit(A2, M1, SELL_YES, 7000, 10) == -Reject.CAPACITY
+    assert copy.digest() == eng.digest()
 
 
 def test_canceled_order_frees_its_slot(engine_cls):

@@ -8,8 +8,8 @@ which share the API. The setup is loaded with one ``process()`` call, untimed.
   commands (0: one call over the whole array); timed: the ``process()`` calls.
 - ``CallsPeer``: one ``submit`` / ``cancel`` / ``replace`` call per command, as a
   Python user writes it, ``drain_events()`` every ``DRAIN_EVERY`` calls; timed: the
-  calls and the drains. On PEER the order reference is the engine's order id (the
-  engine numbers orders 1, 2, 3, ... as the workload does), so no map is needed.
+  calls and the drains. On PEER a cancel names the engine's order id of its order
+  (the workload's ids at the engine's ``max_orders``, ``bench/ids.py``).
 
 The events are tallied (traded volume, fills, rejects, trading commands) outside
 the timed part.
@@ -38,14 +38,13 @@ _NEW, _CANCEL, _REPLACE = (
 
 
 def capacity(workload: Any) -> dict[str, int]:
-    """Engine capacities for a workload: twice its largest book, at least 4096 slots.
+    """Engine capacities for a workload: the ``max_orders`` its order ids are for (by
+    default twice its largest book, at least 4096 slots: ``workload.at_capacity()``).
 
     A workload with a ``ledger`` attribute (SCALE) also says whether the engine keeps
     the ledger; XC and PEER run matching only.
     """
-    orders = 4096
-    while orders < 2 * workload.expected.max_live:
-        orders *= 2
+    orders = workload.max_orders
     markets = getattr(workload, "markets", 1)
     accounts = workload.ACCOUNTS if isinstance(workload, PeerWorkload) else workload.accounts
     out = {"max_orders": orders, "max_markets": markets, "max_accounts": accounts}
@@ -231,7 +230,7 @@ class CallsPeer(_EnginePeer):
                     c["intent"].tolist(),
                     c["price"].tolist(),
                     c["quantity"].tolist(),
-                    workload.ops["ref"].tolist(),
+                    c["order_id"].tolist(),
                     strict=True,
                 )
             )

@@ -56,7 +56,6 @@ bool Engine::init(const Config& config, std::string& error) {
     config_.max_positions = static_cast<uint32_t>(std::min<uint64_t>(positions, MAX_POSITIONS));
   }
   pool_.init(config_.max_orders);
-  order_index_.init(config_.max_orders);
   client_index_.init(config_.max_orders);
   expiry_.init(config_.max_orders);
   accounts_.assign(config_.max_accounts, Account{0, 0, NIL, NIL, 0, 0});
@@ -119,7 +118,7 @@ int64_t Engine::execute(const Command& c) {
     case CMD_NEW_ORDER:
       return new_order(c);
     case CMD_CANCEL: {
-      uint32_t slot = order_index_.find(c.order_id);
+      uint32_t slot = pool_.find(c.order_id);
       if (slot == NIL) return reject(c, R_UNKNOWN_ORDER);
       return cancel(c, slot);
     }
@@ -250,7 +249,10 @@ int64_t Engine::new_order(const Command& c) {
     ++positions_[t.position].orders;
     reserve(t.account, t.position, t.intent, holding(m, t));
   }
-  t.order_id = next_order_id_++;
+  // An order that can rest takes the next id whose slot is free (the pool is
+  // not full: checked above); IOC/FOK never rest and take the next id.
+  t.order_id = immediate ? next_order_id_ : pool_.next_free_id(next_order_id_);
+  next_order_id_ = t.order_id + 1;
   Event& e = emit(EV_ACCEPTED);
   e.order_id = t.order_id;
   e.account = c.account;
@@ -429,9 +431,8 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
 }
 
 uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
-  uint32_t slot = pool_.allocate();  // cannot fail: checked before acceptance
+  const uint32_t slot = pool_.occupy(t.order_id);  // free: new_order chose the id for it
   Order& o = pool_[slot];
-  o.order_id = t.order_id;
   o.client_order_id = t.client_order_id;
   o.leaves_qty = t.remaining;
   o.account = t.account;
@@ -442,7 +443,7 @@ uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
   o.stp = t.stp;
   o.flags = t.flags;
   o.heap_pos = NIL;
-  order_index_.insert(t.order_id, slot);
+  o.position = t.position;
   if (t.client_order_id) client_index_.insert(ClientKey{t.client_order_id, t.account}, slot);
   if (t.tif == GTD) expiry_.push(pool_, slot, t.expiry);
   Account& a = accounts_[t.account];
@@ -488,7 +489,7 @@ void Engine::reserve(uint32_t account, uint32_t position, uint8_t intent, int64_
 
 void Engine::release_order(const Market& m, const Order& o) {
   const bool sell = o.intent == SELL_YES || o.intent == SELL_NO;
-  reserve(o.account, sell ? positions_.find(o.account, o.market) : NIL, o.intent,
+  reserve(o.account, o.position, o.intent,
           sell ? -o.leaves_qty : -buy_reserve(m, o.intent, o.price, o.leaves_qty));
 }
 
@@ -505,7 +506,7 @@ void Engine::settle(Market& m, Taker& t, const Order& maker, int32_t price, int6
     settle_side(m, t.account, taker_position, t.intent, price, quantity, taker_fee, t.lot_reserve);
   }
   const bool maker_buys = maker.intent == BUY_YES || maker.intent == BUY_NO;
-  settle_side(m, maker.account, positions_[positions_.find(maker.account, m.id)], maker.intent,
+  settle_side(m, maker.account, positions_[maker.position], maker.intent,
               price, quantity, maker_fee,
               maker_buys ? m.fees.lot_reserve(maker.intent, maker.price, m.lot) : 0);
   const uint8_t bid = t.side == BID ? t.intent : maker.intent;
@@ -541,7 +542,6 @@ void Engine::settle_side(const Market& m, uint32_t account, Position& p, uint8_t
 
 void Engine::retire(uint32_t slot) noexcept {
   Order& o = pool_[slot];
-  order_index_.erase(o.order_id);
   if (o.client_order_id) client_index_.erase(ClientKey{o.client_order_id, o.account});
   if (o.heap_pos != NIL) expiry_.remove(pool_, slot);
   Account& a = accounts_[o.account];
@@ -557,9 +557,8 @@ void Engine::retire(uint32_t slot) noexcept {
   }
   --a.orders;
   if (config_.ledger) {
-    const uint32_t position = positions_.find(o.account, o.market);
-    --positions_[position].orders;
-    positions_.release_if_empty(position);
+    --positions_[o.position].orders;
+    positions_.release_if_empty(o.position);
   }
   pool_.release(slot);
 }
@@ -628,7 +627,7 @@ int64_t Engine::cancel_all(const Command& c) {
 }
 
 int64_t Engine::replace(const Command& c) {
-  const uint32_t slot = order_index_.find(c.order_id);
+  const uint32_t slot = pool_.find(c.order_id);
   if (slot == NIL) return reject(c, R_UNKNOWN_ORDER);
   Order& o = pool_[slot];
   if (o.account != c.account) return reject(c, R_NOT_OWNER);
@@ -642,7 +641,7 @@ int64_t Engine::replace(const Command& c) {
   }
   const int side = side_of(o.intent);
   const bool buy = o.intent == BUY_YES || o.intent == BUY_NO;
-  const uint32_t position = config_.ledger ? positions_.find(o.account, o.market) : NIL;
+  const uint32_t position = o.position;
   int64_t more = 0;  // ledger: what the order needs now minus what it holds
   if (config_.ledger) {
     more = buy ? buy_reserve(m, o.intent, price, quantity) -
@@ -1039,7 +1038,7 @@ const Position* Engine::position(uint32_t account, uint32_t market) const noexce
 }
 
 const Order* Engine::find_order(uint64_t order_id) const noexcept {
-  uint32_t slot = order_index_.find(order_id);
+  uint32_t slot = pool_.find(order_id);
   return slot == NIL ? nullptr : &pool_[slot];
 }
 
@@ -1056,7 +1055,7 @@ size_t Engine::book_side(const Market& m, int side, size_t depth,
 MemoryStats Engine::memory() const noexcept {
   return MemoryStats{sizeof(Order),
                      size_t{pool_.capacity()} * sizeof(Order),
-                     order_index_.bytes(),
+                     pool_.map_bytes(),
                      client_index_.bytes(),
                      expiry_.bytes(),
                      levels_.size() * sizeof(Level),

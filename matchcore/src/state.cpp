@@ -19,7 +19,11 @@ namespace {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the state format is little-endian");
 
-constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x02'};
+// Format 3: order ids name their slot (order_pool.hpp). A format 2 state was
+// written by an engine that numbered orders 1, 2, 3, ... whatever the slots:
+// its journal would replay into other ids here, so it is refused, not converted.
+constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x03'};
+constexpr char MAGIC_V2[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x02'};
 
 template <class T>
 void put(std::string& out, T value) {
@@ -160,6 +164,11 @@ void Engine::encode_state(std::string& out) const {
 bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) {
   Reader in(data, size);
   const uint8_t* magic = in.bytes(sizeof MAGIC);
+  if (magic && std::memcmp(magic, MAGIC_V2, sizeof MAGIC_V2) == 0) {
+    return fail(error,
+                "a matchcore state of format 2, whose order ids do not name their slots; "
+                "this engine reads format 3 only");
+  }
   if (!magic || std::memcmp(magic, MAGIC, sizeof MAGIC) != 0) {
     return fail(error, "not a matchcore state (bad magic or version)");
   }
@@ -289,9 +298,11 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
           t.flags = in.get<uint8_t>();
           t.limit = price;
           if (!in.ok()) return fail(error, "truncated order");
-          if (t.order_id == 0 || t.order_id >= next_order_id_ ||
-              order_index_.find(t.order_id) != NIL) {
-            return fail(error, "order ids must be unique, non-zero and below next_order_id");
+          if (t.order_id == 0 || t.order_id >= next_order_id_) {
+            return fail(error, "order ids must be non-zero and below next_order_id");
+          }
+          if (!pool_.is_free(pool_.slot_of(t.order_id))) {
+            return fail(error, "two resting orders with the same slot (id modulo max_orders)");
           }
           if (t.account >= config_.max_accounts || !accounts_[t.account].exists) {
             return fail(error, "order of an unknown account");
@@ -310,13 +321,11 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
               client_index_.find(ClientKey{t.client_order_id, t.account}) != NIL) {
             return fail(error, "duplicate client order id");
           }
-          if (pool_.full()) return fail(error, "more resting orders than max_orders");
-          const uint32_t slot = pool_.allocate();
+          const uint32_t slot = pool_.occupy(t.order_id);
           Order& o = pool_[slot];
-          o = Order{t.order_id, t.client_order_id, t.remaining, t.account, id,     NIL,
-                    NIL,        NIL,               NIL,         NIL,       price,  t.intent,
-                    t.tif,      t.stp,             t.flags};
-          order_index_.insert(t.order_id, slot);
+          o = Order{t.order_id, t.client_order_id, t.remaining, t.account, id,    NIL,
+                    NIL,        NIL,               NIL,         NIL,       NIL,   price,
+                    t.intent,   t.tif,             t.stp,       t.flags};
           if (t.client_order_id) client_index_.insert(ClientKey{t.client_order_id, t.account}, slot);
           if (t.tif == GTD) expiry_.push(pool_, slot, t.expiry);
           link_back(m, slot);
@@ -365,6 +374,7 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
       const uint32_t position = positions_.find(o.account, o.market);
       if (position == NIL) return fail(error, "a resting order without its position");
       ++positions_[position].orders;
+      o.position = position;
     }
     Account& a = accounts_[o.account];
     o.acct_prev = a.tail;
@@ -430,8 +440,8 @@ bool Engine::validate(std::string& error) const {
           if (o.leaves_qty <= 0 || o.leaves_qty % m.lot != 0) {
             return fail(error, id() + ": remaining quantity is not a positive number of lots");
           }
-          if (order_index_.find(o.order_id) != slot) {
-            return fail(error, id() + ": missing from the order id index");
+          if (pool_.slot_of(o.order_id) != slot || pool_.is_free(slot)) {
+            return fail(error, id() + ": not in the slot its id names, or the slot is free");
           }
           if (o.order_id >= next_order_id_) return fail(error, id() + ": id not yet assigned");
           if (o.client_order_id) {
@@ -477,7 +487,11 @@ bool Engine::validate(std::string& error) const {
   uint32_t linked = 0;
   for (uint8_t s : seen) linked += s;
   if (linked != live) return fail(error, "pool counts orders that are in no level");
-  if (order_index_.size() != live) return fail(error, "order id index size differs");
+  for (uint32_t slot = 0; slot < pool_.capacity(); ++slot) {
+    if (pool_.is_free(slot) != (pool_[slot].order_id == 0) || pool_.is_free(slot) == seen[slot]) {
+      return fail(error, "slot " + std::to_string(slot) + ": the free-slot map disagrees");
+    }
+  }
   if (client_index_.size() != with_client_id) return fail(error, "client index size differs");
   if (expiry_.size() != gtd) return fail(error, "expiry heap size differs");
   for (uint32_t pos = 1; pos < expiry_.size(); ++pos) {
@@ -517,6 +531,11 @@ bool Engine::validate(std::string& error) const {
 
 bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& error) const {
   if (!config_.ledger) {
+    for (uint32_t slot = 0; slot < resting.size(); ++slot) {
+      if (resting[slot] && pool_[slot].position != NIL) {
+        return fail(error, "an order with a position without the ledger");
+      }
+    }
     if (net_deposits_ != 0 || fees_ != 0) return fail(error, "money without the ledger");
     for (const Account& a : accounts_) {
       if (a.cash_free != 0 || a.cash_reserved != 0) return fail(error, "cash without the ledger");
@@ -538,6 +557,9 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
     if (!resting[slot]) continue;
     const Order& o = pool_[slot];
     const Market& m = markets_[o.market];
+    if (o.position != positions_.find(o.account, o.market)) {
+      return fail(error, "order " + std::to_string(o.order_id) + ": points at another position");
+    }
     Need& n = needed[uint64_t{o.account} << 32 | o.market];
     ++n.orders;
     if (o.intent == SELL_YES) n.yes += o.leaves_qty;

@@ -8,7 +8,14 @@ too, since its table travels in snapshots and is rebuilt on replay.
 
 from .exchange import Exchange
 from .idempotency import IdempotencyTable
-from .journal import CorruptJournal, EngineConfig, FsyncPolicy, JournalWriter, read_journal
+from .journal import (
+    CorruptJournal,
+    EngineConfig,
+    FsyncPolicy,
+    JournalWriter,
+    OldFormat,
+    read_journal,
+)
 from .recovery import Recovered, recover
 from .sequencer import Sequencer, SequencerStopped, SnapshotPolicy
 from .snapshots import CorruptSnapshot
@@ -21,6 +28,7 @@ __all__ = [
     "FsyncPolicy",
     "IdempotencyTable",
     "JournalWriter",
+    "OldFormat",
     "Recovered",
     "Sequencer",
     "SequencerStopped",

@@ -49,7 +49,10 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE
 
-SEGMENT_MAGIC = b"MCJRNL\x00\x02"
+# Format 3: the engine's order ids name their slot (docs/matchcore.md §1). A
+# format 2 journal replays into other ids, so it is refused (OldFormat).
+SEGMENT_MAGIC = b"MCJRNL\x00\x03"
+SEGMENT_MAGIC_V2 = b"MCJRNL\x00\x02"
 # magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger, first_seq, nonce
 _SEGMENT_HEADER = struct.Struct("<8sIIIIIB3xQ8s")
 _SEGMENT_CRC = struct.Struct("<I")
@@ -75,6 +78,17 @@ class FsyncPolicy(enum.Enum):
 
 class CorruptJournal(Exception):
     """A damaged record that is not a torn tail: recovery must stop here."""
+
+
+class OldFormat(CorruptJournal):
+    """A data directory of an earlier format that this version cannot replay faithfully."""
+
+
+OLD_FORMAT_ADVICE = (
+    "written before the engine's order ids named their slots (format 2): replayed here, "
+    "its orders would get other ids than its clients were given. Keep running it with "
+    "the version that wrote it, or start this version on a new data directory."
+)
 
 
 class DataDirInUse(RuntimeError):
@@ -331,6 +345,8 @@ def read_segment_header(path: Path) -> tuple[EngineConfig, int, bytes]:
         raise CorruptJournal(f"{path.name}: segment header truncated ({len(raw)} bytes)")
     header, (crc,) = raw[: _SEGMENT_HEADER.size], _SEGMENT_CRC.unpack(raw[_SEGMENT_HEADER.size :])
     fields = _SEGMENT_HEADER.unpack(header)
+    if fields[0] == SEGMENT_MAGIC_V2:
+        raise OldFormat(f"{path.name}: a journal segment {OLD_FORMAT_ADVICE}")
     if fields[0] != SEGMENT_MAGIC:
         raise CorruptJournal(f"{path.name}: not a journal segment of this format")
     if google_crc32c.value(header) != crc:

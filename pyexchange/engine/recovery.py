@@ -4,7 +4,8 @@ The result has the same state digest as the engine had before the crash, as
 far as the journal goes: every journaled command is replayed, in order, with
 the time it was stamped with, through the batch API (no Python per command).
 Where the journal recorded a digest, the replayed state is checked against it.
-A torn tail is cut (and reported); anything else damaged stops recovery.
+A torn tail is cut (and reported); anything else damaged stops recovery, and so
+does a data directory of an earlier format (``OldFormat``), never half-read.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from matchcore import Engine
 
 from .idempotency import IdempotencyTable
 from .journal import (
+    OLD_FORMAT_ADVICE,
     CorruptJournal,
     EngineConfig,
+    OldFormat,
     ReadReport,
     RecordKind,
     commands_after,
@@ -29,6 +32,8 @@ from .journal import (
 from .snapshots import CorruptSnapshot, list_snapshots, read_snapshot
 
 log = logging.getLogger(__name__)
+
+OLD_ENGINE_STATE = b"MCSTATE\x02"  # a snapshot of format 2 (journal.OLD_FORMAT_ADVICE)
 
 
 def journal_dir(data_dir: Path) -> Path:
@@ -80,6 +85,8 @@ def recover(
     for path in list_snapshots(snapshot_dir(data_dir)):
         try:
             snapshot = read_snapshot(path)
+            if snapshot.engine_state.startswith(OLD_ENGINE_STATE):
+                raise OldFormat(f"{path.name}: a snapshot {OLD_FORMAT_ADVICE}")
             engine = Engine.restore(snapshot.engine_state)
             idempotency = IdempotencyTable.decode(snapshot.idempotency)
             snapshot_seq = snapshot.seq

@@ -2,8 +2,8 @@
 //
 // Design (docs/matchcore.md is the contract, DESIGN.md §5 the intent):
 //
-// * One engine owns all memory, sized once by Config: the order pool, the two
-//   hash indexes, the expiry heap, the accounts, the markets and one arena of
+// * One engine owns all memory, sized once by Config: the order pool (where an
+//   order id names its slot), the client order id index, the expiry heap, the accounts, the markets and one arena of
 //   price levels. Nothing on the command path allocates (the event buffer
 //   grows only when a batch produces more events than any before it).
 // * One book per market, in YES prices. Each side is an array of levels
@@ -95,7 +95,7 @@ struct BookLevel {
 struct MemoryStats {
   size_t order_slot;
   size_t orders;
-  size_t order_index;
+  size_t slot_map;  ///< the free-slot bitmap of the order pool
   size_t client_index;
   size_t expiry_heap;
   size_t levels;
@@ -276,7 +276,6 @@ class Engine {
 
   Config config_;
   OrderPool pool_;
-  OrderIndex order_index_;
   ClientIndex client_index_;
   ExpiryHeap expiry_;
   std::vector<Account> accounts_;
