@@ -20,7 +20,28 @@ from . import exchange_pb2_grpc as pb_grpc
 
 
 def to_proto(e: AccountEvent) -> pb.DropCopyEvent:
-    """The ``DropCopyEvent`` of one drop-copy event."""
+    """The ``DropCopyEvent`` of one drop-copy event (only the fields that apply are set)."""
+    fields: dict[str, object] = {}
+    if e.intent is not None:
+        fields["intent"] = e.intent + 1  # the proto's 0 is "unspecified"
+    if e.price is not None:
+        fields["price"] = format_price(e.price)
+    if e.quantity is not None:
+        fields["quantity"] = format_quantity(e.quantity)
+    if e.leaves_quantity is not None:
+        fields["leaves_quantity"] = format_quantity(e.leaves_quantity)
+    if e.fee is not None:
+        fields["fee"] = format_cash(e.fee)
+    if e.cash is not None:
+        fields["cash"] = format_cash(e.cash)
+    if e.reason:
+        fields["reason"] = e.reason
+    if e.counterparty_order_id:
+        fields["counterparty_order_id"] = e.counterparty_order_id
+    if e.taker:
+        fields["taker"] = True
+    if e.gap_from_seq:
+        fields["gap_from_seq"] = e.gap_from_seq
     return pb.DropCopyEvent(
         seq=e.seq,
         index=e.index,
@@ -28,17 +49,8 @@ def to_proto(e: AccountEvent) -> pb.DropCopyEvent:
         kind=e.kind,
         order_id=e.order_id,
         market=e.market,
-        intent=0 if e.intent is None else e.intent + 1,  # the proto's 0 is "unspecified"
-        price="" if e.price is None else format_price(e.price),
-        quantity="" if e.quantity is None else format_quantity(e.quantity),
-        leaves_quantity="" if e.leaves_quantity is None else format_quantity(e.leaves_quantity),
-        fee="" if e.fee is None else format_cash(e.fee),
-        cash="" if e.cash is None else format_cash(e.cash),
-        reason=e.reason,
-        counterparty_order_id=e.counterparty_order_id,
         time_ns=e.time_ns,
-        gap_from_seq=e.gap_from_seq,
-        taker=e.taker,
+        **fields,
     )
 
 
