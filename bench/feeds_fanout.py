@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 SUBSCRIBERS = (0, 1, 10, 50)
+DROP_COPY_SUBS = ("all accounts", "one account")
 WARM = 20  # batches before the subscribers come (the setup: markets, accounts)
 
 
@@ -179,7 +180,7 @@ def _drop_copy(batches: list[Any]) -> dict[str, Any]:
             return [to_proto(e) for e in dropcopy.events_for(item, accounts, 0)]
 
     out = {}
-    for name, accounts in (("all accounts", None), ("one account", frozenset({1}))):
+    for name, accounts in zip(DROP_COPY_SUBS, (None, frozenset({1})), strict=True):
         digest = hashlib.sha256()
         count = 0
         t0 = time.thread_time_ns()
@@ -245,7 +246,7 @@ def _median(runs: list[dict[str, Any]], pick: Any) -> tuple[float, float, float]
     return statistics.median(values), min(values), max(values)
 
 
-def report(results: dict[str, list[dict[str, Any]]], command: str) -> str:
+def markdown(results: dict[str, list[dict[str, Any]]], command: str) -> str:
     names = list(results)
     lines = [f"`{command}`", ""]
     rows = [
@@ -313,6 +314,74 @@ def report(results: dict[str, list[dict[str, Any]]], command: str) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Loop CPU per event by subscribers, and drop copy per message: median, min-max bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[2, 1])
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        runs = results[name]
+        for ax, labels, pick in (
+            (
+                left,
+                [str(s) for s in SUBSCRIBERS],
+                [
+                    lambda r, i=i: r["market_data"][i]["loop_ns_per_event"]
+                    for i in range(len(SUBSCRIBERS))
+                ],
+            ),
+            (
+                right,
+                ["all accounts", "one account"],
+                [lambda r, w=w: r["drop_copy"][w]["ns_per_message"] for w in DROP_COPY_SUBS],
+            ),
+        ):
+            stats = [_median(runs, f) for f in pick]
+            xs = [j + (k - (len(names) - 1) / 2) * width for j in range(len(stats))]
+            ax.bar(
+                xs,
+                [m for m, _, _ in stats],
+                width,
+                yerr=[[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]],
+                label=name,
+                capsize=3,
+            )
+            ax.set_xticks(range(len(labels)), labels)
+    left.set(
+        title="market data: loop CPU per engine event",
+        xlabel="subscribers of every market (gRPC Subscribe)",
+        ylabel="ns (thread CPU)",
+    )
+    right.set(title="drop copy: CPU per message", xlabel="subscriber", ylabel="ns (thread CPU)")
+    left.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save(results: dict[str, list[dict[str, Any]]], text: str, argv: list[str]) -> list[Path]:
+    """bench/results/feeds-<time>.json, .md and -fanout.png, with the machine and commit."""
+    import report  # bench/report.py (this file runs as a script: bench/ is on sys.path)
+
+    stem = report.RESULTS / f"feeds-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    machine = report.machine(["bench/feeds_fanout.py", *argv])
+    doc = {"machine": machine, "results": results}
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
+    paths[0].write_text(json.dumps(doc, indent=1))
+    paths[1].write_text(
+        f"{text}\n\nCommit {machine['git_commit']}, load average {machine['load_average']}.\n"
+    )
+    paths.append(plot(results, stem.parent / f"{stem.name}-fanout.png"))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -324,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="5,000 commands, one run")
+    p.add_argument("--no-save", action="store_true", help="print only (no bench/results files)")
     args = p.parse_args(argv)
     if args.quick:
         args.commands, args.runs = 5_000, 1
@@ -337,7 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             for name, path in impls.items():
                 results[name].append(_run_worker(path, args.commands, args.seed))
-    print(report(results, command))
+    text = markdown(results, command)
+    print(text)
+    if not args.no_save:
+        for path in save(results, text, argv):
+            print(f"wrote {path}")
     return 0
 
 

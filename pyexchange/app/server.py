@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 import numpy as np
@@ -45,7 +45,7 @@ from matchcore import COMMAND_DTYPE, CommandType, EventType
 from ..api.grpc import exchange_pb2 as pb
 from ..api.grpc import exchange_pb2_grpc as pb_grpc
 from ..api.grpc.admin import AdminService, create_market_command
-from ..api.grpc.auth import GrpcAuth, current_method
+from ..api.grpc.auth import GrpcAuth, current_body, current_method
 from ..api.grpc.batch import add_to_server as add_batch_entry
 from ..api.grpc.errors import abort
 from ..api.grpc.order_entry import (
@@ -280,15 +280,23 @@ class _Malformed:
     error: str
 
 
-def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Any:
+class _Received(NamedTuple):
+    """A unary request: its bytes as they arrived (what the client signed) and the message."""
+
+    data: bytes
+    message: Any
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, keep_bytes: bool) -> Any:
     if deserialize is None:
         return None
 
     def parse(data: bytes) -> Any:
         try:
-            return deserialize(data)
+            message = deserialize(data)
         except Exception as exc:  # DecodeError and friends: answered INVALID_ARGUMENT
             return _Malformed(f"{type(exc).__name__}: {exc}")
+        return _Received(data, message) if keep_bytes else message
 
     return parse
 
@@ -304,12 +312,18 @@ class _Guard:
         self.server.grpc_auth.refused(exc)
         await abort(context, exc)
 
-    def _check(self, method: str, request: Any) -> None:
+    def _check(self, method: str, request: Any) -> Any:
+        """The call's message (None for a client stream); records what auth verifies."""
         current_method.set(method)
         if self.server.gateway is not None and self.server.gateway.closing:
             raise Unavailable("the exchange is shutting down", "SHUTTING_DOWN")
         if isinstance(request, _Malformed):
             raise Invalid(f"malformed message: {request.error}", "MALFORMED_MESSAGE")
+        if request is None:
+            current_body.set(b"")
+            return None
+        current_body.set(request.data)
+        return request.message
 
     @staticmethod
     async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -334,7 +348,7 @@ class _Guard:
                         guard._check(method, None)
                         request = guard._checked(request)
                     else:
-                        guard._check(method, request)
+                        request = guard._check(method, request)
                     async for reply in behavior(request, context):
                         yield reply
                 except ServiceError as exc:
@@ -354,7 +368,7 @@ class _Guard:
                         guard._check(method, None)
                         request = guard._checked(request)
                     else:
-                        guard._check(method, request)
+                        request = guard._check(method, request)
                     return await behavior(request, context)
                 except ServiceError as exc:
                     await guard._refuse(context, exc)
@@ -368,7 +382,9 @@ class _Guard:
         else:  # a synchronous handler: leave it as it is
             return handler
         return handler._replace(
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            request_deserializer=_safe_deserializer(
+                handler.request_deserializer, keep_bytes=not streaming_in
+            ),
             **{attribute: wrapped},
         )
 

@@ -4,10 +4,11 @@ A request carries three metadata entries:
 
 - ``x-api-key``: the key id;
 - ``x-timestamp-ms``: Unix time in milliseconds, within ``skew_ms`` of the server's clock;
-- ``x-signature``: hex HMAC-SHA256 with the key's secret over
+- ``x-signature``: hex HMAC-SHA256 keyed with the secret's UTF-8 bytes over
   ``f"{key_id}\\n{timestamp_ms}\\n{full_method}\\n{sha256_hex(body)}"``, where ``body`` is
-  ``request.SerializeToString(deterministic=True)`` for a unary request and
-  ``b""`` for a stream (authenticated once, when it opens).
+  the request message exactly as the client sent it (the bytes received: any
+  field order, explicit defaults, packed or not) and ``b""`` for a client stream
+  (authenticated once, when it opens). docs/service.md has the recipe.
 
 The server refuses a signature it has already accepted within the skew
 window (a replay), a key without the permission the call needs (``trade``,
@@ -280,15 +281,22 @@ class KeyStore:
 # ------------------------------------------------------------- signatures
 
 
-def body_hash(request: Serializable | None) -> str:
-    body = b"" if request is None else request.SerializeToString(deterministic=True)
+def body_of(request: bytes | Serializable | None) -> bytes:
+    """What a client signs: the bytes it sends (a message: as a gRPC stub serializes it;
+    ``None``: a client stream, the empty body)."""
+    if request is None:
+        return b""
+    if isinstance(request, bytes):
+        return request
+    return request.SerializeToString()
+
+
+def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def signature(
-    key_id: str, secret: str, timestamp_ms: int, method: str, request: Serializable | None
-) -> str:
-    return signature_of_hash(key_id, secret, timestamp_ms, method, body_hash(request))
+def signature(key_id: str, secret: str, timestamp_ms: int, method: str, body: bytes) -> str:
+    return signature_of_hash(key_id, secret, timestamp_ms, method, body_hash(body))
 
 
 def signature_of_hash(
@@ -303,17 +311,19 @@ def sign(
     key_id: str,
     secret: str,
     method: str,
-    request: Serializable | None,
+    request: bytes | Serializable | None,
     *,
     timestamp_ms: int | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    """The metadata that authenticates one call (``request=None`` for a stream)."""
+    """The metadata that authenticates one call: ``request`` is the bytes sent, or the
+    message (serialized as the stub sends it), or ``None`` for a client stream."""
     if timestamp_ms is None:
         timestamp_ms = time.time_ns() // 1_000_000
+    body = body_of(request)
     return (
         (KEY_HEADER, key_id),
         (TIMESTAMP_HEADER, str(timestamp_ms)),
-        (SIGNATURE_HEADER, signature(key_id, secret, timestamp_ms, method, request)),
+        (SIGNATURE_HEADER, signature(key_id, secret, timestamp_ms, method, body)),
     )
 
 
@@ -391,12 +401,14 @@ class Authenticator:
         self,
         metadata: Iterable[tuple[str, str | bytes]] | None,
         method: str,
-        request: Serializable | None,
+        body: bytes | None,
         permission: str | None,
         *,
         cost: float = 1.0,
     ) -> ApiKey:
-        """The key of a signed request, or a ``ServiceError`` saying why not."""
+        """The key of a signed request, or a ``ServiceError`` saying why not. ``body``: the
+        request's bytes as received (never a re-serialization); ``None`` or ``b""`` for a
+        client stream."""
         values: dict[str, str] = {}
         for name, value in metadata or ():
             if name in (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER):
@@ -435,7 +447,7 @@ class Authenticator:
         given = values.get(SIGNATURE_HEADER, "")
         if not given:
             raise Unauthenticated(f"missing {SIGNATURE_HEADER} metadata", "MISSING_SIGNATURE")
-        expected = signature(key.key_id, key.secret, timestamp_ms, method, request)
+        expected = signature(key.key_id, key.secret, timestamp_ms, method, body or b"")
         if not hmac.compare_digest(given.lower().encode(), expected.encode()):
             raise Unauthenticated(
                 "signature does not match (HMAC-SHA256 over key id, timestamp, method and body)",

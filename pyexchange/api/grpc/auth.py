@@ -2,10 +2,13 @@
 
 ``pyexchange.service.auth.Authenticator`` checks keys, signatures, permissions,
 accounts and token buckets and raises ``ServiceError``s; this adapter reads the
-metadata of a ``grpc.aio`` call, knows which method is being served (the
-server sets ``current_method`` before each handler) and aborts the call with
-the status of ``errors.STATUS``. ``on_refused`` counts each refusal by status
-name (the ``pyexchange_refused_total`` metric).
+metadata of a ``grpc.aio`` call, knows which method is being served and the
+request's bytes as they arrived (the server sets ``current_method`` and
+``current_body`` before each handler: signatures are checked over what the
+client sent, never over a re-serialization, which another client's encoder
+need not match) and aborts the call with the status of ``errors.STATUS``.
+``on_refused`` counts each refusal by status name (the
+``pyexchange_refused_total`` metric).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import NoReturn
 
 import grpc
 
-from ...service.auth import ApiKey, Authenticator, Serializable
+from ...service.auth import ApiKey, Authenticator
 from ...service.errors import ServiceError
 from .errors import abort, status_of
 
@@ -24,6 +27,11 @@ from .errors import abort, status_of
 # served; the server sets it before each handler runs (app/server.py).
 current_method: contextvars.ContextVar[str] = contextvars.ContextVar(
     "pyexchange_current_method", default=""
+)
+# The request message of the call being served, as received (a unary request; b"" for
+# a client stream); None outside a call the server's guard wrapped (app/server.py).
+current_body: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "pyexchange_current_body", default=None
 )
 
 
@@ -39,19 +47,24 @@ class GrpcAuth:
     async def authenticate(
         self,
         context: grpc.aio.ServicerContext,
-        request: Serializable | None,
+        request: object | None,
         permission: str | None,
         *,
         method: str | None = None,
         cost: float = 1.0,
     ) -> ApiKey:
         """The caller's key, or the call is aborted (UNAUTHENTICATED, PERMISSION_DENIED,
-        RESOURCE_EXHAUSTED). ``method`` defaults to the one the server is serving."""
+        RESOURCE_EXHAUSTED). ``method`` defaults to the one the server is serving;
+        ``request`` is the call's message (its bytes as received are verified) or ``None``
+        for a client stream."""
+        body = b"" if request is None else current_body.get()
+        if body is None:  # a programming error, not the client's: INTERNAL
+            raise RuntimeError("the request's bytes were not kept: register through the guard")
         try:
             return self.authenticator.verify(
                 context.invocation_metadata(),
                 method or current_method.get(),
-                request,
+                body,
                 permission,
                 cost=cost,
             )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -24,7 +23,14 @@ from typing import Any
 
 import grpc
 
-from ...service.auth import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_of_hash
+from ...service.auth import (
+    KEY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    body_hash,
+    body_of,
+    signature_of_hash,
+)
 from . import exchange_pb2 as pb
 from . import exchange_pb2_grpc as pb_grpc
 
@@ -77,9 +83,9 @@ class ExchangeClient:
     # ------------------------------------------------------------ signing
 
     def sign(self, method: str, request: Any | None) -> tuple[tuple[str, str], ...]:
-        """Signed metadata for ``method`` (``/pyexchange.v1.OrderEntry/PlaceOrder``)."""
-        body = b"" if request is None else request.SerializeToString(deterministic=True)
-        digest = hashlib.sha256(body).hexdigest()
+        """Signed metadata for ``method`` (``/pyexchange.v1.OrderEntry/PlaceOrder``): over
+        the bytes the stub sends (``SerializeToString()``), empty for a client stream."""
+        digest = body_hash(body_of(request))
         now = time.time_ns() // 1_000_000
         identity = f"{method}\n{digest}"
         last = self._last_stamp.get(identity)
