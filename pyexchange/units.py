@@ -68,6 +68,9 @@ def decimal_parts(text: object, what: str, *, signed: bool = False) -> tuple[boo
     return bool(negative), whole, fraction or ""
 
 
+_DECIMALS = {PRICE_SCALE: 4, QUANTITY_SCALE: 2, CASH_SCALE: 6}
+
+
 def scaled_units(text: object, scale: int, what: str, *, exact: bool = True) -> int:
     """A non-negative decimal string in units of ``1/scale`` (``scale`` a power of ten).
 
@@ -75,7 +78,7 @@ def scaled_units(text: object, scale: int, what: str, *, exact: bool = True) -> 
     toward zero to the unit (the venue API's normalization).
     """
     _, whole, fraction = decimal_parts(text, what)
-    decimals = len(str(scale)) - 1
+    decimals = _DECIMALS.get(scale) or len(str(scale)) - 1
     kept, extra = fraction[:decimals], fraction[decimals:]
     if exact and extra.strip("0"):
         raise UnitError(f"{what} {quote(text)} has more decimals than 1/{scale}")
@@ -91,7 +94,10 @@ def _scaled(text: object, scale: int, what: str, *, allow_zero: bool = False) ->
 
 def parse_price(text: str, tick: int) -> int:
     """A YES price in dollars ("0.57") -> price units, on the market's tick grid."""
-    return check_price(_scaled(text, PRICE_SCALE, "price"), tick, quote(text))
+    units = _scaled(text, PRICE_SCALE, "price")
+    if units % tick or not tick <= units <= PRICE_SCALE - tick:
+        check_price(units, tick, quote(text))  # raises, quoting the text
+    return units
 
 
 def check_price(units: int, tick: int, shown: str | None = None) -> int:
@@ -106,7 +112,10 @@ def check_price(units: int, tick: int, shown: str | None = None) -> int:
 
 def parse_quantity(text: str, lot: int = 1) -> int:
     """Shares ("12.5") -> quantity units (0.01 share), a multiple of the lot, at most the max."""
-    return check_quantity(_scaled(text, QUANTITY_SCALE, "quantity"), lot, quote(text))
+    units = _scaled(text, QUANTITY_SCALE, "quantity")
+    if units > MAX_QUANTITY or units % lot:
+        check_quantity(units, lot, quote(text))  # raises, quoting the text
+    return units
 
 
 def check_quantity(units: int, lot: int = 1, shown: str | None = None) -> int:
@@ -123,7 +132,10 @@ def check_quantity(units: int, lot: int = 1, shown: str | None = None) -> int:
 
 def parse_cash(text: str) -> int:
     """Dollars ("100.25") -> micro-dollars, at most the maximum."""
-    return check_cash(_scaled(text, CASH_SCALE, "cash amount"), quote(text))
+    units = _scaled(text, CASH_SCALE, "cash amount")
+    if units > MAX_CASH:
+        check_cash(units, quote(text))  # raises, quoting the text
+    return units
 
 
 def check_cash(units: int, shown: str | None = None) -> int:

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from service_support import Harness, LoopThread, start_harness
 
-from matchcore import EVENT_DTYPE
 from pyexchange.api.grpc import batch_pb2 as bpb
 from pyexchange.api.grpc import batch_pb2_grpc as bpb_grpc
 from pyexchange.api.grpc import exchange_pb2 as pb
-from pyexchange.api.grpc.batch import split_events
 from pyexchange.api.grpc.client import ExchangeClient
 
 METHOD = "/pyexchange.v1.OrderEntryBatch/OrderBatchStream"
@@ -125,7 +122,7 @@ def test_batch_keeps_the_order_of_its_requests(h: Harness) -> None:
         assert canceled.status == pb.CANCELED and canceled.order_id == first.order_id
         assert taker.status == pb.FILLED and taker.fills[0].quantity == "2"
         assert taker.fills[0].maker_order_id == resting.reply.order_id
-        assert partial.status == pb.CANCELED and partial.filled_quantity == "1"
+        assert partial.status == pb.PARTIALLY_FILLED and partial.filled_quantity == "1"
         assert partial.cancel_reason == "UNFILLED"
         assert taker.seq < partial.seq
 
@@ -171,15 +168,3 @@ def test_batch_stream_needs_a_signed_trade_key(h: Harness) -> None:
 
     assert h.run(refused(anonymous, signed=False)) == grpc.StatusCode.UNAUTHENTICATED
     assert h.run(refused(viewer, signed=True)) == grpc.StatusCode.PERMISSION_DENIED
-
-
-def test_split_events_by_seq() -> None:
-    events = np.zeros(5, dtype=EVENT_DTYPE)
-    events["seq"] = [5, 5, 6, 7, 7]
-    parts = split_events(events, 3)
-    assert parts is not None
-    assert [p["seq"].tolist() for p in parts] == [[5, 5], [6], [7, 7]]
-    assert split_events(events, 2) is None  # three runs of seqs for two commands
-    assert split_events(events[:0], 2) is None
-    (whole,) = split_events(events[:0], 1) or []
-    assert len(whole) == 0

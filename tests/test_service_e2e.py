@@ -125,9 +125,13 @@ def test_ioc_fok_and_post_only(h: Harness) -> None:
     async def scenario() -> None:
         await t2.place(2, 1, "SELL_YES", "0.50", "3")
         ioc = await t1.place(1, 1, "BUY_YES", "0.52", "5", time_in_force="IOC")
-        assert ioc.status == pb.CANCELED and ioc.cancel_reason == "UNFILLED"
+        # partly filled, then its remainder canceled: PARTIALLY_FILLED, never CANCELED alone
+        assert ioc.status == pb.PARTIALLY_FILLED and ioc.cancel_reason == "UNFILLED"
         assert (ioc.filled_quantity, ioc.leaves_quantity) == ("3", "0")
-        assert ioc.fills[0].price == "0.5" and ioc.message
+        assert ioc.fills[0].price == "0.5" and ioc.message.startswith("filled 3; the remaining 2")
+        unfilled = await t1.place(1, 1, "BUY_YES", "0.52", "5", time_in_force="IOC")
+        assert unfilled.status == pb.CANCELED and unfilled.cancel_reason == "UNFILLED"
+        assert unfilled.filled_quantity == "0" and not unfilled.fills
 
         resting = await t2.place(2, 1, "SELL_YES", "0.50", "3")
         fok = await t1.place(1, 1, "BUY_YES", "0.52", "5", time_in_force="FOK")
@@ -154,7 +158,7 @@ def test_market_orders_by_quantity_and_by_cash(h: Harness) -> None:
             await t2.place(2, 1, "SELL_YES", price, "2")
         sweep = await t1.place(1, 1, "BUY_YES", "0.55", "5", market_order=True)
         assert [(f.price, f.quantity) for f in sweep.fills] == [("0.5", "2"), ("0.52", "2")]
-        assert sweep.status == pb.CANCELED and sweep.cancel_reason == "UNFILLED"
+        assert sweep.status == pb.PARTIALLY_FILLED and sweep.cancel_reason == "UNFILLED"
         assert sweep.filled_quantity == "4"
 
         await t2.place(2, 1, "SELL_YES", "0.40", "10")
@@ -162,7 +166,7 @@ def test_market_orders_by_quantity_and_by_cash(h: Harness) -> None:
         assert spend.status == pb.FILLED  # $2 buys exactly 5 shares at 0.40
         assert spend.filled_quantity == "5" and spend.fills[0].fee == "0.002"
         partial = await t1.place(1, 1, "BUY_YES", "0.45", cash="10", market_order=True)
-        assert partial.status == pb.CANCELED and partial.filled_quantity == "5"
+        assert partial.status == pb.PARTIALLY_FILLED and partial.filled_quantity == "5"
         assert partial.message.startswith("unspent budget $8")
 
         code, details = await status_of(t1.place(1, 1, "BUY_YES", None, "1", market_order=True))
@@ -209,9 +213,13 @@ def test_client_order_ids_cancels_and_cancel_all(h: Harness) -> None:
 
         mine = await t1.place(1, 1, "BUY_YES", "0.31", "1")
         theirs = await t2.place(2, 1, "BUY_YES", "0.32", "1")
+        # another account's order reads exactly as an unknown one: nothing about its id leaks
         not_owner = await t1.cancel(1, theirs.order_id)
-        assert not_owner.status == pb.REJECTED and not_owner.reject_reason == "NOT_OWNER"
-        assert "another account" in not_owner.message
+        unknown = await t1.cancel(1, theirs.order_id + 1000)
+        assert not_owner.status == pb.REJECTED and not_owner.reject_reason == "UNKNOWN_ORDER"
+        assert (not_owner.message, not_owner.status) == (unknown.message, unknown.status)
+        moved = await t1.replace(1, theirs.order_id, price="0.33")
+        assert moved.reject_reason == "UNKNOWN_ORDER" and moved.message == unknown.message
         done = await t1.cancel(1, mine.order_id)
         assert done.status == pb.CANCELED and done.order_id == mine.order_id
         again = await t1.cancel(1, mine.order_id)

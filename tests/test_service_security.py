@@ -199,7 +199,7 @@ def test_a_key_never_acts_on_or_sees_another_account(h: Harness) -> None:
     assert h.state() == before
     # acting on its own account, a key cannot touch another account's order either
     not_owner = h.run(t1.cancel(1, theirs.order_id))
-    assert not_owner.reject_reason == "NOT_OWNER"
+    assert not_owner.reject_reason == "UNKNOWN_ORDER"  # as for an id that names no order
     assert theirs.order_id in {o.order_id for o in h.run(t2.get_account(2)).orders}
 
 

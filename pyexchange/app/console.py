@@ -264,7 +264,7 @@ def render_reply(reply: pb.OrderReply, places: int = 2) -> tuple[str, int]:
     if reply.status == pb.REJECTED:
         return f"rejected: {reply.reject_reason}: {reply.message}", 1
     lines = [f"order {reply.order_id}: {status}  (seq {reply.seq})"]
-    if reply.status == pb.CANCELED and reply.cancel_reason:
+    if reply.status in (pb.CANCELED, pb.PARTIALLY_FILLED) and reply.cancel_reason:
         lines[0] = f"order {reply.order_id}: {status} ({reply.cancel_reason})  (seq {reply.seq})"
         lines.append(f"  {reply.message}")
     lines.append(

@@ -40,29 +40,28 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from matchcore import COMMAND_DTYPE, CommandType, EventType
+from matchcore import COMMAND_DTYPE, CommandType, EventType, FeeBase
 
-from ..api.grpc import exchange_pb2 as pb
 from ..api.grpc import exchange_pb2_grpc as pb_grpc
-from ..api.grpc.admin import AdminService, create_market_command
+from ..api.grpc.admin import AdminService
 from ..api.grpc.auth import GrpcAuth, current_body, current_method
 from ..api.grpc.batch import add_to_server as add_batch_entry
 from ..api.grpc.errors import abort
-from ..api.grpc.order_entry import (
-    CommandGateway,
-    Markets,
-    OrderEntryService,
-    _cash,
-    _quantity,
-    reject_text,
-)
+from ..api.grpc.order_entry import OrderEntryService
 from ..engine.exchange import Exchange
 from ..engine.journal import EngineConfig, FsyncPolicy
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..metrics import Metrics
+from ..service.admin import Admin, CreateMarket, admin_record
 from ..service.auth import Authenticator, KeyStore, RateLimiter
 from ..service.catalogue import Catalogue, EventEntry, MarketEntry, MarketRules, SeriesEntry
 from ..service.errors import Invalid, ServiceError, Unavailable
+from ..service.link import EngineLink
+from ..service.markets import Markets
+from ..service.messages import reject_text
+from ..service.orders import OrderEntry
+from ..service.queries import Queries
+from ..units import parse_cash, parse_quantity
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +171,7 @@ class ServerConfig:
     keep_snapshots: int = 3
     snapshot_on_stop: bool = True
     max_in_flight: int = 10_000  # commands queued and not answered; beyond: RESOURCE_EXHAUSTED
+    stream_window: int = 1024  # requests a stream has read and not answered; beyond: not read
     max_batch: int = 8192
     max_message_bytes: int = 64 * 1024
     skew_ms: int = 5_000
@@ -414,8 +414,6 @@ class _Registrar:
 
 # ------------------------------------------------------------------ server
 
-_FEE_BASES = {"NOTIONAL": 0, "MIN": 1, "PQ": 2}
-
 
 def demo_catalogue(config: ServerConfig) -> Catalogue:
     """The catalogue entries of the demo markets (slugs, titles, events, a series)."""
@@ -439,16 +437,16 @@ def demo_catalogue(config: ServerConfig) -> Catalogue:
 
 
 def _market_commands(market: int, rules: MarketRules) -> list[np.ndarray]:
-    request = pb.CreateMarketRequest(
+    request = CreateMarket(
         market=market,
         tick=rules.tick,
         min_size=rules.min_size,
         lot=rules.lot,
         taker_fee_bps=rules.taker_fee_bps,
         maker_fee_bps=rules.maker_fee_bps,
-        fee_base=_FEE_BASES[rules.fee_base.upper()],
+        fee_base=FeeBase[rules.fee_base.upper()],
     )
-    rows = [create_market_command(request)]
+    rows = [np.array([admin_record(request)], dtype=COMMAND_DTYPE)]
     if rules.open:
         opened = np.zeros(1, dtype=COMMAND_DTYPE)
         opened["type"] = CommandType.SET_MARKET_STATE
@@ -466,7 +464,7 @@ def demo_commands(config: ServerConfig) -> np.ndarray:
             m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps, m.fee_base, open=True
         )
         rows.extend(_market_commands(m.market, rules))
-    deposit = _cash(config.demo_deposit) if config.demo_deposit else 0
+    deposit = parse_cash(config.demo_deposit) if config.demo_deposit else 0
     for account in config.demo_accounts:
         added = np.zeros(1, dtype=COMMAND_DTYPE)
         added["type"] = CommandType.ADD_ACCOUNT
@@ -483,7 +481,7 @@ def demo_commands(config: ServerConfig) -> np.ndarray:
             split["type"] = CommandType.SPLIT
             split["account"] = account
             split["market"] = m.market
-            split["quantity"] = _quantity(config.demo_split, _quantity(m.lot, 1))
+            split["quantity"] = parse_quantity(config.demo_split, parse_quantity(m.lot, 1))
             rows.append(split)
     return np.concatenate(rows) if rows else np.zeros(0, dtype=COMMAND_DTYPE)
 
@@ -505,7 +503,10 @@ class ExchangeServer:
         self.venue: Any = None  # the Polymarket US API (pyexchange.api.rest.VenueApi)
         self.http_port: int | None = None
         self.exchange: Exchange | None = None
-        self.gateway: CommandGateway | None = None
+        self.gateway: EngineLink | None = None  # the service layer's engine link
+        self.orders: OrderEntry | None = None  # the service layer (pyexchange/service)
+        self.queries: Queries | None = None
+        self.admin: Admin | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.fresh = False
@@ -649,10 +650,11 @@ class ExchangeServer:
         )
         exchange = self.exchange
         recovered = exchange.recovered
-        self.gateway = CommandGateway(
-            exchange, self.grpc_auth, self.markets, self.metrics, config.max_in_flight
-        )
+        self.gateway = EngineLink(exchange, self.markets, self.metrics, config.max_in_flight)
         gateway = self.gateway
+        self.orders = OrderEntry(gateway, self.authenticator)
+        self.queries = Queries(gateway)
+        self.admin = Admin(gateway)
         self.metrics.track(lambda: gateway.in_flight, lambda: exchange.sequencer.queue_depth)
 
         def own_sinks(engine: Any) -> None:
@@ -680,9 +682,12 @@ class ExchangeServer:
         )
         guard = _Guard(self)
         registrar = _Registrar(server, guard)
-        pb_grpc.add_OrderEntryServicer_to_server(OrderEntryService(self.gateway), registrar)
-        add_batch_entry(self.gateway, registrar)  # OrderEntryBatch (api/batch.proto)
-        pb_grpc.add_AdminServicer_to_server(AdminService(self.gateway), registrar)
+        window = config.stream_window
+        pb_grpc.add_OrderEntryServicer_to_server(
+            OrderEntryService(self.orders, self.queries, self.grpc_auth, window=window), registrar
+        )
+        add_batch_entry(self.orders, self.grpc_auth, registrar, window=window)  # api/batch.proto
+        pb_grpc.add_AdminServicer_to_server(AdminService(self.admin, self.grpc_auth), registrar)
         for add, servicer in self._servicers:
             add(servicer, registrar)
         self._health = health.aio.HealthServicer()

@@ -2,8 +2,9 @@
 
 ``Exchange.open(data_dir, config)`` recovers the engine (newest snapshot plus
 journal), continues the journal where it ended and starts the sequencer.
-``submit()`` queues commands from any thread; ``execute()`` waits for their
-events. ``close()`` drains the queue and syncs the journal.
+``submit()`` queues commands from any thread (a Future of their events),
+``submit_to()`` the same answered to a sink once per batch; ``execute()`` waits
+for their events. ``close()`` drains the queue and syncs the journal.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from matchcore import Engine
 
 from .journal import DataDirLock, EngineConfig, FsyncPolicy, JournalWriter
 from .recovery import Recovered, journal_dir, recover, snapshot_dir
-from .sequencer import Clock, EventSink, Sequencer, SnapshotPolicy
+from .sequencer import AnswerSink, Clock, EventSink, Sequencer, SnapshotPolicy
 
 
 class Exchange:
@@ -85,6 +87,10 @@ class Exchange:
 
     def submit(self, commands: np.ndarray) -> Future[np.ndarray]:
         return self.sequencer.submit(commands)
+
+    def submit_to(self, commands: np.ndarray, sink: AnswerSink, token: Any) -> None:
+        """Queue commands; ``sink.answered`` gets their events after their batch (sequencer.py)."""
+        self.sequencer.submit_to(commands, sink, token)
 
     def query(self, fn: Callable[[Engine], object]) -> Future[object]:
         """Run ``fn(engine)`` on the sequencer thread between batches (a safe engine read)."""

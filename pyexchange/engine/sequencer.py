@@ -21,6 +21,12 @@ by a background thread.
 If the journal cannot be written the sequencer stops and fails every pending
 and later submission: the engine never runs a command that is not on disk.
 
+``submit_to(commands, sink, token)`` is the same without a Future per
+submission: after each batch the sequencer calls ``sink.answered(events,
+starts, answers)`` once per sink with every submission of that sink the batch
+answered (``AnswerSink``): one hand-over per batch instead of one per command,
+and each command's own events without searching for them.
+
 ``query(fn)`` runs ``fn(engine)`` on the sequencer thread between two batches
 (after everything queued before it): the only safe way to read the engine
 while the sequencer runs, since the engine is single-threaded and runs its
@@ -38,6 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +62,25 @@ EventSink = Callable[[np.ndarray, np.ndarray], None]
 
 class SequencerStopped(RuntimeError):
     """The sequencer is stopped (or failed) and takes no more commands."""
+
+
+class AnswerSink(Protocol):
+    """Who receives the answers of ``submit_to`` (the service layer's engine link).
+
+    ``answered(events, starts, answers)``: ``answers`` lists ``(token, lo, hi,
+    pieces)`` for each submission answered; command ``j`` of the batch produced
+    ``events[starts[j]:starts[j + 1]]`` and the submission's commands are batch
+    rows ``lo`` to ``hi`` (exclusive). ``pieces`` is ``None`` then, or a list with
+    the events of each of the submission's commands when they are not one span
+    of the batch (some were answered from the idempotency table). Called on the
+    sequencer thread (another backend may call it on its own loop): it must hand
+    the work over and return. ``failed(tokens, error)``: those submissions will
+    never be answered (the sequencer stopped).
+    """
+
+    def answered(self, events: np.ndarray, starts: np.ndarray, answers: list[Any]) -> None: ...
+
+    def failed(self, tokens: list[Any], error: BaseException) -> None: ...
 
 
 @dataclass
@@ -76,10 +102,12 @@ class SequencerStats:
     last_batch_size: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Submission:
     commands: np.ndarray
-    future: Future[np.ndarray]
+    future: Future[np.ndarray] | None
+    sink: AnswerSink | None = None
+    token: Any = None
 
 
 @dataclass
@@ -141,6 +169,12 @@ class Sequencer:
         self._enqueue(_Submission(np.array(commands, copy=True), future))
         return future
 
+    def submit_to(self, commands: np.ndarray, sink: AnswerSink, token: Any) -> None:
+        """Queue commands; ``sink`` gets their events with ``token`` after their batch."""
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
+            raise TypeError("submit_to() takes a one-dimensional COMMAND_DTYPE array")
+        self._enqueue(_Submission(np.array(commands, copy=True), None, sink, token))
+
     def _enqueue(self, item: _Submission | _Query) -> None:
         with self._gate:
             if self._failure is not None or self._stopping:
@@ -172,13 +206,8 @@ class Sequencer:
             self._stopping = True
             self._queue.put(_STOP)
         self._thread.join(timeout)
-        while True:  # anything that raced in behind the stop is refused, never left hanging
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Submission | _Query) and not item.future.done():
-                item.future.set_exception(SequencerStopped("the sequencer is stopped"))
+        # anything that raced in behind the stop is refused, never left hanging
+        self._refuse_queued(SequencerStopped("the sequencer is stopped"))
         self._writer.shutdown(wait=True)
         self.journal.close()
 
@@ -251,7 +280,7 @@ class Sequencer:
             tick = np.zeros(1, dtype=COMMAND_DTYPE)
             tick["type"] = CommandType.ADVANCE_TIME
             try:
-                self._run_batch([_Submission(tick, Future())])
+                self._run_batch([_Submission(tick, None)])
             except BaseException as exc:
                 self._fail(exc, [])
 
@@ -299,42 +328,63 @@ class Sequencer:
         events: np.ndarray,
         answered: dict[int, object],
     ) -> None:
-        bounds = np.searchsorted(events["seq"], batch["seq"], side="left")
-        ends = np.append(bounds[1:], len(events))
-        position = np.cumsum(keep) - 1  # row -> index in batch, for kept rows
+        starts = np.searchsorted(events["seq"], batch["seq"], side="left")
+        starts = np.append(starts, len(events))  # command j: events[starts[j]:starts[j + 1]]
+        position = np.cumsum(keep) - 1 if answered else None  # row -> index in batch
+        sinks: dict[int, tuple[AnswerSink, list[Any]]] = {}
         row = 0
         for submission in pending:
-            rows = range(row, row + len(submission.commands))
-            row += len(submission.commands)
-            if not answered:
-                first, last = position[rows.start], position[rows.stop - 1]
-                result = events[bounds[first] : ends[last]]
-            else:
+            lo, row = row, row + len(submission.commands)
+            pieces: list[np.ndarray] | None = None
+            if position is not None:
                 pieces = []
-                for r in rows:
+                for r in range(lo, row):
                     known = answered.get(r, r)
                     if isinstance(known, np.ndarray):  # answered from the table
                         pieces.append(known)
                     else:  # run now, or a repeat of a row run in this batch
                         i = position[known]
-                        pieces.append(events[bounds[i] : ends[i]])
-                result = np.concatenate(pieces) if pieces else events[:0]
-            submission.future.set_result(result)
+                        pieces.append(events[starts[i] : starts[i + 1]])
+            if submission.sink is not None:
+                if pieces is None:
+                    answer = (submission.token, lo, row, None)
+                else:
+                    answer = (submission.token, 0, 0, pieces)
+                entry = sinks.get(id(submission.sink))
+                if entry is None:
+                    sinks[id(submission.sink)] = (submission.sink, [answer])
+                else:
+                    entry[1].append(answer)
+            elif submission.future is not None:
+                if pieces is None:
+                    result = events[starts[lo] : starts[row]]
+                else:
+                    result = np.concatenate(pieces) if pieces else events[:0]
+                submission.future.set_result(result)
+        for sink, answers in sinks.values():
+            try:
+                sink.answered(events, starts, answers)
+            except Exception:  # a sink's failure is its own, never the engine's
+                log.exception("answer sink failed")
 
     def _fail(self, exc: BaseException, pending: list[_Submission]) -> None:
         log.error("sequencer stopped: %s", exc)
         with self._gate:
             self._failure = exc
-        for submission in pending:
-            if not submission.future.done():
-                submission.future.set_exception(SequencerStopped(str(exc)))
+        stopped = SequencerStopped(str(exc))
+        _refuse([p for p in pending if p.future is None or not p.future.done()], stopped)
+        self._refuse_queued(stopped)
+
+    def _refuse_queued(self, error: SequencerStopped) -> None:
+        items = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, _Submission | _Query):
-                item.future.set_exception(SequencerStopped(str(exc)))
+                items.append(item)
+        _refuse(items, error)
 
     # ------------------------------------------------------------ snapshots
 
@@ -361,6 +411,22 @@ class Sequencer:
         written = self._writer.submit(write)
         written.add_done_callback(_log_failure)
         return written
+
+
+def _refuse(items: list[Any], error: SequencerStopped) -> None:
+    """Fail submissions and queries that will never run (one ``failed`` call per sink)."""
+    sinks: dict[int, tuple[AnswerSink, list[Any]]] = {}
+    for item in items:
+        sink = getattr(item, "sink", None)
+        if sink is not None:
+            sinks.setdefault(id(sink), (sink, []))[1].append(item.token)
+        elif item.future is not None and not item.future.done():
+            item.future.set_exception(error)
+    for sink, tokens in sinks.values():
+        try:
+            sink.failed(tokens, error)
+        except Exception:
+            log.exception("answer sink failed")
 
 
 def _log_failure(written: Future[Path]) -> None:

@@ -370,6 +370,14 @@ class RateLimiter:
 # --------------------------------------------------------- the server side
 
 
+def check_account(key: ApiKey, account: object) -> None:
+    """``Forbidden`` unless the key may act on / see ``account``."""
+    if type(account) is not int or not key.may_use(account):
+        raise Forbidden(
+            f"key {key.key_id} may not act on or see account {account}", "ACCOUNT_NOT_ALLOWED"
+        )
+
+
 class Authenticator:
     """Checks the signed metadata of a request (``verify``), the key's accounts
     (``check_account``) and its token bucket (``try_acquire``); each refusal is a
@@ -479,10 +487,7 @@ class Authenticator:
 
     def check_account(self, key: ApiKey, account: int) -> None:
         """``Forbidden`` unless the key may act on / see ``account``."""
-        if not key.may_use(account):
-            raise Forbidden(
-                f"key {key.key_id} may not act on or see account {account}", "ACCOUNT_NOT_ALLOWED"
-            )
+        check_account(key, account)
 
     def try_acquire(self, key: ApiKey, cost: float = 1.0) -> None:
         """Charge ``cost`` tokens (each message of a stream too); ``RateLimited`` if spent."""

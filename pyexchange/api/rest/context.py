@@ -21,7 +21,7 @@ class Settings:
 @dataclass
 class VenueContext:
     catalogue: Catalogue
-    gateway: Any  # submits commands and runs engine queries (the service layer)
+    gateway: Any  # the service layer's EngineLink: runs commands and engine reads
     marketdata: Any  # MarketDataPublisher, or None when market data is off
     settings: Settings = field(default_factory=Settings)
     history: Any = None  # OrderHistory (pyexchange.feeds.history), None without the drop copy

@@ -102,7 +102,7 @@ class Maintenance:
             # the seqs this batch will get start at the sequencer's next one; until the run
             # answers, every later CANCEL_ALL counts as the exchange's (gRPC clients may
             # cancel in that millisecond; the REST API refuses them already)
-            window = [gateway.exchange.sequencer.next_seq, 2**64]
+            window = [gateway.backend.sequencer.next_seq, 2**64]
             self.ctx.unsolicited.append(window)
             self.app.maintenance = True
             events = await service(gateway.run(np.concatenate(rows), "maintenance"))

@@ -1,0 +1,81 @@
+"""Readable sentences for the engine's reject and cancel codes (every API shows the same)."""
+
+from __future__ import annotations
+
+from matchcore import CancelReason, Reject
+
+REJECT_MESSAGES: dict[Reject, str] = {
+    Reject.INVALID_COMMAND: "unknown command type",
+    Reject.INVALID_PRICE: "the price is off the market's tick grid or outside tick .. 1 - tick",
+    Reject.INVALID_QUANTITY: (
+        "the quantity or amount is not positive, above the maximum, "
+        "or not a multiple of the market's lot"
+    ),
+    Reject.BELOW_MIN_SIZE: "the quantity is below the market's minimum size",
+    Reject.DUPLICATE_CLIENT_ORDER_ID: (
+        "the account already used this client order id for another order (resting or "
+        "not); only an identical resend is answered with the first result"
+    ),
+    Reject.INSUFFICIENT_BALANCE: (
+        "not enough free cash or shares for this (price, quantity and the highest fee included)"
+    ),
+    Reject.INVALID_EXPIRY: (
+        "a GTD order needs an expiry after the current engine time; "
+        "other time-in-force values take none"
+    ),
+    Reject.FOK_NOT_FILLED: (
+        "the fill-or-kill order could not be filled completely at once: nothing traded"
+    ),
+    Reject.POST_ONLY_WOULD_CROSS: "the post-only order would have traded on entry",
+    Reject.MARKET_NOT_OPEN: "the market is not open for this (new orders need OPEN)",
+    Reject.UNKNOWN_MARKET: "no such market",
+    Reject.UNKNOWN_ACCOUNT: "no such account",
+    Reject.UNKNOWN_ORDER: (
+        "no resting order with this id for the account (filled, canceled, expired or unknown)"
+    ),
+    Reject.NOT_OWNER: "the order belongs to another account",
+    Reject.CAPACITY: "the exchange is at capacity (orders, positions, levels, markets or accounts)",
+    Reject.INVALID_ORDER: (
+        "invalid combination of intent, time in force and flags (post-only with IOC/FOK or a "
+        "market order, a market order with GTC/GTD, a buy by cash on a sell)"
+    ),
+    Reject.INVALID_TICK: "the tick must be 0.1, 0.01, 0.001 or 0.0001",
+    Reject.INVALID_STATE_TRANSITION: (
+        "market state change not allowed (PRE_OPEN->OPEN|CLOSED, OPEN<->HALTED, "
+        "OPEN|HALTED->CLOSED; a market resolves once)"
+    ),
+    Reject.MARKET_EXISTS: "the market already exists",
+    Reject.ACCOUNT_EXISTS: "the account already exists",
+    Reject.INVALID_FEE: (
+        "fee rates out of range: taker 0..1000 bps, maker -1000..1000 bps and not below -taker"
+    ),
+    Reject.INVALID_OUTCOME: "the outcome must be YES, NO or HALF",
+    Reject.LEDGER_DISABLED: "this exchange runs without a ledger: no cash commands",
+}
+
+CANCEL_MESSAGES: dict[CancelReason, str] = {
+    CancelReason.USER: "canceled on request",
+    CancelReason.UNFILLED: "the unfilled remainder of an IOC/FOK or market order was canceled",
+    CancelReason.SELF_TRADE: "self-trade prevention canceled the remainder",
+    CancelReason.EXPIRED: "the GTD order expired",
+    CancelReason.MARKET_CLOSED: "the market closed",
+    CancelReason.TICK_CHANGE: "the order was off the market's new tick grid",
+}
+
+
+def reject_text(code: int) -> tuple[str, str]:
+    """(name, readable message) of an engine reject code."""
+    try:
+        reason = Reject(code)
+    except ValueError:
+        return f"CODE_{code}", f"rejected by the engine (code {code})"
+    return reason.name, REJECT_MESSAGES[reason]
+
+
+def cancel_text(code: int) -> tuple[str, str]:
+    """(name, readable message) of an engine cancel reason."""
+    try:
+        reason = CancelReason(code)
+    except ValueError:
+        return f"CODE_{code}", "canceled"
+    return reason.name, CANCEL_MESSAGES[reason]
