@@ -142,6 +142,7 @@ class Setup:
     seed: int = 1
     switch_interval: float | None = None  # the server's sys.setswitchinterval (None: Python's)
     batch_interval_ms: float = 0.0  # batch API: at most one message per client this often
+    server_path: str | None = None  # PYTHONPATH of the server only (--baseline: another build)
 
 
 class ServerProcess:
@@ -220,8 +221,12 @@ class ServerProcess:
             command = [sys.executable, "-c", code]
         self.command = command
         stderr = open(self.stderr_path, "w", encoding="utf-8")  # noqa: SIM115 (the child owns it)
+        env = None
+        if self.setup.server_path:  # a baseline build of pyexchange for the server only
+            env = {**os.environ, "PYTHONPATH": self.setup.server_path}
         self.proc = subprocess.Popen(
             command,
+            env=env,
             cwd=self.data_dir.parent,  # outside the repository: the installed packages
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -1025,6 +1030,7 @@ class CpuMark:
     irq: float
     processes: dict[int, tuple[str, float]]
     ours: tuple[int, ...]
+    threads: dict[int, tuple[str, float]]  # the server's: tid -> (name, CPU seconds)
 
     @classmethod
     def now(cls, server_pid: int, client_pids: list[int]) -> CpuMark:
@@ -1037,7 +1043,16 @@ class CpuMark:
             irq,
             _all_processes(),
             (server_pid, *client_pids, os.getpid()),
+            _threads_cpu(server_pid),
         )
+
+    def threads_since(self, before: CpuMark) -> dict[str, float]:
+        """Cores of the server's threads by name (gRPC's pollers and executors summed)."""
+        wall = max(self.wall - before.wall, 1e-9)
+        out: dict[str, float] = defaultdict(float)
+        for tid, (name, cpu) in self.threads.items():
+            out[name] += (cpu - before.threads.get(tid, (name, 0.0))[1]) / wall
+        return {n: round(c, 3) for n, c in sorted(out.items(), key=lambda x: -x[1]) if c >= 0.005}
 
     def cores_since(self, before: CpuMark) -> dict[str, Any]:
         wall = max(self.wall - before.wall, 1e-9)
@@ -1055,6 +1070,7 @@ class CpuMark:
         busiest.sort(reverse=True)
         return {
             "server": round(server, 3),
+            "server_threads": self.threads_since(before),
             "clients": round(clients, 3),
             "irq_softirq": round(irq, 3),
             "others": round(max(0.0, busy - server - clients - irq), 3),
@@ -1185,6 +1201,12 @@ def make_row(
         "latency_by_kind_ns": per_kind,
         "send_lag_ns": _pct(lag),
         "cores": cores,
+        # server CPU per order answered (µs): the whole process, and by thread
+        "server_us_per_order": round(cores["server"] * 1e6 / max(achieved, 1e-9), 1),
+        "server_threads_us_per_order": {
+            name: round(c * 1e6 / max(achieved, 1e-9), 1)
+            for name, c in cores.get("server_threads", {}).items()
+        },
         "server_metrics": metrics,
         "seq_range": [min(s[0] for s in seqs), max(s[1] for s in seqs)] if seqs else None,
         "book_after": sum(r.get("book", 0) for r in results),
@@ -1303,18 +1325,24 @@ _LOOP_CATEGORIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
         lambda f: any(
             f.startswith(n)
             for n in (
-                "place_command ",
-                "cancel_command ",
-                "replace_command ",
-                "cancel_client_command ",
-                "OrderEntryService._stream_command ",
+                "place_record ",
+                "cancel_record ",
+                "replace_record ",
+                "cancel_client_record ",
+                "cancel_all_record ",
+                "command_record ",
+                "stream_request_of ",
+                "place_of ",
                 "_price ",
                 "_quantity ",
                 "parse_",
             )
         ),
     ),
-    ("events -> OrderReply (gateway replies)", lambda f: f.startswith(("order_reply ", "format_"))),
+    (
+        "events -> OrderReply (gateway replies)",
+        lambda f: f.startswith(("order_reply ", "format_", "reply_pb ", "stream_reply ")),
+    ),
     ("auth and rate limit", lambda f: "pyexchange/service/auth.py" in f),
     ("Prometheus metrics", lambda f: "prometheus_client" in f or "pyexchange/metrics.py" in f),
     ("market data publisher (loop side)", lambda f: "pyexchange/feeds/marketdata.py" in f),
@@ -1324,7 +1352,7 @@ _LOOP_CATEGORIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
         lambda f: (
             "pyexchange/engine/sequencer.py" in f
             or "pyexchange/engine/exchange.py" in f
-            or f.startswith("CommandGateway.")
+            or f.startswith(("EngineLink.", "OrderEntry.submit ", "Answer."))
         ),
     ),
 )
@@ -1565,6 +1593,10 @@ def highest_sustained(rows: list[dict[str, Any]], api: str) -> float | None:
     return max(rates) if rates else None
 
 
+def _api(row: dict[str, Any]) -> str:
+    return f"{row['api']} ({row['build']})" if row.get("build") else row["api"]
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     s = result["setup"]
@@ -1588,21 +1620,35 @@ def markdown(result: dict[str, Any]) -> str:
         f"Aim of the issue: p99 < {AIM_P99_NS / 1e6:g} ms at {AIM_RATE:,}/s.",
         "",
         "| api | offered/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-        "| errors | rejects | send lag p99 ms | server cores | client cores | irq cores "
-        "| other cores | sustained |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| errors | rejects | send lag p99 ms | server cores | server µs/order | client cores "
+        "| irq cores | other cores | sustained |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["rows"]:
         lat = r["latency_ns"]
         lines.append(
-            f"| {r['api']} | {_rate(r['offered_per_s'])} | {_rate(r['achieved_per_s'])} "
+            f"| {_api(r)} | {_rate(r['offered_per_s'])} | {_rate(r['achieved_per_s'])} "
             f"| {_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(lat['p99.9'])} "
             f"| {_ms(lat['max'])} | {r['errors']:,} | {r['rejects']:,} "
             f"| {_ms(r['send_lag_ns']['p99'])} "
-            f"| {r['cores']['server']:.2f} | {r['cores']['clients']:.2f} "
+            f"| {r['cores']['server']:.2f} | {r.get('server_us_per_order', '-')} "
+            f"| {r['cores']['clients']:.2f} "
             f"| {r['cores']['irq_softirq']:.2f} "
             f"| {r['cores']['others']:.2f} | {'yes' if r['sustained'] else 'no'} |"
         )
+    threads = [r for r in result["rows"] if r.get("server_threads_us_per_order")]
+    if threads:
+        lines += [
+            "",
+            "Server CPU per order answered, by thread (µs; /proc/PID/task over the rate; "
+            "gRPC's pollers and executors under their own names):",
+            "",
+        ]
+        lines += [
+            f"- {_api(r)} {_rate(r['offered_per_s'])}/s: "
+            + ", ".join(f"{n} {us:g}" for n, us in r["server_threads_us_per_order"].items())
+            for r in threads
+        ]
     busy_others = [
         f"{r['api']} {_rate(r['offered_per_s'])}/s: "
         + ", ".join(
@@ -1739,8 +1785,11 @@ def _spec(run_id: int, api: str, rate: float, setup: Setup, record: bool = True)
     )
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, argv: list[str], build: str = "", server_path: str | None = None
+) -> dict[str, Any]:
     setup = Setup(
+        server_path=server_path,
         clients=args.clients,
         markets=args.markets,
         book=args.book,
@@ -1800,15 +1849,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                     metrics_delta(before_m, after_m),
                     setup.seconds,
                 )
+                if build:
+                    row["build"] = build
                 rows.append(row)
                 lat = row["latency_ns"]
                 print(
-                    f"{api:>6} {rate:>9,.0f}/s: achieved {row['achieved_per_s']:>9,.0f}/s  "
+                    f"{build + ' ' if build else ''}{api:>6} {rate:>9,.0f}/s: "
+                    f"achieved {row['achieved_per_s']:>9,.0f}/s  "
                     f"p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])} p99.9 {_ms(lat['p99.9'])} "
                     f"max {_ms(lat['max'])} ms  errors {row['errors']}  rejects {row['rejects']}  "
                     f"cores server {row['cores']['server']:.2f} clients "
                     f"{row['cores']['clients']:.2f} irq {row['cores']['irq_softirq']:.2f} "
-                    f"others {row['cores']['others']:.2f}"
+                    f"others {row['cores']['others']:.2f}  "
+                    f"server {row['server_us_per_order']} us/order"
                     f"{'  sustained' if row['sustained'] else ''}",
                     flush=True,
                 )
@@ -1950,6 +2003,13 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="py-spy the server at the highest sustained rate (auto: when installed, not --quick)",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run every rate against the server found on this PYTHONPATH (a baseline "
+        "build: its pyexchange and matchcore), first; rows are labelled before / after",
+    )
+    p.add_argument("--baseline-note", default="", help="what the baseline is (commit)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
@@ -1978,7 +2038,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown api {sorted(unknown)}; choose from {', '.join(APIS)}", file=sys.stderr)
         return 2
-    result = run(args, argv)
+    if args.baseline:  # the same ladder on a baseline build of the server, then this one
+        before = run(args, argv, "before", str(args.baseline))
+        result = run(args, argv, "after")
+        result["rows"] = before["rows"] + result["rows"]
+        result["baseline"] = {"server_path": str(args.baseline), "note": args.baseline_note}
+    else:
+        result = run(args, argv)
     print()
     print(markdown(result))
     if not args.no_save:
