@@ -84,6 +84,7 @@ CONSTANTS = {
     "Reject.INVALID_FEE": lib.R_INVALID_FEE, "Reject.INVALID_OUTCOME": lib.R_INVALID_OUTCOME,
     "Reject.LEDGER_DISABLED": lib.R_LEDGER_DISABLED,
     "FeeBase.NOTIONAL": lib.FEE_NOTIONAL, "FeeBase.MIN": lib.FEE_MIN, "FeeBase.PQ": lib.FEE_PQ,
+    "FeeBase.PQ_CENTS": lib.FEE_PQ_CENTS,
     "Outcome.NONE": lib.OUTCOME_NONE, "Outcome.YES": lib.OUTCOME_YES,
     "Outcome.NO": lib.OUTCOME_NO, "Outcome.HALF": lib.OUTCOME_HALF,
     "CancelReason.USER": lib.C_USER, "CancelReason.UNFILLED": lib.C_UNFILLED,

@@ -149,6 +149,9 @@ class FeeBase(IntEnum):
     NOTIONAL = 0
     MIN = 1
     PQ = 2
+    PQ_CENTS = 3
+    """The venue's schedule (Polymarket US): PQ, each fill rounded to the cent half to even,
+    a taker's fills in one sweep capped at the rounding of their summed exact fee."""
 
 
 class Outcome(IntEnum):

@@ -176,6 +176,9 @@ _ALLOWED_TRANSITIONS = frozenset(
 )
 
 _NOTIONAL, _MIN, _PQ = int(FeeBase.NOTIONAL), int(FeeBase.MIN), int(FeeBase.PQ)
+_PQ_CENTS = int(FeeBase.PQ_CENTS)
+_CENT = 10_000
+"""Micro-dollars per cent, what ``PQ_CENTS`` rounds each fee to."""
 _NO_OUTCOME = int(Outcome.NONE)
 _YES, _NO, _HALF = int(Outcome.YES), int(Outcome.NO), int(Outcome.HALF)
 
@@ -212,14 +215,29 @@ def _fee_base(fee_base: int, intent: int, price: int, qty: int) -> tuple[int, in
         return _token_price(intent, price) * qty, PRICE_SCALE
     if fee_base == _MIN:
         return min(price, PRICE_SCALE - price) * qty, PRICE_SCALE
-    return price * (PRICE_SCALE - price) * qty, PRICE_SCALE * PRICE_SCALE
+    return price * (PRICE_SCALE - price) * qty, PRICE_SCALE * PRICE_SCALE  # PQ, PQ_CENTS
+
+
+def _cents(numerator: int) -> int:
+    """``numerator / (10**8 * _CENT)`` rounded half to even: a PQ fee numerator in cents."""
+    cents, rest = divmod(numerator, PRICE_SCALE * PRICE_SCALE * _CENT)
+    twice = 2 * rest
+    if twice > PRICE_SCALE * PRICE_SCALE * _CENT or (
+        twice == PRICE_SCALE * PRICE_SCALE * _CENT and cents % 2
+    ):
+        cents += 1
+    return cents
 
 
 def _fee(bps: int, fee_base: int, intent: int, price: int, qty: int) -> int:
-    """The fee of one side of a fill, in cash: up when charged, toward zero for a rebate."""
+    """The fee of one side of a fill, in cash: up when charged, toward zero for a rebate;
+    on ``PQ_CENTS`` to the cent, half to even, for either sign (before a taker's cap)."""
     if bps == 0:
         return 0
     base, divisor = _fee_base(fee_base, intent, price, qty)
+    if fee_base == _PQ_CENTS:
+        cents = _cents(abs(bps) * base) * _CENT
+        return cents if bps > 0 else -cents
     if bps > 0:
         return (bps * base + divisor - 1) // divisor  # ceil(bps * B / D)
     return -(-bps * base // divisor)  # a rebate: -floor(|bps| * B / D), toward zero
@@ -231,7 +249,7 @@ def _fee_ok(taker_fee_bps: int, maker_fee_bps: int, fee_base: int) -> bool:
         0 <= taker_fee_bps <= FEE_BPS_LIMIT
         and -FEE_BPS_LIMIT <= maker_fee_bps <= FEE_BPS_LIMIT
         and maker_fee_bps >= -taker_fee_bps
-        and 0 <= fee_base <= _PQ
+        and 0 <= fee_base <= _PQ_CENTS
     )
 
 
@@ -294,6 +312,8 @@ class _Order:
         "account",
         "client_order_id",
         "expiry",
+        "fee_charged",
+        "fee_exact",
         "fee_reserve",
         "flags",
         "intent",
@@ -335,6 +355,10 @@ class _Order:
         self.flags = flags
         self.lot_reserve = 0
         self.fee_reserve = 0
+        # Its sweep's taker fees so far, for the PQ_CENTS cap: the summed exact fee
+        # numerators and the cents charged (reset when a sweep starts).
+        self.fee_exact = 0
+        self.fee_charged = 0
 
     def copy(self) -> _Order:
         """A detached copy, for a sweep simulated without effect (the FOK check)."""
@@ -344,6 +368,8 @@ class _Order:
         )  # fmt: skip
         twin.lot_reserve = self.lot_reserve
         twin.fee_reserve = self.fee_reserve
+        twin.fee_exact = self.fee_exact
+        twin.fee_charged = self.fee_charged
         return twin
 
 
@@ -440,6 +466,7 @@ class _Position:
 
 class _Market:
     __slots__ = (
+        "bound_factor",
         "collateral",
         "fee_base",
         "lot",
@@ -475,20 +502,25 @@ class _Market:
         self.fee_base = fee_base
         # f of §8: the highest rate a buy could pay, the one its reservation covers.
         self.reserve_fee_bps = max(taker_fee_bps, maker_fee_bps, 0)
+        # A fee rounded to the cent is at most twice the exact fee: what PQ_CENTS reserves.
+        self.bound_factor = 2 if fee_base == _PQ_CENTS else 1
         self.outcome = _NO_OUTCOME
         self.collateral = 0  # micro-dollars, _PAIR_CASH per outstanding pair
         self.sides = (_BookSide(_BID), _BookSide(_ASK))
         self.positions: dict[int, _Position] = {}  # account -> position
 
     def lot_reserve(self, intent: int, price: int) -> int:
-        """``R_lot`` of a buy at limit ``price`` (§8): one lot's price and its highest fee."""
+        """``R_lot`` of a buy at limit ``price`` (§8): one lot's price and a bound of its
+        highest fee, ``ceil(x * f * B_lot / D)``."""
         lot = self.lot
-        fee = _fee(self.reserve_fee_bps, self.fee_base, intent, price, lot)
+        base, divisor = _fee_base(self.fee_base, intent, price, lot)
+        fee = -(-self.bound_factor * self.reserve_fee_bps * base // divisor)
         return _token_price(intent, price) * lot + fee
 
     def cash_fee_reserve(self, budget: int) -> int:
-        """``F`` of a buy by cash with ``budget`` (§8): ``ceil(taker_fee_bps * B / 10_000)``."""
-        return (self.taker_fee_bps * budget + PRICE_SCALE - 1) // PRICE_SCALE
+        """``F`` of a buy by cash with ``budget`` (§8): ``ceil(x * taker_fee_bps * B / 10_000)``."""
+        rate = self.bound_factor * self.taker_fee_bps
+        return (rate * budget + PRICE_SCALE - 1) // PRICE_SCALE
 
 
 # ---------------------------------------------------------------------------
@@ -951,8 +983,8 @@ class Engine:
             return False
         if not self._ledger:
             return True
-        fee = _fee(market.taker_fee_bps, market.fee_base, taker.intent, price, lot)
-        return fee <= taker.fee_reserve
+        base, divisor = _fee_base(market.fee_base, taker.intent, price, lot)
+        return market.bound_factor * market.taker_fee_bps * base <= taker.fee_reserve * divisor
 
     def _can_buy_at(self, market: _Market, taker: _Order, price: int) -> bool:
         """Has the taker something left to buy at ``price``? (checked before each resting order)
@@ -993,7 +1025,7 @@ class Engine:
             return min(taker.leaves, maker.leaves)
         lot = market.lot
         lots = min(maker.leaves // lot, taker.leaves // (_token_price(taker.intent, price) * lot))
-        bps = market.taker_fee_bps
+        bps = market.bound_factor * market.taker_fee_bps
         if self._ledger and bps:
             base, divisor = _fee_base(market.fee_base, taker.intent, price, lot)
             lots = min(lots, taker.fee_reserve * divisor // (bps * base))
@@ -1007,13 +1039,26 @@ class Engine:
         """
         fee = 0
         if self._ledger:
-            fee = _fee(market.taker_fee_bps, market.fee_base, taker.intent, price, qty)
+            fee = self._taker_fee(market, taker, price, qty)
         if taker.flags & _BY_CASH:
             taker.leaves -= _token_price(taker.intent, price) * qty
             taker.fee_reserve -= fee
         else:
             taker.leaves -= qty
         return fee
+
+    @staticmethod
+    def _taker_fee(market: _Market, taker: _Order, price: int, qty: int) -> int:
+        """The taker fee of the next fill of a sweep (§8, Fees). On ``PQ_CENTS`` the sweep's
+        charges are capped at the rounding of its summed exact fees, lowering this fill only:
+        ``c = max(0, min(round(e), round(sum e) - sum c))``."""
+        if market.fee_base != _PQ_CENTS:
+            return _fee(market.taker_fee_bps, market.fee_base, taker.intent, price, qty)
+        exact = market.taker_fee_bps * price * (PRICE_SCALE - price) * qty
+        taker.fee_exact += exact
+        cents = max(0, min(_cents(exact), _cents(taker.fee_exact) - taker.fee_charged))
+        taker.fee_charged += cents
+        return cents * _CENT
 
     def _fok_fills(self, market: _Market, taker: _Order) -> bool:
         """Would the taker be complete after the sweep? The sweep simulated, without effect.
@@ -1025,6 +1070,7 @@ class Engine:
         a lot at the limit price (§4, the sweep).
         """
         probe = taker.copy()
+        probe.fee_exact = probe.fee_charged = 0
         for level in market.sides[1 - taker.side].levels_best_first():
             if not self._crosses(probe, level.price):
                 break
@@ -1050,6 +1096,7 @@ class Engine:
         or ``CANCEL_BOTH``).
         """
         opposite = market.sides[1 - taker.side]
+        taker.fee_exact = taker.fee_charged = 0  # the cap is per sweep
         while True:
             level = opposite.best_level()
             if level is None or not self._crosses(taker, level.price):

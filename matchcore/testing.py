@@ -82,10 +82,10 @@ def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any
             "aux": lot,
         }
         if shape.ledger:
-            taker = rng.choice([0, 1, 7, 30, 100, 999, 1000])
+            taker = rng.choice([0, 1, 7, 30, 100, 695, 999, 1000])
             row["taker_fee_bps"] = taker
-            row["maker_fee_bps"] = rng.choice([0, 3, -min(taker, 5), -taker, 200])
-            row["fee_base"] = rng.randrange(3)
+            row["maker_fee_bps"] = rng.choice([0, 3, -min(taker, 5), -min(taker, 125), -taker, 200])
+            row["fee_base"] = rng.randrange(4)  # NOTIONAL, MIN, PQ, PQ_CENTS
         rows.append(row)
         rows.append(
             {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": MarketState.OPEN}

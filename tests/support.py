@@ -724,6 +724,8 @@ def reservation_per_lot(market: MarketSnap, intent: int, limit: int) -> int:
     """R_lot of §8 for a buy by quantity at ``limit`` in ``market``."""
     token_price = limit if intent == Intent.BUY_YES else 10_000 - limit
     rate = max(market.taker_fee_bps, market.maker_fee_bps, 0)
+    if market.fee_base == FeeBase.PQ_CENTS:
+        rate *= 2  # a fee rounded to the cent is at most twice the exact fee
     b, d = fee_base_and_divisor(market.fee_base, intent, limit, market.lot)
     return token_price * market.lot + ceil_div(rate * b, d)
 

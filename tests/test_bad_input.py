@@ -466,14 +466,14 @@ CREATE_CASES = [
     ("maker-rebate-without-taker-fee", dict(maker_fee_bps=-5), Reject.INVALID_FEE),
     ("maker-rebate-above-taker-fee", dict(maker_fee_bps=-6, taker_fee_bps=5), Reject.INVALID_FEE),
     ("maker-fee-int16-max", dict(maker_fee_bps=2**15 - 1), Reject.INVALID_FEE),
-    ("fee-base-3", dict(fee_base=3), Reject.INVALID_FEE),
+    ("fee-base-4", dict(fee_base=4), Reject.INVALID_FEE),
     ("fee-base-255", dict(fee_base=255), Reject.INVALID_FEE),
     # check order
     ("capacity-before-exists", dict(market=4, price=5), Reject.CAPACITY),
     ("exists-before-tick", dict(market=M1, price=5), Reject.MARKET_EXISTS),
     ("tick-before-quantity", dict(price=5, aux=0), Reject.INVALID_TICK),
     ("quantity-before-fee", dict(aux=0, taker_fee_bps=1001), Reject.INVALID_QUANTITY),
-    ("min-size-before-fee", dict(quantity=15, fee_base=3), Reject.INVALID_QUANTITY),
+    ("min-size-before-fee", dict(quantity=15, fee_base=4), Reject.INVALID_QUANTITY),
 ]
 
 
@@ -495,7 +495,7 @@ def test_create_market_fee_checked_before_level_capacity(engine_cls):
     assert eng.create_market(0, 100) == 0
     row = dict(type=CREATE, market=1, price=100, quantity=1, aux=1)
     assert_rejected(eng, [row], rejected(Reject.CAPACITY, market=1, command=CREATE))
-    for fees in (dict(taker_fee_bps=1001), dict(maker_fee_bps=-1), dict(fee_base=3)):
+    for fees in (dict(taker_fee_bps=1001), dict(maker_fee_bps=-1), dict(fee_base=4)):
         assert_rejected(
             eng, [{**row, **fees}], rejected(Reject.INVALID_FEE, market=1, command=CREATE)
         )

@@ -92,8 +92,27 @@ def test_streams_cover_every_event_reject_and_cancel_reason() -> None:
     assert matches == {mc.MatchType.COMPLEMENTARY, mc.MatchType.MINT, mc.MatchType.MERGE}
     trades = events[events["type"] == mc.EventType.TRADE]
     assert (trades["flags"] & mc.OrderFlags.BY_CASH).any()
-    assert (trades["fee"] != 0).any() and (trades["maker_fee"] < 0).any()
     assert len(trades) > 1_000
+    # Fees and rebates are drawn; the venue's schedule too: its fees are whole cents, and
+    # its taker cap lowers some fills below their own rounding.
+    capped = charged = rebated = 0
+    for seed in (7, 9, 11):
+        stream = testing.random_stream(seed, 20_000, SHAPE)
+        created = stream[stream["type"] == mc.CommandType.CREATE_MARKET][: SHAPE.markets]
+        taker_bps = {int(c["market"]): int(c["taker_fee_bps"]) for c in created
+                     if c["fee_base"] == mc.FeeBase.PQ_CENTS}  # fmt: skip
+        out = mc.Engine(**CAPACITIES).process(stream)
+        fills = out[out["type"] == mc.EventType.TRADE]
+        charged += int((fills["fee"] != 0).sum())
+        rebated += int((fills["maker_fee"] < 0).sum())
+        venue = out[(out["type"] == mc.EventType.TRADE) & np.isin(out["market"], list(taker_bps))]
+        assert not (venue["fee"] % 10_000).any() and not (venue["maker_fee"] % 10_000).any()
+        for fill in venue:
+            p, q = int(fill["price"]), int(fill["quantity"])
+            own = reference._cents(taker_bps[int(fill["market"])] * p * (10_000 - p) * q) * 10_000
+            assert 0 <= fill["fee"] <= own
+            capped += int(fill["fee"]) < own
+    assert capped and charged and rebated
 
 
 @pytest.mark.parametrize("seed", range(3000, 3003))

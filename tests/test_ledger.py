@@ -1882,14 +1882,14 @@ def test_create_market_with_fees(lg):
         dict(taker_fee_bps=1000, maker_fee_bps=-1001),
         dict(maker_fee_bps=-1),
         dict(taker_fee_bps=5, maker_fee_bps=-6),
-        dict(fee_base=3),
+        dict(fee_base=4),
         dict(fee_base=255),
     ],
     ids=str,
 )
 def test_invalid_fee(lg, fees):
     """Rates outside 0..1000 (taker), -1000..1000 (maker), a rebate above the taker rate or a
-    base above 2: INVALID_FEE, and the market is not created."""
+    base above 3: INVALID_FEE, and the market is not created."""
     before = lg.digest()
     row = {**dict(type=CREATE, market=3, price=100, quantity=1, aux=1, seq=1), **fees}
     assert run(lg, [row]) == [rejected(Reject.INVALID_FEE, market=3, command=CREATE, seq=1)]

@@ -465,7 +465,7 @@ CORRUPTIONS = {
     "taker-fee-1001": set_attr(lambda s: s.markets[1], taker_fee_bps=1001),
     "taker-fee-negative": set_attr(lambda s: s.markets[1], taker_fee_bps=-1),
     "maker-rebate-above-taker-fee": set_attr(lambda s: s.markets[1], maker_fee_bps=-1),
-    "fee-base-3": set_attr(lambda s: s.markets[1], fee_base=3),
+    "fee-base-4": set_attr(lambda s: s.markets[1], fee_base=4),
 }
 
 

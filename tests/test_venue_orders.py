@@ -3,7 +3,7 @@ orders, batches, modify and cancel (and their races), preview, close, positions,
 resolution, bad input, and a kill -9 between an order and its fill.
 
 One server for the module; each test uses its own market (created from a catalogue file
-with the venue's fee schedule: PQ base, taker 695 bps, maker -125 bps, tick $0.01, whole
+with the venue's fee schedule: PQ_CENTS base, taker 695 bps, maker -125 bps, tick $0.01, whole
 contracts) so tests do not see each other's orders. Accounts 1-4 are the demo's ($100,000;
 1,000 YES+NO pairs in each demo market, none in these).
 """
@@ -30,7 +30,7 @@ MARKETS = [f"m{i}" for i in range(1, 16)]
 
 def _catalogue(path: Path) -> Path:
     venue_fees = {"tick": "0.01", "min_size": "1", "lot": "1", "taker_fee_bps": 695,
-                  "maker_fee_bps": -125, "fee_base": "PQ", "open": True}  # fmt: skip
+                  "maker_fee_bps": -125, "fee_base": "PQ_CENTS", "open": True}  # fmt: skip
     spec = {
         "markets": [
             {"market": 10 + i, "slug": slug, "title": f"Test market {slug}", "create": venue_fees}
@@ -89,9 +89,10 @@ def test_appendix_b_two_traders(server: VenueServer) -> None:
     book = alice.markets.book(m)["marketData"]
     assert book["offers"] == [{"px": usd("0.40"), "qty": "10"}] and book["bids"] == []
     after = alice.account.balances()["balances"][0]
-    # the reservation: NO at 0.60 x 10 = $6.00, and the highest fee it could pay (0.1668)
+    # the reservation: NO at 0.60 x 10 = $6.00, and twice the highest exact fee it could pay
+    # (2 x 0.1668: a fee rounded to the cent is at most twice the exact one)
     spent = Decimal(str(before["buyingPower"])) - Decimal(str(after["buyingPower"]))
-    assert spent == Decimal("6.1668") and after["openOrders"] == 6.1668
+    assert spent == Decimal("6.3336") and after["openOrders"] == 6.3336
 
     b = bob.orders.create(
         {
@@ -103,16 +104,16 @@ def test_appendix_b_two_traders(server: VenueServer) -> None:
     assert kinds(b) == ["NEW", "FILL"]
     fill = b["executions"][1]
     assert fill["lastShares"] == "4" and fill["lastPx"] == usd("0.40") and fill["aggressor"]
-    # theta 0.0695 x 4 x 0.4 x 0.6 = 0.06672: the venue rounds it to $0.07 (issue 10)
-    assert fill["commissionNotionalCollected"] == usd("0.06672")
+    # theta 0.0695 x 4 x 0.4 x 0.6 = 0.06672, rounded half to even to the cent
+    assert fill["commissionNotionalCollected"] == usd("0.07")
     assert fill["order"]["state"] == "ORDER_STATE_FILLED" and fill["order"]["avgPx"]["value"] == (
         "0.4000"
     )
     resting = alice.orders.retrieve(a["id"])["order"]
     assert (resting["cumQuantity"], resting["leavesQuantity"]) == (4, 6)
     assert resting["state"] == "ORDER_STATE_PARTIALLY_FILLED"
-    # the maker rebate: -0.0125 x 0.96 = -0.012 (the venue: -$0.01)
-    assert resting["commissionNotionalTotalCollected"] == usd("-0.012")
+    # the maker rebate: -0.0125 x 0.96 = -0.012, rounded to -$0.01
+    assert resting["commissionNotionalTotalCollected"] == usd("-0.01")
     alice_position = alice.portfolio.positions({"market": m})["positions"][m]
     bob_position = bob.portfolio.positions({"market": m})["positions"][m]
     assert alice_position["netPositionDecimal"] == "-4.0000"
@@ -322,10 +323,13 @@ def test_preview_changes_nothing_and_close_position_sells(server: VenueServer) -
     maker, taker = server.client("pm-trader-3"), server.client("pm-trader-4")
     m = "m11"
     maker.orders.create(limit(m, "BUY_SHORT", "0.60", 4))  # ask 4 at 0.60
-    book = taker.markets.book(m)
+    deadline = time.monotonic() + 20  # the book (and the preview) follow market data
+    while not (book := taker.markets.book(m))["marketData"]["offers"]:
+        assert time.monotonic() < deadline, "the ask never reached the book"
+        time.sleep(0.02)
     preview = taker.orders.preview({"request": limit(m, "BUY_LONG", "0.65", 3)})["order"]
     assert preview["cumQuantity"] == 3 and preview["avgPx"]["value"] == "0.6000"
-    assert preview["commissionNotionalTotalCollected"] == usd("0.05004")  # 0.0695*3*0.24
+    assert preview["commissionNotionalTotalCollected"] == usd("0.05")  # 0.0695*3*0.24=0.05004
     assert taker.markets.book(m) == book and taker.orders.list({"slugs": [m]})["orders"] == []
     with pytest.raises(NotFoundError):
         taker.orders.preview({"request": limit("no-market", "BUY_LONG", "0.65", 3)})
@@ -338,8 +342,8 @@ def test_preview_changes_nothing_and_close_position_sells(server: VenueServer) -
     assert closed["executions"][0]["order"]["intent"] == "ORDER_INTENT_SELL_LONG"
     position = taker.portfolio.positions({"market": m})["positions"][m]
     assert position["netPositionDecimal"] == "0.0000" and position["qtySoldDecimal"] == "4.0000"
-    # bought 4 at 0.60 (fee 0.06672), sold 4 at 0.55 (fee 0.068805): -0.20 - 0.135525
-    assert position["realized"] == usd("-0.335525")
+    # bought 4 at 0.60 (fee 0.06672 -> 0.07), sold 4 at 0.55 (fee 0.068805 -> 0.07): -0.20 - 0.14
+    assert position["realized"] == usd("-0.34")
 
 
 def test_resolution_shows_in_positions_balances_and_activities(server: VenueServer) -> None:
@@ -362,8 +366,9 @@ def test_resolution_shows_in_positions_balances_and_activities(server: VenueServ
     assert paid == 10  # 10 YES paid $1 each
     position = winner.portfolio.positions({"market": m})["positions"][m]
     assert position["netPositionDecimal"] == "0.0000" and position["expired"] is True
-    # paid 3.00 for 10 YES, a maker rebate of 0.0125 x 10 x 0.3 x 0.7, then $10 from settlement
-    assert position["realized"] == usd("7.02625")
+    # paid 3.00 for 10 YES, a maker rebate of 0.0125 x 10 x 0.3 x 0.7 = 0.02625 rounded to
+    # 0.03, then $10 from settlement
+    assert position["realized"] == usd("7.03")
     resolution = winner.portfolio.activities({"types": ["ACTIVITY_TYPE_POSITION_RESOLUTION"]})[
         "activities"
     ][0]["positionResolution"]

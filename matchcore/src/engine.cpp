@@ -349,8 +349,10 @@ int64_t Engine::cash_lots(const Market& m, const Taker& t, int64_t budget, int64
                           int32_t price) const noexcept {
   int64_t lots = budget / (token_price(t.intent, price) * m.lot);
   if (config_.ledger && m.fees.taker_bps > 0 && lots > 0) {
-    // fee(k lots) = ceil(bps * B_lot * k / D) <= fee_reserve  <=>  bps * B_lot * k <= fee_reserve * D
-    const __int128 per_lot = __int128{m.fees.taker_bps} * m.fees.amount(t.intent, price, m.lot);
+    // fee(k lots) <= ceil(x * bps * B_lot * k / D) <= fee_reserve  <=>  x * bps * B_lot * k <=
+    // fee_reserve * D, with x the bound factor (2 where fees round to the cent)
+    const __int128 per_lot = __int128{m.fees.bound_factor() * m.fees.taker_bps} *
+                             m.fees.amount(t.intent, price, m.lot);
     if (per_lot > 0) {
       const __int128 covered = __int128{fee_reserve} * m.fees.divisor() / per_lot;
       if (covered < lots) lots = static_cast<int64_t>(covered);
@@ -364,6 +366,7 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
   const bool by_cash = t.flags & BY_CASH;
   int64_t remaining = t.remaining;
   int64_t fee_reserve = t.fee_reserve;
+  TakerFees fees = t.fees;
   for (int32_t index = m.best[opposite]; index >= 0; index = next_level(m, opposite, index)) {
     const int32_t price = level_price(m, index);
     if (!takes_level(t.side, price, t.limit)) break;
@@ -378,7 +381,7 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
       const int64_t fill = std::min(o.leaves_qty, by_cash ? lots * m.lot : remaining);
       if (by_cash) {
         remaining -= token_price(t.intent, price) * fill;
-        if (config_.ledger) fee_reserve -= m.fees.fee(m.fees.taker_bps, t.intent, price, fill);
+        if (config_.ledger) fee_reserve -= m.fees.taker_fee(fees, t.intent, price, fill);
       } else {
         remaining -= fill;
       }
@@ -495,7 +498,7 @@ void Engine::release_order(const Market& m, const Order& o) {
 
 void Engine::settle(Market& m, Taker& t, const Order& maker, int32_t price, int64_t quantity,
                     int64_t& taker_fee, int64_t& maker_fee) {
-  taker_fee = m.fees.fee(m.fees.taker_bps, t.intent, price, quantity);
+  taker_fee = m.fees.taker_fee(t.fees, t.intent, price, quantity);
   maker_fee = m.fees.fee(m.fees.maker_bps, maker.intent, price, quantity);
   Position& taker_position = positions_[t.position];
   if (t.flags & BY_CASH) {  // pays from its budget and fee reserve, both reserved cash
@@ -720,7 +723,7 @@ int64_t Engine::create_market(const Command& c) {
   }
   if (c.taker_fee_bps < 0 || c.taker_fee_bps > FEE_BPS_LIMIT ||
       c.maker_fee_bps < -FEE_BPS_LIMIT || c.maker_fee_bps > FEE_BPS_LIMIT ||
-      c.maker_fee_bps < -c.taker_fee_bps || c.fee_base > FEE_PQ) {
+      c.maker_fee_bps < -c.taker_fee_bps || c.fee_base > FEE_PQ_CENTS) {
     return reject(c, R_INVALID_FEE);
   }
   const uint32_t needed = 2 * static_cast<uint32_t>(levels_per_side(c.price));

@@ -241,7 +241,7 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     const int64_t collateral = in.get<int64_t>();
     if (!in.ok()) return fail(error, "truncated market");
     if (taker_bps < 0 || taker_bps > FEE_BPS_LIMIT || maker_bps < -FEE_BPS_LIMIT ||
-        maker_bps > FEE_BPS_LIMIT || maker_bps < -taker_bps || fee_base > FEE_PQ) {
+        maker_bps > FEE_BPS_LIMIT || maker_bps < -taker_bps || fee_base > FEE_PQ_CENTS) {
       return fail(error, "bad fee schedule");
     }
     if (outcome > OUTCOME_HALF || (outcome != OUTCOME_NONE) != (state == RESOLVED)) {
@@ -623,7 +623,7 @@ bool Engine::validate_ledger(const std::vector<uint8_t>& resting, std::string& e
     }
     const FeeSchedule& f = m.fees;
     if (f.taker_bps < 0 || f.taker_bps > FEE_BPS_LIMIT || f.maker_bps < -f.taker_bps ||
-        f.maker_bps > FEE_BPS_LIMIT || f.base > FEE_PQ) {
+        f.maker_bps > FEE_BPS_LIMIT || f.base > FEE_PQ_CENTS) {
       return fail(error, where() + ": fee schedule out of bounds");
     }
     if (m.state == RESOLVED && m.collateral != 0) {

@@ -61,7 +61,7 @@ class MarketRules:
     lot: str = "0.01"  # contracts: the quantity step
     taker_fee_bps: int = 0
     maker_fee_bps: int = 0
-    fee_base: str = "NOTIONAL"  # NOTIONAL | MIN | PQ (docs/matchcore.md §8)
+    fee_base: str = "NOTIONAL"  # NOTIONAL | MIN | PQ | PQ_CENTS (docs/matchcore.md §8)
     open: bool = True  # open it once created (else it stays PRE_OPEN)
 
 

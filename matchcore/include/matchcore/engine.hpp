@@ -174,6 +174,7 @@ class Engine {
     int64_t expiry;
     int64_t lot_reserve;  ///< ledger: what a buy by quantity holds per lot
     int64_t fee_reserve;  ///< ledger: the fee reserve left to a BY_CASH buy
+    TakerFees fees;       ///< ledger: this sweep's taker fees so far (FEE_PQ_CENTS cap)
     uint32_t account;
     uint32_t slot;      ///< NIL for a new order
     uint32_t position;  ///< ledger: the account's position in the market

@@ -18,6 +18,25 @@
 
 namespace matchcore {
 
+/// Cash units (micro-dollars) per cent, the unit FEE_PQ_CENTS rounds to.
+constexpr int64_t CENT = 10'000;
+
+/// Round half to even of n / (10^8 * CENT) for n >= 0: a PQ numerator in cents.
+inline int64_t round_cents(__int128 n) noexcept {
+  constexpr __int128 d = __int128{100'000'000} * CENT;
+  int64_t q = static_cast<int64_t>(n / d);
+  const __int128 twice = 2 * (n % d);
+  if (twice > d || (twice == d && (q & 1))) ++q;
+  return q;
+}
+
+/// A taker's fees over the fills of one sweep, for the cumulative cap of
+/// FEE_PQ_CENTS: the sum of its exact fees (PQ numerators) and the cents charged.
+struct TakerFees {
+  __int128 exact = 0;
+  int64_t charged = 0;
+};
+
 /// A market's fee schedule, fixed at creation.
 struct FeeSchedule {
   int16_t taker_bps;
@@ -28,36 +47,61 @@ struct FeeSchedule {
     return static_cast<int16_t>(std::max<int>({taker_bps, maker_bps, 0}));
   }
   /// Denominator D of the fee formula.
-  int64_t divisor() const noexcept { return base == FEE_PQ ? 100'000'000 : 10'000; }
+  int64_t divisor() const noexcept { return base >= FEE_PQ ? 100'000'000 : 10'000; }
+  /// What a reservation multiplies the exact fee by to cover a charged one:
+  /// a fee rounded to the cent half to even is at most twice the exact fee.
+  int bound_factor() const noexcept { return base == FEE_PQ_CENTS ? 2 : 1; }
   /// Fee base B for `quantity` of `intent`'s token at YES price `price`.
   __int128 amount(uint8_t intent, int32_t price, int64_t quantity) const noexcept {
     switch (base) {
       case FEE_MIN:
         return __int128{std::min(price, PRICE_SCALE - price)} * quantity;
       case FEE_PQ:
+      case FEE_PQ_CENTS:
         return __int128{price} * (PRICE_SCALE - price) * quantity;
       default:
         return __int128{token_price(intent, price)} * quantity;
     }
   }
-  /// bps * B / D: rounded up when charged, toward zero for a rebate.
+  /// The fee of one fill (before any cap): bps * B / D rounded up when charged,
+  /// toward zero for a rebate; on FEE_PQ_CENTS to the cent, half to even, either sign.
   int64_t fee(int32_t bps, uint8_t intent, int32_t price, int64_t quantity) const noexcept {
     if (bps == 0) return 0;
     const __int128 scaled = __int128{bps < 0 ? -bps : bps} * amount(intent, price, quantity);
+    if (base == FEE_PQ_CENTS) {
+      const int64_t cents = round_cents(scaled) * CENT;
+      return bps > 0 ? cents : -cents;
+    }
     const int64_t d = divisor();
     if (bps > 0) return static_cast<int64_t>((scaled + d - 1) / d);
     return -static_cast<int64_t>(scaled / d);
   }
-  /// The fee reserve of a buy by cash with this budget: the taker rate on the
-  /// whole budget, which bounds its fee on any base (docs/matchcore.md §8).
-  int64_t budget_fee_reserve(int64_t budget) const noexcept {
-    return static_cast<int64_t>((__int128{taker_bps} * budget + 9'999) / 10'000);
+  /// The taker fee of the next fill of a sweep. FEE_PQ_CENTS caps the sum of
+  /// the sweep's charges at the rounding of its summed exact fees, lowering
+  /// this fill's charge only: c = max(0, min(round(e), round(sum e) - sum c)).
+  int64_t taker_fee(TakerFees& s, uint8_t intent, int32_t price, int64_t quantity) const noexcept {
+    if (base != FEE_PQ_CENTS) return fee(taker_bps, intent, price, quantity);
+    if (taker_bps == 0) return 0;
+    const __int128 exact = __int128{taker_bps} * amount(intent, price, quantity);
+    s.exact += exact;
+    const int64_t cents =
+        std::max<int64_t>(0, std::min(round_cents(exact), round_cents(s.exact) - s.charged));
+    s.charged += cents;
+    return cents * CENT;
   }
-  /// What a buy reserves per lot at its limit: the token's price and the
-  /// fee at the highest rate, rounded per lot so that any fill of whole lots
-  /// at the limit or better is covered (docs/matchcore.md §8).
+  /// The fee reserve of a buy by cash with this budget: the taker rate on the
+  /// whole budget (twice it on FEE_PQ_CENTS), which bounds its fee on any base
+  /// (docs/matchcore.md §8).
+  int64_t budget_fee_reserve(int64_t budget) const noexcept {
+    return static_cast<int64_t>((__int128{bound_factor() * taker_bps} * budget + 9'999) / 10'000);
+  }
+  /// What a buy reserves per lot at its limit: the token's price and a bound
+  /// of the fee at the highest rate, ceil(factor * f * B_lot / D), so that any
+  /// fill of whole lots at the limit or better is covered (docs/matchcore.md §8).
   int64_t lot_reserve(uint8_t intent, int32_t limit, int64_t lot) const noexcept {
-    return token_price(intent, limit) * lot + fee(reserve_bps(), intent, limit, lot);
+    const __int128 scaled = __int128{bound_factor() * reserve_bps()} * amount(intent, limit, lot);
+    const int64_t d = divisor();
+    return token_price(intent, limit) * lot + static_cast<int64_t>((scaled + d - 1) / d);
   }
 };
 

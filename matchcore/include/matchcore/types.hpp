@@ -107,7 +107,9 @@ enum Reject : uint8_t {
   R_LEDGER_DISABLED = 23,
 };
 
-enum FeeBase : uint8_t { FEE_NOTIONAL = 0, FEE_MIN = 1, FEE_PQ = 2 };
+/// FEE_PQ_CENTS is the venue's schedule (Polymarket US): the PQ base with each
+/// fill rounded to the cent half to even and a taker's fills capped together.
+enum FeeBase : uint8_t { FEE_NOTIONAL = 0, FEE_MIN = 1, FEE_PQ = 2, FEE_PQ_CENTS = 3 };
 enum Outcome : uint8_t { OUTCOME_NONE = 0, OUTCOME_YES = 1, OUTCOME_NO = 2, OUTCOME_HALF = 3 };
 
 enum CancelReason : uint8_t {

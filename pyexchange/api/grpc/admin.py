@@ -23,7 +23,7 @@ from .auth import GrpcAuth
 
 STATES = {pb.PRE_OPEN: 1, pb.OPEN: 2, pb.HALTED: 3, pb.CLOSED: 4, pb.RESOLVED: 5}
 OUTCOMES = {pb.YES: 1, pb.NO: 2, pb.HALF: 3}
-FEE_BASES = {pb.NOTIONAL: 0, pb.MIN: 1, pb.PQ: 2}
+FEE_BASES = {pb.NOTIONAL: 0, pb.MIN: 1, pb.PQ: 2, pb.PQ_CENTS: 3}
 
 
 def create_market_of(r: pb.CreateMarketRequest) -> sa.CreateMarket:

@@ -41,6 +41,7 @@ from matchcore import (
     PRICE_SCALE,
     CommandType,
     EventType,
+    FeeBase,
     Intent,
     OrderFlags,
     Side,
@@ -740,11 +741,29 @@ def simulate(command: Any, view: Any, info: Any) -> tuple[int, int, int]:
         cum += take
         notional += price * take
         fee += _fee(int(info.taker_fee_bps), int(info.fee_base), price, token, take)
+    if int(info.fee_base) == FeeBase.PQ_CENTS:  # fee summed the exact numerators
+        fee = _cents(fee) * _CENT
     return cum, notional, fee
 
 
+_CENT = 10_000  # micro-dollars
+
+
+def _cents(numerator: int) -> int:
+    """A PQ fee numerator (over 10**8 micro-dollars) in cents, rounded half to even."""
+    cents, rest = divmod(numerator, 10**8 * _CENT)
+    if 2 * rest > 10**8 * _CENT or (2 * rest == 10**8 * _CENT and cents % 2):
+        cents += 1
+    return cents
+
+
 def _fee(bps: int, base: int, price: int, token: int, qty: int) -> int:
-    """The core's taker fee (docs/matchcore.md §8), rounded up to the micro-dollar."""
+    """The core's taker fee (docs/matchcore.md §8), rounded up to the micro-dollar; on
+    PQ_CENTS the exact numerator, which simulate() rounds once: the preview shows the cap of
+    the order's charges, round(sum of exact fees), which the fills reach unless their own
+    roundings are lower (the book's levels do not say how they split into fills)."""
+    if base == FeeBase.PQ_CENTS:
+        return bps * price * (PRICE_SCALE - price) * qty
     if base == 0:  # NOTIONAL
         numerator, denominator = bps * token * qty, 10_000
     elif base == 1:  # MIN

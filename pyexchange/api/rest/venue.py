@@ -13,10 +13,11 @@ Today's core, as the venue sees it:
   1 - tick) are the venue's 0.01 .. 0.99; the venue's $0.005 and $0.0025 ticks
   wait for issue 10. A market on a tick the venue lacks ($0.001) is served with
   the core's bounds (0.001 .. 0.999);
-- fees: the venue's ``fee = theta x C x p x (1 - p)`` is the core's ``PQ`` fee
-  base with ``bps = theta x 10^4`` (taker 695, maker -125), rounded up to the
-  micro-dollar (rebates toward zero) where the venue rounds half-even to the
-  cent and caps a taker order's total (issue 10);
+- fees: the venue's ``fee = theta x C x p x (1 - p)`` is the core's ``PQ_CENTS``
+  fee base with ``bps = theta x 10^4`` (taker 695, maker -125): each fill rounded
+  half to even to the cent, a taker order's fills capped at the rounding of their
+  summed exact fee (docs/matchcore.md §8); the core's ``PQ`` base is the same
+  formula rounded to the micro-dollar;
 - states: the venue's SUSPENDED (cancels only) is the core's HALTED, shown as
   SUSPENDED while the exchange is in maintenance (the core lets cancels through
   in every state); PREOPEN accepts no orders yet (no auction: issue 10);
@@ -157,11 +158,11 @@ def tick_dollars(tick: int) -> Decimal:
 
 VENUE_TAKER_BPS = 695  # theta 0.0695 (spec §5.2)
 VENUE_MAKER_BPS = -125  # theta -0.0125: a rebate
-VENUE_FEE_BASE = FeeBase.PQ
+VENUE_FEE_BASE = FeeBase.PQ_CENTS  # rounded to the cent, taker capped per order
 
 
 def fee_coefficient(taker_bps: int, fee_base: int) -> Decimal:
-    """The market's ``feeCoefficient`` (theta): exact on the PQ base; other bases are this
+    """The market's ``feeCoefficient`` (theta): exact on the PQ bases; other bases are this
     exchange's own fee models, shown by their taker rate."""
     return Decimal(taker_bps) / 10_000
 
