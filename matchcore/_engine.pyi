@@ -28,6 +28,8 @@ class Engine:
         taker_fee_bps: int = 0,
         maker_fee_bps: int = 0,
         fee_base: int = 0,
+        min_price: int = 0,
+        max_price: int = 0,
         time: int = 0,
     ) -> int: ...
     def set_market_state(self, market: int, state: int, *, time: int = 0) -> int: ...

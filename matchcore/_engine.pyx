@@ -179,11 +179,12 @@ cdef class Engine:
 
     def create_market(self, uint32_t market, int32_t tick, int64_t min_size=1,
                       int64_t lot=1, *, int16_t taker_fee_bps=0, int16_t maker_fee_bps=0,
-                      uint8_t fee_base=0, int64_t time=0):
+                      uint8_t fee_base=0, uint32_t min_price=0, uint32_t max_price=0,
+                      int64_t time=0):
         """Create a market in PRE_OPEN; tick, min size and lot in price / quantity units.
 
         Fees are in basis points of ``fee_base`` (a FeeBase); a negative maker
-        rate is a rebate.
+        rate is a rebate. ``min_price`` / ``max_price`` bound its prices (0: none).
         """
         cdef lib.Command c
         _clear(&c, lib.CMD_CREATE_MARKET, time)
@@ -194,6 +195,7 @@ cdef class Engine:
         c.taker_fee_bps = taker_fee_bps
         c.maker_fee_bps = maker_fee_bps
         c.fee_base = fee_base
+        c.expiry = <int64_t> (<uint64_t> max_price << 32 | min_price)
         return self._run(&c)
 
     def set_market_state(self, uint32_t market, uint8_t state, *, int64_t time=0):
@@ -496,7 +498,8 @@ cdef class Engine:
         if m == NULL:
             return None
         return MarketInfo(m.id, m.state, m.tick, m.min_size, m.lot, m.fees.taker_bps,
-                          m.fees.maker_bps, m.fees.base, m.outcome, m.collateral)
+                          m.fees.maker_bps, m.fees.base, m.outcome, m.collateral,
+                          m.min_price, m.max_price)
 
     def balance(self, uint32_t account):
         """The account's cash as Balance(free, reserved) in micro-dollars, or None."""

@@ -30,7 +30,7 @@ FEE_BPS_LIMIT = 1_000
 """Fee rates are within +-1_000 basis points (taker rates are never negative)."""
 ALL_MARKETS = 0xFFFF_FFFF
 """``CANCEL_ALL`` target meaning every market."""
-TICKS = (1, 10, 100, 1000)
+TICKS = (1, 10, 25, 50, 100, 1000)
 """The allowed tick sizes, in price units."""
 
 

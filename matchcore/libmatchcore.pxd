@@ -132,6 +132,8 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         FeeSchedule fees
         uint8_t outcome
         int64_t collateral
+        int32_t min_price
+        int32_t max_price
 
     cdef struct BookLevel:
         int32_t price

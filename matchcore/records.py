@@ -97,6 +97,9 @@ class MarketInfo(NamedTuple):
     fee_base: int
     outcome: int
     collateral: int
+    min_price: int = 0
+    """The market's price bounds (0: none; the tick's bounds always apply)."""
+    max_price: int = 0
 
 
 class Balance(NamedTuple):

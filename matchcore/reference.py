@@ -191,9 +191,13 @@ def _levels_per_side(tick: int) -> int:
     return PRICE_SCALE // tick - 1
 
 
-def _price_ok(price: int, tick: int) -> bool:
-    """A price on the tick grid and within ``tick <= p <= 10_000 - tick`` (§1)."""
-    return tick <= price <= PRICE_SCALE - tick and price % tick == 0
+def _bounds_ok(min_price: int, max_price: int) -> bool:
+    """Price bounds a market can have (§4, CREATE_MARKET): within 0..10_000, 0 for none."""
+    return (
+        0 <= min_price <= PRICE_SCALE
+        and 0 <= max_price <= PRICE_SCALE
+        and (max_price == 0 or min_price <= max_price)
+    )
 
 
 def _is_buy(intent: int) -> bool:
@@ -472,6 +476,8 @@ class _Market:
         "lot",
         "maker_fee_bps",
         "market",
+        "max_price",
+        "min_price",
         "min_size",
         "outcome",
         "positions",
@@ -491,9 +497,13 @@ class _Market:
         taker_fee_bps: int = 0,
         maker_fee_bps: int = 0,
         fee_base: int = _NOTIONAL,
+        min_price: int = 0,
+        max_price: int = 0,
     ) -> None:
         self.market = market
         self.state = _PRE_OPEN
+        self.min_price = min_price  # the price bounds as created, 0: none
+        self.max_price = max_price
         self.tick = tick
         self.min_size = min_size
         self.lot = lot
@@ -508,6 +518,13 @@ class _Market:
         self.collateral = 0  # micro-dollars, _PAIR_CASH per outstanding pair
         self.sides = (_BookSide(_BID), _BookSide(_ASK))
         self.positions: dict[int, _Position] = {}  # account -> position
+
+    def price_ok(self, price: int) -> bool:
+        """On the tick grid, within ``tick <= p <= 10_000 - tick`` and the bounds (§1)."""
+        tick = self.tick
+        if price % tick or not tick <= price <= PRICE_SCALE - tick:
+            return False
+        return price >= self.min_price and (self.max_price == 0 or price <= self.max_price)
 
     def lot_reserve(self, intent: int, price: int) -> int:
         """``R_lot`` of a buy at limit ``price`` (§8): one lot's price and a bound of its
@@ -527,12 +544,14 @@ class _Market:
 # Canonical state formats (§6)
 # ---------------------------------------------------------------------------
 
-_MAGIC = b"MCSTATE\x03"
+_MAGIC = b"MCSTATE\x04"
+_MAGIC_V3 = b"MCSTATE\x03"  # markets without price bounds: read as bounds 0, 0
 _MAGIC_V2 = b"MCSTATE\x02"  # order ids 1, 2, 3, ... whatever the slots: refused
 _HEADER = struct.Struct("<8sIIIIIBqQqq")
 _U32 = struct.Struct("<I")
 _ACCOUNT_REC = struct.Struct("<Iqq")
-_MARKET_REC = struct.Struct("<IBiqqhhBBq")
+_MARKET_REC = struct.Struct("<IBiqqhhBBqii")
+_MARKET_REC_V3 = struct.Struct("<IBiqqhhBBq")
 _LEVEL_REC = struct.Struct("<iIq")
 _ORDER_REC = struct.Struct("<QQIqqBBBB")
 _POSITION_REC = struct.Struct("<Iqqqq")
@@ -1185,7 +1204,7 @@ class Engine:
             return self._reject(cmd, Reject.INVALID_ORDER)
         if market.state != _OPEN:
             return self._reject(cmd, Reject.MARKET_NOT_OPEN)
-        if not _price_ok(cmd.price, market.tick):
+        if not market.price_ok(cmd.price):
             return self._reject(cmd, Reject.INVALID_PRICE)
         if flags & _BY_CASH:
             if not 0 < cmd.quantity <= MAX_CASH:
@@ -1308,7 +1327,7 @@ class Engine:
         market = self._markets[order.market]
         if market.state != _OPEN:
             return self._reject(cmd, Reject.MARKET_NOT_OPEN)
-        if cmd.price != 0 and not _price_ok(cmd.price, market.tick):
+        if cmd.price != 0 and not market.price_ok(cmd.price):
             return self._reject(cmd, Reject.INVALID_PRICE)
         if cmd.quantity != 0:
             reason = self._quantity_reject(market, cmd.quantity)
@@ -1383,13 +1402,17 @@ class Engine:
             return self._reject(cmd, Reject.INVALID_QUANTITY)
         if not _fee_ok(cmd.taker_fee_bps, cmd.maker_fee_bps, cmd.fee_base):
             return self._reject(cmd, Reject.INVALID_FEE)
+        min_price, max_price = cmd.expiry & 0xFFFF_FFFF, (cmd.expiry % 2**64) >> 32
+        if not _bounds_ok(min_price, max_price):
+            return self._reject(cmd, Reject.INVALID_PRICE)
         levels = 2 * _levels_per_side(tick)
         if self._levels_used + levels > self._max_levels:
             return self._reject(cmd, Reject.CAPACITY)
         self._levels_used += levels
         market = self._markets[cmd.market] = _Market(
-            cmd.market, tick, min_size, lot, cmd.taker_fee_bps, cmd.maker_fee_bps, cmd.fee_base
-        )
+            cmd.market, tick, min_size, lot, cmd.taker_fee_bps, cmd.maker_fee_bps, cmd.fee_base,
+            min_price, max_price,
+        )  # fmt: skip
         self._emit_market(market)
         return 0
 
@@ -1569,12 +1592,18 @@ class Engine:
         taker_fee_bps: int = 0,
         maker_fee_bps: int = 0,
         fee_base: int = FeeBase.NOTIONAL,
+        min_price: int = 0,
+        max_price: int = 0,
         time: int = 0,
     ) -> int:
+        for name, value in (("min_price", min_price), ("max_price", max_price)):
+            if not 0 <= operator.index(value) < 2**32:
+                raise OverflowError(f"{name}={value} is out of range [0, {2**32 - 1}]")
+        bounds = max_price << 32 | min_price  # the expiry field, as int64
         return self._call(
             type=_CMD_CREATE_MARKET, market=market, price=tick, quantity=min_size, aux=lot,
             taker_fee_bps=taker_fee_bps, maker_fee_bps=maker_fee_bps, fee_base=fee_base,
-            time=time,
+            expiry=bounds - 2**64 if bounds >= 2**63 else bounds, time=time,
         )  # fmt: skip
 
     def set_market_state(self, market: int, state: int, *, time: int = 0) -> int:
@@ -1726,7 +1755,7 @@ class Engine:
             return None
         return MarketInfo(
             m.market, m.state, m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps,
-            m.fee_base, m.outcome, m.collateral,
+            m.fee_base, m.outcome, m.collateral, m.min_price, m.max_price,
         )  # fmt: skip
 
     def balance(self, account: int) -> Balance | None:
@@ -1779,7 +1808,8 @@ class Engine:
             parts.append(
                 _MARKET_REC.pack(
                     m.market, m.state, m.tick, m.min_size, m.lot, m.taker_fee_bps,
-                    m.maker_fee_bps, m.fee_base, m.outcome, m.collateral,
+                    m.maker_fee_bps, m.fee_base, m.outcome, m.collateral, m.min_price,
+                    m.max_price,
                 )
             )  # fmt: skip
             for book_side in m.sides:
@@ -1833,9 +1863,9 @@ class Engine:
         if magic == _MAGIC_V2:
             raise ValueError(
                 "a matchcore state of format 2, whose order ids do not name their slots; "
-                "this engine reads format 3 only"
+                "this engine reads formats 3 and 4 only"
             )
-        if magic != _MAGIC:
+        if magic not in (_MAGIC, _MAGIC_V3):
             raise ValueError(f"not a matchcore state (magic {magic!r})")
         if ledger > 1:
             raise ValueError(f"ledger flag {ledger} is neither 0 nor 1")
@@ -1867,8 +1897,11 @@ class Engine:
         for _ in range(n_markets):
             (
                 market_id, state, tick, min_size, lot, taker_fee_bps, maker_fee_bps, fee_base,
-                outcome, collateral,
-            ) = reader.read(_MARKET_REC)  # fmt: skip
+                outcome, collateral, *bounds,
+            ) = reader.read(_MARKET_REC if magic == _MAGIC else _MARKET_REC_V3)  # fmt: skip
+            min_price, max_price = bounds or (0, 0)
+            if not _bounds_ok(min_price, max_price):
+                raise ValueError(f"market {market_id}: bad price bounds {min_price}..{max_price}")
             if market_id <= previous or market_id >= max_markets:
                 raise ValueError(f"market {market_id} out of order or >= max_markets")
             previous = market_id
@@ -1882,7 +1915,10 @@ class Engine:
                 raise ValueError(
                     f"market {market_id}: bad fees {taker_fee_bps}/{maker_fee_bps}/{fee_base}"
                 )
-            market = _Market(market_id, tick, min_size, lot, taker_fee_bps, maker_fee_bps, fee_base)
+            market = _Market(
+                market_id, tick, min_size, lot, taker_fee_bps, maker_fee_bps, fee_base,
+                min_price, max_price,
+            )  # fmt: skip
             market.state = state
             market.outcome = outcome
             market.collateral = collateral
@@ -1911,7 +1947,7 @@ class Engine:
         previous: int | None = None
         for _ in range(n_levels):
             price, count, total = reader.read(_LEVEL_REC)
-            if not _price_ok(price, market.tick):
+            if not market.price_ok(price):
                 raise ValueError(f"{where}: level price {price} off the grid")
             if previous is not None and (
                 price >= previous if book_side.side == _BID else price <= previous
@@ -2085,8 +2121,8 @@ class Engine:
             at = f"{where} level {price}"
             if level.price != price:
                 fail(f"{at}: level says price {level.price}")
-            if not _price_ok(price, market.tick):
-                fail(f"{at}: price off the grid of tick {market.tick}")
+            if not market.price_ok(price):
+                fail(f"{at}: price off the grid of tick {market.tick} or its bounds")
             if not level.orders:
                 fail(f"{at}: empty level kept in the book")
             total = sum(o.leaves for o in level.orders)

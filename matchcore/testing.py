@@ -26,6 +26,7 @@ from ._engine import Engine
 from .codes import (
     ALL_MARKETS,
     MAX_QUANTITY,
+    TICKS,
     CommandType,
     EventType,
     Intent,
@@ -72,7 +73,7 @@ def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any
     """Markets (mixed ticks, lots and minimum sizes), opened, and the accounts."""
     rows: list[dict[str, Any]] = []
     for market in range(shape.markets):
-        tick = rng.choice([10, 100, 100])
+        tick = rng.choice([10, 25, 50, 100, 100])
         lot = rng.choice([1, 100])
         row = {
             "type": CommandType.CREATE_MARKET,
@@ -80,6 +81,9 @@ def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any
             "price": tick,
             "quantity": lot * rng.randrange(1, 3),
             "aux": lot,
+            # price bounds (low | high << 32): none, the venue's 0.01..0.99, or ones the
+            # orders reach
+            "expiry": rng.choice([0, 0, 100 | 9_900 << 32, 3_000 | 7_000 << 32, 6_000 << 32]),
         }
         if shape.ledger:
             taker = rng.choice([0, 1, 7, 30, 100, 695, 999, 1000])
@@ -257,8 +261,8 @@ def _admin(s: _StreamState) -> dict[str, Any]:
             s.reopen[market] = rng.randrange(1, 60)
         return {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": state}
     if roll < 0.8:
-        tick = rng.choice([1, 10, 10, 100, 100, 1000, 7])
-        if market in s.tick and tick in (1, 10, 100, 1000):
+        tick = rng.choice([1, 10, 10, 25, 50, 100, 100, 1000, 7])
+        if market in s.tick and tick in TICKS:
             s.tick[market] = tick
         return {"type": CommandType.SET_TICK, "market": market, "price": tick}
     if roll < 0.9:
@@ -269,6 +273,7 @@ def _admin(s: _StreamState) -> dict[str, Any]:
         "price": 100,
         "quantity": 1,
         "aux": 1,
+        "expiry": rng.choice([0, 0, 100 | 9_900 << 32, 7_000 | 3_000 << 32, 10_001, -1]),
     }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 
-from matchcore import MAX_CASH, MAX_QUANTITY, PRICE_SCALE
+from matchcore import MAX_CASH, MAX_QUANTITY, PRICE_SCALE, TICKS
 
 QUANTITY_SCALE = 100  # units per share
 CASH_SCALE = 1_000_000  # micro-dollars per dollar
@@ -149,13 +149,14 @@ def check_cash(units: int, shown: str | None = None) -> int:
 
 
 def parse_tick(text: str) -> int:
-    """A tick size in dollars ("0.01") -> price units; one of 0.1, 0.01, 0.001, 0.0001."""
+    """A tick size in dollars ("0.01") -> price units; one of 0.1, 0.01, 0.005, 0.0025, 0.001,
+    0.0001."""
     return check_tick(_scaled(text, PRICE_SCALE, "tick"), quote(text))
 
 
 def check_tick(units: int, shown: str | None = None) -> int:
-    if units not in (1, 10, 100, 1000):
-        raise UnitError(f"tick {shown or units} must be 0.1, 0.01, 0.001 or 0.0001")
+    if units not in TICKS:
+        raise UnitError(f"tick {shown or units} must be 0.1, 0.01, 0.005, 0.0025, 0.001 or 0.0001")
     return units
 
 

@@ -494,10 +494,10 @@ def settlement_event(
 
 # --------------------------------------------------------------------------- canonical state
 
-MAGIC = b"MCSTATE\x03"
+MAGIC = b"MCSTATE\x04"
 HEADER = "<8sIIIIIBqQqq"
 ACCOUNT = "<Iqq"
-MARKET = "<IBiqqhhBBq"
+MARKET = "<IBiqqhhBBqii"
 LEVEL = "<iIq"
 ORDER = "<QQIqqBBBB"
 POSITION = "<Iqqqq"
@@ -549,6 +549,8 @@ class MarketSnap:
     outcome: int = 0
     collateral: int = 0
     positions: list[PositionSnap] = dataclasses.field(default_factory=list)  # by account
+    min_price: int = 0
+    max_price: int = 0
 
 
 @dataclasses.dataclass
@@ -614,6 +616,8 @@ def encode_state(state: EngineState) -> bytes:
                 m.fee_base,
                 m.outcome,
                 m.collateral,
+                m.min_price,
+                m.max_price,
             )
         )
         for levels in (m.bids, m.asks):
@@ -667,7 +671,9 @@ def decode_state(data: bytes) -> EngineState:
     ]
     markets = []
     for _ in range(r.read(COUNT)[0]):
-        mid, st, tick, min_size, lot, taker, maker, base, outcome, collateral = r.read(MARKET)
+        mid, st, tick, min_size, lot, taker, maker, base, outcome, collateral, low, high = r.read(
+            MARKET
+        )
         sides: list[list[Level]] = []
         for _side in range(2):
             levels = []
@@ -697,6 +703,8 @@ def decode_state(data: bytes) -> EngineState:
                 outcome,
                 collateral,
                 positions,
+                low,
+                high,
             )
         )
     assert r.offset == len(data), "trailing bytes"

@@ -96,7 +96,7 @@ def test_streams_cover_every_event_reject_and_cancel_reason() -> None:
     # Fees and rebates are drawn; the venue's schedule too: its fees are whole cents, and
     # its taker cap lowers some fills below their own rounding.
     capped = charged = rebated = 0
-    for seed in (7, 9, 11):
+    for seed in (7, 16, 18):  # streams with venue markets whose cap bites
         stream = testing.random_stream(seed, 20_000, SHAPE)
         created = stream[stream["type"] == mc.CommandType.CREATE_MARKET][: SHAPE.markets]
         taker_bps = {int(c["market"]): int(c["taker_fee_bps"]) for c in created

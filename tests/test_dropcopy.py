@@ -174,7 +174,7 @@ async def collect(pub: DropCopyPublisher, accounts: Any, from_seq: int, count: i
 
 
 def test_log_holds_exactly_the_account_events(tmp_path: Path) -> None:
-    stream = random_stream(1, 3_000, SHAPE)
+    stream = random_stream(1, 3_500, SHAPE)
     pub = DropCopyPublisher(tmp_path, segment_bytes=32 << 10)
     with open_exchange(tmp_path, pub) as exchange:
         run_stream(exchange, stream, random.Random(1))

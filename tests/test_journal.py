@@ -143,8 +143,8 @@ def segments(data_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def stream() -> np.ndarray:
-    """600 commands after the setup (which is 40 long)."""
-    return random_stream(7, 560, SHAPE)
+    """600 commands, the setup included."""
+    return random_stream(7, 600 - len(random_stream(7, 0, SHAPE)), SHAPE)
 
 
 @pytest.fixture
@@ -398,7 +398,7 @@ def test_corrupt_newest_snapshot_falls_back(
         assert len(recovered.skipped_snapshots) == 1 and why in recovered.skipped_snapshots[0]
     # A well-formed file whose engine state the engine refuses.
     newest.unlink()
-    write_snapshot(directory, seqs[-1], b"MCSTATE\x03" + bytes(40), b"")
+    write_snapshot(directory, seqs[-1], b"MCSTATE\x04" + bytes(40), b"")
     recovered = recover(data_dir)
     assert recovered.snapshot_seq == older and recovered.engine.digest() == digest
     # Every snapshot damaged: the whole journal, from seq 1.
@@ -429,7 +429,7 @@ def test_a_data_dir_of_the_format_before_slot_ids_is_refused(
     data_dir, _, _, seqs = snapshotted
     newest = snapshot_path(data_dir / "snapshots", seqs[-1])
     snap = read_snapshot(newest)
-    assert snap.engine_state.startswith(b"MCSTATE\x03")
+    assert snap.engine_state.startswith(b"MCSTATE\x04")
     write_snapshot(data_dir / "snapshots", snap.seq, b"MCSTATE\x02" + snap.engine_state[8:], b"")
     with pytest.raises(OldFormat, match=rf"{newest.name}: a snapshot written before"):
         recover(data_dir)

@@ -260,7 +260,7 @@ def test_stalled_subscriber_is_dropped_with_a_notice() -> None:
 
     async def main() -> None:
         engine = new_engine(shape)
-        pub = MarketDataPublisher(queue_limit=30, drop_limit=200)
+        pub = MarketDataPublisher(queue_limit=100, drop_limit=200)
         pub.attach(asyncio.get_running_loop(), engine)
         pub.drain()
         all_batches = batches(stream, rng)

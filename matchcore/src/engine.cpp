@@ -726,6 +726,10 @@ int64_t Engine::create_market(const Command& c) {
       c.maker_fee_bps < -c.taker_fee_bps || c.fee_base > FEE_PQ_CENTS) {
     return reject(c, R_INVALID_FEE);
   }
+  const uint64_t bounds = static_cast<uint64_t>(c.expiry);
+  const int64_t min_price = static_cast<int64_t>(bounds & 0xFFFF'FFFFu);
+  const int64_t max_price = static_cast<int64_t>(bounds >> 32);
+  if (!valid_bounds(min_price, max_price)) return reject(c, R_INVALID_PRICE);
   const uint32_t needed = 2 * static_cast<uint32_t>(levels_per_side(c.price));
   if (uint64_t{levels_in_use_} + needed > config_.max_levels) return reject(c, R_CAPACITY);
   m.level_base = allocate_levels(needed);
@@ -736,6 +740,9 @@ int64_t Engine::create_market(const Command& c) {
   m.fees = FeeSchedule{c.taker_fee_bps, c.maker_fee_bps, c.fee_base};
   m.outcome = OUTCOME_NONE;
   m.collateral = 0;
+  m.min_price = static_cast<int32_t>(min_price);
+  m.max_price = static_cast<int32_t>(max_price);
+  set_price_range(m);
   m.state = PRE_OPEN;
   emit_market(m, m.tick);
   return 0;
@@ -763,8 +770,9 @@ int64_t Engine::set_tick(const Command& c) {
                          2 * static_cast<uint64_t>(levels_per_side(c.price));
   if (after > config_.max_levels) return reject(c, R_CAPACITY);
   emit_market(m, c.price);
-  // Off-grid orders are canceled while the book is still indexed by the old tick.
-  if (c.price > m.tick) cancel_levels(m, C_TICK_CHANGE, c.price);
+  // Off-grid orders are canceled while the book is still indexed by the old tick; a
+  // tick that divides the old one (finer) leaves none, others (coarser, or 25 <-> 10) may.
+  if (m.tick % c.price != 0) cancel_levels(m, C_TICK_CHANGE, c.price);
   if (c.price != m.tick) reindex(m, c.price);
   return 0;
 }
@@ -961,6 +969,7 @@ void Engine::reindex(Market& m, int32_t tick) {
   m.level_base = allocate_levels(2 * per_side);
   m.levels_per_side = per_side;
   m.tick = tick;
+  set_price_range(m);
   m.best[BID] = m.best[ASK] = -1;
   m.bits[BID].clear_all();
   m.bits[ASK].clear_all();

@@ -22,7 +22,10 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the state format is li
 // Format 3: order ids name their slot (order_pool.hpp). A format 2 state was
 // written by an engine that numbered orders 1, 2, 3, ... whatever the slots:
 // its journal would replay into other ids here, so it is refused, not converted.
-constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x03'};
+// Format 4 adds each market's price bounds; a format 3 state reads as markets
+// without bounds.
+constexpr char MAGIC[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x04'};
+constexpr char MAGIC_V3[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x03'};
 constexpr char MAGIC_V2[8] = {'M', 'C', 'S', 'T', 'A', 'T', 'E', '\x02'};
 
 template <class T>
@@ -122,6 +125,8 @@ void Engine::encode_state(std::string& out) const {
     put(out, m.fees.base);
     put(out, m.outcome);
     put(out, m.collateral);
+    put(out, m.min_price);
+    put(out, m.max_price);
     for (int side = BID; side <= ASK; ++side) {
       const size_t count_at = out.size();
       put(out, uint32_t{0});
@@ -167,9 +172,10 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
   if (magic && std::memcmp(magic, MAGIC_V2, sizeof MAGIC_V2) == 0) {
     return fail(error,
                 "a matchcore state of format 2, whose order ids do not name their slots; "
-                "this engine reads format 3 only");
+                "this engine reads formats 3 and 4 only");
   }
-  if (!magic || std::memcmp(magic, MAGIC, sizeof MAGIC) != 0) {
+  const bool v3 = magic && std::memcmp(magic, MAGIC_V3, sizeof MAGIC_V3) == 0;
+  if (!magic || (!v3 && std::memcmp(magic, MAGIC, sizeof MAGIC) != 0)) {
     return fail(error, "not a matchcore state (bad magic or version)");
   }
   Config config;
@@ -239,7 +245,10 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     const uint8_t fee_base = in.get<uint8_t>();
     const uint8_t outcome = in.get<uint8_t>();
     const int64_t collateral = in.get<int64_t>();
+    const int32_t min_price = v3 ? 0 : in.get<int32_t>();
+    const int32_t max_price = v3 ? 0 : in.get<int32_t>();
     if (!in.ok()) return fail(error, "truncated market");
+    if (!valid_bounds(min_price, max_price)) return fail(error, "bad price bounds");
     if (taker_bps < 0 || taker_bps > FEE_BPS_LIMIT || maker_bps < -FEE_BPS_LIMIT ||
         maker_bps > FEE_BPS_LIMIT || maker_bps < -taker_bps || fee_base > FEE_PQ_CENTS) {
       return fail(error, "bad fee schedule");
@@ -270,6 +279,9 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     m.fees = FeeSchedule{taker_bps, maker_bps, fee_base};
     m.outcome = outcome;
     m.collateral = collateral;
+    m.min_price = min_price;
+    m.max_price = max_price;
+    set_price_range(m);
     m.state = state;
     for (int side = BID; side <= ASK; ++side) {
       const uint32_t n_levels = in.get<uint32_t>();

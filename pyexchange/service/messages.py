@@ -6,7 +6,10 @@ from matchcore import CancelReason, Reject
 
 REJECT_MESSAGES: dict[Reject, str] = {
     Reject.INVALID_COMMAND: "unknown command type",
-    Reject.INVALID_PRICE: "the price is off the market's tick grid or outside tick .. 1 - tick",
+    Reject.INVALID_PRICE: (
+        "the price is off the market's tick grid or outside its bounds (tick .. 1 - tick, "
+        "and the market's own)"
+    ),
     Reject.INVALID_QUANTITY: (
         "the quantity or amount is not positive, above the maximum, "
         "or not a multiple of the market's lot"
@@ -39,7 +42,7 @@ REJECT_MESSAGES: dict[Reject, str] = {
         "invalid combination of intent, time in force and flags (post-only with IOC/FOK or a "
         "market order, a market order with GTC/GTD, a buy by cash on a sell)"
     ),
-    Reject.INVALID_TICK: "the tick must be 0.1, 0.01, 0.001 or 0.0001",
+    Reject.INVALID_TICK: "the tick must be 0.1, 0.01, 0.005, 0.0025, 0.001 or 0.0001",
     Reject.INVALID_STATE_TRANSITION: (
         "market state change not allowed (PRE_OPEN->OPEN|CLOSED, OPEN<->HALTED, "
         "OPEN|HALTED->CLOSED; a market resolves once)"

@@ -27,6 +27,7 @@
 //   negative results; only allocation failure (std::bad_alloc) can throw.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -72,6 +73,10 @@ struct Market {
   FeeSchedule fees;
   uint8_t outcome;     ///< Outcome once RESOLVED
   int64_t collateral;  ///< micro-dollars locked: 10'000 per outstanding YES+NO pair
+  int32_t min_price;   ///< the market's price bounds as created (0: none)
+  int32_t max_price;
+  int32_t lowest;   ///< the prices an order may have: max(tick, min_price) ..
+  int32_t highest;  ///< min(PRICE_SCALE - tick, max_price), on the grid
   LevelBits bits[2];
 };
 
@@ -306,8 +311,22 @@ inline bool takes_level(int side, int32_t level_price, int32_t limit) noexcept {
 }
 
 inline bool Engine::price_ok(const Market& m, int32_t price) const noexcept {
-  return price >= m.tick && price <= PRICE_SCALE - m.tick &&
+  return price >= m.lowest && price <= m.highest &&
          divide_by_tick(price, m.tick) * m.tick == price;
+}
+
+/// Sets the prices a market's orders may have from its tick and bounds.
+inline void set_price_range(Market& m) noexcept {
+  m.lowest = std::max(m.tick, m.min_price);
+  m.highest = PRICE_SCALE - m.tick;
+  if (m.max_price != 0 && m.max_price < m.highest) m.highest = m.max_price;
+}
+
+/// Whether (min_price, max_price) are bounds a market can have: each within 0 ..
+/// PRICE_SCALE, 0 meaning none, and the low one not above the high one.
+inline bool valid_bounds(int64_t low, int64_t high) noexcept {
+  return low >= 0 && low <= PRICE_SCALE && high >= 0 && high <= PRICE_SCALE &&
+         (high == 0 || low <= high);
 }
 
 inline bool Engine::crosses_book(const Market& m, int side, int32_t price) const noexcept {

@@ -128,7 +128,7 @@ struct Command {
   uint64_t order_id;
   uint64_t client_order_id;
   int64_t quantity;  ///< qty units; cash micros for BY_CASH; CREATE_MARKET: min size
-  int64_t expiry;    ///< GTD expiry time
+  int64_t expiry;    ///< GTD expiry time; CREATE_MARKET: price bounds, low | high << 32
   int64_t aux;       ///< CREATE_MARKET: lot
   uint32_t account;
   uint32_t market;
@@ -191,8 +191,9 @@ inline constexpr MatchType match_type(uint8_t bid_intent, uint8_t ask_intent) no
   return ask_intent == BUY_NO ? COMPLEMENTARY : MERGE;  // bid is SELL_NO
 }
 
+/// The ticks: $0.0001, $0.001, $0.0025, $0.005, $0.01, $0.1 (each divides PRICE_SCALE).
 inline constexpr bool valid_tick(int32_t tick) noexcept {
-  return tick == 1 || tick == 10 || tick == 100 || tick == 1000;
+  return tick == 1 || tick == 10 || tick == 25 || tick == 50 || tick == 100 || tick == 1000;
 }
 
 /// price / tick for a valid tick. A division by a variable costs tens of
@@ -204,6 +205,10 @@ inline constexpr int32_t divide_by_tick(int32_t price, int32_t tick) noexcept {
       return price;
     case 10:
       return price / 10;
+    case 25:
+      return price / 25;
+    case 50:
+      return price / 50;
     case 100:
       return price / 100;
     default:
