@@ -40,9 +40,20 @@ FAST = {
 
 
 class VenueServer:
-    def __init__(self, data_dir: Path, *, fsync: str = "none", **config: Any) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        fsync: str = "none",
+        metrics: bool = False,
+        log_level: str = "WARNING",
+        **config: Any,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.fsync = fsync
+        self.metrics = metrics  # a Prometheus endpoint on a free port (``metrics_port``)
+        self.log_level = log_level
+        self.metrics_port: int | None = None
         self.config = {**FAST, **config}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
@@ -73,11 +84,11 @@ class VenueServer:
                 "--http-port",
                 "0",
                 "--metrics-port",
-                "-1",
+                "0" if self.metrics else "-1",
                 "--fsync",
                 self.fsync,
                 "--log-level",
-                "WARNING",
+                self.log_level,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -101,6 +112,7 @@ class VenueServer:
             time.sleep(0.05)
         self.url = info["http"]
         self.grpc_target = info["target"]
+        self.metrics_port = info.get("metrics_port")
         self.keys = {
             k["name"]: k for k in json.loads((self.data_dir / "keys.json").read_text())["keys"]
         }
@@ -140,6 +152,14 @@ class VenueServer:
             cwd=OUTSIDE,
             timeout=60,
         )
+
+    def digest(self) -> tuple[str, str]:
+        """(engine digest, last seq) of what the journal holds now, read beside the running
+        server (``pyexchange replay --dry-run`` takes no lock and repairs nothing)."""
+        done = self.cli("replay", "--dry-run", "--quiet", str(self.data_dir))
+        assert done.returncode == 0, done.stderr
+        fields = {line[:14].strip(): line[14:].strip() for line in done.stdout.splitlines()}
+        return fields["digest"], fields["last seq"]
 
     # ------------------------------------------------------------- lifecycle
 

@@ -97,19 +97,14 @@ class VenueApp:
         self.auth = auth
         self.address_limiter = address_limiter
         self.metrics = metrics
-        self.router = Router()
-        self.routes: dict[Callable[..., Any], Route] = {}
+        self.router: Router[Route] = Router()
         self.websockets: dict[str, Callable[..., Any]] = {}
         self.admin: dict[str, Callable[..., Any]] = {}  # served in maintenance too; own auth
         self.maintenance = False
 
     def add(self, method: str, path: str, handler: Callable[..., Any], permission: str | None):
-        route = Route(handler, permission, f"{method} {path}")
-
-        async def run(request: Request, route: Route = route) -> Response:
-            return await self._run(route, request)
-
-        self.router.add(method, path, run)
+        # the label is the route's pattern: one metrics series per route, never one per id
+        self.router.add(method, path, Route(handler, permission, f"{method} {path}"))
 
     def add_websocket(self, path: str, handler: Callable[..., Any]) -> None:
         self.websockets[path] = handler
@@ -155,15 +150,16 @@ class VenueApp:
                 response = await admin(request)
                 await self._respond(send, response, headers, label, started)
                 return
+            route, params, exists = self.router.match(request.method, request.path)
+            if route is not None:
+                label = route.label
             if self.maintenance:
                 raise unavailable("the exchange is in maintenance; try again later")
-            handler, params, exists = self.router.match(request.method, request.path)
-            if handler is None:
+            if route is None:
                 raise ApiError(5, "not found", status=405 if exists else 404)
-            label = request.method + " " + request.path if not params else _pattern(request)
             request.params = params
             request.body = await self._body(receive, headers)
-            response = await handler(request)
+            response = await self._run(route, request)
         except ApiError as exc:
             response = Response(exc.status, exc.body(), [JSON, *exc.headers])
         except Exception:
@@ -229,13 +225,6 @@ class VenueApp:
             await deny(send, status, error.body())
             return
         await handler(scope, receive, send)
-
-
-def _pattern(request: Request) -> str:
-    path = request.path
-    for name, value in request.params.items():
-        path = path.replace("/" + value, "/{" + name + "}", 1)
-    return request.method + " " + path
 
 
 async def deny(send: Any, status: int, body: bytes) -> None:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -87,32 +87,33 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
-class Router:
-    """Exact paths in a dict; ``{name}`` segments in a list tried in order (first match wins)."""
+class Router(Generic[T]):
+    """Exact paths in a dict; ``{name}`` segments in a list tried in order (first match wins).
+    What a path maps to (``T``) is the app's business."""
 
     def __init__(self) -> None:
-        self._exact: dict[tuple[str, str], Handler] = {}
-        self._patterns: list[tuple[str, tuple[str, ...], Handler]] = []
+        self._exact: dict[tuple[str, str], T] = {}
+        self._patterns: list[tuple[str, tuple[str, ...], T]] = []
         self.paths: set[str] = set()
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
+    def add(self, method: str, path: str, target: T) -> None:
         self.paths.add(path)
         if "{" not in path:
-            self._exact[(method, path)] = handler
+            self._exact[(method, path)] = target
         else:
-            self._patterns.append((method, tuple(path.strip("/").split("/")), handler))
+            self._patterns.append((method, tuple(path.strip("/").split("/")), target))
 
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
-        """(handler, path params, whether the path exists for another method)."""
-        handler = self._exact.get((method, path))
-        if handler is not None:
-            return handler, {}, True
+    def match(self, method: str, path: str) -> tuple[T | None, dict[str, str], bool]:
+        """(target, path params, whether the path exists for another method)."""
+        target = self._exact.get((method, path))
+        if target is not None:
+            return target, {}, True
         parts = path.strip("/").split("/")
         other = any(p == path for m, p in self._exact if m != method)
-        for route_method, segments, route_handler in self._patterns:
+        for route_method, segments, route_target in self._patterns:
             if len(segments) != len(parts):
                 continue
             params: dict[str, str] = {}
@@ -125,7 +126,7 @@ class Router:
                     break
             else:
                 if route_method == method:
-                    return route_handler, params, True
+                    return route_target, params, True
                 other = True
         return None, {}, other
 
@@ -263,6 +264,9 @@ class RestServer:
             ws_ping_timeout=20.0,
             ws_per_message_deflate=False,
             lifespan="off",
+            # this server is the edge: X-Forwarded-For from a loopback client would let it
+            # pick the address its rate limit is counted under (uvicorn trusts 127.0.0.1)
+            proxy_headers=False,
             access_log=False,
             log_config=None,
             server_header=False,
