@@ -1,0 +1,173 @@
+"""Hostile input over HTTP (issue 12, "How it is checked"): malformed JSON, wrong types, unknown
+enums, huge bodies and heads, slowloris connections, bad signatures, stale timestamps and
+another account's order ids each get their documented status; the engine's state digest
+and last seq (read from the journal beside the running server) are the same before and
+after, and the server answers a good request after each kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from polymarket_us import NotFoundError
+from polymarket_us.auth import create_auth_headers
+from venue_support import VenueServer
+
+from pyexchange.service import ed25519
+
+SLUG = "rain-in-paris-tomorrow"
+
+
+def _order(**extra: Any) -> dict[str, Any]:
+    return {
+        "marketSlug": SLUG,
+        "intent": "ORDER_INTENT_BUY_LONG",
+        "type": "ORDER_TYPE_LIMIT",
+        "price": {"value": "0.20", "currency": "USD"},
+        "quantity": 1,
+        "tif": "TIME_IN_FORCE_GOOD_TILL_CANCEL",
+        **extra,
+    }
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    with VenueServer(tmp_path / "data") as running:
+        yield running
+
+
+def _post(server: VenueServer, path: str, body: bytes, key: str = "pm-trader-1") -> httpx.Response:
+    k = server.keys[key]
+    headers = create_auth_headers(k["key_id"], k["secret"], "POST", path)
+    return httpx.post(
+        server.url + path, content=body, headers={**headers, "content-type": "application/json"}
+    )
+
+
+def _responsive(server: VenueServer) -> None:
+    assert server.client("pm-trader-1").orders.list()["orders"] is not None
+
+
+def test_bad_input_changes_nothing_and_the_server_answers(server: VenueServer) -> None:
+    alice, bob = server.client("pm-trader-1"), server.client("pm-trader-2", max_retries=0)
+    mine = alice.orders.create(_order())["id"]
+    bob.orders.create(_order(price={"value": "0.10", "currency": "USD"}))
+    before = server.digest()
+
+    # malformed JSON, wrong types, unknown enums: 400 with code 3 on every order endpoint
+    bodies = [
+        b"{",
+        b'{"marketSlug": "x",}',
+        b"\xff\xfe",
+        b"[" * 50_000,
+        b"null",
+        b'"a string"',
+        json.dumps(_order(quantity="ten")).encode(),
+        json.dumps(_order(quantity=[1])).encode(),
+        json.dumps(_order(marketSlug=7)).encode(),
+        json.dumps(_order(price=0.2)).encode(),
+        json.dumps(_order(synchronousExecution="yes")).encode(),
+        json.dumps(_order(intent="ORDER_INTENT_SIDEWAYS")).encode(),
+        json.dumps(_order(tif="TIME_IN_FORCE_FOREVER")).encode(),
+        json.dumps(_order(type="ORDER_TYPE_STOP_LIMIT")).encode(),
+        json.dumps(_order(outcomeSide="OUTCOME_SIDE_MAYBE", action="ORDER_ACTION_BUY")).encode(),
+    ]
+    for path in ("/v1/orders", "/v1/order/preview"):
+        for body in bodies:
+            reply = _post(server, path, body)
+            assert reply.status_code == 400, (path, body[:40], reply.text)
+            assert reply.json()["code"] == 3
+    for path, body in (
+        ("/v1/orders/batched", b'{"orders": {"a": 1}}'),
+        ("/v1/orders/batched", json.dumps({"orders": [_order()] * 19 + [_order(tif=3)]}).encode()),
+        ("/v1/orders/batched/cancel", b'{"orders": [{"orderId": 5}]}'),
+        ("/v1/orders/batched/modify", b'{"orders": "all"}'),
+        ("/v1/orders/open/cancel", b'{"slugs": "' + SLUG.encode() + b'"}'),
+        (f"/v1/order/{mine}/cancel", b"{"),
+        (f"/v1/order/{mine}/modify", json.dumps({"marketSlug": SLUG, "quantity": "x"}).encode()),
+    ):
+        reply = _post(server, path, body)
+        assert reply.status_code == 400, (path, reply.text)
+    _responsive(server)
+
+    # huge bodies and heads: 413 and 431, the connection closed after a 431
+    assert _post(server, "/v1/orders", b'{"p":"' + b"x" * 200_000 + b'"}').status_code == 413
+    assert httpx.get(f"{server.url}/v1/markets", headers={"x-pad": "y" * 20_000}).status_code == 431
+    many = {f"x-h{i}": "z" * 40 for i in range(600)}
+    assert httpx.get(f"{server.url}/v1/markets", headers=many).status_code == 431
+    assert httpx.get(f"{server.url}/v1/markets?q=" + "a" * 20_000).status_code == 431
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:  # declares more than the limit
+        s.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    _responsive(server)
+
+    # slowloris: heads and bodies that never end hold up nobody
+    slow = []
+    try:
+        for i in range(40):
+            s = socket.create_connection((host, int(port)))
+            if i % 2:
+                s.sendall(b"GET /v1/markets HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            else:
+                s.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+            slow.append(s)
+        started = time.monotonic()
+        _responsive(server)
+        assert time.monotonic() - started < 5  # a stalled loop would be the 10 s deadline
+    finally:
+        for s in slow:
+            s.close()
+
+    # bad signatures and stale timestamps: 401, nothing created
+    key = server.keys["pm-trader-1"]
+    body = json.dumps(_order()).encode()
+    now = int(time.time() * 1000)
+
+    def signed(stamp: int, secret: str, method: str = "POST", path: str = "/v1/orders") -> dict:
+        return {
+            "X-PM-Access-Key": key["key_id"],
+            "X-PM-Timestamp": str(stamp),
+            "X-PM-Signature": ed25519.sign(secret, f"{stamp}{method}{path}".encode()),
+            "content-type": "application/json",
+        }
+
+    forged = base64.b64encode(b"\x00" * 64).decode()
+    cases = {
+        "another key's secret": signed(now, ed25519.generate()[1]),
+        "signed for another path": signed(now, key["secret"], path="/v1/orders/batched"),
+        "signed for another method": signed(now, key["secret"], method="GET"),
+        "a forged signature": {**signed(now, key["secret"]), "X-PM-Signature": forged},
+        "not base64": {**signed(now, key["secret"]), "X-PM-Signature": "%%%"},
+        "stale by 31 s": signed(now - 31_000, key["secret"]),
+        "ahead by 31 s": signed(now + 31_000, key["secret"]),
+        "not a number": {**signed(now, key["secret"]), "X-PM-Timestamp": "soon"},
+        "a huge number": {**signed(now, key["secret"]), "X-PM-Timestamp": "9" * 40},
+    }
+    for name, headers in cases.items():
+        reply = httpx.post(f"{server.url}/v1/orders", content=body, headers=headers)
+        assert reply.status_code == 401, (name, reply.text)
+        assert reply.json()["code"] == 16, name
+    _responsive(server)
+
+    # another account's order id: 404 like an unknown one; batches ignore it
+    with pytest.raises(NotFoundError):
+        bob.orders.retrieve(mine)
+    with pytest.raises(NotFoundError):
+        bob.orders.cancel(mine, {"marketSlug": SLUG})
+    with pytest.raises(NotFoundError):
+        bob.orders.modify(mine, {"marketSlug": SLUG, "price": {"value": "0.30"}})
+    entry = {"orderId": mine, "marketSlug": SLUG}
+    assert bob.orders.cancel_many({"orders": [entry]})["canceledOrderIds"] == [mine]
+    bob.orders.modify_many({"orders": [{**entry, "quantity": 5}]})
+
+    assert server.digest() == before
+    order = alice.orders.retrieve(mine)["order"]
+    assert order["state"] == "ORDER_STATE_NEW" and order["price"]["value"] == "0.20"
