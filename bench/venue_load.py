@@ -74,12 +74,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 # ------------------------------------------------------------------ the server
 
 
 class Server:
-    def __init__(self, root: Path) -> None:
+    """``pyexchange serve`` in its own process; ``pythonpath``: a directory whose ``pyexchange``
+    package the server imports instead of the installed one (a baseline, for before/after
+    in one run; the engine, ``matchcore``, stays the installed one)."""
+
+    def __init__(self, root: Path, pythonpath: str | None = None) -> None:
         self.root = root
+        self.pythonpath = pythonpath
         self.data_dir = root / "data"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -110,13 +120,16 @@ class Server:
             "catalogue_file": str(self.root / "catalogue.json"),
         }
         (self.root / "config.json").write_text(json.dumps(config))
+        env = dict(os.environ)
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
         log = open(self.root / "server.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pyexchange", "serve",
              "--config", str(self.root / "config.json"),
              "--data-dir", str(self.data_dir), "--port", "0", "--http-port", "0",
              "--metrics-port", "-1", "--fsync", "batch", "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=log, cwd=tempfile.gettempdir(),
+            stdout=subprocess.DEVNULL, stderr=log, cwd=tempfile.gettempdir(), env=env,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 60
@@ -156,25 +169,29 @@ class Job:
     intent: str
     rate: float  # requests/s of this client
     seconds: float
-    start_at: float  # time.time() of request 0 (all clients share it)
     offset: float  # this client's shift in the schedule (interleaving)
     connections: int
     batch: int  # orders per request (1: POST /v1/orders)
 
 
-def _headers(job: Job, path: str, host: str) -> bytes:
+def _heads(job: Job, path: str, host: str, first_ms: int, count: int) -> list[bytes]:
+    """The request heads of ``count`` milliseconds from ``first_ms``, signed in advance:
+    what the SDK sends (``X-PM-Timestamp`` is the millisecond of the call, so calls of one
+    path in one millisecond carry identical headers, spec §1.4). The body is not signed:
+    every create is a new order even with the same bytes (the venue has no idempotency
+    key, spec §1.8)."""
     from nacl.signing import SigningKey
 
-    seed = base64.b64decode(job.secret)[:32]
-    stamp = str(int(time.time() * 1000))
-    signature = base64.b64encode(
-        SigningKey(seed).sign(f"{stamp}POST{path}".encode()).signature
-    ).decode()
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"X-PM-Access-Key: {job.key_id}\r\nX-PM-Timestamp: {stamp}\r\n"
-        f"X-PM-Signature: {signature}\r\n"
-    ).encode()
+    signer = SigningKey(base64.b64decode(job.secret)[:32])
+    heads = []
+    for stamp in range(first_ms, first_ms + count):
+        signature = base64.b64encode(signer.sign(f"{stamp}POST{path}".encode()).signature)
+        heads.append(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"X-PM-Access-Key: {job.key_id}\r\nX-PM-Timestamp: {stamp}\r\n"
+            f"X-PM-Signature: {signature.decode()}\r\n".encode()
+        )
+    return heads
 
 
 def _body(job: Job) -> bytes:
@@ -211,8 +228,9 @@ class _Connection(asyncio.Protocol):
         self.done(self.pending.pop(0), self.parser.get_status_code())
 
 
-def run_client(job: Job, queue: Any) -> None:
-    """One generator process (uvloop): send at the scheduled times, record latencies."""
+def run_client(job: Job, queue: Any, go: Any) -> None:
+    """One generator process (uvloop): sign the heads in advance, say ready, wait for the
+    start time, send at the scheduled times, record latencies."""
     import uvloop
 
     async def main() -> dict[str, Any]:
@@ -237,23 +255,28 @@ def run_client(job: Job, queue: Any) -> None:
         for _ in range(job.connections):
             _, protocol = await loop.create_connection(lambda: _Connection(done), host, int(port))
             connections.append(protocol)
-        head = _headers(job, path, host_port)
-        head_at = time.time()
+        # the schedule starts within a few seconds of now: sign every millisecond it spans
+        first_ms = int(time.time() * 1000)
+        span_ms = int((job.seconds + 20) * 1000)
+        signing = time.process_time()
+        heads = _heads(job, path, host_port, first_ms, span_ms)
+        signing = time.process_time() - signing
+        queue.put("ready")
+        start_at = go.get()
         total = int(job.rate * job.seconds)
         sent = 0
         cpu0 = time.process_time()
         while sent < total:
             now = time.time()
-            if now - head_at > 1.0:  # a fresh signature each second (30 s window)
-                head, head_at = _headers(job, path, host_port), now
-            due = min(total, int((now - job.start_at - job.offset) * job.rate) + 1)
+            due = min(total, int((now - start_at - job.offset) * job.rate) + 1)
             while sent < due:
-                scheduled = job.start_at + job.offset + sent / job.rate
+                scheduled = start_at + job.offset + sent / job.rate
                 connection = connections[sent % len(connections)]
                 connection.pending.append(scheduled)
+                head = heads[min(int(scheduled * 1000) - first_ms, span_ms - 1)]
                 connection.transport.write(head + tail)
                 sent += 1
-            await asyncio.sleep(max(0.0, job.start_at + job.offset + sent / job.rate - time.time()))
+            await asyncio.sleep(max(0.0, start_at + job.offset + sent / job.rate - time.time()))
         deadline = time.time() + 30
         while count["done"] < total and time.time() < deadline:
             await asyncio.sleep(0.005)
@@ -266,35 +289,56 @@ def run_client(job: Job, queue: Any) -> None:
             "answered": count["done"],
             "statuses": statuses,
             "cpu_s": cpu,
+            # the heads this run used: one per millisecond of its schedule (at most)
+            "signing_cpu_s": signing / span_ms * min(total, job.seconds * 1000),
             "end": time.time(),
         }
 
     queue.put(uvloop.run(main()))
 
 
-def measure(server: Server, rate: float, seconds: float, batch: int, connections: int) -> dict:
+def measure(
+    server: Server,
+    rate: float,
+    seconds: float,
+    batch: int,
+    connections: int,
+    on_start: Any = None,
+) -> dict:
     """One rate (orders/s over both clients), open loop."""
     keys = (server.keys["pm-trader-1"], server.keys["pm-trader-2"])
     intents = ("ORDER_INTENT_BUY_LONG", "ORDER_INTENT_BUY_SHORT")
     requests_per_s = rate / batch / 2  # per client
-    start_at = time.time() + 0.5
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     jobs = [
-        Job(server.url, k["key_id"], k["secret"], intent, requests_per_s, seconds, start_at,
+        Job(server.url, k["key_id"], k["secret"], intent, requests_per_s, seconds,
             i / (2 * requests_per_s), connections, batch)
         for i, (k, intent) in enumerate(zip(keys, intents, strict=True))
     ]  # fmt: skip
-    procs = [ctx.Process(target=run_client, args=(job, queue)) for job in jobs]
-    load_before = os.getloadavg()
+    gos = [ctx.Queue() for _ in jobs]
+    procs = [
+        ctx.Process(target=run_client, args=(job, queue, go))
+        for job, go in zip(jobs, gos, strict=True)
+    ]
     for p in procs:
         p.start()
+    for _ in procs:
+        assert queue.get(timeout=120) == "ready"
+    load_before = os.getloadavg()
+    start_at = time.time() + 0.2
+    for go in gos:
+        go.put(start_at)
     time.sleep(max(0.0, start_at - time.time()))
-    server_cpu0 = cpu_seconds(server.process.pid)  # type: ignore[union-attr]
+    if on_start is not None:
+        on_start()
+    pid = server.process.pid  # type: ignore[union-attr]
+    server_cpu0, main_cpu0 = cpu_seconds(pid), thread_cpu_seconds(pid, pid)
     wall0 = time.time()
     results = [queue.get(timeout=seconds + 120) for _ in procs]
     wall = max(r["end"] for r in results) - wall0
-    server_cpu = cpu_seconds(server.process.pid) - server_cpu0  # type: ignore[union-attr]
+    server_cpu = cpu_seconds(pid) - server_cpu0
+    main_cpu = thread_cpu_seconds(pid, pid) - main_cpu0
     for p in procs:
         p.join(10)
     latencies = np.concatenate([np.asarray(r["latencies_ns"], dtype=np.int64) for r in results])
@@ -319,6 +363,13 @@ def measure(server: Server, rate: float, seconds: float, batch: int, connections
         "p999_ms": float(pct[3]),
         "max_ms": float(latencies.max() / 1e6) if len(latencies) else 0.0,
         "server_cpu_us_per_order": server_cpu / max(orders, 1) * 1e6,
+        # the event loop's thread (HTTP, auth, handlers, feeds' loop side) and the rest
+        # (sequencer and journal, drop copy writer, market data wake-ups)
+        "server_main_us_per_order": main_cpu / max(orders, 1) * 1e6,
+        "server_other_us_per_order": (server_cpu - main_cpu) / max(orders, 1) * 1e6,
+        "signing_cpu_us_per_request": sum(r["signing_cpu_s"] for r in results)
+        / max(answered, 1)
+        * 1e6,
         "server_cores": server_cpu / wall if wall > 0 else 0.0,
         "client_cpu_us_per_request": sum(r["cpu_s"] for r in results) / max(answered, 1) * 1e6,
         "server_cpu_us_per_request": server_cpu / max(answered, 1) * 1e6,
@@ -327,10 +378,13 @@ def measure(server: Server, rate: float, seconds: float, batch: int, connections
     }
 
 
-def ladder(server: Server, rates: Any, seconds: float, batch: int, connections: int) -> list:
+def ladder(
+    server: Server, rates: Any, seconds: float, batch: int, connections: int, variant: str = ""
+) -> list:
     rows = []
     for rate in rates:
         row = measure(server, rate, seconds, batch, connections)
+        row["variant"] = variant
         rows.append(row)
         print(_row(row), flush=True)
         if row["achieved"] < RUNAWAY_ACHIEVED * rate or row["p99_ms"] > RUNAWAY_P99_MS:
@@ -415,7 +469,9 @@ def _parse_time(text: str) -> float:
     return base + int(nanos.ljust(9, "0")[:9]) / 1e9
 
 
-def run_subscribers(url: str, key: dict[str, Any], count: int, seconds: float, queue: Any) -> None:
+def run_subscribers(
+    url: str, key: dict[str, Any], count: int, seconds: float, queue: Any, go: Any
+) -> None:
     import uvloop
 
     async def main() -> dict[str, Any]:
@@ -428,6 +484,7 @@ def run_subscribers(url: str, key: dict[str, Any], count: int, seconds: float, q
             transports.append(transport)
         queue.put("ready")
         await asyncio.sleep(1.0)  # the initial book frames
+        await loop.run_in_executor(None, go.get)  # the order flow starts
         frames0, cpu0, t0 = stats["frames"], time.process_time(), time.time()
         stats["lags"].clear()
         await asyncio.sleep(seconds)
@@ -452,14 +509,14 @@ def run_subscribers(url: str, key: dict[str, Any], count: int, seconds: float, q
 
 def fanout(server: Server, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, go = ctx.Queue(), ctx.Queue()
     proc = ctx.Process(
         target=run_subscribers,
-        args=(server.url, server.keys["pm-trader-1"], subscribers, seconds + 1.0, queue),
+        args=(server.url, server.keys["pm-trader-1"], subscribers, seconds, queue, go),
     )
     proc.start()
     assert queue.get(timeout=60) == "ready"
-    load = measure(server, rate, seconds + 2.0, 1, 4)
+    load = measure(server, rate, seconds + 1.0, 1, 4, on_start=lambda: go.put(True))
     result = queue.get(timeout=seconds + 120)
     proc.join(10)
     result["order_rate"] = rate
@@ -473,17 +530,20 @@ def fanout(server: Server, subscribers: int, rate: float, seconds: float) -> dic
 
 def _row(r: dict[str, Any]) -> str:
     return (
-        f"| {r['api']} | {r['offered']:,.0f} | {r['achieved']:,.0f} | {r['p50_ms']:.2f} | "
-        f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.1f} | "
-        f"{r['server_cpu_us_per_order']:.0f} | {r['server_cores']:.2f} | "
-        f"{r['client_cpu_us_per_request']:.0f} | {r['server_cpu_us_per_request']:.0f} |"
+        f"| {r.get('variant') or '-'} | {r['api']} | {r['offered']:,.0f} | {r['achieved']:,.0f} | "
+        f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.1f} | "
+        f"{r['server_cpu_us_per_order']:.0f} | {r['server_main_us_per_order']:.0f} | "
+        f"{r['server_other_us_per_order']:.0f} | {r['server_cores']:.2f} | "
+        f"{r['server_cpu_us_per_request']:.0f} | {r['client_cpu_us_per_request']:.0f} | "
+        f"{r['signing_cpu_us_per_request']:.0f} |"
     )
 
 
 HEADER = (
-    "| API | offered orders/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | "
-    "server CPU µs/order | server cores | generator CPU µs/request | server CPU µs/request |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| server | API | offered orders/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms | "
+    "server CPU µs/order | of which loop thread | other threads | server cores | "
+    "server CPU µs/request | generator CPU µs/request | signing µs/request |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -495,13 +555,17 @@ def _plots(stamp: str, rows: list[dict[str, Any]], fan: dict[str, Any] | None) -
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for api, marker in (("create", "o"), ("create_many", "s")):
-        mine = [r for r in rows if r["api"] == api]
-        if mine:
-            ax.plot([r["offered"] for r in mine], [r["p99_ms"] for r in mine], marker=marker,
-                    label=f"{api} p99")  # fmt: skip
+    variants = list(dict.fromkeys(r.get("variant", "") for r in rows))
+    for variant in variants:
+        for api, marker in (("create", "o"), ("create_many", "s")):
+            mine = [r for r in rows if r["api"] == api and r.get("variant", "") == variant]
+            if not mine:
+                continue
+            name = f"{variant} {api}".strip()
+            line = ax.plot([r["offered"] for r in mine], [r["p99_ms"] for r in mine],
+                           marker=marker, label=f"{name} p99")  # fmt: skip
             ax.plot([r["offered"] for r in mine], [r["p50_ms"] for r in mine], marker=marker,
-                    linestyle="--", label=f"{api} p50")  # fmt: skip
+                    linestyle="--", color=line[0].get_color(), label=f"{name} p50")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered orders/s (open loop)")
@@ -541,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout-only", action="store_true")
     parser.add_argument("--no-fanout", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one low rate of each, 2 s")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run a server importing pyexchange from DIR (e.g. a `git archive` of an "
+        "older commit): the ladders alternate, baseline then this tree",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="ladders per server variant")
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.batch_rates, args.seconds = "300", "1000", 2.0
@@ -550,32 +621,45 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine(sys.argv)
     rows: list[dict[str, Any]] = []
     fan = None
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp))
-        server.start()
-        try:
-            print(f"load {os.getloadavg()}; server pid {server.process.pid}")  # type: ignore[union-attr]
-            print(HEADER)
-            if not args.fanout_only:
-                rates = [float(r) for r in args.rates.split(",") if r]
-                batch_rates = [float(r) for r in args.batch_rates.split(",") if r]
-                rows += ladder(server, rates, args.seconds, 1, args.connections)
-                rows += ladder(server, batch_rates, args.seconds, BATCH, args.connections)
-            if not args.no_fanout:
+    variants = [("", None)]
+    if args.baseline:  # before/after in one run: the ladders alternate, baseline first
+        variants = [("baseline", args.baseline), ("this", None)]
+    print(f"load {os.getloadavg()}")
+    print(HEADER)
+    for _ in range(args.repeat):
+        for name, pythonpath in variants:
+            if args.fanout_only:
+                break
+            with tempfile.TemporaryDirectory() as tmp:
+                server = Server(Path(tmp), pythonpath)
+                server.start()
+                try:
+                    rates = [float(r) for r in args.rates.split(",") if r]
+                    batch_rates = [float(r) for r in args.batch_rates.split(",") if r]
+                    rows += ladder(server, rates, args.seconds, 1, args.connections, name)
+                    rows += ladder(server, batch_rates, args.seconds, BATCH, args.connections, name)
+                finally:
+                    server.stop()
+    if not args.no_fanout:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp))
+            server.start()
+            try:
                 fan = fanout(server, args.subscribers, args.fanout_rate, args.seconds)
-                print(
-                    f"\nfan-out: {fan['subscribers']} subscribers, {fan['order_rate']:,.0f} "
-                    f"orders/s: {fan['frames_per_s']:,.0f} frames/s out, trade-frame lag "
-                    f"p50 {fan['lag_p50_ms']} ms p99 {fan['lag_p99_ms']} ms, subscriber CPU "
-                    f"{fan['subscriber_cpu_us_per_frame']:.1f} µs/frame, server "
-                    f"{fan['server_cores']:.2f} cores"
-                )
-        finally:
-            server.stop()
+            finally:
+                server.stop()
+        print(
+            f"\nfan-out: {fan['subscribers']} subscribers, {fan['order_rate']:,.0f} "
+            f"orders/s: {fan['frames_per_s']:,.0f} frames/s out, trade-frame lag "
+            f"p50 {fan['lag_p50_ms']} ms p99 {fan['lag_p99_ms']} ms, subscriber CPU "
+            f"{fan['subscriber_cpu_us_per_frame']:.1f} µs/frame, server "
+            f"{fan['server_cores']:.2f} cores"
+        )
     doc = {"machine": machine, "rows": rows, "fanout": fan}
     (RESULTS / f"venue-{stamp}.json").write_text(json.dumps(doc, indent=1, default=str))
     pictures = _plots(stamp, rows, fan)
-    md = [f"`{machine.get('command')}`, commit {machine.get('commit')}", HEADER, *map(_row, rows)]
+    md = [f"`{machine.get('command')}`, commit {machine.get('git_commit')}", HEADER]
+    md += map(_row, rows)
     (RESULTS / f"venue-{stamp}.md").write_text("\n".join(md) + "\n")
     print(f"\nwrote bench/results/venue-{stamp}.json, .md, {', '.join(pictures)}")
     return 0

@@ -127,6 +127,7 @@ class Metrics:
         )
         self._http: Any = None
         self._http_thread: Any = None
+        self._http_series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def track(self, depth: Callable[[], float], sequencer_queue: Callable[[], float]) -> None:
         """Read the two queue gauges from callables when scraped."""
@@ -164,9 +165,15 @@ class Metrics:
         self.refused.labels(status).inc()
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        """One REST request answered (the asyncio loop)."""
-        self.http_requests.labels(route, str(status)).inc()
-        self.http_latency.labels(route).observe(seconds)
+        """One REST request answered (the asyncio loop; routes are patterns: few series)."""
+        series = self._http_series.get((route, status))
+        if series is None:  # labels() takes a lock and builds a key: once per series
+            series = self._http_series[(route, status)] = (
+                self.http_requests.labels(route, str(status)),
+                self.http_latency.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         """Start ``/metrics`` on ``host:port`` (0 = a free port); returns the port."""

@@ -389,3 +389,51 @@ def test_every_sdk_exception_class_is_reachable(server: VenueServer) -> None:
     )
     with pytest.raises(APIConnectionError):
         nobody.markets.list()
+
+
+def test_the_verified_signature_memo_changes_no_answer() -> None:
+    """A verified (key, message, signature) is remembered; the key, the window and the
+    permission are still checked on every call, and nothing else is accepted for it."""
+    from pyexchange.api.rest import auth
+    from pyexchange.service.auth import ED25519, ApiKey, KeyStore, RateLimiter
+
+    public, secret = ed25519.generate()
+    key = ApiKey("k1", "", {"read"}, {1}, rate=1e6, burst=10**6, scheme=ED25519, public_key=public)
+    now = [1_700_000_000_000]
+    checker = auth.VenueAuth(KeyStore([key]), RateLimiter(), clock_ms=lambda: now[0])
+    calls = []
+    real = key.verify_signature
+    object.__setattr__(key, "verify_signature", lambda *a: calls.append(a) or real(*a))
+
+    def headers(stamp: int, signature: str | None = None) -> dict[str, str]:
+        return {
+            "x-pm-access-key": "k1",
+            "x-pm-timestamp": str(stamp),
+            "x-pm-signature": signature or ed25519.sign(secret, f"{stamp}GET/v1/x".encode()),
+        }
+
+    stamp = now[0]
+    for _ in range(3):
+        assert checker.authenticate(headers(stamp), "GET", "/v1/x", "read") is key
+    assert len(calls) == 1  # verified once
+    other = ed25519.sign(ed25519.generate()[1], f"{stamp}GET/v1/x".encode())
+    for method, path, given in (("GET", "/v1/y", None), ("POST", "/v1/x", None), (0, 0, other)):
+        with pytest.raises(auth.ApiError) as refused:
+            checker.authenticate(headers(stamp, given), method or "GET", path or "/v1/x", "read")
+        assert refused.value.status == 401
+    with pytest.raises(auth.ApiError) as forbidden:
+        checker.authenticate(headers(stamp), "GET", "/v1/x", "trade")
+    assert forbidden.value.status == 403
+    now[0] += 31_000  # the memo does not outlive the window
+    with pytest.raises(auth.ApiError, match="from the server's clock"):
+        checker.authenticate(headers(stamp), "GET", "/v1/x", "read")
+    auth.VERIFIED_KEPT, kept = 4, auth.VERIFIED_KEPT  # bounded: the oldest are forgotten
+    try:
+        for n in range(10):
+            checker.authenticate(headers(now[0] + n), "GET", "/v1/x", "read")
+        assert len(checker._verified) == 4
+        assert ("k1", f"{now[0] + 9}GET/v1/x", headers(now[0] + 9)["x-pm-signature"]) in (
+            checker._verified
+        )
+    finally:
+        auth.VERIFIED_KEPT = kept

@@ -22,6 +22,12 @@ none of the three headers may carry them as query parameters of the same names
 URL-encoded); they are checked exactly as the headers are, over the path without
 the query (``upgrade_credentials``; the web view uses it, docs/webview.md).
 
+Verified signatures are remembered (``VERIFIED_KEPT`` of them, the oldest forgotten
+first): a verification costs ~60 us of CPU, and a busy client sends the same headers
+for every call of one path in one millisecond (the SDK's timestamps are milliseconds),
+so the second and later cost a dict look-up. It is a memo of a pure function, checked
+after the key and the window: it changes no answer.
+
 Keys come from the server's key store (``DATA_DIR/keys.json``); a key made by
 ``pyexchange keys create`` while the server runs is picked up on its first use
 (the file is re-read when an unknown key id arrives and the file has changed).
@@ -42,6 +48,7 @@ KEY_HEADER = "x-pm-access-key"
 TIMESTAMP_HEADER = "x-pm-timestamp"
 SIGNATURE_HEADER = "x-pm-signature"
 WINDOW_MS = 30_000
+VERIFIED_KEPT = 8192  # (key id, signed message, signature) triples known to verify
 
 
 _CREDENTIALS = (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
@@ -78,6 +85,7 @@ class VenueAuth:
         self.clock_ms = clock_ms
         self.on_refused = on_refused
         self._keys_stamp = self._stamp()
+        self._verified: dict[tuple[str, str, str], None] = {}
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -143,10 +151,17 @@ class VenueAuth:
                 f"timestamp is {offset / 1000:+.1f} s from the server's clock "
                 f"(allowed +-{self.window_ms // 1000} s)"
             )
-        if not key.verify_signature(f"{stamp}{method}{path}".encode(), given):
-            raise unauthenticated(
-                "invalid signature (Ed25519 over timestamp + method + path, base64)"
-            )
+        message = f"{stamp}{method}{path}"
+        seen = (key_id, message, given)
+        if seen not in self._verified:
+            if not key.verify_signature(message.encode(), given):
+                raise unauthenticated(
+                    "invalid signature (Ed25519 over timestamp + method + path, base64)"
+                )
+            verified = self._verified
+            if len(verified) >= VERIFIED_KEPT:
+                del verified[next(iter(verified))]  # the oldest (dicts keep insertion order)
+            verified[seen] = None
         if not key.may(permission):
             raise forbidden(f"this API key lacks the {permission!r} permission")
         if len(key.accounts) != 1:
