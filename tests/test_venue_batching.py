@@ -24,7 +24,7 @@ def _orders(account: int, prices: list[int]) -> np.ndarray:
     rows["market"] = 1
     rows["intent"] = Intent.BUY_YES
     rows["price"] = prices
-    rows["quantity"] = 1
+    rows["quantity"] = 100  # one share
     rows["tif"] = TimeInForce.GTC
     return rows
 
@@ -98,7 +98,7 @@ def test_a_cancelled_request_leaves_the_others_answered(tmp_path: Path, count: i
 
         async def one_gives_up() -> list[np.ndarray]:
             tasks = [
-                asyncio.ensure_future(gateway.run(_orders(1, [900 + i]), "place"))
+                asyncio.ensure_future(gateway.run(_orders(1, [900 + 100 * i]), "place"))
                 for i in range(count + 1)
             ]
             await asyncio.sleep(0)
