@@ -554,30 +554,55 @@ def _plots(stamp: str, rows: list[dict[str, Any]], fan: dict[str, Any] | None) -
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    variants = list(dict.fromkeys(r.get("variant", "") for r in rows))
-    for variant in variants:
-        for api, marker in (("create", "o"), ("create_many", "s")):
-            mine = [r for r in rows if r["api"] == api and r.get("variant", "") == variant]
-            if not mine:
-                continue
-            name = f"{variant} {api}".strip()
-            line = ax.plot([r["offered"] for r in mine], [r["p99_ms"] for r in mine],
-                           marker=marker, label=f"{name} p99")  # fmt: skip
-            ax.plot([r["offered"] for r in mine], [r["p50_ms"] for r in mine], marker=marker,
-                    linestyle="--", color=line[0].get_color(), label=f"{name} p50")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered orders/s (open loop)")
-    ax.set_ylabel("latency from the scheduled time, ms")
-    ax.axhline(10, color="grey", linewidth=0.8)
-    ax.set_title("Polymarket US API: order entry latency vs offered rate")
-    ax.legend()
-    path = RESULTS / f"venue-{stamp}-latency.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path.name)
+    if rows:  # none on a fan-out-only run
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        variants = list(dict.fromkeys(r.get("variant", "") for r in rows))
+        for variant in variants:
+            for api, marker in (("create", "o"), ("create_many", "s")):
+                mine = [r for r in rows if r["api"] == api and r.get("variant", "") == variant]
+                if not mine:
+                    continue
+                name = f"{variant} {api}".strip()
+                line = ax.plot([r["offered"] for r in mine], [r["p99_ms"] for r in mine],
+                               marker=marker, label=f"{name} p99")  # fmt: skip
+                ax.plot([r["offered"] for r in mine], [r["p50_ms"] for r in mine], marker=marker,
+                        linestyle="--", color=line[0].get_color(), label=f"{name} p50")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered orders/s (open loop)")
+        ax.set_ylabel("latency from the scheduled time, ms")
+        ax.axhline(10, color="grey", linewidth=0.8)
+        ax.set_title("Polymarket US API: order entry latency vs offered rate")
+        ax.legend()
+        path = RESULTS / f"venue-{stamp}-latency.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for variant in variants:
+            for api, marker in (("create", "o"), ("create_many", "s")):
+                mine = [r for r in rows if r["api"] == api and r.get("variant", "") == variant]
+                if not mine:
+                    continue
+                name = f"{variant} {api}".strip()
+                x = [r["offered"] for r in mine]
+                line = ax.plot(x, [r["server_cpu_us_per_order"] for r in mine], marker=marker,
+                               label=f"{name}: server")  # fmt: skip
+                ax.plot(x, [r["server_main_us_per_order"] for r in mine], marker=marker,
+                        linestyle="--", color=line[0].get_color(),
+                        label=f"{name}: its loop thread")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered orders/s (open loop)")
+        ax.set_ylabel("server CPU per order, µs")
+        ax.set_title("Polymarket US API: server CPU per order")
+        ax.legend(fontsize="small")
+        path = RESULTS / f"venue-{stamp}-cpu.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
     if fan is not None and fan.get("lags_ms"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         lags = np.sort(np.asarray(fan["lags_ms"]))
