@@ -50,6 +50,7 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine
 
+from . import records
 from .idempotency import IdempotencyTable
 from .journal import JournalWriter, prune_segments
 from .snapshots import prune_snapshots, write_snapshot
@@ -166,14 +167,14 @@ class Sequencer:
             raise TypeError("submit() takes a one-dimensional COMMAND_DTYPE array")
         future: Future[np.ndarray] = Future()
         future.set_running_or_notify_cancel()  # never cancelable: the sequencer will answer it
-        self._enqueue(_Submission(np.array(commands, copy=True), future))
+        self._enqueue(_Submission(records.copy(commands), future))
         return future
 
     def submit_to(self, commands: np.ndarray, sink: AnswerSink, token: Any) -> None:
         """Queue commands; ``sink`` gets their events with ``token`` after their batch."""
         if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
             raise TypeError("submit_to() takes a one-dimensional COMMAND_DTYPE array")
-        self._enqueue(_Submission(np.array(commands, copy=True), None, sink, token))
+        self._enqueue(_Submission(records.copy(commands), None, sink, token))
 
     def _enqueue(self, item: _Submission | _Query) -> None:
         with self._gate:
@@ -285,7 +286,11 @@ class Sequencer:
                 self._fail(exc, [])
 
     def _run_batch(self, pending: list[_Submission]) -> None:
-        commands = np.concatenate([p.commands for p in pending])
+        commands = (
+            pending[0].commands
+            if len(pending) == 1
+            else records.join([p.commands for p in pending], COMMAND_DTYPE)
+        )
         answered, keep = self._deduplicate(commands)
         batch = commands[keep] if answered else commands
         count = len(batch)
@@ -359,7 +364,7 @@ class Sequencer:
                 if pieces is None:
                     result = events[starts[lo] : starts[row]]
                 else:
-                    result = np.concatenate(pieces) if pieces else events[:0]
+                    result = records.join(pieces, EVENT_DTYPE) if pieces else events[:0]
                 submission.future.set_result(result)
         for sink, answers in sinks.values():
             try:

@@ -27,8 +27,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from matchcore import CommandType
+from matchcore import COMMAND_DTYPE, CommandType
 
+from ...engine import records
 from ...engine.sequencer import SequencerStopped
 from ...service.auth import Refused
 
@@ -59,7 +60,11 @@ class CoalescingGateway:
 
     def _flush(self, label: str) -> None:
         entries = self._pending.pop(label)
-        commands = entries[0][0] if len(entries) == 1 else np.concatenate([c for c, _ in entries])
+        commands = (
+            entries[0][0]
+            if len(entries) == 1
+            else records.join([c for c, _ in entries], COMMAND_DTYPE)
+        )
         self.submissions += 1
         self.joined += len(commands)
         try:

@@ -35,6 +35,7 @@ import numpy as np
 
 from matchcore import ALL_MARKETS, COMMAND_DTYPE, CommandType, MarketState
 
+from ...engine import records
 from ...service.auth import (
     ADMIN,
     HMAC,
@@ -105,7 +106,7 @@ class Maintenance:
             window = [gateway.backend.sequencer.next_seq, 2**64]
             self.ctx.unsolicited.append(window)
             self.app.maintenance = True
-            events = await service(gateway.run(np.concatenate(rows), "maintenance"))
+            events = await service(gateway.run(records.join(rows, COMMAND_DTYPE), "maintenance"))
             if len(events):
                 window[1] = int(events["seq"][-1])
                 if self.ctx.history is not None:  # its CANCELED frames are queued before closing

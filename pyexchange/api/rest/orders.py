@@ -49,6 +49,7 @@ from matchcore import (
 )
 from matchcore.codes import side_of
 
+from ...engine import records
 from ...feeds.history import Execution, OrderRecord
 from . import ids, objects, venue, wire
 from .app import VenueApp, json_response
@@ -434,7 +435,7 @@ class OrdersApi:
                 message = getattr(exc, "message", str(exc))
                 raise bad_request(f"orders[{i}]: {message}") from None
         account = account_of(key)
-        commands = np.concatenate([order_command(s, account, self.ctx) for s in specs])
+        commands = records.join([order_command(s, account, self.ctx) for s in specs], COMMAND_DTYPE)
         events = await self._run(commands, "place")
         created = []
         for spec, mine in zip(specs, _split(commands, events), strict=True):
@@ -527,7 +528,10 @@ class OrdersApi:
         targets = [o for o in (self._mine(account, e) for e in entries) if o is not None]
         if targets:
             await self._run(
-                np.concatenate([_cancel_command(account, o.order_id) for o in targets]), "cancel"
+                records.join(
+                    [_cancel_command(account, o.order_id) for o in targets], COMMAND_DTYPE
+                ),
+                "cancel",
             )
         return json_response(wire.encode({"canceledOrderIds": [e["orderId"] for e in entries]}))
 
@@ -640,7 +644,7 @@ class OrdersApi:
             if command is not None and (command["price"][0] or command["quantity"][0]):
                 commands.append(command)
         if commands:
-            await self._run(np.concatenate(commands), "replace")
+            await self._run(records.join(commands, COMMAND_DTYPE), "replace")
         return json_response(wire.encode({"modifiedOrderIds": [e["orderId"] for e in entries]}))
 
     # ----------------------------------------------------- preview, close
