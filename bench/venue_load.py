@@ -66,7 +66,7 @@ BATCH = 20
 SLUG = "bench"
 _TICK = os.sysconf("SC_CLK_TCK")
 RUNAWAY_ACHIEVED = 0.95
-RUNAWAY_P99_MS = 100.0
+RUNAWAY_P50_MS = 100.0  # p50, not p99: other tenants' stalls move the tail on a shared host
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,9 +87,10 @@ class Server:
     package the server imports instead of the installed one (a baseline, for before/after
     in one run; the engine, ``matchcore``, stays the installed one)."""
 
-    def __init__(self, root: Path, pythonpath: str | None = None) -> None:
+    def __init__(self, root: Path, pythonpath: str | None = None, fsync: str = "batch") -> None:
         self.root = root
         self.pythonpath = pythonpath
+        self.fsync = fsync
         self.data_dir = root / "data"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -128,7 +129,7 @@ class Server:
             [sys.executable, "-m", "pyexchange", "serve",
              "--config", str(self.root / "config.json"),
              "--data-dir", str(self.data_dir), "--port", "0", "--http-port", "0",
-             "--metrics-port", "-1", "--fsync", "batch", "--log-level", "WARNING"],
+             "--metrics-port", "-1", "--fsync", self.fsync, "--log-level", "WARNING"],
             stdout=subprocess.DEVNULL, stderr=log, cwd=tempfile.gettempdir(), env=env,
         )  # fmt: skip
         log.close()
@@ -251,16 +252,18 @@ def run_client(job: Job, queue: Any, go: Any) -> None:
             count["done"] = i + 1
             statuses[status] = statuses.get(status, 0) + 1
 
-        connections = []
+        # the schedule starts within seconds of the signing: sign every millisecond it spans
+        first_ms = int(time.time() * 1000)
+        signing = time.process_time()
+        heads = _heads(job, path, host_port, first_ms, 1)  # how long one takes here
+        per_head = time.process_time() - signing
+        span_ms = int((job.seconds + 10 + 3 * per_head * job.seconds * 1000) * 1000)
+        heads = _heads(job, path, host_port, first_ms, span_ms)
+        signing = time.process_time() - signing
+        connections = []  # after the signing: an idle connection is closed after 10 s
         for _ in range(job.connections):
             _, protocol = await loop.create_connection(lambda: _Connection(done), host, int(port))
             connections.append(protocol)
-        # the schedule starts within a few seconds of now: sign every millisecond it spans
-        first_ms = int(time.time() * 1000)
-        span_ms = int((job.seconds + 20) * 1000)
-        signing = time.process_time()
-        heads = _heads(job, path, host_port, first_ms, span_ms)
-        signing = time.process_time() - signing
         queue.put("ready")
         start_at = go.get()
         total = int(job.rate * job.seconds)
@@ -387,7 +390,7 @@ def ladder(
         row["variant"] = variant
         rows.append(row)
         print(_row(row), flush=True)
-        if row["achieved"] < RUNAWAY_ACHIEVED * rate or row["p99_ms"] > RUNAWAY_P99_MS:
+        if row["achieved"] < RUNAWAY_ACHIEVED * rate or row["p50_ms"] > RUNAWAY_P50_MS:
             break  # latency ran away: no higher rate
     return rows
 
@@ -637,6 +640,12 @@ def main(argv: list[str] | None = None) -> int:
         "older commit): the ladders alternate, baseline then this tree",
     )
     parser.add_argument("--repeat", type=int, default=1, help="ladders per server variant")
+    parser.add_argument(
+        "--fsync",
+        default="batch",
+        choices=("batch", "interval", "none"),
+        help="the server's journal fsync policy (batch: every batch, the default of serve)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.batch_rates, args.seconds = "300", "1000", 2.0
@@ -656,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.fanout_only:
                 break
             with tempfile.TemporaryDirectory() as tmp:
-                server = Server(Path(tmp), pythonpath)
+                server = Server(Path(tmp), pythonpath, args.fsync)
                 server.start()
                 try:
                     rates = [float(r) for r in args.rates.split(",") if r]
@@ -667,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.stop()
     if not args.no_fanout:
         with tempfile.TemporaryDirectory() as tmp:
-            server = Server(Path(tmp))
+            server = Server(Path(tmp), fsync=args.fsync)
             server.start()
             try:
                 fan = fanout(server, args.subscribers, args.fanout_rate, args.seconds)
