@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from service_support import LoopThread, start_harness
 
 from matchcore import COMMAND_DTYPE, CommandType, EventType, Intent, TimeInForce
 from pyexchange.api.rest.batching import CoalescingGateway
-from pyexchange.service.auth import Refused
+from pyexchange.service.errors import Unavailable
 
 
 def _orders(account: int, prices: list[int]) -> np.ndarray:
@@ -78,9 +77,8 @@ def test_one_turns_new_orders_are_one_submission(tmp_path: Path) -> None:
             return await asyncio.gather(*runs, return_exceptions=True)
 
         failures = harness.run(refused())
-        assert all(
-            isinstance(f, Refused) and f.code == grpc.StatusCode.UNAVAILABLE for f in failures
-        )
+        assert all(isinstance(f, Unavailable) for f in failures)
+        assert {f.reason for f in failures} == {"SHUTTING_DOWN"}
         assert len({id(f) for f in failures}) == 5  # one exception object per request
         harness.server.gateway.closing = False
         assert harness.state() == before

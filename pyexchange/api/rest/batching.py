@@ -22,16 +22,16 @@ been alone. The command latency metric counts one joined submission once.
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
-import grpc
 import numpy as np
 
 from matchcore import COMMAND_DTYPE, CommandType
 
 from ...engine import records
 from ...engine.sequencer import SequencerStopped
-from ...service.auth import Refused
+from ...service.errors import ServiceError, Unavailable
 
 
 class CoalescingGateway:
@@ -69,10 +69,10 @@ class CoalescingGateway:
         self.joined += len(commands)
         try:
             future = self.gateway.submit(commands, label)
-        except Refused as exc:
+        except ServiceError as exc:
             for _, waiter in entries:
                 if not waiter.done():
-                    waiter.set_exception(Refused(exc.code, exc.message))
+                    waiter.set_exception(copy.copy(exc))
             return
         future.add_done_callback(lambda done: _deliver(entries, done))
 
@@ -106,8 +106,7 @@ def _deliver(
 
 
 def _refusal(failure: BaseException) -> BaseException:
-    if isinstance(failure, Refused):
-        return Refused(failure.code, failure.message)
+    """What each request raises (one exception object each: tracebacks are per raise)."""
     if isinstance(failure, SequencerStopped):
-        return Refused(grpc.StatusCode.UNAVAILABLE, f"the exchange stopped: {failure}")
-    return failure
+        return Unavailable(f"the exchange stopped: {failure}", "STOPPED")
+    return copy.copy(failure)
