@@ -432,11 +432,16 @@ def _ws_connect(url: str, key: dict[str, Any], slug: str) -> socket.socket:
 
 
 class _Frames(asyncio.Protocol):
-    """Server frames of one subscriber (unmasked, text): counts them, times trade frames."""
+    """Server frames of one subscriber (unmasked): counts the text frames, times the trade
+    frames, answers pings (the server closes a client that does not pong within 40 s)."""
 
     def __init__(self, stats: dict[str, Any]) -> None:
         self.buffer = bytearray()
         self.stats = stats
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -455,8 +460,14 @@ class _Frames(asyncio.Protocol):
                 length, start = int.from_bytes(buffer[2:10], "big"), 10
             if len(buffer) < start + length:
                 return
+            opcode = buffer[0] & 0x0F
             frame = bytes(buffer[start : start + length])
             del buffer[: start + length]
+            if opcode == 0x9:  # ping: a pong with its payload (masked, a zero mask)
+                self.transport.write(bytes([0x8A, 0x80 | len(frame)]) + bytes(4) + frame)
+                continue
+            if opcode != 0x1:
+                continue
             self.stats["frames"] += 1
             at = frame.find(b'"tradeTime":"')
             if at >= 0:
