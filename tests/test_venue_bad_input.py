@@ -129,7 +129,6 @@ def test_bad_input_changes_nothing_and_the_server_answers(server: VenueServer) -
     # bad signatures and stale timestamps: 401, nothing created
     key = server.keys["pm-trader-1"]
     body = json.dumps(_order()).encode()
-    now = int(time.time() * 1000)
 
     def signed(stamp: int, secret: str, method: str = "POST", path: str = "/v1/orders") -> dict:
         return {
@@ -140,18 +139,20 @@ def test_bad_input_changes_nothing_and_the_server_answers(server: VenueServer) -
         }
 
     forged = base64.b64encode(b"\x00" * 64).decode()
-    cases = {
-        "another key's secret": signed(now, ed25519.generate()[1]),
-        "signed for another path": signed(now, key["secret"], path="/v1/orders/batched"),
-        "signed for another method": signed(now, key["secret"], method="GET"),
-        "a forged signature": {**signed(now, key["secret"]), "X-PM-Signature": forged},
-        "not base64": {**signed(now, key["secret"]), "X-PM-Signature": "%%%"},
-        "stale by 31 s": signed(now - 31_000, key["secret"]),
-        "ahead by 31 s": signed(now + 31_000, key["secret"]),
-        "not a number": {**signed(now, key["secret"]), "X-PM-Timestamp": "soon"},
-        "a huge number": {**signed(now, key["secret"]), "X-PM-Timestamp": "9" * 40},
+    secret = key["secret"]
+    cases = {  # each made from the clock just before it is sent
+        "another key's secret": lambda now: signed(now, ed25519.generate()[1]),
+        "signed for another path": lambda now: signed(now, secret, path="/v1/orders/batched"),
+        "signed for another method": lambda now: signed(now, secret, method="GET"),
+        "a forged signature": lambda now: {**signed(now, secret), "X-PM-Signature": forged},
+        "not base64": lambda now: {**signed(now, secret), "X-PM-Signature": "%%%"},
+        "stale by 40 s": lambda now: signed(now - 40_000, secret),
+        "ahead by 40 s": lambda now: signed(now + 40_000, secret),
+        "not a number": lambda now: {**signed(now, secret), "X-PM-Timestamp": "soon"},
+        "a huge number": lambda now: {**signed(now, secret), "X-PM-Timestamp": "9" * 40},
     }
-    for name, headers in cases.items():
+    for name, make in cases.items():
+        headers = make(int(time.time() * 1000))
         reply = httpx.post(f"{server.url}/v1/orders", content=body, headers=headers)
         assert reply.status_code == 401, (name, reply.text)
         assert reply.json()["code"] == 16, name
