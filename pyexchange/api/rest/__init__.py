@@ -9,8 +9,7 @@ method and WebSocket subscription, and what this server does with it.
 
 Modules: ``http`` (uvicorn, limits, router), ``app`` (the ASGI app: maintenance,
 auth, per-address limits, errors, metrics), ``errors``, ``wire``, ``venue``,
-``auth``, ``batching`` (new orders of one loop turn in one submission), ``context``
-(what handlers share), ``public`` (markets, books, events,
+``auth``, ``context`` (what handlers share), ``public`` (markets, books, events,
 series, sports, search), ``account`` (balances), ``orders`` (order entry),
 ``portfolio`` (positions, activities), ``maintenance`` (the venue's maintenance
 sequence and its admin endpoint), ``webview`` (the pages at ``/`` and the operator's
@@ -31,7 +30,6 @@ from ...service.catalogue import Catalogue
 from .account import AccountApi
 from .app import AddressLimiter, VenueApp
 from .auth import VenueAuth
-from .batching import CoalescingGateway
 from .context import Settings, VenueContext
 from .http import HttpLimits, RestServer
 from .maintenance import PATH as MAINTENANCE_PATH
@@ -73,9 +71,7 @@ class VenueApi:
         metrics: Any = None,
     ) -> None:
         self.config = config
-        # new orders of one loop turn reach the sequencer as one submission (batching.py)
-        self.gateway = CoalescingGateway(gateway)
-        self.context = VenueContext(catalogue, self.gateway, marketdata, config.settings)
+        self.context = VenueContext(catalogue, gateway, marketdata, config.settings)
         on_refused = None if metrics is None else metrics.refuse
         self.auth = VenueAuth(keys, rate_limiter, keys_path=keys_path, on_refused=on_refused)
         self.app = VenueApp(
