@@ -650,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run a server importing pyexchange from DIR (e.g. a `git archive` of an "
         "older commit): the ladders alternate, baseline then this tree",
     )
+    parser.add_argument(
+        "--candidate",
+        metavar="DIR",
+        help="the server imports pyexchange from DIR instead of the installed package",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="ladders per server variant")
     parser.add_argument(
         "--fsync",
@@ -666,9 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine(sys.argv)
     rows: list[dict[str, Any]] = []
     fan = None
-    variants = [("", None)]
+    variants = [("", args.candidate)]
     if args.baseline:  # before/after in one run: the ladders alternate, baseline first
-        variants = [("baseline", args.baseline), ("this", None)]
+        variants = [("baseline", args.baseline), ("this", args.candidate)]
     print(f"load {os.getloadavg()}")
     print(HEADER)
     for _ in range(args.repeat):
