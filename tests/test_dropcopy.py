@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from matchcore import EVENT_DTYPE as _EVENT
-from matchcore import CommandType, Engine, EventType
+from matchcore import CommandType, Engine, EventType, MarketState, make_commands
 from matchcore.testing import StreamShape, engine_capacities, random_stream
 from pyexchange import EngineConfig, Exchange, read_journal
 from pyexchange.api.grpc import exchange_pb2 as pb
@@ -547,6 +547,48 @@ def test_service_filters_by_the_keys_accounts(tmp_path: Path) -> None:
         pub.close()
 
     asyncio.run(main())
+
+
+def test_another_accounts_order_id_reads_as_an_unknown_one(tmp_path: Path) -> None:
+    """A cancel or replace naming another account's order: the caller's drop copy shows the
+    reject of an unknown id (as the order entry answers), not the engine's NOT_OWNER."""
+    pub = DropCopyPublisher(tmp_path)
+    cfg = EngineConfig(
+        max_orders=64, max_markets=4, max_accounts=8, max_levels=4096, max_positions=64, ledger=True
+    )
+    with Exchange.open(tmp_path, cfg, on_events=pub.on_events, idle_tick_ns=None) as exchange:
+        exchange.execute(
+            make_commands(
+                [
+                    dict(type=CommandType.CREATE_MARKET, market=1, price=100, quantity=1, aux=1),
+                    dict(type=CommandType.SET_MARKET_STATE, market=1, arg=MarketState.OPEN),
+                    dict(type=CommandType.ADD_ACCOUNT, account=1),
+                    dict(type=CommandType.ADD_ACCOUNT, account=2),
+                    dict(type=CommandType.DEPOSIT, account=1, quantity=10**9),
+                    dict(type=CommandType.NEW_ORDER, account=1, market=1, price=4000, quantity=5),
+                ]
+            )
+        )
+        theirs = 1
+        events = exchange.execute(
+            make_commands(
+                [
+                    dict(type=CommandType.CANCEL, account=2, market=1, order_id=theirs),
+                    dict(type=CommandType.CANCEL, account=2, market=1, order_id=theirs + 7),
+                    dict(type=CommandType.REPLACE, account=2, order_id=theirs, quantity=9),
+                    dict(type=CommandType.REPLACE, account=2, order_id=theirs + 7, quantity=9),
+                ]
+            )
+        )
+        assert sorted(set(events["reason"].tolist())) == [13, 14]  # the engine says NOT_OWNER
+    pub.attach(asyncio.new_event_loop())
+    pub.flush()
+    shown = [e for item in pub.history(0) for e in events_for(item, frozenset({2}))]
+    assert [(e.kind, e.reason, e.order_id) for e in shown] == [
+        ("REJECTED", "UNKNOWN_ORDER", theirs),
+        ("REJECTED", "UNKNOWN_ORDER", theirs + 7),
+    ] * 2
+    pub.close()
 
 
 def test_gap_items_and_events_kinds_render() -> None:

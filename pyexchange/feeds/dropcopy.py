@@ -99,7 +99,7 @@ from ..engine.journal import (
 )
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..engine.snapshots import CorruptSnapshot, list_snapshots, read_snapshot
-from .updates import AccountEvent
+from .updates import AccountEvent, shown_reject
 
 log = logging.getLogger(__name__)
 
@@ -903,7 +903,8 @@ def _events(
             reason=_CANCELS.get(e[_REASON], str(e[_REASON])) if kind == _T.CANCELED else "",
         )
     elif kind == _T.REJECTED:
-        reason = _REJECTS.get(e[_REASON], str(e[_REASON]))
+        code = shown_reject(e[_COMMAND], e[_REASON])
+        reason = _REJECTS.get(code, str(code))
         event = AccountEvent(
             seq,
             index,

@@ -17,6 +17,18 @@ from __future__ import annotations
 
 import msgspec
 
+from matchcore import CommandType, Reject
+
+
+def shown_reject(command: int, reason: int) -> int:
+    """The reject code a caller is shown: a cancel or replace naming another account's order
+    reads as one naming an unknown id (the engine says NOT_OWNER), so that no reply or feed
+    tells a trader which ids are live for other accounts."""
+    if reason == Reject.NOT_OWNER and command in (CommandType.CANCEL, CommandType.REPLACE):
+        return int(Reject.UNKNOWN_ORDER)
+    return reason
+
+
 CONFLATED = "CONFLATED"  # a snapshot sent after the subscriber's pending updates were dropped
 DROPPED = "DROPPED"
 

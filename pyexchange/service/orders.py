@@ -58,6 +58,7 @@ from matchcore import (
     TimeInForce,
 )
 
+from ..feeds.updates import shown_reject
 from ..units import (
     UnitError,
     check_cash,
@@ -391,10 +392,7 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
         reply.order_id = command[_C_ORDER]
     for e in rows:
         if e[_TYPE] == EventType.REJECTED:  # at most one per command, and then nothing else
-            reason = e[_REASON]
-            if reason == Reject.NOT_OWNER and kind in _HIDDEN_OWNER:
-                reason = Reject.UNKNOWN_ORDER  # another account's id reads as an unknown one
-            reply.reject_reason, reply.message = reject_text(reason)
+            reply.reject_reason, reply.message = reject_text(shown_reject(kind, e[_REASON]))
             return reply
 
     if kind in _CANCELS:
