@@ -97,6 +97,7 @@ from ..engine.journal import (
     read_segment_header,
     record_crc,
 )
+from ..engine.records import join as join_arrays
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..engine.snapshots import CorruptSnapshot, list_snapshots, read_snapshot
 from .updates import AccountEvent, shown_reject
@@ -572,8 +573,8 @@ class DropCopyPublisher:
         if len(group) == 1:
             commands, events = group[0]
         else:
-            commands = np.concatenate([c for c, _ in group])
-            events = np.concatenate([e for _, e in group])
+            commands = join_arrays([c for c, _ in group], COMMAND_DTYPE)
+            events = join_arrays([e for _, e in group], EVENT_DTYPE)
         first, last = int(commands["seq"][0]), int(commands["seq"][-1])
         self._write([LogItem(EVENTS, first, last, account_events(commands, events))])
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from matchcore import EVENT_DTYPE
 
+from ..engine import records
 from ..engine.sequencer import SequencerStopped
 from .errors import Busy, Internal, ServiceError, Unavailable
 from .markets import Markets
@@ -76,7 +77,7 @@ class Answer:
         """Every event of the submission, in order."""
         if self.pieces is None:
             return self.events[self.starts[self.lo] : self.starts[self.hi]]
-        return np.concatenate(self.pieces) if self.pieces else _NO_EVENTS
+        return records.join(self.pieces, EVENT_DTYPE) if self.pieces else _NO_EVENTS
 
     def arrays(self) -> list[np.ndarray]:
         """The events of each command."""
