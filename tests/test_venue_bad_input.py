@@ -172,3 +172,36 @@ def test_bad_input_changes_nothing_and_the_server_answers(server: VenueServer) -
     assert server.digest() == before
     order = alice.orders.retrieve(mine)["order"]
     assert order["state"] == "ORDER_STATE_NEW" and order["price"]["value"] == "0.20"
+
+
+def test_slugs_of_orders_naming_unknown_markets_are_bounded() -> None:
+    """A rejected order keeps the unknown slug it named (to show it), but hostile new slugs
+    cannot grow the server without bound: the newest are kept, older ones show ""."""
+    from pyexchange.api.rest.orders import UNKNOWN_MARKET, UNKNOWN_SLUGS_KEPT, OrdersApi
+    from pyexchange.feeds.history import OrderRecord
+
+    assert UNKNOWN_SLUGS_KEPT == 10_000
+    api = OrdersApi(None, None)  # type: ignore[arg-type]
+    api.unknown_slugs_kept = 100
+    for seq in range(1, 1001):
+        api._remember_unknown(seq, f"no-such-market-{seq}")
+    assert len(api._unknown_slugs) == 100
+
+    def shown(seq: int) -> str:
+        return api._slug_of(OrderRecord(0, seq, 1, UNKNOWN_MARKET, 0, 0, 0, 0, 0))
+
+    assert (shown(1000), shown(901), shown(900), shown(1)) == (
+        "no-such-market-1000",
+        "no-such-market-901",
+        "",
+        "",
+    )
+
+
+def test_an_order_naming_an_unknown_slug_is_rejected_and_shows_it(server: VenueServer) -> None:
+    alice = server.client("pm-trader-1")
+    created = alice.orders.create(_order(marketSlug="no-such-market", synchronousExecution=True))
+    order = alice.orders.retrieve(created["id"])["order"]
+    assert created["id"].startswith("U") and order["state"] == "ORDER_STATE_REJECTED"
+    assert order["marketSlug"] == "no-such-market"
+    assert created["executions"][-1]["order"]["marketSlug"] == "no-such-market"

@@ -59,6 +59,9 @@ from .errors import bad_request, not_found
 from .http import Request, Response
 
 MAX_BATCH = 20
+# Rejected orders naming an unknown slug: the slug of the newest ones is kept to show them;
+# bounded, since anyone with a key can send new slugs (older ones then show "").
+UNKNOWN_SLUGS_KEPT = 10_000
 UNKNOWN_MARKET = 0xFFFF_FFFE  # names no market: the engine rejects it (UNKNOWN_MARKET)
 EMPTY = b"{}"
 
@@ -297,6 +300,7 @@ class OrdersApi:
         self.history = history
         self.acked_seq = 0  # the newest seq answered to any client (reads wait for it)
         self._unknown_slugs: dict[int, str] = {}  # seq -> the slug a rejected order named
+        self.unknown_slugs_kept = UNKNOWN_SLUGS_KEPT
 
     def register(self, app: VenueApp) -> None:
         add = app.add
@@ -327,6 +331,12 @@ class OrdersApi:
         known = [m for m in markets if self.ctx.gateway.markets.get(m) is not None]
         infos = await self.ctx.market_infos(known) if known else {}
         return {m: objects.facts(self.ctx.catalogue, infos.get(m), m) for m in markets}
+
+    def _remember_unknown(self, seq: int, slug: str) -> None:
+        slugs = self._unknown_slugs
+        slugs[seq] = slug
+        if len(slugs) > self.unknown_slugs_kept:  # seqs only grow: the first is the oldest
+            del slugs[next(iter(slugs))]
 
     def _slug_of(self, order: OrderRecord) -> str:
         if order.market == UNKNOWN_MARKET:
@@ -379,7 +389,7 @@ class OrdersApi:
         events = await self._run(command, "place")
         venue_id, core, seq = _new_id(events)
         if spec.market == UNKNOWN_MARKET:
-            self._unknown_slugs[seq] = spec.slug
+            self._remember_unknown(seq, spec.slug)
         reply: dict[str, Any] = {"id": venue_id}
         if not spec.sync:
             return reply
@@ -441,7 +451,7 @@ class OrdersApi:
         for spec, mine in zip(specs, _split(commands, events), strict=True):
             venue_id, _, seq = _new_id(mine)
             if spec.market == UNKNOWN_MARKET:
-                self._unknown_slugs[seq] = spec.slug
+                self._remember_unknown(seq, spec.slug)
             if spec.expiry_ns:
                 self._remember_expiry(venue_id, spec.expiry_ns)
             created.append(venue_id)
