@@ -392,3 +392,96 @@ async def replay(
         applied = state.apply(msg.seq, (msg.headers or {}).get(L.KIND, BATCH), msg.data or b"")
         computed.append(L.encode_events(applied.counts, applied.events))
     return state, computed, evts
+
+
+# ------------------------------------------------------------------ gateways
+
+
+@dataclass
+class Gateway:
+    gateway_id: str
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status_file(self) -> Path:
+        return self.directory / f"{self.gateway_id}.status.json"
+
+    def endpoints(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+class Gateways:
+    """Gateway processes (``python -m pyexchange.app.gateway``) on a cluster."""
+
+    def __init__(self, urls: list[str], directory: Path, keys: Path) -> None:
+        self.urls = urls
+        self.directory = directory
+        self.keys = keys
+        self.nodes: dict[str, Gateway] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, gateway_id: str, env: dict[str, str] | None = None) -> Gateway:
+        gateway = Gateway(gateway_id, self.directory, env=env or {})
+        self.nodes[gateway_id] = gateway
+        gateway.status_file.unlink(missing_ok=True)
+        log = open(self.directory / f"{gateway_id}.log", "ab")  # noqa: SIM115 - the child keeps it
+        gateway.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyexchange.app.gateway",
+                "--nats",
+                ",".join(self.urls),
+                "--gateway-id",
+                gateway_id,
+                "--keys",
+                str(self.keys),
+                "--http-port",
+                "-1",
+                "--status-file",
+                str(gateway.status_file),
+            ],
+            cwd=self.directory,
+            env={**os.environ, **gateway.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return gateway
+
+    def wait(self, gateway_id: str, timeout: float = 60) -> dict[str, Any]:
+        gateway = self.nodes[gateway_id]
+
+        def up() -> dict[str, Any] | None:
+            assert gateway.process is not None
+            if gateway.process.poll() is not None:
+                raise AssertionError(f"gateway {gateway_id} exited:\n{self.log_tail()}")
+            return gateway.endpoints()
+
+        return wait_for(up, timeout, f"gateway {gateway_id}")
+
+    def stop(self) -> None:
+        for g in self.nodes.values():
+            if g.process is not None and g.process.poll() is None:
+                g.process.terminate()
+        for g in self.nodes.values():
+            if g.process is not None:
+                try:
+                    g.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    g.process.kill()
+                    g.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for gateway_id in self.nodes:
+            path = self.directory / f"{gateway_id}.log"
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            out.append(f"--- {gateway_id}\n" + "\n".join(text))
+        return "\n".join(out)

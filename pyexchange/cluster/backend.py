@@ -51,6 +51,7 @@ from nats.js.api import DeliverPolicy
 from matchcore import EVENT_DTYPE
 
 from . import log as L
+from .faults import fault
 from .mirror import ClusterView, ShardMirror
 from .router import Part, Unroutable, combine, route, to_cluster_events
 
@@ -192,6 +193,7 @@ class ShardLink:
         if self.down:
             logger.info("shard %d: the log stores commands again", self.shard)
             self.down = ""
+        fault("gateway-stored")
         seq = int(ack.seq)
         self.stored = max(self.stored, seq)
         rows, offset = [], 0

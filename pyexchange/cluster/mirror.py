@@ -134,6 +134,11 @@ class ClusterView:
         return self._engine(self._shard_of_market(market))
 
     @property
+    def capacities(self) -> dict[str, int]:
+        """Every shard builds the same engine (``EngineSpec``): shard 0's capacities."""
+        return dict(self._engine(0).capacities)
+
+    @property
     def now(self) -> int:
         return max(self._engine(s).now for s in range(len(self._mirrors)))
 

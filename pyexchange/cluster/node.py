@@ -62,6 +62,7 @@ from matchcore import COMMAND_DTYPE, CommandType
 
 from . import log as L
 from . import snapshots
+from .faults import fault
 from .lease import Lease
 from .shard import BATCH, ShardState, credit_outcome
 from .status import StatusServer
@@ -71,17 +72,6 @@ logger = logging.getLogger("pyexchange.cluster.node")
 
 WRONG_LAST_SEQUENCE = 10071
 QUIET_S = 0.25  # no message for this long: the replica computes its digest where it stands
-
-# Fault injection for the tests: the process SIGKILLs itself the first time it
-# reaches the named point (``xfer-out-applied``, ``xfer-in-stored``,
-# ``xfer-done-stored``, ``xfer-in-applied``). Unset in any real deployment.
-FAULT = os.environ.get("PYX_CLUSTER_FAULT", "")
-
-
-def fault(point: str) -> None:
-    if point == FAULT:
-        logger.warning("fault injection: SIGKILL at %s", point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
