@@ -375,6 +375,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return uvloop.run(run())
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    import json
+
+    from . import cluster
+
+    state_dir = Path(args.state_dir)
+    if args.cluster_command == "up":
+        config = cluster.ClusterConfig()
+        if args.config:
+            config = cluster.ClusterConfig.from_dict(json.loads(Path(args.config).read_text()))
+        if args.shards is not None:
+            config.shards = args.shards
+        if args.no_demo:
+            config.demo = False
+        print(cluster.banner(cluster.up(state_dir, config, timeout=args.timeout)), flush=True)
+        return 0
+    if args.cluster_command == "down":
+        left = cluster.down(state_dir, grace=args.grace)
+        if left:
+            print(f"pyexchange cluster: still running: {left}", file=sys.stderr)
+            return 1
+        print("pyexchange cluster: down")
+        return 0
+    bad = 0
+    for name, code, body in cluster.status(state_dir):
+        bad += code != 200
+        print(f"{name:<6} {code or 'down'}  {json.dumps(body)}")
+    return 1 if bad else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyexchange", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -464,6 +494,32 @@ def parser() -> argparse.ArgumentParser:
         "--url", help="the venue API's base URL (default: DATA_DIR/server.json)"
     )
     maintenance.set_defaults(run=cmd_maintenance)
+    cluster = sub.add_parser(
+        "cluster",
+        help="the cluster mode: NATS JetStream, sharded engines with standbys, gateways",
+        description="Start, stop or check this host's cluster processes (docs/cluster.md).",
+    )
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_up = cluster_sub.add_parser(
+        "up",
+        help="3 NATS nodes on free loopback ports, 2 shards with a standby each, 2 gateways",
+        description="Start the cluster's processes in the background, print their endpoints "
+        "and keys, record them in STATE_DIR/cluster.json. --config FILE: real NATS servers "
+        "and this host's processes (docs/cluster.md, 'Running it').",
+    )
+    cluster_up.add_argument("--config", help="JSON: nats, shards, engines, gateways, keys, demo")
+    cluster_up.add_argument("--shards", type=int, help="shard count of a new cluster (default 2)")
+    cluster_up.add_argument("--no-demo", action="store_true", help="no demo markets, cash, keys")
+    cluster_up.add_argument("--timeout", type=float, default=60.0, help="s per process start")
+    cluster_down = cluster_sub.add_parser("down", help="stop every process `up` started here")
+    cluster_down.add_argument("--grace", type=float, default=10.0, help="s before SIGKILL")
+    cluster_sub.add_parser("status", help="the /health of every process")
+    for command in (cluster_up, cluster_down, *cluster_sub.choices.values()):
+        if not any(a.dest == "state_dir" for a in command._actions):
+            command.add_argument(
+                "--state-dir", default="cluster-data", help="default ./cluster-data"
+            )
+    cluster.set_defaults(run=cmd_cluster)
     replay = sub.add_parser("replay", help="rebuild the state from snapshot and journal")
     replay.add_argument("data_dir")
     replay.add_argument("--dry-run", action="store_true", help="do not cut a torn tail")
