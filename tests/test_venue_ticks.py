@@ -220,3 +220,93 @@ def test_bounds_in_snapshots_and_format_3(engine_cls):
     old = engine_cls.restore(v3)
     assert old.snapshot() == state and old.market(M1) == plain.market(M1)
     assert old.submit(A1, M1, BUY_YES, 50, 1) > 0
+
+
+# ------------------------------------------- venue markets, through the SDK
+
+
+def test_venue_markets_keep_their_bounds_across_a_kill_9(tmp_path) -> None:
+    """A catalogue market on a $0.005 tick trades 0.01 .. 0.99 (the venue's bounds, its
+    default: 0.005 and 0.995 are REJECTED PRICE_OUT_OF_BOUNDS), one with ``""`` bounds the
+    core's 0.005 .. 0.995, one created by gRPC admin CreateMarket its own; the catalogue
+    file keeps the bounds and the engine has them again after a kill -9."""
+    import asyncio
+    import json
+
+    from venue_support import VenueServer
+
+    from pyexchange.api.grpc.client import ExchangeClient
+
+    rules = {"tick": "0.005", "min_size": "1", "lot": "1"}
+    spec = {
+        "markets": [
+            {"market": 20, "slug": "half-cent", "create": rules},
+            {
+                "market": 21,
+                "slug": "half-cent-unbounded",
+                "create": {**rules, "min_price": "", "max_price": ""},
+            },
+        ]
+    }
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(spec))
+    server = VenueServer(tmp_path / "data", fsync="batch", catalogue_file=str(path)).start()
+
+    async def create_by_admin() -> None:
+        admin = server.keys["admin"]
+        async with ExchangeClient(server.grpc_target, admin["key_id"], admin["secret"]) as c:
+            created = await c.create_market(
+                22, "0.005", min_size="1", lot="1", min_price="0.05", max_price="0.95"
+            )
+            assert created.ok, created
+            assert (await c.set_market_state(22, "OPEN")).ok
+            refused = await c.create_market(23, "0.01", min_price="0.6", max_price="0.4")
+            raise AssertionError(refused)
+
+    def shown(client, slug: str, price: str) -> str:
+        reply = client.orders.create(
+            {
+                "marketSlug": slug,
+                "intent": "ORDER_INTENT_BUY_LONG",
+                "type": "ORDER_TYPE_LIMIT",
+                "price": {"value": price, "currency": "USD"},
+                "quantity": 1,
+                "tif": "TIME_IN_FORCE_GOOD_TILL_CANCEL",
+                "synchronousExecution": True,
+                "maxBlockTime": 0,  # what it did at once: NEW (resting) or REJECTED
+            }
+        )
+        last = reply["executions"][-1]
+        return last.get("orderRejectReason", "").removeprefix("ORD_REJECT_REASON_") or last[
+            "order"
+        ]["state"].removeprefix("ORDER_STATE_")
+
+    try:
+        saved = {m["slug"]: m["create"] for m in json.loads(
+            (tmp_path / "data" / "catalogue.json").read_text()
+        )["markets"] if "create" in m}  # fmt: skip
+        assert (saved["half-cent"]["min_price"], saved["half-cent"]["max_price"]) == (
+            "0.01",
+            "0.99",
+        )
+        assert saved["half-cent-unbounded"]["min_price"] == ""
+        with pytest.raises(Exception, match="min_price is above max_price"):
+            asyncio.run(create_by_admin())
+        out, inside = "PRICE_OUT_OF_BOUNDS", "NEW"
+        expected = {
+            "half-cent": {"0.005": out, "0.995": out, "0.01": inside, "0.015": inside,
+                          "0.985": inside, "0.99": inside},
+            "half-cent-unbounded": {"0.005": inside, "0.995": inside},
+            "market-22": {"0.045": out, "0.955": out, "0.05": inside, "0.95": inside},
+        }  # fmt: skip
+        for _ in range(2):  # then again after a kill -9 (the bounds come back from the journal)
+            alice = server.client("pm-trader-1")
+            got = {
+                slug: {price: shown(alice, slug, price) for price in prices}
+                for slug, prices in expected.items()
+            }
+            assert got == expected
+            server.kill()
+            server.start()
+    finally:
+        server.stop()

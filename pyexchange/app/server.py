@@ -88,6 +88,9 @@ class DemoMarket:
     title: str = ""
     slug: str = ""  # default market-<id>
     event: str = ""  # an event slug of DEMO_EVENTS
+    # price bounds: the venue's 0.01 .. 0.99; "" for none (the core's tick .. 1 - tick)
+    min_price: str = "0.01"
+    max_price: str = "0.99"
 
 
 DEFAULT_DEMO_MARKETS = (
@@ -126,6 +129,8 @@ DEFAULT_DEMO_MARKETS = (
         "Will the home team win the final?",
         "home-team-wins-final",
         "cup-final",
+        min_price="",  # a tick the venue lacks: the core's bounds, 0.001 .. 0.999
+        max_price="",
     ),
 )
 # the demo's events and series (catalogue entries, pyexchange/service/catalogue.py)
@@ -445,6 +450,8 @@ def _market_commands(market: int, rules: MarketRules) -> list[np.ndarray]:
         taker_fee_bps=rules.taker_fee_bps,
         maker_fee_bps=rules.maker_fee_bps,
         fee_base=FeeBase[rules.fee_base.upper()],
+        min_price=rules.min_price,
+        max_price=rules.max_price,
     )
     rows = [np.array([admin_record(request)], dtype=COMMAND_DTYPE)]
     if rules.open:
@@ -461,8 +468,9 @@ def demo_commands(config: ServerConfig) -> np.ndarray:
     rows: list[np.ndarray] = []
     for m in config.demo_markets:
         rules = MarketRules(
-            m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps, m.fee_base, open=True
-        )
+            m.tick, m.min_size, m.lot, m.taker_fee_bps, m.maker_fee_bps, m.fee_base, open=True,
+            min_price=m.min_price, max_price=m.max_price,
+        )  # fmt: skip
         rows.extend(_market_commands(m.market, rules))
     deposit = parse_cash(config.demo_deposit) if config.demo_deposit else 0
     for account in config.demo_accounts:

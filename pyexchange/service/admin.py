@@ -23,7 +23,7 @@ from .auth import ADMIN, ApiKey
 from .errors import Forbidden, Invalid
 from .link import EngineLink
 from .messages import reject_text
-from .orders import U32, Value, _quantity, _whole, record
+from .orders import U32, Value, _absent, _price, _quantity, _whole, record
 
 
 class CreateMarket(msgspec.Struct, kw_only=True):
@@ -34,6 +34,10 @@ class CreateMarket(msgspec.Struct, kw_only=True):
     taker_fee_bps: int = 0
     maker_fee_bps: int = 0
     fee_base: int = FeeBase.NOTIONAL
+    # the market's price bounds ("" or 0: none, the core's tick .. 1 - tick), e.g. the
+    # venue's 0.01 .. 0.99 on a $0.005 tick
+    min_price: Value = ""
+    max_price: Value = ""
 
 
 class SetMarketState(msgspec.Struct, kw_only=True):
@@ -112,12 +116,17 @@ def create_market_record(r: CreateMarket) -> tuple[int, ...]:
             raise Invalid(f"{name}_fee_bps {value} is outside ±{FEE_BPS_LIMIT}", "INVALID_FEE")
     if r.fee_base not in FEE_BASES:
         raise Invalid(f"unknown fee_base value {r.fee_base}", "INVALID_ARGUMENT")
+    low = 0 if _absent(r.min_price) else _price(r.min_price, 1)
+    high = 0 if _absent(r.max_price) else _price(r.max_price, 1)
+    if high and low > high:
+        raise Invalid("min_price is above max_price", "INVALID_PRICE")
     return record(
         CommandType.CREATE_MARKET,
         market=market,
         price=tick,
         quantity=min_size,
         aux=lot,
+        expiry=low | high << 32,  # the core's packing of the bounds (docs/matchcore.md §4)
         taker_fee_bps=r.taker_fee_bps,
         maker_fee_bps=r.maker_fee_bps,
         fee_base=int(r.fee_base),

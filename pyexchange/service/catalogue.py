@@ -12,8 +12,9 @@ engine when they are shown.
 Where it comes from: a catalogue file (``pyexchange serve --catalogue FILE``,
 JSON as ``Catalogue.to_json`` writes it), the admin API, and on a first demo
 start the demo markets. A market entry may carry the rules to create it with
-(``create``: tick, minimum size, lot, fees, and whether to open it); the server
-creates every catalogued market the engine does not have yet.
+(``create``: tick, minimum size, lot, fees, price bounds (the venue's 0.01 .. 0.99
+unless given), and whether to open it); the server creates every catalogued market
+the engine does not have yet.
 
 Persistence: ``DATA_DIR/catalogue.json``, written atomically (a temporary file,
 fsync, rename, fsync of the directory) **before** the engine is asked to create
@@ -63,6 +64,10 @@ class MarketRules:
     maker_fee_bps: int = 0
     fee_base: str = "NOTIONAL"  # NOTIONAL | MIN | PQ | PQ_CENTS (docs/matchcore.md §8)
     open: bool = True  # open it once created (else it stays PRE_OPEN)
+    # price bounds: the venue's absolute 0.01 .. 0.99 on every tick (spec §3.6, §6 #15: a
+    # $0.005 market refuses 0.005 and 0.995); "" for none (the core's tick .. 1 - tick)
+    min_price: str = "0.01"
+    max_price: str = "0.99"
 
 
 @dataclass

@@ -37,6 +37,8 @@ def create_market_of(r: pb.CreateMarketRequest) -> sa.CreateMarket:
         taker_fee_bps=r.taker_fee_bps,
         maker_fee_bps=r.maker_fee_bps,
         fee_base=FEE_BASES[r.fee_base],
+        min_price=r.min_price,
+        max_price=r.max_price,
     )
 
 

@@ -255,6 +255,8 @@ class ExchangeClient:
         taker_fee_bps: int = 0,
         maker_fee_bps: int = 0,
         fee_base: str | int = "NOTIONAL",
+        min_price: Number | None = None,
+        max_price: Number | None = None,
         timeout: float | None = None,
     ) -> pb.AdminReply:
         request = pb.CreateMarketRequest(
@@ -265,6 +267,8 @@ class ExchangeClient:
             taker_fee_bps=taker_fee_bps,
             maker_fee_bps=maker_fee_bps,
             fee_base=_enum(pb.FeeBase, fee_base),
+            min_price=_text(min_price),
+            max_price=_text(max_price),
         )
         return await self._admin("CreateMarket", request, timeout)
 

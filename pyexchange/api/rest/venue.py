@@ -9,10 +9,10 @@ FIX self-match modes, NO_LIQUIDITY), the mapping changes here and nowhere else.
 
 Today's core, as the venue sees it:
 
-- ticks: the venue's $0.01 is the core's 100 units and its bounds (tick ..
-  1 - tick) are the venue's 0.01 .. 0.99; the venue's $0.005 and $0.0025 ticks
-  wait for issue 10. A market on a tick the venue lacks ($0.001) is served with
-  the core's bounds (0.001 .. 0.999);
+- ticks: the venue's $0.01, $0.005 and $0.0025 are the core's 100, 50 and 25
+  units; its 0.01 .. 0.99 are the market's price bounds in the core (catalogue
+  markets get them by default). A market on a tick the venue lacks ($0.001) may
+  have none: the core's tick .. 1 - tick (0.001 .. 0.999);
 - fees: the venue's ``fee = theta x C x p x (1 - p)`` is the core's ``PQ_CENTS``
   fee base with ``bps = theta x 10^4`` (taker 695, maker -125): each fill rounded
   half to even to the cent, a taker order's fills capped at the rounding of their
