@@ -54,11 +54,18 @@ class TimeInForce(IntEnum):
 
 
 class Stp(IntEnum):
-    """Self-trade prevention mode, chosen per order."""
+    """Self-trade prevention mode, chosen per order (docs/matchcore.md §4, the sweep).
+
+    The first three act where the sweep meets the owner's order; the venue's FIX
+    modes act before the first fill on every owner's order the limit reaches.
+    """
 
     REJECT_AGGRESSOR = 0
     CANCEL_RESTING = 1
     CANCEL_BOTH = 2
+    CANCEL_NEWEST = 3  # FIX 8000=N: the incoming order canceled whole, no fill
+    CANCEL_OLDEST = 4  # FIX 8000=O: the owner's orders canceled, then the order trades
+    REMOVE_BOTH = 5  # both: the owner's orders and the incoming order, no fill
 
 
 class OrderFlags(IntFlag):

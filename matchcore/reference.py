@@ -106,6 +106,10 @@ _IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
 _REJECT_AGGRESSOR = int(Stp.REJECT_AGGRESSOR)
 _CANCEL_RESTING = int(Stp.CANCEL_RESTING)
 _CANCEL_BOTH = int(Stp.CANCEL_BOTH)
+_CANCEL_NEWEST = int(Stp.CANCEL_NEWEST)
+_CANCEL_OLDEST = int(Stp.CANCEL_OLDEST)
+_REMOVE_BOTH = int(Stp.REMOVE_BOTH)
+_LAST_STP = int(max(Stp))
 _POST_ONLY = int(OrderFlags.POST_ONLY)
 _MARKET_FLAG = int(OrderFlags.MARKET)
 _BY_CASH = int(OrderFlags.BY_CASH)
@@ -1088,6 +1092,8 @@ class Engine:
         completes the order, even a by-cash one whose budget left could not buy
         a lot at the limit price (§4, the sweep).
         """
+        if taker.stp in (_CANCEL_NEWEST, _REMOVE_BOTH) and self._own_in_reach(market, taker):
+            return False  # canceled whole before any fill
         probe = taker.copy()
         probe.fee_exact = probe.fee_charged = 0
         for level in market.sides[1 - taker.side].levels_best_first():
@@ -1097,7 +1103,7 @@ class Engine:
                 if not self._can_buy_at(market, probe, level.price):
                     return self._is_complete(market, probe)
                 if maker.account == probe.account:
-                    if probe.stp == _CANCEL_RESTING:
+                    if probe.stp in (_CANCEL_RESTING, _CANCEL_OLDEST):
                         continue  # would be canceled; matching goes on
                     return False  # the sweep stops here: never complete
                 self._take(
@@ -1105,17 +1111,40 @@ class Engine:
                 )
         return self._is_complete(market, probe)
 
+    def _own_in_reach(self, market: _Market, taker: _Order) -> list[_Order]:
+        """The taker owner's resting orders its limit reaches, ascending order id: on the
+        opposite side at a price the taker would trade at, whatever rests before them."""
+        side = 1 - taker.side
+        return sorted(
+            (
+                o
+                for o in self._orders.values()
+                if o.account == taker.account
+                and o.market == taker.market
+                and o.side == side
+                and self._crosses(taker, o.price)
+            ),
+            key=lambda o: o.order_id,
+        )
+
     def _sweep(self, market: _Market, taker: _Order) -> bool:
         """Match ``taker`` against the opposite side (§4, the sweep).
 
         Emits the ``TRADE`` events, the ``CANCELED`` of resting orders removed by
         self-trade prevention and one ``LEVEL`` per opposite level that changed,
         when the sweep leaves it; with the ledger every fill settles at once.
-        Returns True if it stopped on self-trade prevention (``REJECT_AGGRESSOR``
-        or ``CANCEL_BOTH``).
+        Returns True if it stopped on self-trade prevention (``REJECT_AGGRESSOR``,
+        ``CANCEL_BOTH``, or a venue mode that cancels the taker whole before any fill).
         """
         opposite = market.sides[1 - taker.side]
         taker.fee_exact = taker.fee_charged = 0  # the cap is per sweep
+        if taker.stp >= _CANCEL_NEWEST:
+            own = self._own_in_reach(market, taker)
+            if own and taker.stp != _CANCEL_NEWEST:  # the owner's orders go first
+                for maker in own:
+                    self._cancel_resting(maker, _SELF_TRADE)
+            if own and taker.stp != _CANCEL_OLDEST:
+                return True  # the taker is canceled whole, before any fill
         while True:
             level = opposite.best_level()
             if level is None or not self._crosses(taker, level.price):
@@ -1263,7 +1292,7 @@ class Engine:
     @staticmethod
     def _order_shape_ok(intent: int, tif: int, stp: int, flags: int) -> bool:
         """Check 3 of NEW_ORDER: enum values and combinations."""
-        if intent > 3 or tif > 3 or stp > 2 or flags & ~_ALL_FLAGS:
+        if intent > 3 or tif > 3 or stp > _LAST_STP or flags & ~_ALL_FLAGS:
             return False
         if flags & _POST_ONLY and (tif in (_IOC, _FOK) or flags & _MARKET_FLAG):
             return False
@@ -1967,7 +1996,7 @@ class Engine:
                     raise ValueError(f"order {oid}: its slot is taken (id modulo max_orders)")
                 if intent > 3 or _SIDE_OF_INTENT[intent] != book_side.side:
                     raise ValueError(f"order {oid}: intent {intent} not on the {name} side")
-                if tif not in (_GTC, _GTD) or stp > 2 or flags & ~_POST_ONLY:
+                if tif not in (_GTC, _GTD) or stp > _LAST_STP or flags & ~_POST_ONLY:
                     raise ValueError(f"order {oid}: bad tif/stp/flags {tif}/{stp}/{flags}")
                 if tif != _GTD and expiry != 0:
                     raise ValueError(f"order {oid}: expiry {expiry} on a non-GTD order")
@@ -2162,7 +2191,7 @@ class Engine:
             fail(f"{at}: resting with tif {o.tif}")
         if o.tif != _GTD and o.expiry != 0:
             fail(f"{at}: expiry {o.expiry} on a non-GTD order")
-        if o.stp > 2 or o.flags & ~_POST_ONLY:
+        if o.stp > _LAST_STP or o.flags & ~_POST_ONLY:
             fail(f"{at}: bad stp {o.stp} or flags {o.flags}")
         if o.fee_reserve != 0:
             fail(f"{at}: fee reserve {o.fee_reserve} on a resting order")

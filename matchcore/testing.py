@@ -212,7 +212,7 @@ def _new_order(s: _StreamState) -> dict[str, Any]:
         "tif": tif,
         "price": s.price(market),
         "quantity": s.quantity(market),
-        "stp": rng.choice([0, 0, 1, 2]),
+        "stp": rng.choice([0, 0, 0, 1, 2, 3, 4, 5]),
     }
     if tif == TimeInForce.GTD:
         row["expiry"] = s.time + rng.randrange(-2, 40)

@@ -1348,16 +1348,17 @@ def test_ioc_remainder_releases_its_reservation(engine_cls):
 
 @pytest.mark.parametrize("stp", list(Stp), ids=lambda s: s.name)
 def test_self_trade_cancels_release(engine_cls, stp):
-    """A1 rests SELL_YES 100 at 6000 and sends BUY_YES 60 at 6000 (R_lot 6005: 360_300)."""
+    """A1 rests SELL_YES 100 at 6000 and sends BUY_YES 60 at 6000 (R_lot 6005: 360_300).
+    With the own order alone in reach each venue mode acts as the mode it extends."""
     eng = ledger_engine(engine_cls, taker_fee_bps=7, deposits={A1: 2_000_000})
     assert eng.split(A1, M1, 100) == 0
     own = rest(eng, A1, M1, SELL_YES, 6000, 100)
     taker = Order(2, A1, M1, BUY_YES, 6000)
     assert eng.submit(A1, M1, BUY_YES, 6000, 60, stp=stp) == 2
-    if stp == Stp.REJECT_AGGRESSOR:
+    if stp in (Stp.REJECT_AGGRESSOR, Stp.CANCEL_NEWEST):
         assert last(eng) == [accepted(taker, 60), canceled(taker, 60, SELF_TRADE)]
         expected = (Balance(1_000_000, 0), Position(0, 100, 100, 0))
-    elif stp == Stp.CANCEL_RESTING:
+    elif stp in (Stp.CANCEL_RESTING, Stp.CANCEL_OLDEST):
         assert last(eng) == [
             accepted(taker, 60),
             canceled(own, 100, SELF_TRADE),

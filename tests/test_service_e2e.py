@@ -193,6 +193,20 @@ def test_self_trade_prevention_modes(h: Harness) -> None:
         assert both.status == pb.CANCELED and both.cancel_reason == "SELF_TRADE"
         assert not (await t1.get_account(1)).orders
 
+        # the venue's FIX modes, before any fill
+        await t1.place(1, 1, "SELL_YES", "0.70", "1")
+        oldest = await t1.place(1, 1, "BUY_YES", "0.70", "2", self_trade_prevention="CANCEL_OLDEST")
+        assert oldest.status == pb.RESTING and oldest.leaves_quantity == "2"
+        assert set(orders_of(await t1.get_account(1))) == {oldest.order_id}
+        newest = await t1.place(
+            1, 1, "SELL_YES", "0.60", "1", self_trade_prevention="CANCEL_NEWEST"
+        )
+        assert newest.status == pb.CANCELED and newest.cancel_reason == "SELF_TRADE"
+        assert set(orders_of(await t1.get_account(1))) == {oldest.order_id}
+        gone = await t1.place(1, 1, "SELL_YES", "0.60", "1", self_trade_prevention="REMOVE_BOTH")
+        assert gone.status == pb.CANCELED and gone.cancel_reason == "SELF_TRADE"
+        assert not (await t1.get_account(1)).orders
+
     h.run(scenario())
 
 

@@ -236,6 +236,20 @@ def test_post_only_market_and_cash_orders(server: VenueServer) -> None:
     assert swept["executions"][1]["lastShares"] == "5"
 
 
+def test_self_match_cancels_the_order_whole(server: VenueServer) -> None:
+    """spec §5.5 (FIX cancel newest): an order whose limit reaches its owner's resting order is
+    canceled whole, with no fill against the other trader's order resting before it."""
+    alice, bob = server.client("pm-trader-1"), server.client("pm-trader-2")
+    m = "m15"
+    bob.orders.create(limit(m, "BUY_SHORT", "0.50", 3))  # asks at 0.50: Bob's 3, then Alice's 3
+    alice.orders.create(limit(m, "BUY_SHORT", "0.50", 3))
+    reply = alice.orders.create({**limit(m, "BUY_LONG", "0.50", 2), "synchronousExecution": True})
+    assert kinds(reply) == ["NEW", "CANCELED"], reply
+    assert reply["executions"][1]["text"] == "Self Match Prevention"
+    assert reply["executions"][1]["order"]["cumQuantity"] == 0
+    assert alice.markets.book(m)["marketData"]["offers"] == [{"px": usd("0.50"), "qty": "6"}]
+
+
 # ---------------------------------------------------------------- batches
 
 

@@ -194,7 +194,7 @@ int64_t Engine::new_order(const Command& c) {
   const bool market_order = c.flags & MARKET_ORDER;
   const bool by_cash = c.flags & BY_CASH;
   const bool immediate = c.tif == IOC || c.tif == FOK;
-  if (c.intent > SELL_NO || c.tif > FOK || c.stp > CANCEL_BOTH || (c.flags & ~KNOWN_FLAGS) ||
+  if (c.intent > SELL_NO || c.tif > FOK || c.stp > REMOVE_BOTH || (c.flags & ~KNOWN_FLAGS) ||
       (post_only && (immediate || market_order)) || (market_order && !immediate) ||
       (by_cash && (!market_order || c.intent == SELL_YES || c.intent == SELL_NO))) {
     return reject(c, R_INVALID_ORDER);
@@ -275,6 +275,11 @@ int64_t Engine::new_order(const Command& c) {
 Engine::Stop Engine::sweep(Market& m, Taker& t) {
   const int opposite = t.side ^ 1;
   const bool by_cash = t.flags & BY_CASH;
+  if (t.stp >= CANCEL_NEWEST) {
+    // The venue's modes leave no owner's order within reach: the loop below never
+    // meets one.
+    if (const Stop stop = self_match_first(m, t); stop != STOP_NONE) return stop;
+  }
   for (;;) {
     const int32_t index = m.best[opposite];
     if (index < 0) return STOP_NO_CROSS;
@@ -345,6 +350,38 @@ Engine::Stop Engine::sweep(Market& m, Taker& t) {
   }
 }
 
+bool Engine::reaches_own(const Market& m, const Taker& t) const noexcept {
+  if (!crosses_book(m, t.side, t.limit)) return false;
+  const int opposite = t.side ^ 1;
+  // The account's own orders (its list, all markets): no book scan past other owners.
+  for (uint32_t slot = accounts_[t.account].head; slot != NIL; slot = pool_[slot].acct_next) {
+    const Order& o = pool_[slot];
+    if (o.market == m.id && side_of(o.intent) == opposite && takes_level(t.side, o.price, t.limit)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Engine::Stop Engine::self_match_first(Market& m, const Taker& t) {
+  if (!reaches_own(m, t)) return STOP_NONE;
+  if (t.stp != CANCEL_NEWEST) {  // CANCEL_OLDEST, REMOVE_BOTH: the owner's orders go first
+    const int opposite = t.side ^ 1;
+    for (uint32_t slot = accounts_[t.account].head; slot != NIL;) {
+      const Order& o = pool_[slot];
+      const uint32_t next = o.acct_next;
+      if (o.market == m.id && side_of(o.intent) == opposite &&
+          takes_level(t.side, o.price, t.limit)) {
+        const int32_t index = level_index(m, o.price);
+        cancel_resting(m, slot, C_SELF_TRADE);
+        emit_level(m, opposite, index);
+      }
+      slot = next;
+    }
+  }
+  return t.stp == CANCEL_OLDEST ? STOP_NONE : STOP_SELF_TRADE;
+}
+
 int64_t Engine::cash_lots(const Market& m, const Taker& t, int64_t budget, int64_t fee_reserve,
                           int32_t price) const noexcept {
   int64_t lots = budget / (token_price(t.intent, price) * m.lot);
@@ -364,6 +401,7 @@ int64_t Engine::cash_lots(const Market& m, const Taker& t, int64_t budget, int64
 bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
   const int opposite = t.side ^ 1;
   const bool by_cash = t.flags & BY_CASH;
+  if ((t.stp == CANCEL_NEWEST || t.stp == REMOVE_BOTH) && reaches_own(m, t)) return false;
   int64_t remaining = t.remaining;
   int64_t fee_reserve = t.fee_reserve;
   TakerFees fees = t.fees;
@@ -375,7 +413,7 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
       const int64_t lots = by_cash ? cash_lots(m, t, remaining, fee_reserve, price) : 0;
       if (by_cash ? lots == 0 : remaining == 0) goto done;
       if (o.account == t.account) {  // a self-trade stop never completes an order
-        if (t.stp == CANCEL_RESTING) continue;
+        if (t.stp == CANCEL_RESTING || t.stp == CANCEL_OLDEST) continue;  // canceled first
         return false;
       }
       const int64_t fill = std::min(o.leaves_qty, by_cash ? lots * m.lot : remaining);

@@ -323,7 +323,7 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
             return fail(error, "order intent does not match its side");
           }
           if ((t.tif != GTC && t.tif != GTD) || (t.tif == GTD) != (t.expiry != 0) ||
-              t.stp > CANCEL_BOTH || (t.flags & ~POST_ONLY)) {
+              t.stp > REMOVE_BOTH || (t.flags & ~POST_ONLY)) {
             return fail(error, "resting order with a bad time in force, expiry, stp or flags");
           }
           if (t.remaining <= 0 || t.remaining > MAX_QUANTITY || t.remaining % lot != 0) {

@@ -52,6 +52,9 @@ STP = {
     "reject-aggressor": "REJECT_AGGRESSOR",
     "cancel-resting": "CANCEL_RESTING",
     "cancel-both": "CANCEL_BOTH",
+    "cancel-newest": "CANCEL_NEWEST",
+    "cancel-oldest": "CANCEL_OLDEST",
+    "remove-both": "REMOVE_BOTH",
 }
 
 

@@ -209,6 +209,11 @@ class Engine {
 
   // Matching.
   Stop sweep(Market& m, Taker& t);
+  /// The venue's self-match modes, before the first fill: whether the owner has a
+  /// resting order the taker's limit reaches; cancels them for CANCEL_OLDEST and
+  /// REMOVE_BOTH; STOP_SELF_TRADE when the taker is canceled whole.
+  Stop self_match_first(Market& m, const Taker& t);
+  bool reaches_own(const Market& m, const Taker& t) const noexcept;
   bool fok_completes(const Market& m, const Taker& t) const noexcept;
   /// Lots a buy by cash can take at `price` with this budget and fee reserve
   /// (without the ledger, the budget alone decides); 0 stops its sweep.

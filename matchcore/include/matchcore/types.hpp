@@ -39,7 +39,17 @@ constexpr uint32_t MAX_LEVELS_PER_SIDE = 9'999;
 enum Intent : uint8_t { BUY_YES = 0, SELL_YES = 1, BUY_NO = 2, SELL_NO = 3 };
 enum Side : uint8_t { BID = 0, ASK = 1 };
 enum TimeInForce : uint8_t { GTC = 0, GTD = 1, IOC = 2, FOK = 3 };
-enum Stp : uint8_t { REJECT_AGGRESSOR = 0, CANCEL_RESTING = 1, CANCEL_BOTH = 2 };
+/// Self-trade prevention. The first three act where the sweep meets the owner's
+/// order; the venue's FIX modes (3..5) act before the first fill on every owner's
+/// order the limit reaches (docs/matchcore.md §4, the sweep).
+enum Stp : uint8_t {
+  REJECT_AGGRESSOR = 0,
+  CANCEL_RESTING = 1,
+  CANCEL_BOTH = 2,
+  CANCEL_NEWEST = 3,
+  CANCEL_OLDEST = 4,
+  REMOVE_BOTH = 5,
+};
 enum OrderFlags : uint8_t { POST_ONLY = 1, MARKET_ORDER = 2, BY_CASH = 4 };
 constexpr uint8_t KNOWN_FLAGS = POST_ONLY | MARKET_ORDER | BY_CASH;
 enum MatchType : uint8_t { MATCH_NONE = 0, COMPLEMENTARY = 1, MINT = 2, MERGE = 3 };

@@ -49,6 +49,9 @@ STP_FROM_PROTO: dict[int, int] = {
     pb.REJECT_AGGRESSOR: 0,
     pb.CANCEL_RESTING: 1,
     pb.CANCEL_BOTH: 2,
+    pb.CANCEL_NEWEST: 3,
+    pb.CANCEL_OLDEST: 4,
+    pb.REMOVE_BOTH: 5,
 }
 STATUS_TO_PROTO: dict[so.OrderStatus, int] = {
     so.OrderStatus.REJECTED: pb.REJECTED,

@@ -263,6 +263,7 @@ def order_command(spec: OrderSpec, account: int, ctx: VenueContext) -> np.ndarra
     c["tif"] = spec.tif
     c["expiry"] = spec.expiry_ns
     c["flags"] = flags
+    c["stp"] = venue.SELF_MATCH_MODE
     return command
 
 

@@ -21,9 +21,11 @@ Today's core, as the venue sees it:
 - states: the venue's SUSPENDED (cancels only) is the core's HALTED, shown as
   SUSPENDED while the exchange is in maintenance (the core lets cancels through
   in every state); PREOPEN accepts no orders yet (no auction: issue 10);
-- self-match: the venue's default reject-aggressor is the core's
-  ``REJECT_AGGRESSOR``, which keeps the fills made before the self-match where
-  the venue's FIX "cancel newest" cancels the whole order first (issue 10);
+- self-match: every order is sent with the core's ``CANCEL_NEWEST``, the
+  venue's FIX default ("cancel newest") and what its retail docs describe (a
+  self-crossing order is refused whole, before any fill): an order whose limit
+  reaches one of its owner's resting orders is canceled whole with the text
+  "Self Match Prevention", with no fill against others first;
 - market orders: an IOC (or FOK) sweep with a worst-price bound; one that fills
   nothing is shown as REJECTED with NO_LIQUIDITY (the core accepts and cancels
   it: same effect, no state left).
@@ -33,7 +35,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from matchcore import PRICE_SCALE, CancelReason, FeeBase, Intent, MarketState, Reject, TimeInForce
+from matchcore import (
+    PRICE_SCALE,
+    CancelReason,
+    FeeBase,
+    Intent,
+    MarketState,
+    Reject,
+    Stp,
+    TimeInForce,
+)
 
 # ----------------------------------------------------------- intents
 
@@ -194,6 +205,8 @@ NO_LIQUIDITY = (
     "There is no liquidity to immediately fill any portion of this order",
 )
 SELF_MATCH_TEXT = "Self Match Prevention"
+# the self-match mode of every order (spec §5.5: FIX 8000=N, the default)
+SELF_MATCH_MODE = Stp.CANCEL_NEWEST
 BOOK_STATE_TEXT = {
     "MARKET_STATE_PREOPEN": "Book is PRE_OPEN",
     "MARKET_STATE_HALTED": "Book is HALTED",
