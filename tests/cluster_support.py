@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import nats
 import numpy as np
 import pytest
+from nats.js.api import DeliverPolicy
 
 from matchcore import COMMAND_DTYPE, CommandType, Intent, MarketState, TimeInForce
 from pyexchange.cluster import log as L
@@ -133,7 +134,8 @@ class Replica:
     def health(self) -> dict[str, Any] | None:
         try:
             port = json.loads(self.status_file.read_text())["http_port"]
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            # a replica starved of CPU on a loaded host answers late, not never
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
                 return json.loads(reply.read())
         except (OSError, ValueError, KeyError):
             return None
@@ -371,8 +373,40 @@ class OrderFlow:
 
 
 async def read_log(js: Any, stream: str, last: int) -> list[Any]:
-    """Messages 1..last of a stream, in order (direct gets: nothing is deleted)."""
-    return [await js.get_msg(stream, seq) for seq in range(1, last + 1)]
+    """Messages 1..last of a stream, in order, through one ordered consumer (a direct get
+    per message is a round trip each: minutes for a long log on a loaded host)."""
+    if not last:
+        return []
+    sub = await js.subscribe(
+        stream_subject(stream),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        pending_msgs_limit=1_000_000,
+        pending_bytes_limit=1 << 30,
+    )
+    out: list[Any] = []
+    try:
+        while len(out) < last:
+            msg = await sub.next_msg(timeout=30)
+            if msg.metadata.sequence.stream == len(out) + 1:
+                out.append(_Stored(len(out) + 1, msg.data, msg.headers))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+@dataclass
+class _Stored:
+    """A stream message as ``js.get_msg`` gives it: seq, data, headers."""
+
+    seq: int
+    data: bytes
+    headers: dict[str, str] | None
+
+
+def stream_subject(stream: str) -> str:
+    shard = int(stream.rsplit("_", 1)[1])
+    return L.command_subject(shard) if stream.startswith("PYX_CMD") else L.event_subject(shard)
 
 
 async def replay(

@@ -80,7 +80,7 @@ def check_shard(
 ) -> Any:
     """Events in the log = the log recomputed here; acknowledged batches present; retries
     answered from the first result; every replica's digest = the recomputed one."""
-    state, computed, events = run(replay(urls, shard, shards))
+    state, computed, events = run(replay(urls, shard, shards), 300)
     assert len(events) == len(computed)
     for seq, (mine, theirs) in enumerate(zip(computed, events, strict=True), 1):
         assert theirs.data == mine, f"shard {shard}: event message {seq} differs"
@@ -133,7 +133,7 @@ def kill_leader(replicas: Replicas, urls: list[str], shard: int) -> tuple[str, f
     except AssertionError as exc:
         states = {r.node_id: r.health() for r in replicas.nodes.values()}
         raise AssertionError(f"{exc}; log ends {run(_ends(urls, shard))}; {states}") from None
-    cmd_before, _ = run(_ends(urls, shard))
+    cmd_before, _ = wait_for(lambda: run(_ends(urls, shard)), 60, "the command log's end")
     killed_at = time.monotonic()
     replicas.kill(node)
     # taken over once a command stored after the kill has its events

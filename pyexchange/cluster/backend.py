@@ -81,6 +81,8 @@ class BackendConfig:
     store_timeout: float = 5.0  # s without a quorum acknowledgement before a submission fails
     reply_timeout: float = 15.0  # s from stored to answered before a submission fails
     publish_timeout: float = 1.0  # s per publish attempt
+    api_timeout: float = 5.0  # s per JetStream API request (stream info, consumers, KV)
+    start_timeout: float = 60.0  # s to read the layout and start the links and mirrors
 
 
 @dataclass
@@ -303,16 +305,24 @@ class ClusterBackend:
             reconnect_time_wait=0.25,
             connect_timeout=2,
         )
-        self.js: JetStreamContext = self.nc.jetstream(timeout=self.config.publish_timeout)
-        self.layout = await L.read_layout(self.js)
-        self.market_shards = await L.market_map(self.js)
+        # Publishes carry their own (short) timeout; API requests get a longer one: on a
+        # loaded host, creating a consumer on an R3 stream can take more than a second.
+        self.js: JetStreamContext = self.nc.jetstream(timeout=self.config.api_timeout)
+        limit = self.config.start_timeout
+        self.layout = await L.until_answered(lambda: L.read_layout(self.js), "the layout", limit)
+        self.market_shards = await L.until_answered(
+            lambda: L.market_map(self.js), "the shard map", limit
+        )
         self._map_watch = asyncio.create_task(self._watch_map())
         self.links = [ShardLink(self, s) for s in range(self.layout.shards)]
         for link in self.links:
-            await link.start()
-        self.mirrors = [
-            await ShardMirror(self.js, s, self.layout).start() for s in range(self.layout.shards)
-        ]
+            await L.until_answered(link.start, f"shard {link.shard}'s event log", limit)
+        self.mirrors = []
+        for s in range(self.layout.shards):
+            mirror = ShardMirror(self.js, s, self.layout)
+            self.mirrors.append(
+                await L.until_answered(mirror.start, f"shard {s}'s command log", limit)
+            )
         self.view = ClusterView(self.mirrors, self.shard_of_market)
         return self
 

@@ -121,6 +121,7 @@ class EngineNode:
         self.state: ShardState | None = None
         self.ring: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # seq -> (body, first seq)
         self.published = 0  # the event log's last sequence, as far as this replica knows
+        self.published_read = False  # the event log's end was read once since the start
         self.stream_last = 0
         self.leader = False
         self.digest_seq = 0
@@ -201,8 +202,10 @@ class EngineNode:
         return self.state.stream_seq if self.state is not None else 0
 
     def _caught_up(self) -> bool:
-        """A replica may take over only once it has applied what the event log has."""
-        return self.state is not None and self.applied_seq >= self.published
+        """A replica may take over only once it has applied what the event log has (read at
+        least once: a replica just restarted from an old snapshot must not lead from
+        ``published = 0`` while it still has the log since its snapshot to apply)."""
+        return self.state is not None and self.published_read and self.applied_seq >= self.published
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         ok = self.state is not None and not self.nc.is_closed and self.nc.is_connected
@@ -492,6 +495,7 @@ class EngineNode:
                 if not self.leader:
                     events = await self.js.stream_info(L.event_stream(self.shard))
                     self.published = max(self.published, int(events.state.last_seq))
+                    self.published_read = True
                     self.metrics.published.set(self.published)
             await asyncio.sleep(0.5)
 
