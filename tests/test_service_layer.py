@@ -183,6 +183,45 @@ def test_bad_input_is_refused_before_the_journal(s: Service) -> None:
     assert s.next_seq == before  # nothing reached the journal
 
 
+def test_values_the_engine_judges_are_its_rejects(s: Service) -> None:
+    """``engine_judges`` (the venue API's semantics): units off the market's rules reach the
+    engine and come back as journaled rejects, where they are refused at the edge otherwise;
+    the shape (account, intent, codes, cash only on a market order) is checked the same."""
+    judged = dict(engine_judges=True)
+    for price, quantity, reason in (
+        (0, 100, "INVALID_PRICE"),  # out of bounds: the adapter sends 0
+        (5_050, 100, "INVALID_PRICE"),  # off the tick
+        (5_000, 0, "INVALID_QUANTITY"),
+        (5_000, 2**62, "INVALID_QUANTITY"),  # above the maximum
+    ):
+        with pytest.raises(ServiceError):
+            s.run(s.entry.call(T1, place(1, Intent.BUY_YES, price, quantity)))
+        before = s.next_seq
+        reply = s.call(T1, place(1, Intent.BUY_YES, price, quantity, **judged))
+        assert (reply.status, reply.reject_reason) == (so.OrderStatus.REJECTED, reason), reply
+        assert reply.seq == before and s.next_seq == before + 1  # journaled
+    resting = s.call(T1, place(1, Intent.BUY_YES, 4_000, 100, **judged))
+    assert resting.status == so.OrderStatus.RESTING and resting.leaves_quantity == 100
+    spent = s.call(
+        T1,
+        so.Place(
+            account=1, market=1, intent=Intent.BUY_YES, price=9_900, cash=0, market_order=True,
+            **judged,
+        ),
+    )  # fmt: skip
+    assert spent.reject_reason == "INVALID_QUANTITY"  # a budget of $0: judged by cash
+    for request in (
+        place(1, None, 5_000, 100, **judged),  # type: ignore[arg-type]
+        place(1, Intent.BUY_YES, -1, 100, **judged),
+        place(1, Intent.BUY_YES, "0.5", 100, **judged),  # units only
+        so.Place(account=1, market=1, intent=Intent.BUY_YES, price=5_000, cash=10, **judged),
+    ):
+        assert s.refusal(s.entry.call(T1, request)).category is Category.INVALID, request
+    assert s.refusal(s.entry.call(T1, place(2, Intent.BUY_YES, 5_000, 1, **judged))).category is (
+        Category.FORBIDDEN
+    )
+
+
 def test_accounts_and_other_accounts_orders(s: Service) -> None:
     theirs = s.call(T2, place(2, Intent.BUY_YES, "0.30", "1"))
     error = s.refusal(s.entry.call(T1, place(2, Intent.BUY_YES, "0.30", "1")))

@@ -181,7 +181,9 @@ def test_slugs_of_orders_naming_unknown_markets_are_bounded() -> None:
     from pyexchange.feeds.history import OrderRecord
 
     assert UNKNOWN_SLUGS_KEPT == 10_000
-    api = OrdersApi(None, None)  # type: ignore[arg-type]
+    from types import SimpleNamespace
+
+    api = OrdersApi(SimpleNamespace(gateway=SimpleNamespace(markets=None)), None)  # type: ignore[arg-type]
     api.unknown_slugs_kept = 100
     for seq in range(1, 1001):
         api._remember_unknown(seq, f"no-such-market-{seq}")

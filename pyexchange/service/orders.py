@@ -47,6 +47,7 @@ from matchcore import (
     ALL_MARKETS,
     COMMAND_DTYPE,
     EVENT_DTYPE,
+    PRICE_SCALE,
     CancelReason,
     CommandType,
     EventType,
@@ -103,6 +104,11 @@ class Place(msgspec.Struct, kw_only=True):
     post_only: bool = False
     market_order: bool = False
     client_order_id: int = 0
+    # False: a value off the market's grid or range is refused here (``Invalid``, never
+    # journaled). True: ``price``, ``quantity`` / ``cash`` are whole units as the API
+    # normalized them, and what is off the market's rules is the engine's reject, journaled
+    # and answered (the venue API: an order REJECTED with a reason, spec §3.7)
+    engine_judges: bool = False
 
 
 class Cancel(msgspec.Struct, kw_only=True):
@@ -271,25 +277,32 @@ def place_record(r: Place, markets: Markets) -> tuple[int, ...]:
         flags |= OrderFlags.POST_ONLY
     if r.market_order:
         flags |= OrderFlags.MARKET
-    if _absent(r.price):
-        raise Invalid(
-            "price is required (the limit, or a market order's worst-price bound)"
-            if not r.market_order
-            else "a market order needs a worst-price bound in price",
-            "MISSING_PRICE",
-        )
-    price = _price(r.price, tick)
-    if not _absent(r.cash):
-        if not _absent(r.quantity):
-            raise Invalid("give quantity or cash, not both", "INVALID_ARGUMENT")
+    if r.engine_judges:
+        price = _whole(r.price, "price", PRICE_SCALE)
+        by_cash = r.cash != ""
+        quantity = _whole(r.cash if by_cash else r.quantity, "quantity", I64)
+    else:
+        if _absent(r.price):
+            raise Invalid(
+                "price is required (the limit, or a market order's worst-price bound)"
+                if not r.market_order
+                else "a market order needs a worst-price bound in price",
+                "MISSING_PRICE",
+            )
+        price = _price(r.price, tick)
+        by_cash = not _absent(r.cash)
+        if by_cash:
+            if not _absent(r.quantity):
+                raise Invalid("give quantity or cash, not both", "INVALID_ARGUMENT")
+            quantity = _cash(r.cash)
+        else:
+            if _absent(r.quantity):
+                raise Invalid("quantity is required (or cash for a market buy)", "MISSING_QUANTITY")
+            quantity = _quantity(r.quantity, lot)
+    if by_cash:
         if not r.market_order:
             raise Invalid("cash (spend at most $X) is for market buys only", "INVALID_ARGUMENT")
-        quantity = _cash(r.cash)
         flags |= OrderFlags.BY_CASH
-    else:
-        if _absent(r.quantity):
-            raise Invalid("quantity is required (or cash for a market buy)", "MISSING_QUANTITY")
-        quantity = _quantity(r.quantity, lot)
     expiry = r.expire_time_ns
     if type(expiry) is not int or not -I64 <= expiry <= I64:
         raise Invalid("expire_time_ns must be a whole number of nanoseconds", "INVALID_EXPIRY")

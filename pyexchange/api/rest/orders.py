@@ -5,9 +5,11 @@ a missing ``marketSlug`` or intent, an unknown enum, both or neither of
 ``quantity`` and ``cashOrderQty``, a batch of 0 or more than 20), converted to
 the core's terms through ``venue.py`` (exact decimals, truncated toward zero to
 the market's tick and quantity step as the venue normalizes), and submitted
-through the service layer's gateway: journaled, run, answered. What the
-exchange refuses (price out of bounds, a quantity below the minimum, buying
-power, a market that is not open, an unknown slug) is an order like any other:
+through the service layer's order entry (``OrderEntry``: the records and checks
+gRPC uses, with ``engine_judges``: values off the market's rules go to the
+engine): journaled, run, answered. What the exchange refuses (price out of
+bounds, a quantity below the minimum, buying power, a market that is not open,
+an unknown slug) is an order like any other:
 it gets an id, HTTP 200, and a REJECTED execution with the venue's reason and
 text (spec §3.7).
 
@@ -51,11 +53,13 @@ from matchcore.codes import side_of
 
 from ...engine import records
 from ...feeds.history import Execution, OrderRecord
+from ...service.errors import ServiceError
+from ...service.orders import OrderEntry, OrderReply, Place, place_record
 from . import ids, objects, venue, wire
 from .app import VenueApp, json_response
 from .auth import account_of
 from .context import VenueContext, service
-from .errors import bad_request, not_found
+from .errors import bad_request, from_service_error, not_found
 from .http import Request, Response
 
 MAX_BATCH = 20
@@ -224,16 +228,15 @@ def protective_limit(spec: OrderSpec, tick: int, best: tuple[int, int, int, int]
     return venue.HIGH if bid_side else venue.LOW
 
 
-def order_command(spec: OrderSpec, account: int, ctx: VenueContext) -> np.ndarray:
-    """The NEW_ORDER record of a checked request (one row)."""
+def order_request(spec: OrderSpec, account: int, ctx: VenueContext) -> Place:
+    """The service layer's request for a checked order, in units on the market's grid (the
+    venue truncates toward zero); a value off the market's rules (price out of bounds, a
+    quantity below the minimum or above the maximum) is left for the engine to reject."""
     market_spec = ctx.gateway.markets.get(spec.market)
     tick, lot = (market_spec.tick, market_spec.lot) if market_spec is not None else (100, 1)
-    flags = 0
-    if spec.post_only:
-        flags |= OrderFlags.POST_ONLY
-    quantity = 0
-    if spec.cash is not None:
-        flags |= OrderFlags.BY_CASH | OrderFlags.MARKET
+    by_cash = spec.cash is not None
+    market_order = spec.market_order or by_cash  # a buy by cash never rests: the core's MARKET
+    if by_cash:
         quantity = min(wire.truncated_units(spec.cash, venue.CASH_SCALE, 1), MAX_CASH + 1)
     else:
         assert spec.quantity is not None
@@ -241,30 +244,26 @@ def order_command(spec: OrderSpec, account: int, ctx: VenueContext) -> np.ndarra
             wire.truncated_units(spec.quantity, venue.QUANTITY_SCALE, lot), MAX_QUANTITY + 1
         )
     if spec.market_order:
-        flags |= OrderFlags.MARKET
-    if flags & OrderFlags.MARKET:
         view = ctx.marketdata.markets.get(spec.market) if ctx.marketdata is not None else None
-        best = view.bbo if view is not None else (0, 0, 0, 0)
-        if spec.market_order:
-            price = protective_limit(spec, tick, best)
-        else:  # a limit order by cash: its price is the worst it may pay
-            price = _price_units(spec.price, tick) if spec.price is not None else 0
-    else:
-        assert spec.price is not None
+        price = protective_limit(spec, tick, view.bbo if view is not None else (0, 0, 0, 0))
+    elif spec.price is not None:  # a limit (by cash: the worst price it may pay)
         price = _price_units(spec.price, tick)
-    command = np.zeros(1, dtype=COMMAND_DTYPE)
-    c = command[0]
-    c["type"] = CommandType.NEW_ORDER
-    c["account"] = account
-    c["market"] = spec.market
-    c["intent"] = spec.intent
-    c["price"] = price
-    c["quantity"] = quantity
-    c["tif"] = spec.tif
-    c["expiry"] = spec.expiry_ns
-    c["flags"] = flags
-    c["stp"] = venue.SELF_MATCH_MODE
-    return command
+    else:
+        price = 0
+    return Place(
+        account=account,
+        market=spec.market,
+        intent=spec.intent,
+        price=price,
+        quantity="" if by_cash else quantity,
+        cash=quantity if by_cash else "",
+        tif=spec.tif,
+        expire_time_ns=spec.expiry_ns,
+        stp=venue.SELF_MATCH_MODE,
+        post_only=spec.post_only,
+        market_order=market_order,
+        engine_judges=True,
+    )
 
 
 def _cancel_command(account: int, order_id: int) -> np.ndarray:
@@ -275,30 +274,19 @@ def _cancel_command(account: int, order_id: int) -> np.ndarray:
     return command
 
 
-def _split(commands: np.ndarray, events: np.ndarray) -> list[np.ndarray]:
-    """The events of each command of one submission (they carry its seq)."""
-    seqs = events["seq"]
-    if not len(seqs):
-        return [events[:0]] * len(commands)
-    first = int(seqs[0])
-    bounds = np.searchsorted(seqs, np.arange(first, first + len(commands) + 1), side="left")
-    return [events[bounds[i] : bounds[i + 1]] for i in range(len(commands))]
-
-
-def _new_id(events: np.ndarray) -> tuple[str, int, int]:
-    """(venue order id, core order id or 0, seq) of a NEW_ORDER from its events."""
-    seq = int(events["seq"][0])
-    accepted = events[events["type"] == EventType.ACCEPTED]
-    if len(accepted):
-        core = int(accepted["order_id"][0])
-        return ids.order_id(core), core, seq
-    return ids.rejected_order_id(seq), 0, seq
+def _created(reply: OrderReply) -> tuple[str, int, int]:
+    """(venue order id, core order id or 0, seq) of a created order: a command the exchange
+    rejected is an order too, named by its seq."""
+    if reply.order_id:
+        return ids.order_id(reply.order_id), reply.order_id, reply.seq
+    return ids.rejected_order_id(reply.seq), 0, reply.seq
 
 
 class OrdersApi:
     def __init__(self, ctx: VenueContext, history: Any) -> None:
         self.ctx = ctx
         self.history = history
+        self.entry = OrderEntry(ctx.gateway)  # the service layer's checks and records
         self.acked_seq = 0  # the newest seq answered to any client (reads wait for it)
         self._unknown_slugs: dict[int, str] = {}  # seq -> the slug a rejected order named
         self.unknown_slugs_kept = UNKNOWN_SLUGS_KEPT
@@ -324,6 +312,24 @@ class OrdersApi:
         if len(events):
             self.acked_seq = max(self.acked_seq, int(events["seq"][-1]))
         return events
+
+    async def _place(self, key: Any, requests: list[Place]) -> list[OrderReply]:
+        """Submit new orders as one submission (the service layer's order entry) and wait.
+        The requests passed this adapter's checks, so a refusal is the submission's (busy,
+        stopped): raised as the venue's error."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def done(results: list[Any]) -> None:
+            if not future.done():
+                future.set_result(results)
+
+        self.entry.submit(key, requests, done, charge=False)  # the token is taken per request
+        results = await future
+        for result in results:
+            if isinstance(result, ServiceError):
+                raise from_service_error(result)
+        self.acked_seq = max(self.acked_seq, *(r.seq for r in results))
+        return results
 
     async def _caught_up(self) -> None:
         await self.history.caught_up(self.acked_seq)
@@ -385,10 +391,10 @@ class OrdersApi:
 
     # -------------------------------------------------------------- create
 
-    async def _submit_one(self, spec: OrderSpec, account: int) -> dict[str, Any]:
-        command = order_command(spec, account, self.ctx)
-        events = await self._run(command, "place")
-        venue_id, core, seq = _new_id(events)
+    async def _submit_one(self, spec: OrderSpec, key: Any) -> dict[str, Any]:
+        account = account_of(key)
+        (reply,) = await self._place(key, [order_request(spec, account, self.ctx)])
+        venue_id, core, seq = _created(reply)
         if spec.market == UNKNOWN_MARKET:
             self._remember_unknown(seq, spec.slug)
         reply: dict[str, Any] = {"id": venue_id}
@@ -412,7 +418,7 @@ class OrdersApi:
 
     async def create(self, request: Request, key: Any) -> Response:
         spec = parse_create(wire.decode(request.body), self.ctx, self.ctx.settings.max_block_s)
-        reply = await self._submit_one(spec, account_of(key))
+        reply = await self._submit_one(spec, key)
         if spec.expiry_ns and "executions" not in reply:
             self._remember_expiry(reply["id"], spec.expiry_ns)
         return json_response(wire.encode(reply))
@@ -446,11 +452,10 @@ class OrdersApi:
                 message = getattr(exc, "message", str(exc))
                 raise bad_request(f"orders[{i}]: {message}") from None
         account = account_of(key)
-        commands = records.join([order_command(s, account, self.ctx) for s in specs], COMMAND_DTYPE)
-        events = await self._run(commands, "place")
+        replies = await self._place(key, [order_request(s, account, self.ctx) for s in specs])
         created = []
-        for spec, mine in zip(specs, _split(commands, events), strict=True):
-            venue_id, _, seq = _new_id(mine)
+        for spec, reply in zip(specs, replies, strict=True):
+            venue_id, _, seq = _created(reply)
             if spec.market == UNKNOWN_MARKET:
                 self._remember_unknown(seq, spec.slug)
             if spec.expiry_ns:
@@ -669,7 +674,8 @@ class OrdersApi:
         if spec.market == UNKNOWN_MARKET:
             raise not_found(f"market {spec.slug[:64]!r} not found")
         account = account_of(key)
-        command = order_command(spec, account, self.ctx)[0]
+        place = order_request(spec, account, self.ctx)
+        command = np.array([place_record(place, self.ctx.gateway.markets)], COMMAND_DTYPE)[0]
         infos = await self.ctx.market_infos([spec.market])
         info = infos[spec.market]
         view = self.ctx.view(spec.market)
@@ -725,7 +731,7 @@ class OrdersApi:
             self.ctx,
             self.ctx.settings.max_block_s,
         )  # fmt: skip
-        reply = await self._submit_one(spec, account)
+        reply = await self._submit_one(spec, key)
         return json_response(wire.encode(reply))
 
 
