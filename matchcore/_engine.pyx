@@ -50,8 +50,9 @@ CONSTANTS = {
     "MatchType.NONE": lib.MATCH_NONE, "MatchType.COMPLEMENTARY": lib.COMPLEMENTARY,
     "MatchType.MINT": lib.MINT, "MatchType.MERGE": lib.MERGE,
     "MarketState.NONE": lib.STATE_NONE, "MarketState.PRE_OPEN": lib.PRE_OPEN,
-    "MarketState.OPEN": lib.OPEN, "MarketState.HALTED": lib.HALTED,
+    "MarketState.OPEN": lib.OPEN, "MarketState.SUSPENDED": lib.SUSPENDED,
     "MarketState.CLOSED": lib.CLOSED, "MarketState.RESOLVED": lib.RESOLVED,
+    "MarketState.HALTED": lib.HALTED, "MarketState.EXPIRED": lib.EXPIRED,
     "CommandType.NEW_ORDER": lib.CMD_NEW_ORDER, "CommandType.CANCEL": lib.CMD_CANCEL,
     "CommandType.CANCEL_CLIENT": lib.CMD_CANCEL_CLIENT,
     "CommandType.CANCEL_ALL": lib.CMD_CANCEL_ALL, "CommandType.REPLACE": lib.CMD_REPLACE,
@@ -84,6 +85,7 @@ CONSTANTS = {
     "Reject.MARKET_EXISTS": lib.R_MARKET_EXISTS, "Reject.ACCOUNT_EXISTS": lib.R_ACCOUNT_EXISTS,
     "Reject.INVALID_FEE": lib.R_INVALID_FEE, "Reject.INVALID_OUTCOME": lib.R_INVALID_OUTCOME,
     "Reject.LEDGER_DISABLED": lib.R_LEDGER_DISABLED,
+    "Reject.NOT_IN_AUCTION": lib.R_NOT_IN_AUCTION,
     "FeeBase.NOTIONAL": lib.FEE_NOTIONAL, "FeeBase.MIN": lib.FEE_MIN, "FeeBase.PQ": lib.FEE_PQ,
     "FeeBase.PQ_CENTS": lib.FEE_PQ_CENTS,
     "Outcome.NONE": lib.OUTCOME_NONE, "Outcome.YES": lib.OUTCOME_YES,
@@ -200,7 +202,8 @@ cdef class Engine:
         return self._run(&c)
 
     def set_market_state(self, uint32_t market, uint8_t state, *, int64_t time=0):
-        """Move a market along PRE_OPEN -> OPEN <-> HALTED -> CLOSED."""
+        """Move a market between its states (docs/matchcore.md §4); PRE_OPEN -> OPEN runs
+        the opening auction."""
         cdef lib.Command c
         _clear(&c, lib.CMD_SET_MARKET_STATE, time)
         c.market = market

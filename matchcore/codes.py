@@ -83,11 +83,13 @@ class MatchType(IntEnum):
 
 class MarketState(IntEnum):
     NONE = 0
-    PRE_OPEN = 1
+    PRE_OPEN = 1  # orders rest without matching; the opening auction on -> OPEN
     OPEN = 2
-    HALTED = 3
-    CLOSED = 4
+    SUSPENDED = 3  # cancels only (the HALTED of format 4 snapshots and journals before)
+    CLOSED = 4  # trading over: resting orders canceled
     RESOLVED = 5
+    HALTED = 6  # nothing: no order, no modify, no cancel
+    EXPIRED = 7  # trading over: resting orders expired
 
 
 class CommandType(IntEnum):
@@ -148,6 +150,7 @@ class Reject(IntEnum):
     INVALID_FEE = 21
     INVALID_OUTCOME = 22
     LEDGER_DISABLED = 23
+    NOT_IN_AUCTION = 24  # IOC, FOK, market or post-only order in PRE_OPEN
 
 
 class FeeBase(IntEnum):

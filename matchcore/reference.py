@@ -116,8 +116,10 @@ _BY_CASH = int(OrderFlags.BY_CASH)
 _ALL_FLAGS = _POST_ONLY | _MARKET_FLAG | _BY_CASH
 
 _PRE_OPEN, _OPEN = int(MarketState.PRE_OPEN), int(MarketState.OPEN)
-_HALTED, _CLOSED = int(MarketState.HALTED), int(MarketState.CLOSED)
+_SUSPENDED, _HALTED = int(MarketState.SUSPENDED), int(MarketState.HALTED)
+_CLOSED, _EXPIRED_STATE = int(MarketState.CLOSED), int(MarketState.EXPIRED)
 _RESOLVED = int(MarketState.RESOLVED)
+_HOLDS_ORDERS = (_PRE_OPEN, _OPEN, _SUSPENDED, _HALTED)  # states in which orders may rest
 
 _EV_ACCEPTED = int(EventType.ACCEPTED)
 _EV_REJECTED = int(EventType.REJECTED)
@@ -169,14 +171,9 @@ _MATCH_TYPE = {
 _SIDE_OF_INTENT = {_BUY_YES: _BID, _SELL_NO: _BID, _SELL_YES: _ASK, _BUY_NO: _ASK}
 
 _ALLOWED_TRANSITIONS = frozenset(
-    {
-        (_PRE_OPEN, _OPEN),
-        (_PRE_OPEN, _CLOSED),
-        (_OPEN, _HALTED),
-        (_HALTED, _OPEN),
-        (_OPEN, _CLOSED),
-        (_HALTED, _CLOSED),
-    }
+    {(_PRE_OPEN, _OPEN), (_OPEN, _SUSPENDED), (_OPEN, _HALTED), (_SUSPENDED, _OPEN)}
+    | {(_SUSPENDED, _HALTED), (_HALTED, _OPEN), (_HALTED, _SUSPENDED)}
+    | {(live, end) for live in _HOLDS_ORDERS for end in (_CLOSED, _EXPIRED_STATE)}
 )
 
 _NOTIONAL, _MIN, _PQ = int(FeeBase.NOTIONAL), int(FeeBase.MIN), int(FeeBase.PQ)
@@ -1219,6 +1216,99 @@ class Engine:
         self._order_done(order)  # releases what is left (a by-cash fee reserve too)
 
     # ------------------------------------------------------------------
+    # The opening auction (§4, The opening auction)
+    # ------------------------------------------------------------------
+
+    def _open_auction(self, market: _Market) -> None:
+        """Uncross the book, one price per round, until it no longer crosses (a round
+        leaves it crossed only when self-match cancels took volume it counted)."""
+        bids, asks = market.sides
+        while True:
+            best_bid, best_ask = bids.best_price(), asks.best_price()
+            if best_bid is None or best_ask is None or best_bid < best_ask:
+                return
+            self._auction_round(market, self._auction_price(market, best_ask, best_bid))
+
+    @staticmethod
+    def _auction_price(market: _Market, low: int, high: int) -> int:
+        """The uncrossing price: of the prices from the best ask ``low`` to the best bid
+        ``high``, those executing the most volume ``min(D, S)``, of these those with the
+        least imbalance ``|D - S|``; then the highest if buyers are left over at both ends
+        of these, the lowest if sellers are, else the middle one (the lower of two)."""
+        bids, asks = market.sides
+        ranked = []
+        for price in range(low, high + 1, market.tick):
+            demand = sum(lv.total for p, lv in bids.levels.items() if p >= price)
+            supply = sum(lv.total for p, lv in asks.levels.items() if p <= price)
+            ranked.append((-min(demand, supply), abs(demand - supply), price, demand - supply))
+        best = min(r[:2] for r in ranked)
+        ties = [(price, imbalance) for *key, price, imbalance in ranked if tuple(key) == best]
+        (first, first_imbalance), (last, last_imbalance) = ties[0], ties[-1]
+        if first_imbalance > 0 and last_imbalance > 0:
+            return last
+        if first_imbalance < 0 and last_imbalance < 0:
+            return first
+        return first + (last - first) // market.tick // 2 * market.tick
+
+    def _auction_round(self, market: _Market, price: int) -> None:
+        """Match bids priced >= ``price`` with asks priced <= it, best first and in time
+        priority, all at ``price``. The newer order of each pair stands for the taker (taker
+        fee, each fill capped alone) and is canceled on a self-match. A level is reported
+        when the round leaves it (bids before asks), or at the end."""
+        bids, asks = market.sides
+        bid_level, ask_level = bids.best_level(), asks.best_level()
+        bid_changed = ask_changed = False
+        while (
+            bid_level is not None
+            and ask_level is not None
+            and bid_level.price >= price
+            and ask_level.price <= price
+        ):
+            b, a = bid_level.orders[0], ask_level.orders[0]
+            taker, maker = (b, a) if b.order_id > a.order_id else (a, b)
+            if b.account == a.account:
+                level = bid_level if taker is b else ask_level
+                level.orders.popleft()
+                level.total -= taker.leaves
+                self._forget(taker)
+                self._order_done(taker)
+                self._emit_canceled(taker, _SELF_TRADE)
+                if taker is b:
+                    bid_changed = True
+                else:
+                    ask_changed = True
+            else:
+                qty = min(b.leaves, a.leaves)
+                match_type = _MATCH_TYPE[(b.intent, a.intent)]
+                fee = maker_fee = 0
+                if self._ledger:
+                    taker.fee_exact = taker.fee_charged = 0  # each auction fill capped alone
+                    fee = self._taker_fee(market, taker, price, qty)
+                    maker_fee = self._settle(market, taker, fee, maker, price, qty, match_type)
+                for order, level in ((b, bid_level), (a, ask_level)):
+                    order.leaves -= qty
+                    level.total -= qty
+                bid_changed = ask_changed = True
+                self._emit_trade(taker, maker, price, qty, match_type, fee, maker_fee)
+                for order, level in ((b, bid_level), (a, ask_level)):
+                    if order.leaves == 0:
+                        level.orders.popleft()
+                        self._forget(order)
+                        self._order_done(order)
+            if not bid_level.orders:
+                bids.drop_level(bid_level.price)
+                self._emit_level(market.market, _BID, bid_level)
+                bid_changed, bid_level = False, bids.best_level()
+            if not ask_level.orders:
+                asks.drop_level(ask_level.price)
+                self._emit_level(market.market, _ASK, ask_level)
+                ask_changed, ask_level = False, asks.best_level()
+        if bid_changed:
+            self._emit_level(market.market, _BID, bid_level)
+        if ask_changed:
+            self._emit_level(market.market, _ASK, ask_level)
+
+    # ------------------------------------------------------------------
     # Command handlers (checks in the order of §4 and §8)
     # ------------------------------------------------------------------
 
@@ -1232,7 +1322,10 @@ class Engine:
         if not self._order_shape_ok(intent, tif, cmd.stp, flags):
             return self._reject(cmd, Reject.INVALID_ORDER)
         if market.state != _OPEN:
-            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
+            if market.state != _PRE_OPEN:
+                return self._reject(cmd, Reject.MARKET_NOT_OPEN)
+            if tif in (_IOC, _FOK) or flags & (_MARKET_FLAG | _POST_ONLY):
+                return self._reject(cmd, Reject.NOT_IN_AUCTION)
         if not market.price_ok(cmd.price):
             return self._reject(cmd, Reject.INVALID_PRICE)
         if flags & _BY_CASH:
@@ -1266,7 +1359,8 @@ class Engine:
         order.order_id = self._assign_order_id(tif in (_GTC, _GTD))
         self._order_entered(market, order)
         self._emit_accepted(order)
-        stopped_on_stp = self._sweep(market, order)
+        # PRE_OPEN: it rests, crossed or not, for the opening auction.
+        stopped_on_stp = market.state == _OPEN and self._sweep(market, order)
         self._finish_taker(market, order, stopped_on_stp)
         return order.order_id
 
@@ -1323,6 +1417,8 @@ class Engine:
             return self._reject(cmd, Reject.UNKNOWN_ORDER)
         if order.account != cmd.account:
             return self._reject(cmd, Reject.NOT_OWNER)
+        if self._markets[order.market].state == _HALTED:
+            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
         self._cancel_resting(order, _USER)
         return 0
 
@@ -1330,6 +1426,8 @@ class Engine:
         order_id = self._by_client.get((cmd.account, cmd.client_order_id))
         if cmd.client_order_id == 0 or order_id is None:
             return self._reject(cmd, Reject.UNKNOWN_ORDER)
+        if self._markets[self._orders[order_id].market].state == _HALTED:
+            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
         self._cancel_resting(self._orders[order_id], _USER)
         return 0
 
@@ -1338,10 +1436,14 @@ class Engine:
             return self._reject(cmd, Reject.UNKNOWN_ACCOUNT)
         if cmd.market != ALL_MARKETS and cmd.market not in self._markets:
             return self._reject(cmd, Reject.UNKNOWN_MARKET)
+        if cmd.market != ALL_MARKETS and self._markets[cmd.market].state == _HALTED:
+            return self._reject(cmd, Reject.MARKET_NOT_OPEN)
         order_ids = sorted(
             o.order_id
             for o in self._orders.values()
-            if o.account == cmd.account and cmd.market in (ALL_MARKETS, o.market)
+            if o.account == cmd.account
+            and cmd.market in (ALL_MARKETS, o.market)
+            and self._markets[o.market].state != _HALTED  # a halted market keeps its orders
         )
         for order_id in order_ids:
             self._cancel_resting(self._orders[order_id], _USER)
@@ -1354,7 +1456,7 @@ class Engine:
         if order.account != cmd.account:
             return self._reject(cmd, Reject.NOT_OWNER)
         market = self._markets[order.market]
-        if market.state != _OPEN:
+        if market.state not in (_OPEN, _PRE_OPEN):
             return self._reject(cmd, Reject.MARKET_NOT_OPEN)
         if cmd.price != 0 and not market.price_ok(cmd.price):
             return self._reject(cmd, Reject.INVALID_PRICE)
@@ -1404,7 +1506,8 @@ class Engine:
             return 0
         self._emit_level(market.market, order.side, old_level)
         opposite_best = market.sides[1 - order.side].best_price()
-        if opposite_best is not None and self._crosses(order, opposite_best):
+        crosses = opposite_best is not None and self._crosses(order, opposite_best)
+        if market.state == _OPEN and crosses:  # in PRE_OPEN nothing matches
             stopped_on_stp = self._sweep(market, order)
             if stopped_on_stp:
                 self._forget(order)
@@ -1451,10 +1554,14 @@ class Engine:
             return self._reject(cmd, Reject.UNKNOWN_MARKET)
         if (market.state, cmd.arg) not in _ALLOWED_TRANSITIONS:
             return self._reject(cmd, Reject.INVALID_STATE_TRANSITION)
-        market.state = cmd.arg
+        before, market.state = market.state, cmd.arg
         self._emit_market(market)
         if market.state == _CLOSED:
             self._cancel_levels(market, _MARKET_CLOSED, lambda price: True)
+        if market.state == _EXPIRED_STATE:
+            self._cancel_levels(market, _EXPIRED, lambda price: True)
+        if before == _PRE_OPEN and market.state == _OPEN:
+            self._open_auction(market)
         return 0
 
     def _set_tick(self, cmd: _Command) -> int:
@@ -1534,7 +1641,7 @@ class Engine:
         return market, 0
 
     def _split(self, cmd: _Command) -> int:
-        market, reason = self._pairs_reject(cmd, (_PRE_OPEN, _OPEN, _HALTED))
+        market, reason = self._pairs_reject(cmd, _HOLDS_ORDERS)
         if market is None:
             return self._reject(cmd, reason)
         if self._position_table_full(market, cmd.account):
@@ -1553,7 +1660,7 @@ class Engine:
         return 0
 
     def _merge(self, cmd: _Command) -> int:
-        market, reason = self._pairs_reject(cmd, (_PRE_OPEN, _OPEN, _HALTED, _CLOSED))
+        market, reason = self._pairs_reject(cmd, (*_HOLDS_ORDERS, _CLOSED, _EXPIRED_STATE))
         if market is None:
             return self._reject(cmd, reason)
         pairs = cmd.quantity
@@ -1934,7 +2041,7 @@ class Engine:
             if market_id <= previous or market_id >= max_markets:
                 raise ValueError(f"market {market_id} out of order or >= max_markets")
             previous = market_id
-            if not _PRE_OPEN <= state <= _RESOLVED:
+            if not _PRE_OPEN <= state <= _EXPIRED_STATE:
                 raise ValueError(f"market {market_id}: bad state {state}")
             if tick not in TICKS:
                 raise ValueError(f"market {market_id}: bad tick {tick}")
@@ -2072,11 +2179,11 @@ class Engine:
                 self._validate_side(market, book_side, seen, fail)
             best_bid = market.sides[_BID].best_price()
             best_ask = market.sides[_ASK].best_price()
-            if best_bid is not None and best_ask is not None and best_bid >= best_ask:
+            crossed = best_bid is not None and best_ask is not None and best_bid >= best_ask
+            if crossed and market.state != _PRE_OPEN:  # only an auction's book may cross
                 fail(f"market {market_id}: book crossed, best bid {best_bid} >= ask {best_ask}")
-            if (market.sides[_BID].prices or market.sides[_ASK].prices) and market.state not in (
-                _OPEN,
-                _HALTED,
+            if (market.sides[_BID].prices or market.sides[_ASK].prices) and (
+                market.state not in _HOLDS_ORDERS
             ):
                 fail(f"market {market_id}: resting orders in state {market.state}")
 

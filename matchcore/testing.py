@@ -55,6 +55,7 @@ class StreamShape:
     close_rate: float = 0.005  # share of state changes that close a market
     ledger: bool = True  # money: fees, funding, ledger commands
     ledger_rate: float = 0.06  # deposits, withdrawals, splits, merges, resolutions
+    auction_rate: float = 0.5  # share of markets that collect orders in PRE_OPEN, then open
 
 
 def engine_capacities(shape: StreamShape) -> dict[str, Any]:
@@ -91,9 +92,10 @@ def setup_commands(shape: StreamShape, rng: random.Random) -> list[dict[str, Any
             row["maker_fee_bps"] = rng.choice([0, 3, -min(taker, 5), -min(taker, 125), -taker, 200])
             row["fee_base"] = rng.randrange(4)  # NOTIONAL, MIN, PQ, PQ_CENTS
         rows.append(row)
-        rows.append(
-            {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": MarketState.OPEN}
-        )
+        if rng.random() >= shape.auction_rate:  # else it opens later, with its auction
+            rows.append(
+                {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": MarketState.OPEN}
+            )
     rows += [{"type": CommandType.ADD_ACCOUNT, "account": a} for a in range(shape.accounts)]
     if shape.ledger:  # rich accounts, modest ones and nearly broke ones, some with shares
         for account in range(shape.accounts):
@@ -129,7 +131,10 @@ class _StreamState:
         self.shadow.process(make_commands(setup))
         self.pending: list[dict[str, Any]] = []  # not yet run by the shadow
         self.resting: list[int] = []  # order ids that rested at some point
-        self.reopen: dict[int, int] = {}  # halted market -> commands until it reopens
+        self.reopen: dict[int, int] = {}  # market -> commands until it (re)opens
+        opened = {r["market"] for r in setup if r["type"] == CommandType.SET_MARKET_STATE}
+        for market in sorted(set(self.tick) - opened):  # PRE_OPEN: its auction comes in a while
+            self.reopen[market] = rng.randrange(20, 400)
 
     def run(self, row: dict[str, Any]) -> None:
         """Feed the shadow engine (32 commands at a time) and remember what rests."""
@@ -251,13 +256,16 @@ def _admin(s: _StreamState) -> dict[str, Any]:
     rng = s.rng
     market = rng.randrange(s.shape.markets + 1)  # sometimes one that does not exist
     roll = rng.random()
-    if roll < 0.5:  # mostly short halts, reopened a few commands later
+    if roll < 0.5:  # mostly short suspensions and halts, reopened a few commands later
         state = rng.choice(
-            [MarketState.HALTED] * 7 + [MarketState.OPEN] * 2 + [MarketState.PRE_OPEN]
+            [MarketState.SUSPENDED] * 5
+            + [MarketState.HALTED] * 2
+            + [MarketState.OPEN] * 2
+            + [MarketState.PRE_OPEN]
         )
         if rng.random() < s.shape.close_rate:
-            state = MarketState.CLOSED
-        if state == MarketState.HALTED:
+            state = rng.choice([MarketState.CLOSED, MarketState.EXPIRED])
+        if state in (MarketState.SUSPENDED, MarketState.HALTED):
             s.reopen[market] = rng.randrange(1, 60)
         return {"type": CommandType.SET_MARKET_STATE, "market": market, "arg": state}
     if roll < 0.8:

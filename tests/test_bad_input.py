@@ -273,7 +273,7 @@ def test_new_order_check_order(engine_cls, fields, reason):
     eng = new_engine(engine_cls, max_orders=2)
     assert eng.submit(A1, M1, SELL_YES, 6000, 100, client_order_id=5) == 1
     assert eng.submit(A2, M1, SELL_YES, 6100, 100) == 2  # the pool is now full
-    assert eng.set_market_state(M2, MarketState.HALTED) == 0
+    assert eng.set_market_state(M2, MarketState.SUSPENDED) == 0
     row = {**new_order(A1, M1, BUY_YES, 5000, 100), **fields}
     assert_rejected(eng, [row], rejected(reason, account=row["account"], market=row["market"]))
 
@@ -411,10 +411,10 @@ def test_bad_replace(eng, fields, reason):
     )
 
 
-def test_replace_in_halted_market(eng):
+def test_replace_in_suspended_market(eng):
     """REPLACE in a market that is not OPEN: MARKET_NOT_OPEN (after the owner check)."""
     busy(eng)
-    eng.set_market_state(M1, MarketState.HALTED)
+    eng.set_market_state(M1, MarketState.SUSPENDED)
     row = dict(type=REPLACE, account=A1, market=M1, order_id=1, quantity=50)
     assert_rejected(
         eng,
@@ -517,7 +517,7 @@ def test_create_market_fee_checked_before_level_capacity(engine_cls):
         (M1, MarketState.OPEN, Reject.INVALID_STATE_TRANSITION),
         (M1, MarketState.PRE_OPEN, Reject.INVALID_STATE_TRANSITION),
         (M1, MarketState.RESOLVED, Reject.INVALID_STATE_TRANSITION),
-        (M1, 6, Reject.INVALID_STATE_TRANSITION),
+        (M1, 8, Reject.INVALID_STATE_TRANSITION),
         (M1, 255, Reject.INVALID_STATE_TRANSITION),
     ],
 )

@@ -90,10 +90,10 @@ EXPIRED, MARKET_CLOSED, TICK_CHANGE = (
     CancelReason.MARKET_CLOSED,
     CancelReason.TICK_CHANGE,
 )
-PRE_OPEN, OPEN, HALTED, CLOSED, RESOLVED = (
+PRE_OPEN, OPEN, SUSPENDED, CLOSED, RESOLVED = (
     MarketState.PRE_OPEN,
     MarketState.OPEN,
-    MarketState.HALTED,
+    MarketState.SUSPENDED,
     MarketState.CLOSED,
     MarketState.RESOLVED,
 )
@@ -1273,7 +1273,7 @@ def test_ending_orders_releases_exactly_what_they_reserved(engine_cls, how):
         assert eng.advance_time(50) == 4
     else:
         if how == "halt-then-close":
-            assert eng.set_market_state(M1, HALTED) == 0
+            assert eng.set_market_state(M1, SUSPENDED) == 0
             assert eng.balance(A1) == Balance(468_570, 531_430)  # a halt releases nothing
         assert eng.set_market_state(M1, CLOSED) == 0
     assert eng.order_count == 0
@@ -1478,7 +1478,7 @@ def test_bad_split_and_merge(engine_cls, command, fields, reason):
 
 
 def test_split_in_a_closed_market_merge_allowed(engine_cls):
-    """SPLIT needs PRE_OPEN, OPEN or HALTED; MERGE may also run in a CLOSED market."""
+    """SPLIT needs PRE_OPEN, OPEN or SUSPENDED; MERGE may also run in a CLOSED market."""
     eng = pair_checks_engine(engine_cls)
     assert eng.set_market_state(M1, CLOSED) == 0
     assert eng.split(A1, M1, 10) == -Reject.MARKET_NOT_OPEN
@@ -1489,17 +1489,19 @@ def test_split_in_a_closed_market_merge_allowed(engine_cls):
     assert eng.merge(A1, M2, 10) == 0
 
 
-@pytest.mark.parametrize("state", [PRE_OPEN, HALTED])
+@pytest.mark.parametrize("state", [PRE_OPEN, SUSPENDED, MarketState.HALTED])
 def test_split_and_merge_when_not_open(engine_cls, state):
-    """PRE_OPEN and HALTED markets take splits and merges (not orders)."""
+    """PRE_OPEN, SUSPENDED and HALTED markets take splits and merges (the last two no
+    orders)."""
     eng = ledger_engine(engine_cls, markets=(M1,), open_markets=False)
-    if state == HALTED:
+    if state != PRE_OPEN:
         assert eng.set_market_state(M1, OPEN) == 0
-        assert eng.set_market_state(M1, HALTED) == 0
+        assert eng.set_market_state(M1, state) == 0
     assert eng.split(A1, M1, 30) == 0
     assert eng.merge(A1, M1, 10) == 0
     assert eng.position(A1, M1) == Position(20, 0, 20, 0)
-    assert eng.submit(A1, M1, SELL_YES, 5000, 10) == -Reject.MARKET_NOT_OPEN
+    if state != PRE_OPEN:
+        assert eng.submit(A1, M1, SELL_YES, 5000, 10) == -Reject.MARKET_NOT_OPEN
 
 
 def test_merge_needs_free_yes_and_free_no(lg):
@@ -1623,16 +1625,16 @@ def test_resolution_with_open_orders_and_positions(engine_cls, outcome, paid, fr
     assert eng.submit(A1, M1, BUY_YES, 5000, 1) == -Reject.MARKET_NOT_OPEN
     assert eng.split(A1, M1, 1) == -Reject.MARKET_NOT_OPEN
     assert eng.merge(A1, M1, 1) == -Reject.MARKET_NOT_OPEN
-    for state in (OPEN, HALTED, CLOSED):
+    for state in (OPEN, SUSPENDED, CLOSED):
         assert eng.set_market_state(M1, state) == -Reject.INVALID_STATE_TRANSITION
     assert eng.resolve(M1, outcome) == -Reject.INVALID_STATE_TRANSITION
     assert last(eng) == [rejected(Reject.INVALID_STATE_TRANSITION, market=M1, command=RESOLVE)]
     assert eng.digest() == before
 
 
-@pytest.mark.parametrize("state", [PRE_OPEN, HALTED, CLOSED])
+@pytest.mark.parametrize("state", [PRE_OPEN, SUSPENDED, CLOSED])
 def test_resolution_from_other_states(engine_cls, state):
-    """A market resolves from PRE_OPEN, HALTED or CLOSED too; pairs split pay 10_000 each."""
+    """A market resolves from PRE_OPEN, SUSPENDED or CLOSED too; pairs split pay 10_000 each."""
     eng = ledger_engine(engine_cls, markets=(M1,), open_markets=False)
     assert eng.split(A1, M1, 40) == 0
     assert eng.split(A2, M1, 10) == 0

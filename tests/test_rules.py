@@ -70,12 +70,13 @@ EXPIRED, MARKET_CLOSED, TICK_CHANGE = (
     CancelReason.MARKET_CLOSED,
     CancelReason.TICK_CHANGE,
 )
-PRE_OPEN, OPEN, HALTED, CLOSED = (
+PRE_OPEN, OPEN, SUSPENDED, CLOSED = (
     MarketState.PRE_OPEN,
     MarketState.OPEN,
-    MarketState.HALTED,
+    MarketState.SUSPENDED,
     MarketState.CLOSED,
 )
+HALTED, EXPIRED_STATE = MarketState.HALTED, MarketState.EXPIRED
 POST_ONLY, MARKET, BY_CASH = OrderFlags.POST_ONLY, OrderFlags.MARKET, OrderFlags.BY_CASH
 
 # (bid intent, ask intent, match type): DESIGN.md §3 and matchcore.md "The sweep".
@@ -1043,7 +1044,7 @@ def test_replace_checks(eng):
     assert eng.replace(A1, 1, quantity=-1) == -Reject.INVALID_QUANTITY
     assert eng.digest() == before
 
-    eng.set_market_state(M1, HALTED)
+    eng.set_market_state(M1, SUSPENDED)
     before = eng.digest()
     assert eng.replace(A2, 1, quantity=10) == -Reject.NOT_OWNER  # owner checked first
     assert eng.replace(A1, 1, price=5050) == -Reject.MARKET_NOT_OPEN
@@ -1344,9 +1345,9 @@ def test_cancel_all_checks(eng):
     assert eng.digest() == before
 
 
-@pytest.mark.parametrize("state", [HALTED, CLOSED])
+@pytest.mark.parametrize("state", [SUSPENDED, CLOSED])
 def test_cancels_allowed_when_not_open(eng, state):
-    """Cancels work in HALTED (and are merely UNKNOWN_ORDER once CLOSED emptied the book)."""
+    """Cancels work in SUSPENDED (and are merely UNKNOWN_ORDER once CLOSED emptied the book)."""
     o1 = rest(eng, A1, M1, BUY_YES, 5000, 100, client_order_id=1)
     o2 = rest(eng, A1, M1, BUY_YES, 4000, 100, client_order_id=2)
     o3 = rest(eng, A1, M1, BUY_YES, 3000, 100)
@@ -1355,7 +1356,7 @@ def test_cancels_allowed_when_not_open(eng, state):
         assert eng.cancel(A1, 1) == -Reject.UNKNOWN_ORDER
         assert eng.cancel_all(A1, M1) == 0
         return
-    eng.set_market_state(M1, HALTED)
+    eng.set_market_state(M1, SUSPENDED)
     assert eng.cancel(A1, 1) == 0
     assert last(eng) == [
         canceled(o1, 100, USER, command=CANCEL),
@@ -1421,21 +1422,30 @@ def test_client_order_id_zero_is_none(eng):
 
 # =========================================================================== lifecycle
 
+LIVE = (PRE_OPEN, OPEN, SUSPENDED, HALTED)
 ALLOWED = {
     (PRE_OPEN, OPEN),
-    (PRE_OPEN, CLOSED),
+    (OPEN, SUSPENDED),
     (OPEN, HALTED),
+    (SUSPENDED, OPEN),
+    (SUSPENDED, HALTED),
     (HALTED, OPEN),
-    (OPEN, CLOSED),
-    (HALTED, CLOSED),
-}
-FROM_STATES = [PRE_OPEN, OPEN, HALTED, CLOSED]
-TO_STATES = [*MarketState, 6, 255]
+    (HALTED, SUSPENDED),
+} | {(live, end) for live in LIVE for end in (CLOSED, EXPIRED_STATE)}
+FROM_STATES = [*LIVE, CLOSED, EXPIRED_STATE]
+TO_STATES = [*MarketState, 8, 255]
 
 
 def bring_to(eng, market, state):
     """Move a PRE_OPEN market to ``state`` through allowed transitions."""
-    path = {PRE_OPEN: [], OPEN: [OPEN], HALTED: [OPEN, HALTED], CLOSED: [CLOSED]}[state]
+    path = {
+        PRE_OPEN: [],
+        OPEN: [OPEN],
+        SUSPENDED: [OPEN, SUSPENDED],
+        HALTED: [OPEN, HALTED],
+        CLOSED: [CLOSED],
+        EXPIRED_STATE: [EXPIRED_STATE],
+    }[state]
     for step in path:
         assert eng.set_market_state(market, step) == 0
 
@@ -1443,7 +1453,8 @@ def bring_to(eng, market, state):
 @pytest.mark.parametrize("to_state", TO_STATES, ids=lambda s: getattr(s, "name", str(s)))
 @pytest.mark.parametrize("from_state", FROM_STATES, ids=lambda s: s.name)
 def test_market_state_transitions(engine_cls, from_state, to_state):
-    """Only PRE_OPEN->OPEN/CLOSED, OPEN->HALTED/CLOSED, HALTED->OPEN/CLOSED are allowed."""
+    """PRE_OPEN->OPEN; OPEN, SUSPENDED and HALTED among themselves; any of these four ->
+    CLOSED or EXPIRED; nothing out of CLOSED or EXPIRED (RESOLVE only)."""
     eng = new_engine(engine_cls, markets=(M1,), open_markets=False)
     bring_to(eng, M1, from_state)
     result = eng.set_market_state(M1, to_state)
@@ -1465,9 +1476,9 @@ def test_set_state_of_unknown_market(eng):
     assert last(eng) == [rejected(Reject.UNKNOWN_MARKET, market=3, command=SET_STATE)]
 
 
-@pytest.mark.parametrize("state", [PRE_OPEN, HALTED, CLOSED])
+@pytest.mark.parametrize("state", [SUSPENDED, HALTED, CLOSED, EXPIRED_STATE])
 def test_orders_only_in_open(engine_cls, state):
-    """NEW_ORDER in a market that is not OPEN is MARKET_NOT_OPEN."""
+    """NEW_ORDER in a market neither OPEN nor PRE_OPEN is MARKET_NOT_OPEN."""
     eng = new_engine(engine_cls, markets=(M1,), open_markets=False)
     bring_to(eng, M1, state)
     assert eng.submit(A1, M1, BUY_YES, 5000, 100) == -Reject.MARKET_NOT_OPEN
@@ -1476,9 +1487,9 @@ def test_orders_only_in_open(engine_cls, state):
 
 
 def test_reopened_market_takes_orders_again(eng):
-    """HALTED -> OPEN: orders resume and resting orders are still there."""
+    """SUSPENDED -> OPEN: orders resume and resting orders are still there."""
     o1 = rest(eng, A1, M1, BUY_YES, 5000, 100)
-    eng.set_market_state(M1, HALTED)
+    eng.set_market_state(M1, SUSPENDED)
     eng.set_market_state(M1, OPEN)
     taker = Order(2, A2, M1, SELL_YES, 5000)
     assert eng.submit(A2, M1, SELL_YES, 5000, 100) == 2
@@ -1489,10 +1500,10 @@ def test_reopened_market_takes_orders_again(eng):
     ]
 
 
-def test_gtd_expires_in_a_halted_market(eng):
+def test_gtd_expires_in_a_suspended_market(eng):
     """Expiry does not depend on the market state."""
     order = rest(eng, A1, M1, BUY_YES, 5000, 100, tif=GTD, expiry=10)
-    eng.set_market_state(M1, HALTED)
+    eng.set_market_state(M1, SUSPENDED)
     assert eng.advance_time(10) == 1
     assert last(eng) == [
         canceled(order, 100, EXPIRED, command=ADVANCE),
@@ -1500,7 +1511,7 @@ def test_gtd_expires_in_a_halted_market(eng):
     ]
 
 
-@pytest.mark.parametrize("from_state", [OPEN, HALTED], ids=["from-open", "from-halted"])
+@pytest.mark.parametrize("from_state", [OPEN, SUSPENDED], ids=["from-open", "from-suspended"])
 def test_close_cancels_every_resting_order_in_book_order(eng, from_state):
     """CLOSED: MARKET, then bids best to worst, asks best to worst, FIFO, one LEVEL per level."""
     o1 = rest(eng, A1, M1, BUY_YES, 5000, 100)
@@ -1510,8 +1521,8 @@ def test_close_cancels_every_resting_order_in_book_order(eng, from_state):
     o5 = rest(eng, A2, M1, BUY_NO, 5900, 20)
     o6 = rest(eng, A1, M1, SELL_YES, 5900, 30, tif=GTD, expiry=1000)
     rest(eng, A1, M2, BUY_YES, 5000, 100)
-    if from_state == HALTED:
-        eng.set_market_state(M1, HALTED)
+    if from_state == SUSPENDED:
+        eng.set_market_state(M1, SUSPENDED)
     assert eng.set_market_state(M1, CLOSED) == 0
 
     def c(order, qty):
@@ -1612,7 +1623,7 @@ def test_tick_round_trip_keeps_priority(eng):
     assert last(eng)[1] == trade(Order(3, A3, M1, SELL_YES, 5000), o1, 10, 0, 90, COMPLEMENTARY)
 
 
-@pytest.mark.parametrize("state", [PRE_OPEN, HALTED, CLOSED])
+@pytest.mark.parametrize("state", [PRE_OPEN, SUSPENDED, CLOSED])
 def test_set_tick_allowed_in_every_state(engine_cls, state):
     """SET_TICK works whatever the market state; the MARKET event carries the state."""
     eng = new_engine(engine_cls, markets=(M1,), open_markets=False)
@@ -1890,8 +1901,8 @@ def test_order_info(eng):
 def test_market_info(eng):
     """market() gives (market, state, tick, min_size, lot)."""
     assert eng.market(M1) == market_info(M1, OPEN, 100, 1, 1)
-    eng.set_market_state(M2, HALTED)
-    assert eng.market(M2) == market_info(M2, HALTED, 100, 1, 1)
+    eng.set_market_state(M2, SUSPENDED)
+    assert eng.market(M2) == market_info(M2, SUSPENDED, 100, 1, 1)
 
 
 def test_create_market_and_add_account_events(engine_cls):

@@ -299,6 +299,9 @@ def test_engine_rejects_are_replies_with_reasons(h: Harness) -> None:
             reply = await t1.place(1, **args)
             assert reply.status == pb.REJECTED, (change, reply)
             assert reply.reject_reason == reason and reply.message, (change, reply)
+        assert (await admin.set_market_state(1, "SUSPENDED")).ok
+        suspended = await t1.place(1, 1, "BUY_YES", "0.5", "1")
+        assert suspended.reject_reason == "MARKET_NOT_OPEN"
         assert (await admin.set_market_state(1, "HALTED")).ok
         halted = await t1.place(1, 1, "BUY_YES", "0.5", "1")
         assert halted.reject_reason == "MARKET_NOT_OPEN"
@@ -362,7 +365,7 @@ def test_order_stream_pipelines_and_reports_errors(h: Harness) -> None:
 
 
 def test_admin_calls(h: Harness) -> None:
-    t1, admin = h.client("trader-1"), h.client("admin")
+    t1, t2, admin = h.client("trader-1"), h.client("trader-2"), h.client("admin")
 
     async def scenario() -> None:
         created = await admin.create_market(
@@ -371,9 +374,15 @@ def test_admin_calls(h: Harness) -> None:
         assert created.ok and created.seq > 0
         again = await admin.create_market(10, "0.1")
         assert not again.ok and again.reject_reason == "MARKET_EXISTS" and again.message
+        # PRE_OPEN collects limit orders for the opening auction, not IOCs
+        ioc = await t1.place(1, 10, "BUY_YES", "0.5", "1", time_in_force="IOC")
+        assert ioc.reject_reason == "NOT_IN_AUCTION" and ioc.message
         pre_open = await t1.place(1, 10, "BUY_YES", "0.5", "1")
-        assert pre_open.reject_reason == "MARKET_NOT_OPEN"
+        assert pre_open.status == pb.RESTING
+        crossing = await t2.place(2, 10, "BUY_NO", "0.4", "1")  # an ask at 0.4
+        assert crossing.status == pb.RESTING  # no matching before the auction
         assert (await admin.set_market_state(10, "OPEN")).ok
+        assert not [o for o in (await t1.get_account(1)).orders if o.market == 10]  # uncrossed
         bad = await admin.set_market_state(10, "PRE_OPEN")
         assert not bad.ok and bad.reject_reason == "INVALID_STATE_TRANSITION"
 

@@ -69,10 +69,10 @@ from matchcore import (
 
 BUY_YES, SELL_YES, BUY_NO, SELL_NO = Intent
 GTC, GTD, IOC, FOK = TimeInForce
-PRE_OPEN, OPEN, HALTED, CLOSED, RESOLVED = (
+PRE_OPEN, OPEN, SUSPENDED, CLOSED, RESOLVED = (
     MarketState.PRE_OPEN,
     MarketState.OPEN,
-    MarketState.HALTED,
+    MarketState.SUSPENDED,
     MarketState.CLOSED,
     MarketState.RESOLVED,
 )
@@ -101,7 +101,7 @@ SETUP = [
     new_order(A1, M1, BUY_YES, 4000, 10, FOK),
     dict(type=REPLACE, account=A3, order_id=3, quantity=40),
     dict(type=CANCEL, account=A1, order_id=99),
-    dict(type=SET_STATE, market=M2, arg=HALTED, time=200),
+    dict(type=SET_STATE, market=M2, arg=SUSPENDED, time=200),
     dict(type=ADVANCE, time=300),
 ]
 
@@ -169,7 +169,7 @@ def test_setup_leaves_resting_orders(engine_cls):
     eng = busy_engine(engine_cls)
     assert eng.now == 300
     assert eng.order_count == 7
-    assert eng.market(M2).state == HALTED
+    assert eng.market(M2).state == SUSPENDED
     assert eng.order(3).leaves_qty == 40
     assert eng.order(1).leaves_qty == 70
 
@@ -437,7 +437,7 @@ CORRUPTIONS = {
     "state-none": set_attr(lambda s: s.markets[1], state=0),
     "state-9": set_attr(lambda s: s.markets[1], state=9),
     "orders-in-closed-market": set_attr(m1, state=CLOSED),
-    "orders-in-pre-open-market": set_attr(m1, state=PRE_OPEN),
+    "orders-in-expired-market": set_attr(m1, state=MarketState.EXPIRED),
     "tick-5": set_attr(lambda s: s.markets[1], tick=5),
     "tick-off-for-orders": set_attr(m1, tick=1000),
     "lot-0": set_attr(lambda s: s.markets[1], lot=0),
@@ -563,7 +563,7 @@ COMMAND_ROWS = st.one_of(
     st.builds(
         lambda m, s: dict(type=SET_STATE, market=m, arg=s),
         st.sampled_from([M2]),
-        st.sampled_from([OPEN, HALTED]),
+        st.sampled_from([OPEN, SUSPENDED]),
     ),
     st.builds(
         lambda m, t: dict(type=SET_TICK, market=m, price=t),
@@ -631,7 +631,7 @@ LEDGER_SETUP = [
     dict(type=WITHDRAW, account=A5, quantity=100_000),
     dict(type=MERGE_PAIRS, account=A1, market=M1, quantity=10),
     dict(type=RESOLVE, market=0, arg=Outcome.HALF),
-    dict(type=SET_STATE, market=M2, arg=HALTED, time=200),
+    dict(type=SET_STATE, market=M2, arg=SUSPENDED, time=200),
     dict(type=SPLIT, account=A5, market=M2, quantity=30),
     dict(type=ADVANCE, time=300),
 ]
@@ -678,7 +678,7 @@ def test_ledger_setup_is_not_trivial(engine_cls):
     assert sum(len(m.positions) for m in state.markets) >= 6
     assert sum(a.reserved for a in state.accounts) > 0
     assert eng.order_count >= 5
-    assert eng.market(M2).state == HALTED
+    assert eng.market(M2).state == SUSPENDED
     assert eng.totals().net_deposits == 15_900_000
 
 

@@ -14,13 +14,16 @@ namespace matchcore {
 namespace {
 
 bool valid_transition(uint8_t from, uint8_t to) noexcept {
+  const bool ends = to == CLOSED || to == EXPIRED;
   switch (from) {
     case PRE_OPEN:
-      return to == OPEN || to == CLOSED;
+      return to == OPEN || ends;
     case OPEN:
-      return to == HALTED || to == CLOSED;
+      return to == SUSPENDED || to == HALTED || ends;
+    case SUSPENDED:
+      return to == OPEN || to == HALTED || ends;
     case HALTED:
-      return to == OPEN || to == CLOSED;
+      return to == OPEN || to == SUSPENDED || ends;
     default:
       return false;
   }
@@ -199,7 +202,10 @@ int64_t Engine::new_order(const Command& c) {
       (by_cash && (!market_order || c.intent == SELL_YES || c.intent == SELL_NO))) {
     return reject(c, R_INVALID_ORDER);
   }
-  if (m.state != OPEN) return reject(c, R_MARKET_NOT_OPEN);
+  if (m.state != OPEN) {
+    if (m.state != PRE_OPEN) return reject(c, R_MARKET_NOT_OPEN);
+    if (immediate || market_order || post_only) return reject(c, R_NOT_IN_AUCTION);
+  }
   if (!price_ok(m, c.price)) return reject(c, R_INVALID_PRICE);
   if (by_cash) {
     if (c.quantity <= 0 || c.quantity > MAX_CASH) return reject(c, R_INVALID_QUANTITY);
@@ -264,7 +270,8 @@ int64_t Engine::new_order(const Command& c) {
   e.tif = c.tif;
   e.flags = c.flags;
 
-  Stop stop = sweep(m, t);
+  // PRE_OPEN: it rests, crossed or not, for the opening auction.
+  const Stop stop = m.state == OPEN ? sweep(m, t) : STOP_NO_CROSS;
   finish_taker(m, t, stop);
   return static_cast<int64_t>(t.order_id);
 }
@@ -471,6 +478,135 @@ void Engine::finish_taker(Market& m, Taker& t, Stop stop) {
   }
 }
 
+// ---------------------------------------------------------- opening auction
+
+void Engine::open_auction(Market& m) {
+  // One round uncrosses the book unless a self-match cancel left it crossed
+  // (each round removes at least one order, so this ends).
+  while (m.best[BID] >= 0 && m.best[ASK] >= 0 && m.best[BID] >= m.best[ASK]) {
+    auction_round(m, auction_index(m));
+  }
+}
+
+int32_t Engine::auction_index(const Market& m) const noexcept {
+  // Candidates: every price from the best ask to the best bid (elsewhere nothing
+  // trades). At level index i, D = bids priced >= i, S = asks priced <= i.
+  const int32_t lo = m.best[ASK];
+  const int32_t hi = m.best[BID];
+  int64_t demand = 0;
+  for (int32_t i = hi; i >= lo; i = m.bits[BID].next_below(i)) demand += level(m, BID, i).total;
+  int64_t supply = 0;
+  int64_t best_volume = -1;
+  int64_t best_gap = 0;
+  int32_t first = lo;
+  int32_t last = lo;
+  int64_t first_imbalance = 0;
+  int64_t last_imbalance = 0;
+  for (int32_t i = lo; i <= hi; ++i) {
+    if (i > lo) demand -= level(m, BID, i - 1).total;
+    supply += level(m, ASK, i).total;
+    const int64_t volume = std::min(demand, supply);
+    const int64_t imbalance = demand - supply;
+    const int64_t gap = imbalance < 0 ? -imbalance : imbalance;
+    if (volume > best_volume || (volume == best_volume && gap < best_gap)) {
+      best_volume = volume;
+      best_gap = gap;
+      first = last = i;
+      first_imbalance = last_imbalance = imbalance;
+    } else if (volume == best_volume && gap == best_gap) {
+      last = i;  // the ties are contiguous (docs/matchcore.md)
+      last_imbalance = imbalance;
+    }
+  }
+  if (first_imbalance > 0 && last_imbalance > 0) return last;  // buyers left over: highest
+  if (first_imbalance < 0 && last_imbalance < 0) return first;  // sellers left over: lowest
+  return first + (last - first) / 2;  // balanced: the middle, the lower of two
+}
+
+void Engine::auction_round(Market& m, int32_t index) {
+  const int32_t price = level_price(m, index);
+  int32_t bid = m.best[BID];
+  int32_t ask = m.best[ASK];
+  bool bid_changed = false;
+  bool ask_changed = false;
+  while (bid >= index && ask >= 0 && ask <= index) {
+    const uint32_t bid_slot = level(m, BID, bid).head;
+    const uint32_t ask_slot = level(m, ASK, ask).head;
+    Order& b = pool_[bid_slot];
+    Order& a = pool_[ask_slot];
+    // The newer order of a pair stands for the taker: it takes the taker fee, and
+    // it goes on a self-match, whatever the modes.
+    const bool bid_newer = b.order_id > a.order_id;
+    if (b.account == a.account) {
+      cancel_resting(m, bid_newer ? bid_slot : ask_slot, C_SELF_TRADE);
+      (bid_newer ? bid_changed : ask_changed) = true;
+    } else {
+      Order& taker = bid_newer ? b : a;
+      Order& maker = bid_newer ? a : b;
+      const int64_t fill = std::min(b.leaves_qty, a.leaves_qty);
+      int64_t taker_fee = 0;
+      int64_t maker_fee = 0;
+      if (config_.ledger) {
+        TakerFees fees;  // each auction fill is capped alone
+        taker_fee = m.fees.taker_fee(fees, taker.intent, price, fill);
+        maker_fee = m.fees.fee(m.fees.maker_bps, maker.intent, price, fill);
+        for (const Order* o : {&taker, &maker}) {
+          const bool buys = o->intent == BUY_YES || o->intent == BUY_NO;
+          settle_side(m, o->account, positions_[o->position], o->intent, price, fill,
+                      o == &taker ? taker_fee : maker_fee,
+                      buys ? m.fees.lot_reserve(o->intent, o->price, m.lot) : 0);
+        }
+        const MatchType kind = match_type(b.intent, a.intent);
+        if (kind == MINT) m.collateral += PRICE_SCALE * fill;
+        if (kind == MERGE) m.collateral -= PRICE_SCALE * fill;
+        fees_ += taker_fee + maker_fee;
+      }
+      b.leaves_qty -= fill;
+      a.leaves_qty -= fill;
+      level_at(m, BID, bid).total -= fill;
+      level_at(m, ASK, ask).total -= fill;
+      bid_changed = ask_changed = true;
+      Event& e = emit(EV_TRADE);
+      e.order_id = taker.order_id;
+      e.account = taker.account;
+      e.intent = taker.intent;
+      e.side = side_of(taker.intent);
+      e.tif = taker.tif;
+      e.flags = taker.flags;
+      e.maker_order_id = maker.order_id;
+      e.maker_account = maker.account;
+      e.maker_intent = maker.intent;
+      e.market = m.id;
+      e.price = price;
+      e.quantity = fill;
+      e.leaves_qty = taker.leaves_qty;
+      e.maker_leaves_qty = maker.leaves_qty;
+      e.fee = taker_fee;
+      e.maker_fee = maker_fee;
+      e.match_type = match_type(b.intent, a.intent);
+      for (const uint32_t slot : {bid_slot, ask_slot}) {
+        if (pool_[slot].leaves_qty == 0) {
+          unlink(m, slot);
+          retire(slot);
+        }
+      }
+    }
+    // A level is reported when the auction leaves it, bids before asks.
+    if (level(m, BID, bid).count == 0) {
+      emit_level(m, BID, bid);
+      bid_changed = false;
+      bid = m.best[BID];
+    }
+    if (level(m, ASK, ask).count == 0) {
+      emit_level(m, ASK, ask);
+      ask_changed = false;
+      ask = m.best[ASK];
+    }
+  }
+  if (bid_changed) emit_level(m, BID, bid);
+  if (ask_changed) emit_level(m, ASK, ask);
+}
+
 uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
   const uint32_t slot = pool_.occupy(t.order_id);  // free: new_order chose the id for it
   Order& o = pool_[slot];
@@ -635,6 +771,7 @@ int64_t Engine::cancel(const Command& c, uint32_t slot) {
   const Order& o = pool_[slot];
   if (o.account != c.account) return reject(c, R_NOT_OWNER);
   Market& m = markets_[o.market];
+  if (m.state == HALTED) return reject(c, R_MARKET_NOT_OPEN);
   const int side = side_of(o.intent);
   const int32_t index = level_index(m, o.price);
   cancel_resting(m, slot, C_USER);
@@ -650,12 +787,15 @@ int64_t Engine::cancel_all(const Command& c) {
       (c.market >= config_.max_markets || markets_[c.market].state == STATE_NONE)) {
     return reject(c, R_UNKNOWN_MARKET);
   }
+  if (c.market != ALL_MARKETS && markets_[c.market].state == HALTED) {
+    return reject(c, R_MARKET_NOT_OPEN);
+  }
   int64_t canceled = 0;
   for (uint32_t slot = accounts_[c.account].head; slot != NIL;) {
     const Order& o = pool_[slot];
     const uint32_t next = o.acct_next;
-    if (c.market == ALL_MARKETS || o.market == c.market) {
-      Market& m = markets_[o.market];
+    Market& m = markets_[o.market];
+    if ((c.market == ALL_MARKETS || o.market == c.market) && m.state != HALTED) {
       const int side = side_of(o.intent);
       const int32_t index = level_index(m, o.price);
       cancel_resting(m, slot, C_USER);
@@ -673,7 +813,7 @@ int64_t Engine::replace(const Command& c) {
   Order& o = pool_[slot];
   if (o.account != c.account) return reject(c, R_NOT_OWNER);
   Market& m = markets_[o.market];
-  if (m.state != OPEN) return reject(c, R_MARKET_NOT_OPEN);
+  if (m.state != OPEN && m.state != PRE_OPEN) return reject(c, R_MARKET_NOT_OPEN);
   const int32_t price = c.price != 0 ? c.price : o.price;
   if (c.price != 0 && !price_ok(m, price)) return reject(c, R_INVALID_PRICE);
   const int64_t quantity = c.quantity != 0 ? c.quantity : o.leaves_qty;
@@ -721,7 +861,7 @@ int64_t Engine::replace(const Command& c) {
   const bool moved = price != o.price;
   o.price = price;
   o.leaves_qty = quantity;
-  if (crosses_book(m, side, price)) {
+  if (m.state == OPEN && crosses_book(m, side, price)) {
     emit_level(m, side, old_index);
     Taker t;  // every field set below
     t.fee_reserve = 0;
@@ -792,9 +932,12 @@ int64_t Engine::set_market_state(const Command& c) {
   }
   Market& m = markets_[c.market];
   if (!valid_transition(m.state, c.arg)) return reject(c, R_INVALID_STATE_TRANSITION);
+  const uint8_t before = m.state;
   m.state = c.arg;
   emit_market(m, m.tick);
   if (m.state == CLOSED) cancel_levels(m, C_MARKET_CLOSED, 0);
+  if (m.state == EXPIRED) cancel_levels(m, C_EXPIRED, 0);
+  if (before == PRE_OPEN && m.state == OPEN) open_auction(m);
   return 0;
 }
 
@@ -872,7 +1015,7 @@ int64_t Engine::split_or_merge(const Command& c) {
   Market& m = markets_[c.market];
   const bool split = c.type == CMD_SPLIT;
   const uint8_t state = m.state;
-  if (!(state == PRE_OPEN || state == OPEN || state == HALTED || (!split && state == CLOSED))) {
+  if (!(holds_orders(state) || (!split && (state == CLOSED || state == EXPIRED)))) {
     return reject(c, R_MARKET_NOT_OPEN);
   }
   const int64_t pairs = c.quantity;

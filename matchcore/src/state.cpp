@@ -261,7 +261,7 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
       return fail(error, "market ids must be ascending and below max_markets");
     }
     previous = id;
-    if (state < PRE_OPEN || state > RESOLVED) return fail(error, "bad market state");
+    if (state < PRE_OPEN || state > EXPIRED) return fail(error, "bad market state");
     if (!valid_tick(tick)) return fail(error, "bad tick");
     if (lot <= 0 || min_size <= 0 || min_size > MAX_QUANTITY || min_size % lot != 0) {
       return fail(error, "bad min size or lot");
@@ -349,7 +349,9 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
     }
     const int32_t bid = m.best[BID];
     const int32_t ask = m.best[ASK];
-    if (bid >= 0 && ask >= 0 && bid >= ask) return fail(error, "crossed book");
+    if (bid >= 0 && ask >= 0 && bid >= ask && m.state != PRE_OPEN) {
+      return fail(error, "crossed book");  // only an auction's book may cross
+    }
     const uint32_t n_positions = in.get<uint32_t>();
     if (!in.ok()) return fail(error, "truncated positions");
     if (!config_.ledger && n_positions != 0) return fail(error, "positions without the ledger");
@@ -488,10 +490,11 @@ bool Engine::validate(std::string& error) const {
       }
       if (m.best[side] != best) return fail(error, where() + side_name + ": best level is wrong");
     }
-    if (m.best[BID] >= 0 && m.best[ASK] >= 0 && m.best[BID] >= m.best[ASK]) {
+    if (m.best[BID] >= 0 && m.best[ASK] >= 0 && m.best[BID] >= m.best[ASK] &&
+        m.state != PRE_OPEN) {
       return fail(error, where() + ": book is crossed");
     }
-    if ((m.state == CLOSED || m.state == PRE_OPEN) && (m.best[BID] >= 0 || m.best[ASK] >= 0)) {
+    if (!holds_orders(m.state) && (m.best[BID] >= 0 || m.best[ASK] >= 0)) {
       return fail(error, where() + ": orders rest in a market that is not trading");
     }
   }

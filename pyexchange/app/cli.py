@@ -24,6 +24,8 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
+from matchcore import MarketState
+
 from ..engine.journal import (
     CorruptJournal,
     DataDirInUse,
@@ -273,7 +275,7 @@ def _print_banner(server: ExchangeServer, show_secrets: bool) -> None:
         print(f"  metrics   http://{config.metrics_host}:{server.metrics_port}/metrics")
     specs = server.markets.specs
     if specs:
-        states = {1: "PRE_OPEN", 2: "OPEN", 3: "HALTED", 4: "CLOSED", 5: "RESOLVED"}
+        states = {int(s): s.name for s in MarketState}
         listed = ", ".join(
             f"{m} ({states.get(s.state, s.state)}, tick {s.tick / 10_000:g})"
             for m, s in sorted(specs.items())[:10]

@@ -142,7 +142,8 @@ def admin_record(request: AdminRequest) -> tuple[int, ...]:
         state = request.state  # type: ignore[union-attr]
         if state not in STATES:
             raise Invalid(
-                f"state must be PRE_OPEN, OPEN, HALTED, CLOSED or RESOLVED, not {state}",
+                "state must be PRE_OPEN, OPEN, SUSPENDED, CLOSED, RESOLVED, HALTED or EXPIRED,"
+                f" not {state}",
                 "INVALID_STATE",
             )
         market = _whole(request.market, "market", U32)  # type: ignore[union-attr]

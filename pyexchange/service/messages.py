@@ -44,8 +44,8 @@ REJECT_MESSAGES: dict[Reject, str] = {
     ),
     Reject.INVALID_TICK: "the tick must be 0.1, 0.01, 0.005, 0.0025, 0.001 or 0.0001",
     Reject.INVALID_STATE_TRANSITION: (
-        "market state change not allowed (PRE_OPEN->OPEN|CLOSED, OPEN<->HALTED, "
-        "OPEN|HALTED->CLOSED; a market resolves once)"
+        "market state change not allowed (PRE_OPEN->OPEN, OPEN|SUSPENDED|HALTED among "
+        "themselves, any of these four ->CLOSED|EXPIRED; a market resolves once)"
     ),
     Reject.MARKET_EXISTS: "the market already exists",
     Reject.ACCOUNT_EXISTS: "the account already exists",
@@ -54,6 +54,10 @@ REJECT_MESSAGES: dict[Reject, str] = {
     ),
     Reject.INVALID_OUTCOME: "the outcome must be YES, NO or HALF",
     Reject.LEDGER_DISABLED: "this exchange runs without a ledger: no cash commands",
+    Reject.NOT_IN_AUCTION: (
+        "the market is PRE_OPEN: only GTC/GTD limit orders (not post-only) rest for its "
+        "opening auction"
+    ),
 }
 
 CANCEL_MESSAGES: dict[CancelReason, str] = {

@@ -214,6 +214,11 @@ class Engine {
   /// REMOVE_BOTH; STOP_SELF_TRADE when the taker is canceled whole.
   Stop self_match_first(Market& m, const Taker& t);
   bool reaches_own(const Market& m, const Taker& t) const noexcept;
+  /// The opening auction of PRE_OPEN -> OPEN: uncrosses the book at one price per
+  /// round (docs/matchcore.md §4, The opening auction).
+  void open_auction(Market& m);
+  int32_t auction_index(const Market& m) const noexcept;
+  void auction_round(Market& m, int32_t index);
   bool fok_completes(const Market& m, const Taker& t) const noexcept;
   /// Lots a buy by cash can take at `price` with this budget and fee reserve
   /// (without the ledger, the budget alone decides); 0 stops its sweep.

@@ -53,9 +53,23 @@ enum Stp : uint8_t {
 enum OrderFlags : uint8_t { POST_ONLY = 1, MARKET_ORDER = 2, BY_CASH = 4 };
 constexpr uint8_t KNOWN_FLAGS = POST_ONLY | MARKET_ORDER | BY_CASH;
 enum MatchType : uint8_t { MATCH_NONE = 0, COMPLEMENTARY = 1, MINT = 2, MERGE = 3 };
+/// The venue's states (docs/matchcore.md §4, Markets): SUSPENDED takes cancels only
+/// (code 3, the HALTED of format 4 and before), HALTED nothing; PRE_OPEN collects
+/// orders for the opening auction; CLOSED and EXPIRED end trading.
 enum MarketState : uint8_t {
-  STATE_NONE = 0, PRE_OPEN = 1, OPEN = 2, HALTED = 3, CLOSED = 4, RESOLVED = 5
+  STATE_NONE = 0,
+  PRE_OPEN = 1,
+  OPEN = 2,
+  SUSPENDED = 3,
+  CLOSED = 4,
+  RESOLVED = 5,
+  HALTED = 6,
+  EXPIRED = 7,
 };
+/// States in which orders may rest.
+inline constexpr bool holds_orders(uint8_t state) noexcept {
+  return state == PRE_OPEN || state == OPEN || state == SUSPENDED || state == HALTED;
+}
 
 enum CommandType : uint8_t {
   CMD_NEW_ORDER = 1,
@@ -115,6 +129,7 @@ enum Reject : uint8_t {
   R_INVALID_FEE = 21,
   R_INVALID_OUTCOME = 22,
   R_LEDGER_DISABLED = 23,
+  R_NOT_IN_AUCTION = 24,  ///< IOC, FOK, market or post-only order in PRE_OPEN
 };
 
 /// FEE_PQ_CENTS is the venue's schedule (Polymarket US): the PQ base with each

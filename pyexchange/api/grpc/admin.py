@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from matchcore import MarketState
+
 from ...service import admin as sa
 from ...service.auth import ADMIN
 from ...service.errors import Invalid
@@ -21,7 +23,8 @@ from . import exchange_pb2 as pb
 from . import exchange_pb2_grpc as pb_grpc
 from .auth import GrpcAuth
 
-STATES = {pb.PRE_OPEN: 1, pb.OPEN: 2, pb.HALTED: 3, pb.CLOSED: 4, pb.RESOLVED: 5}
+STATE_NAMES = ("PRE_OPEN", "OPEN", "SUSPENDED", "CLOSED", "RESOLVED", "HALTED", "EXPIRED")
+STATES = {pb.MarketState.Value(name): int(MarketState[name]) for name in STATE_NAMES}
 OUTCOMES = {pb.YES: 1, pb.NO: 2, pb.HALF: 3}
 FEE_BASES = {pb.NOTIONAL: 0, pb.MIN: 1, pb.PQ: 2, pb.PQ_CENTS: 3}
 
@@ -44,7 +47,7 @@ def create_market_of(r: pb.CreateMarketRequest) -> sa.CreateMarket:
 
 def set_state_of(r: pb.SetMarketStateRequest) -> sa.SetMarketState:
     if r.state not in STATES:
-        raise Invalid(f"state must be PRE_OPEN, OPEN, HALTED, CLOSED or RESOLVED, not {r.state}")
+        raise Invalid(f"state must be one of {', '.join(STATE_NAMES)}, not {r.state}")
     return sa.SetMarketState(market=r.market, state=STATES[r.state])
 
 

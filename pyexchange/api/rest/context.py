@@ -25,7 +25,7 @@ class VenueContext:
     marketdata: Any  # MarketDataPublisher, or None when market data is off
     settings: Settings = field(default_factory=Settings)
     history: Any = None  # OrderHistory (pyexchange.feeds.history), None without the drop copy
-    maintenance: bool = False  # halted markets are shown SUSPENDED (maintenance.py)
+    maintenance: bool = False  # maintenance is starting or on (maintenance.py)
     # seq ranges of commands by which the exchange canceled orders (maintenance)
     unsolicited: list[list[int]] = field(default_factory=list)
 

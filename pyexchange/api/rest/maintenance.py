@@ -2,8 +2,8 @@
 
 Starting maintenance:
 
-1. every OPEN market is halted (the core's HALTED, shown as ``MARKET_STATE_SUSPENDED``
-   while maintenance lasts): no new order from any API;
+1. every OPEN market is suspended (the core's SUSPENDED, ``MARKET_STATE_SUSPENDED``):
+   no new order from any API;
 2. every REST request is answered 503 and WebSocket upgrades are refused (503);
 3. every open order is canceled (one ``CANCEL_ALL`` per account that has some); their
    CANCELED executions carry ``unsolicitedCancelReason`` EXCHANGE_OPTION and the text
@@ -11,7 +11,7 @@ Starting maintenance:
    "service restart") once those frames are sent. (Which cancels were the exchange's is
    kept in memory: after a restart they show as plain CANCELED.)
 
-Ending it: connections are accepted again first, then the markets halted in step 1
+Ending it: connections are accepted again first, then the markets suspended in step 1
 go from SUSPENDED to OPEN, with empty books (book frames show the state change).
 
 ``POST /admin/v1/maintenance`` with ``{"maintenance": true}`` or ``false`` switches it,
@@ -82,7 +82,7 @@ class Maintenance:
     async def start(self) -> dict[str, Any]:
         if self.app.maintenance or self.ctx.maintenance:
             return self.status()
-        self.ctx.maintenance = True  # halted markets show as SUSPENDED from here on
+        self.ctx.maintenance = True
         gateway = self.ctx.gateway
         opened = sorted(m for m, s in gateway.markets.specs.items() if s.state == MarketState.OPEN)
         rows = []
@@ -90,7 +90,7 @@ class Maintenance:
             row = np.zeros(1, dtype=COMMAND_DTYPE)
             row["type"] = CommandType.SET_MARKET_STATE
             row["market"] = market
-            row["arg"] = MarketState.HALTED
+            row["arg"] = MarketState.SUSPENDED
             rows.append(row)
         accounts = self._accounts_with_orders()
         for account in accounts:
@@ -113,7 +113,7 @@ class Maintenance:
                     await self.ctx.history.caught_up(window[1])
         self.halted = opened
         self.app.maintenance = True
-        await self._books_show(opened, MarketState.HALTED)
+        await self._books_show(opened, MarketState.SUSPENDED)
         self.websockets.markets.resend_all()  # SUSPENDED on the book frames, then closed
         await self.websockets.close_all(1012)
         log.warning(

@@ -488,7 +488,7 @@ def book_payload(
         "marketSlug": slug,
         "bids": [_level(p, q, decimals) for p, q, _ in bids],
         "offers": [_level(p, q, decimals) for p, q, _ in asks],
-        "state": venue.book_state(view.state, ctx.maintenance),
+        "state": venue.book_state(view.state),
         "stats": stats,
         "transactTime": wire.timestamp(last.last_ns) if last is not None else None,
     }
@@ -529,7 +529,7 @@ def bbo_payload(
         "bidShares": two_significant(sum(q for q, _ in view.bids.values())),
         "askShares": two_significant(sum(q for q, _ in view.asks.values())),
         "sharesTraded": wire.exact(stats.shares, QTY) if stats else "",
-        "state": venue.book_state(view.state, ctx.maintenance),
+        "state": venue.book_state(view.state),
     }
     if interest is not None:
         out["openInterest"] = wire.exact(interest, CASH) if stats else ""

@@ -18,9 +18,11 @@ Today's core, as the venue sees it:
   half to even to the cent, a taker order's fills capped at the rounding of their
   summed exact fee (docs/matchcore.md §8); the core's ``PQ`` base is the same
   formula rounded to the micro-dollar;
-- states: the venue's SUSPENDED (cancels only) is the core's HALTED, shown as
-  SUSPENDED while the exchange is in maintenance (the core lets cancels through
-  in every state); PREOPEN accepts no orders yet (no auction: issue 10);
+- states: the core has the venue's (docs/matchcore.md §4, Markets): PREOPEN
+  collects limit orders (IOC, FOK, market and post-only ones are refused:
+  "cannot be placed in PRE_OPEN") and opens with the opening auction, SUSPENDED
+  takes cancels only, HALTED nothing, CLOSED and EXPIRED end trading (the
+  resting orders canceled, expired); a resolved market shows as EXPIRED;
 - self-match: every order is sent with the core's ``CANCEL_NEWEST``, the
   venue's FIX default ("cancel newest") and what its retail docs describe (a
   self-crossing order is refused whole, before any fill): an order whose limit
@@ -112,23 +114,25 @@ MANUAL_ORDER_INDICATORS = (
 _BOOK_STATES: dict[int, str] = {
     MarketState.PRE_OPEN: "MARKET_STATE_PREOPEN",
     MarketState.OPEN: "MARKET_STATE_OPEN",
+    MarketState.SUSPENDED: "MARKET_STATE_SUSPENDED",
     MarketState.HALTED: "MARKET_STATE_HALTED",
     MarketState.CLOSED: "MARKET_STATE_CLOSED",
+    MarketState.EXPIRED: "MARKET_STATE_EXPIRED",
     MarketState.RESOLVED: "MARKET_STATE_EXPIRED",  # settled: its orders are gone
 }
-_STATUSES: dict[int, str] = {
+_STATUSES: dict[int, str] = {  # spec §5.3: the catalogue's normalized status
     MarketState.PRE_OPEN: "MARKET_STATUS_UNSPECIFIED",
     MarketState.OPEN: "MARKET_STATUS_OPEN",
+    MarketState.SUSPENDED: "MARKET_STATUS_HALTED",
     MarketState.HALTED: "MARKET_STATUS_HALTED",
     MarketState.CLOSED: "MARKET_STATUS_CLOSED",
+    MarketState.EXPIRED: "MARKET_STATUS_RESOLVING",
     MarketState.RESOLVED: "MARKET_STATUS_RESOLVED",
 }
 
 
-def book_state(state: int, maintenance: bool = False) -> str:
+def book_state(state: int) -> str:
     """``MARKET_STATE_*`` of the book and its WebSocket frames."""
-    if maintenance and state == MarketState.HALTED:
-        return "MARKET_STATE_SUSPENDED"
     return _BOOK_STATES.get(state, "MARKET_STATE_CLOSED")
 
 
@@ -142,7 +146,7 @@ def is_active(state: int) -> bool:
 
 
 def is_closed(state: int) -> bool:
-    return state in (MarketState.CLOSED, MarketState.RESOLVED)
+    return state in (MarketState.CLOSED, MarketState.EXPIRED, MarketState.RESOLVED)
 
 
 # ------------------------------------------------------------ prices
@@ -195,6 +199,10 @@ _REJECTS: dict[int, tuple[str, str]] = {
         "Order may participate but not initiate in the market",
     ),
     Reject.MARKET_NOT_OPEN: ("ORD_REJECT_REASON_EXCHANGE_CLOSED", "Book is not open"),
+    Reject.NOT_IN_AUCTION: (
+        "ORD_REJECT_REASON_EXCHANGE_CLOSED",
+        "Order with these attributes cannot be placed in PRE_OPEN",
+    ),
     Reject.UNKNOWN_MARKET: ("ORD_REJECT_REASON_UNKNOWN_MARKET", "Instrument Unavailable"),
     Reject.INVALID_ORDER: ("ORD_REJECT_REASON_INCORRECT_ORDER_TYPE", "Incorrect order type"),
     Reject.INVALID_EXPIRY: ("ORD_REJECT_REASON_EXCHANGE_OPTION", "Invalid good till time"),
