@@ -216,6 +216,47 @@ def test_market_seq_counts_every_update_of_the_market() -> None:
     asyncio.run(main())
 
 
+def test_a_watcher_is_told_what_a_subscriber_of_everything_sees_change() -> None:
+    """``watch``: after each batch, the markets whose levels, state or BBO changed (book)
+    and whose state or BBO changed (top): what the updates of a subscriber of every market
+    say, trade prints aside; after a reload every market."""
+    shape = StreamShape()
+    stream = random_stream(5, 2_000, shape)
+    rng = random.Random(5)
+
+    async def main() -> None:
+        engine = new_engine(shape)
+        pub = MarketDataPublisher()
+        pub.attach(asyncio.get_running_loop(), engine)
+        pub.drain()
+        told: list[tuple[set[int], set[int]]] = []
+        pub.watch(lambda book, top: told.append((set(book), set(top))))
+        everything = pub.subscribe()
+        gen = pub.stream(everything)
+        while everything.queue:
+            await anext(gen)
+        for batch in batches(stream, rng):
+            pub.on_events(batch, engine.process(batch))
+            pub.drain()
+            book: set[int] = set()
+            top: set[int] = set()
+            while everything.queue:
+                kind = to_proto(msg := await anext(gen)).WhichOneof("update")
+                if kind != "trade":
+                    book.add(msg.market)
+                if kind not in ("trade", "level"):
+                    top.add(msg.market)
+            if book:
+                assert told.pop() == (book, top)
+            assert not told
+        pub.unwatch(told.append)  # not one of them: nothing happens
+        pub.load(engine)
+        pub.drain()
+        assert told == [(set(pub.markets), set(pub.markets))]
+
+    asyncio.run(main())
+
+
 def test_slow_subscriber_is_conflated_then_catches_up_exactly() -> None:
     shape = StreamShape()
     stream = random_stream(3, 4_000, shape)

@@ -437,3 +437,62 @@ def test_the_verified_signature_memo_changes_no_answer() -> None:
         )
     finally:
         auth.VERIFIED_KEPT = kept
+
+
+def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:
+    """Each response's head and body go out in one send (uvicorn writes them apart), with a
+    content-length (not chunked); a HEAD's head still goes out; ``Expect: 100-continue`` is
+    answered before the body; keep-alive goes on."""
+    import socket
+
+    from pyexchange.api.rest.http import _OneWrite
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+    sent = Transport()
+    writer = _OneWrite(sent)  # type: ignore[arg-type]
+    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert sent.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    writer.write(b"{}")
+    assert sent.writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    alone = Transport()
+    head_only = _OneWrite(alone)  # type: ignore[arg-type]
+    head_only.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    head_only.close()
+    assert alone.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"] and alone.closed
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+
+        def answer(request: bytes) -> bytes:
+            s.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            lengths = [
+                int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]  # fmt: skip
+            length = lengths[0] if lengths else 0
+            while len(body) < length and not request.startswith(b"HEAD"):
+                body += s.recv(65536)
+            assert b"transfer-encoding" not in head.lower()
+            return head + b"\r\n\r\n" + body
+
+        got = answer(b"GET /v1/market/slug/" + SLUG.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200 ") and SLUG.encode() in got
+        assert answer(b"HEAD /v1/markets HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405")
+        s.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n")
+        assert answer(b"Content-Length: 2\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert answer(b"{}").startswith(b"HTTP/1.1 401 ")

@@ -50,14 +50,15 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import logging
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from matchcore import Engine, EventType, MatchType, Side
+from matchcore import EVENT_DTYPE, Engine, EventType, MatchType, Side
 
 from .updates import (
     CONFLATED,
@@ -70,14 +71,24 @@ from .updates import (
     TradePrint,
 )
 
+log = logging.getLogger(__name__)
+
 LEVEL = int(EventType.LEVEL)
 TRADE = int(EventType.TRADE)
 MARKET = int(EventType.MARKET)
 BID = int(Side.BID)
 
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
+_F = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}  # positions in a row tuple
+_TYPE, _MARKET, _SIDE, _PRICE, _QUANTITY, _COUNT, _SEQ, _STATE, _REASON, _MATCH = (
+    _F[n]
+    for n in ("type", "market", "side", "price", "quantity", "count", "seq", "state", "reason",
+              "match_type")
+)  # fmt: skip
 _MARKET_DATA = np.zeros(256, dtype=bool)  # event types market data reads
 _MARKET_DATA[[LEVEL, TRADE, MARKET]] = True
+_KINDS = frozenset((LEVEL, TRADE, MARKET))
+_SMALL_BATCH = 64
 
 
 @dataclass
@@ -216,6 +227,7 @@ class MarketDataPublisher:
         self._closed = False
         self._relay: threading.Thread | None = None
         self._everything: list[_Subscriber] = []  # subscribers of every market
+        self._watchers: list[Callable[[set[int], set[int]], None]] = []
         self.batches = 0  # batches applied (loop)
         self.updates = 0  # updates produced (loop)
 
@@ -319,29 +331,28 @@ class MarketDataPublisher:
         self.loaded = True
         if self._ready is not None:
             self._ready.set()
+        if self._watchers:
+            every = set(load.markets)
+            self._tell(every, every)
 
     def _apply(self, events: np.ndarray) -> None:
-        types = events["type"]
-        rows = np.flatnonzero(_MARKET_DATA[types])
-        if not len(rows):
+        # the rows as tuples (EVENT_DTYPE order) in one tolist: a small batch is filtered in
+        # Python (numpy's fancy indexing of a record array costs more than its tolist)
+        if len(events) <= _SMALL_BATCH:
+            picked = [e for e in events.tolist() if e[_TYPE] in _KINDS]
+        else:
+            picked = events[np.flatnonzero(_MARKET_DATA[events["type"]])].tolist()
+        if not picked:
             return
         self.batches += 1
-        picked = events[rows]
-        kinds = picked["type"].tolist()
-        markets = picked["market"].tolist()
-        sides = picked["side"].tolist()
-        prices = picked["price"].tolist()
-        quantities = picked["quantity"].tolist()
-        counts = picked["count"].tolist()
-        seqs = picked["seq"].tolist()
-        states = picked["state"].tolist()
-        reasons = picked["reason"].tolist()
-        match_types = picked["match_type"].tolist()
         out: dict[int, list[MarketDataMessage]] = {}
         touched: dict[int, MarketView] = {}
         views = self.markets
-        for i, kind in enumerate(kinds):
-            market = markets[i]
+        watched = bool(self._watchers)
+        book: set[int] = set()  # markets whose levels or state changed (for the watchers)
+        top: set[int] = set()  # whose state or best bid and offer changed
+        for e in picked:
+            kind, market, side, price = e[_TYPE], e[_MARKET], e[_SIDE], e[_PRICE]
             view = views.get(market)
             if view is None:  # only a MARKET event (a new market) can bring one
                 view = views[market] = MarketView(market)
@@ -349,43 +360,50 @@ class MarketDataPublisher:
             view.seq += 1
             listening = view.subscribers or self._everything
             msg: MarketDataMessage
+            if watched and kind != TRADE:
+                book.add(market)
+                if kind != LEVEL:
+                    top.add(market)
             if kind == LEVEL:
-                bid = sides[i] == BID
-                view.set_level(bid, prices[i], quantities[i], counts[i])
+                bid = side == BID
+                view.set_level(bid, price, e[_QUANTITY], e[_COUNT])
                 if not listening:
                     continue
-                msg = LevelChange(
-                    market, view.seq, seqs[i], bid, prices[i], quantities[i], counts[i]
-                )
+                msg = LevelChange(market, view.seq, e[_SEQ], bid, price, e[_QUANTITY], e[_COUNT])
             elif kind == TRADE:
                 if not listening:
                     continue
                 msg = TradePrint(
                     market,
                     view.seq,
-                    seqs[i],
-                    prices[i],
-                    quantities[i],
-                    _MATCH_NAMES[match_types[i]],
-                    sides[i] == BID,
+                    e[_SEQ],
+                    price,
+                    e[_QUANTITY],
+                    _MATCH_NAMES[e[_MATCH]],
+                    side == BID,
                 )
             else:  # MARKET: state, tick (price) and outcome (reason) after the command
-                view.state, view.tick, view.outcome = states[i], prices[i], reasons[i]
+                view.state, view.tick, view.outcome = e[_STATE], price, e[_REASON]
                 if not listening:
                     continue
-                msg = MarketStatus(market, view.seq, seqs[i], view.state, view.tick, view.outcome)
+                msg = MarketStatus(market, view.seq, e[_SEQ], view.state, view.tick, view.outcome)
             out.setdefault(market, []).append(msg)
-        last_seq = seqs[-1]
+        last_seq = picked[-1][_SEQ]
         for market, view in touched.items():
             bbo = view.best()
             if bbo != view.bbo:
                 view.bbo = bbo
                 view.seq += 1
+                if watched:
+                    book.add(market)
+                    top.add(market)
                 if view.subscribers or self._everything:
                     out.setdefault(market, []).append(
                         BestBidOffer(view.market, view.seq, last_seq, *bbo)
                     )
-        self.updates += len(kinds)
+        self.updates += len(picked)
+        if book:
+            self._tell(book, top)
         for market, updates in out.items():
             view = views[market]
             for sub in view.subscribers:
@@ -397,7 +415,26 @@ class MarketDataPublisher:
                     sub.known.add(market)
                     sub.offer([view.snapshot()])
 
+    def _tell(self, book: set[int], top: set[int]) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(book, top)
+            except Exception:
+                log.exception("market data watcher failed")
+
     # ------------------------------------------------------- subscriptions
+
+    def watch(self, watcher: Callable[[set[int], set[int]], None]) -> None:
+        """``watcher(book, top)`` on the loop after each batch that changed markets: those
+        whose levels or state changed and those whose state or best bid and offer did (every
+        market after a reload). For one that only wants to know what changed: no update
+        objects are built for it and it is never conflated, as a subscriber of every
+        market would be (loop thread)."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: Callable[[set[int], set[int]], None]) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
 
     def book(self, market: int, depth: int = 0) -> BookSnapshot:
         """The current snapshot of ``market`` (loop thread); KeyError if unknown."""

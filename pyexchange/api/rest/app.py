@@ -172,9 +172,10 @@ class VenueApp:
         self, send: Any, response: Response, headers: dict[str, str], label: str, started: float
     ) -> None:
         correlation = headers.get(CORRELATION)
-        out = response.headers or [JSON]
+        # a content-length, so that uvicorn sends the body as it is, not in chunks
+        out = [*(response.headers or (JSON,)), (b"content-length", b"%d" % len(response.body))]
         if correlation and len(correlation) <= 64:
-            out = [*out, (CORRELATION.encode(), correlation.encode("latin-1"))]
+            out.append((CORRELATION.encode(), correlation.encode("latin-1")))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": response.body})
         seconds = time.perf_counter() - started

@@ -132,6 +132,46 @@ class Router(Generic[T]):
 
 # ------------------------------------------------------ the guarded protocol
 
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _OneWrite:
+    """The transport as one response sees it: the status line and headers are held until
+    the body is written, and both go out in one send (uvicorn writes them apart; each send
+    on a socket is a system call, which on loopback also runs the receiver's side)."""
+
+    __slots__ = ("head", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.head: bytes | None = None  # None: nothing written yet; b"": sent
+
+    def write(self, data: bytes) -> None:
+        head = self.head
+        if head is None:
+            if data != _CONTINUE:  # (a "100 Continue" is no response: the client waits for it)
+                self.head = data  # the response's first write: its head
+                return
+        elif head:
+            data = head + data
+            self.head = b""
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.head:
+            self.transport.write(self.head)
+            self.head = b""
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
 
 def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a bounded request head and head/body deadlines."""
@@ -193,7 +233,16 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             if self.transport.is_closing():
                 return
             self._arm(limits.body_timeout_s)
+            previous = self.cycle
             super().on_headers_complete()
+            if self.cycle is not previous:  # a request (not an upgrade): its own writer
+                self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
+
+        def on_response_complete(self) -> None:
+            writer = self.cycle.transport if self.cycle is not None else None
+            if isinstance(writer, _OneWrite):
+                writer.flush()  # a head without a body (HEAD, 204) goes out now
+            super().on_response_complete()
 
         def on_message_complete(self) -> None:
             self._disarm()

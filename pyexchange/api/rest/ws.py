@@ -56,7 +56,6 @@ from ...feeds.history import (
     Resolution,
     Trade,
 )
-from ...feeds.updates import BestBidOffer, BookSnapshot, LevelChange, MarketStatus
 from . import objects, venue, wire
 from .account import balance_object
 from .app import deny
@@ -220,9 +219,6 @@ class Session:
             self.closed = True
 
 
-_BOOK_CHANGES = (BookSnapshot, LevelChange, BestBidOffer, MarketStatus)
-
-
 class MarketsHub:
     """Book, lite and trade frames of every market to the sessions that want them."""
 
@@ -234,36 +230,25 @@ class MarketsHub:
         self._wanted: dict[int, dict[str, dict[Session, set[str]]]] = {}
         self._dirty_book: set[int] = set()
         self._dirty_lite: set[int] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._flush_pending = False
 
     def start(self) -> None:
         if self.ctx.marketdata is not None:
-            self._task = asyncio.get_running_loop().create_task(self._follow(), name="ws-md")
+            self.ctx.marketdata.watch(self._changed)
         if self.ctx.history is not None:
             self.ctx.history.listen_trades(self._trades)
 
     async def stop(self) -> None:
         if self.ctx.history is not None:
             self.ctx.history.unlisten_trades(self._trades)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self.ctx.marketdata is not None:
+            self.ctx.marketdata.unwatch(self._changed)
 
-    async def _follow(self) -> None:
-        """One subscription to every market's updates: mark what changed, flush when idle."""
-        marketdata = self.ctx.marketdata
-        await marketdata.ready(None)
-        while True:
-            sub = marketdata.subscribe(())
-            async for update in marketdata.stream(sub):
-                if isinstance(update, _BOOK_CHANGES):  # a trade print is seen in _trades
-                    self._dirty_book.add(update.market)
-                    if not isinstance(update, LevelChange):
-                        self._dirty_lite.add(update.market)
-                if not sub.queue:  # caught up with the feed: send what changed
-                    self._flush()
-            # dropped (this loop did not keep up): subscribe again, every book resent
+    def _changed(self, book: set[int], top: set[int]) -> None:
+        """Market data applied a batch (a trade print is seen in _trades): what changed is
+        known without update objects, so a loop with no subscriber pays nearly nothing."""
+        self._dirty_book |= book
+        self._dirty_lite |= top
+        self._flush()
 
     def _trades(self, trades: list[Trade]) -> None:
         for trade in trades:
