@@ -72,6 +72,7 @@ class OrderFlags(IntFlag):
     POST_ONLY = 1
     MARKET = 2
     BY_CASH = 4
+    SLIPPAGE = 8  # MARKET with a derived limit: aux = ticks | bps << 32 | current << 48
 
 
 class MatchType(IntEnum):
@@ -151,6 +152,7 @@ class Reject(IntEnum):
     INVALID_OUTCOME = 22
     LEDGER_DISABLED = 23
     NOT_IN_AUCTION = 24  # IOC, FOK, market or post-only order in PRE_OPEN
+    NO_LIQUIDITY = 25  # a SLIPPAGE market order that would fill nothing
 
 
 class FeeBase(IntEnum):

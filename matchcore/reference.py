@@ -113,7 +113,8 @@ _LAST_STP = int(max(Stp))
 _POST_ONLY = int(OrderFlags.POST_ONLY)
 _MARKET_FLAG = int(OrderFlags.MARKET)
 _BY_CASH = int(OrderFlags.BY_CASH)
-_ALL_FLAGS = _POST_ONLY | _MARKET_FLAG | _BY_CASH
+_SLIPPAGE = int(OrderFlags.SLIPPAGE)
+_ALL_FLAGS = _POST_ONLY | _MARKET_FLAG | _BY_CASH | _SLIPPAGE
 
 _PRE_OPEN, _OPEN = int(MarketState.PRE_OPEN), int(MarketState.OPEN)
 _SUSPENDED, _HALTED = int(MarketState.SUSPENDED), int(MarketState.HALTED)
@@ -1326,7 +1327,18 @@ class Engine:
                 return self._reject(cmd, Reject.MARKET_NOT_OPEN)
             if tif in (_IOC, _FOK) or flags & (_MARKET_FLAG | _POST_ONLY):
                 return self._reject(cmd, Reject.NOT_IN_AUCTION)
-        if not market.price_ok(cmd.price):
+        limit = cmd.price
+        if flags & _SLIPPAGE:  # price 0: none; aux: ticks, bps <= 10_000, a current price
+            current, bps = cmd.aux >> 48, (cmd.aux >> 32) & 0xFFFF
+            if (
+                (cmd.price and not market.price_ok(cmd.price))
+                or cmd.aux < 0
+                or bps > PRICE_SCALE
+                or (current and not market.price_ok(current))
+            ):
+                return self._reject(cmd, Reject.INVALID_PRICE)
+            limit = self._slippage_limit(market, _SIDE_OF_INTENT[intent], cmd.price, cmd.aux)
+        elif not market.price_ok(cmd.price):
             return self._reject(cmd, Reject.INVALID_PRICE)
         if flags & _BY_CASH:
             if not 0 < cmd.quantity <= MAX_CASH:
@@ -1344,7 +1356,7 @@ class Engine:
         if self._ledger and self._position_table_full(market, cmd.account):
             return self._reject(cmd, Reject.CAPACITY)
         order = _Order(
-            0, cmd.account, cmd.market, intent, cmd.price, cmd.quantity, tif,
+            0, cmd.account, cmd.market, intent, limit, cmd.quantity, tif,
             cmd.expiry, cmd.client_order_id, cmd.stp, flags,
         )  # fmt: skip
         if self._ledger:
@@ -1353,6 +1365,8 @@ class Engine:
                 return self._reject(cmd, Reject.INSUFFICIENT_BALANCE)
         if flags & _POST_ONLY and self._would_cross(market, order.side, cmd.price):
             return self._reject(cmd, Reject.POST_ONLY_WOULD_CROSS)
+        if flags & _SLIPPAGE and not self._fills_any(market, order):
+            return self._reject(cmd, Reject.NO_LIQUIDITY)
         if tif == _FOK and not self._fok_fills(market, order):
             return self._reject(cmd, Reject.FOK_NOT_FILLED)
 
@@ -1363,6 +1377,50 @@ class Engine:
         stopped_on_stp = market.state == _OPEN and self._sweep(market, order)
         self._finish_taker(market, order, stopped_on_stp)
         return order.order_id
+
+    @staticmethod
+    def _slippage_limit(market: _Market, side: int, price: int, aux: int) -> int:
+        """The limit of a SLIPPAGE market order (§4, NEW_ORDER): ``ticks`` (they win) or
+        ``bps`` off the current price (given, else the best opposite one, else the bound),
+        on the grid within the tolerance; without either the order's price, else the
+        bound; never beyond the bound, the market's last price on the grid that way."""
+        ticks, bps, current = aux & 0xFFFF_FFFF, (aux >> 32) & 0xFFFF, aux >> 48
+        tick = market.tick
+        highest = PRICE_SCALE - tick
+        if market.max_price:
+            highest = min(highest, market.max_price)
+        lowest = max(tick, market.min_price)
+        bound = highest // tick * tick if side == _BID else -(-lowest // tick) * tick
+        best = market.sides[1 - side].best_price()
+        if not current:
+            current = best if best is not None else bound
+        if ticks:
+            limit = current + ticks * tick if side == _BID else current - ticks * tick
+        elif bps:
+            if side == _BID:
+                limit = current * (PRICE_SCALE + bps) // (PRICE_SCALE * tick) * tick
+            else:
+                limit = -(-current * (PRICE_SCALE - bps) // (PRICE_SCALE * tick)) * tick
+        else:
+            limit = price or bound
+        return min(limit, bound) if side == _BID else max(limit, bound)
+
+    def _fills_any(self, market: _Market, taker: _Order) -> bool:
+        """Would the sweep fill anything? (A SLIPPAGE order's NO_LIQUIDITY check: it stops
+        where the sweep would, on a budget that buys no lot or an own order in the way.)"""
+        if taker.stp in (_CANCEL_NEWEST, _REMOVE_BOTH) and self._own_in_reach(market, taker):
+            return False
+        for level in market.sides[1 - taker.side].levels_best_first():
+            if not self._crosses(taker, level.price):
+                return False
+            for maker in level.orders:
+                if not self._can_buy_at(market, taker, level.price):
+                    return False
+                if maker.account != taker.account:
+                    return True
+                if taker.stp not in (_CANCEL_RESTING, _CANCEL_OLDEST):
+                    return False
+        return False
 
     def _assign_order_id(self, can_rest: bool) -> int:
         """§1: the next id, or for an order that can rest the next whose slot is free."""
@@ -1391,6 +1449,8 @@ class Engine:
         if flags & _POST_ONLY and (tif in (_IOC, _FOK) or flags & _MARKET_FLAG):
             return False
         if flags & _MARKET_FLAG and tif in (_GTC, _GTD):
+            return False
+        if flags & _SLIPPAGE and not flags & _MARKET_FLAG:
             return False
         if flags & _BY_CASH:
             if not flags & _MARKET_FLAG:

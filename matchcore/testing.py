@@ -232,6 +232,14 @@ def _new_order(s: _StreamState) -> dict[str, Any]:
         if intent in (Intent.BUY_YES, Intent.BUY_NO) and rng.random() < 0.5:
             row["flags"] |= OrderFlags.BY_CASH
             row["quantity"] = rng.randrange(1, 60_000) * s.lot[market]
+        if rng.random() < 0.5:  # the venue's: a limit from slippage off a current price
+            row["flags"] |= OrderFlags.SLIPPAGE
+            ticks = rng.choice([0, 0, 1, 3, 10])
+            bps = rng.choice([0, 0, 25, 300, 10_000])
+            current = min(max(rng.choice([0, 0, s.price(market)]), 0), 2**15 - 1)
+            row["aux"] = ticks | bps << 32 | current << 48
+            if rng.random() < 0.5:
+                row["price"] = 0
     if rng.random() < 0.3:
         row["client_order_id"] = rng.randrange(1, 12)
     return row
@@ -288,7 +296,7 @@ def _admin(s: _StreamState) -> dict[str, Any]:
 def _invalid(s: _StreamState) -> dict[str, Any]:
     rng = s.rng
     row = _new_order(s)
-    what = rng.randrange(7)
+    what = rng.randrange(8)
     if what == 0:
         row["price"] = s.bad_price(row["market"])
     elif what == 1:
@@ -301,6 +309,10 @@ def _invalid(s: _StreamState) -> dict[str, Any]:
         row["market"] = rng.choice([s.shape.markets + 7, ALL_MARKETS])
     elif what == 5:
         row["account"] = rng.choice([s.shape.accounts + 5, 2**32 - 1])
+    elif what == 7:  # a SLIPPAGE market order with a bad aux
+        row["flags"], row["tif"], row["expiry"] = OrderFlags.MARKET | OrderFlags.SLIPPAGE, 2, 0
+        off_grid = min(max(s.price(row["market"]), 0) + 1, 2**15 - 1)
+        row["aux"] = rng.choice([-1, 10_001 << 32, off_grid << 48])
     else:
         row = {"type": rng.choice([0, 16, 99, 255]), "market": row["market"]}
     return row

@@ -196,9 +196,11 @@ int64_t Engine::new_order(const Command& c) {
   const bool post_only = c.flags & POST_ONLY;
   const bool market_order = c.flags & MARKET_ORDER;
   const bool by_cash = c.flags & BY_CASH;
+  const bool slippage = c.flags & SLIPPAGE;
   const bool immediate = c.tif == IOC || c.tif == FOK;
   if (c.intent > SELL_NO || c.tif > FOK || c.stp > REMOVE_BOTH || (c.flags & ~KNOWN_FLAGS) ||
       (post_only && (immediate || market_order)) || (market_order && !immediate) ||
+      (slippage && !market_order) ||
       (by_cash && (!market_order || c.intent == SELL_YES || c.intent == SELL_NO))) {
     return reject(c, R_INVALID_ORDER);
   }
@@ -206,7 +208,18 @@ int64_t Engine::new_order(const Command& c) {
     if (m.state != PRE_OPEN) return reject(c, R_MARKET_NOT_OPEN);
     if (immediate || market_order || post_only) return reject(c, R_NOT_IN_AUCTION);
   }
-  if (!price_ok(m, c.price)) return reject(c, R_INVALID_PRICE);
+  int32_t limit = c.price;
+  if (slippage) {  // price 0: none; aux: ticks, bps <= 10_000, a current price (0: none)
+    const int64_t current = c.aux >> 48;
+    if ((c.price != 0 && !price_ok(m, c.price)) || c.aux < 0 ||
+        ((c.aux >> 32) & 0xFFFF) > PRICE_SCALE ||
+        (current != 0 && !price_ok(m, static_cast<int32_t>(current)))) {
+      return reject(c, R_INVALID_PRICE);
+    }
+    limit = slippage_limit(m, side_of(c.intent), c.price, c.aux);
+  } else if (!price_ok(m, c.price)) {
+    return reject(c, R_INVALID_PRICE);
+  }
   if (by_cash) {
     if (c.quantity <= 0 || c.quantity > MAX_CASH) return reject(c, R_INVALID_QUANTITY);
   } else if (Reject r = quantity_check(m, c.quantity); r != R_NONE) {
@@ -233,7 +246,7 @@ int64_t Engine::new_order(const Command& c) {
   t.account = c.account;
   t.slot = NIL;
   t.position = position;
-  t.limit = c.price;
+  t.limit = limit;
   t.intent = c.intent;
   t.side = static_cast<uint8_t>(side);
   t.tif = c.tif;
@@ -241,11 +254,12 @@ int64_t Engine::new_order(const Command& c) {
   t.flags = c.flags;
   if (ledger) {
     const bool buy = c.intent == BUY_YES || c.intent == BUY_NO;
-    if (buy && !by_cash) t.lot_reserve = m.fees.lot_reserve(c.intent, c.price, m.lot);
+    if (buy && !by_cash) t.lot_reserve = m.fees.lot_reserve(c.intent, limit, m.lot);
     if (by_cash) t.fee_reserve = m.fees.budget_fee_reserve(c.quantity);
     if (!affordable(m, t)) return reject(c, R_INSUFFICIENT_BALANCE);
   }
   if (post_only && crosses_book(m, side, c.price)) return reject(c, R_POST_ONLY_WOULD_CROSS);
+  if (slippage && !fills_any(m, t)) return reject(c, R_NO_LIQUIDITY);
   if (c.tif == FOK && !fok_completes(m, t)) return reject(c, R_FOK_NOT_FILLED);
 
   if (ledger) {
@@ -263,7 +277,7 @@ int64_t Engine::new_order(const Command& c) {
   e.order_id = t.order_id;
   e.account = c.account;
   e.market = c.market;
-  e.price = c.price;
+  e.price = limit;
   e.quantity = e.leaves_qty = c.quantity;
   e.intent = c.intent;
   e.side = static_cast<uint8_t>(side);
@@ -435,6 +449,46 @@ bool Engine::fok_completes(const Market& m, const Taker& t) const noexcept {
 done:
   // Complete: nothing left to buy at the limit price itself.
   return by_cash ? cash_lots(m, t, remaining, fee_reserve, t.limit) == 0 : remaining == 0;
+}
+
+int32_t Engine::slippage_limit(const Market& m, int side, int32_t price,
+                               int64_t aux) const noexcept {
+  const int64_t ticks = aux & 0xFFFF'FFFF;
+  const int64_t bps = (aux >> 32) & 0xFFFF;
+  const int32_t best = m.best[side ^ 1];
+  const int64_t tick = m.tick;  // the bound: the market's last price on the grid
+  const int64_t bound = side == BID ? m.highest / tick * tick : (m.lowest + tick - 1) / tick * tick;
+  int64_t current = aux >> 48;  // none given: the best opposite price (none: the bound)
+  if (current == 0) current = best >= 0 ? level_price(m, best) : bound;
+  int64_t limit;
+  if (ticks != 0) {  // ticks win over bps (spec §3.2)
+    limit = side == BID ? current + ticks * m.tick : current - ticks * m.tick;
+  } else if (bps != 0) {  // on the grid, within the tolerance
+    limit = side == BID ? current * (PRICE_SCALE + bps) / PRICE_SCALE / tick * tick
+                        : (current * (PRICE_SCALE - bps) + PRICE_SCALE * tick - 1) /
+                              (PRICE_SCALE * tick) * tick;
+  } else {
+    limit = price != 0 ? price : bound;  // then the order's price, then the bound
+  }
+  limit = side == BID ? std::min(limit, bound) : std::max(limit, bound);
+  return static_cast<int32_t>(limit);
+}
+
+bool Engine::fills_any(const Market& m, const Taker& t) const noexcept {
+  if ((t.stp == CANCEL_NEWEST || t.stp == REMOVE_BOTH) && reaches_own(m, t)) return false;
+  const int opposite = t.side ^ 1;
+  for (int32_t index = m.best[opposite]; index >= 0; index = next_level(m, opposite, index)) {
+    const int32_t price = level_price(m, index);
+    if (!takes_level(t.side, price, t.limit)) return false;
+    for (uint32_t slot = level(m, opposite, index).head; slot != NIL; slot = pool_[slot].next) {
+      if ((t.flags & BY_CASH) && cash_lots(m, t, t.remaining, t.fee_reserve, price) == 0) {
+        return false;
+      }
+      if (pool_[slot].account != t.account) return true;
+      if (t.stp != CANCEL_RESTING && t.stp != CANCEL_OLDEST) return false;  // stops here
+    }
+  }
+  return false;
 }
 
 void Engine::finish_taker(Market& m, Taker& t, Stop stop) {

@@ -220,6 +220,10 @@ class Engine {
   int32_t auction_index(const Market& m) const noexcept;
   void auction_round(Market& m, int32_t index);
   bool fok_completes(const Market& m, const Taker& t) const noexcept;
+  /// Whether the sweep would fill anything (a SLIPPAGE order's NO_LIQUIDITY check).
+  bool fills_any(const Market& m, const Taker& t) const noexcept;
+  /// The limit of a SLIPPAGE market order (aux as in types.hpp; valid, checked).
+  int32_t slippage_limit(const Market& m, int side, int32_t price, int64_t aux) const noexcept;
   /// Lots a buy by cash can take at `price` with this budget and fee reserve
   /// (without the ledger, the budget alone decides); 0 stops its sweep.
   int64_t cash_lots(const Market& m, const Taker& t, int64_t budget, int64_t fee_reserve,

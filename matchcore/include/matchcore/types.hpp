@@ -50,8 +50,10 @@ enum Stp : uint8_t {
   CANCEL_OLDEST = 4,
   REMOVE_BOTH = 5,
 };
-enum OrderFlags : uint8_t { POST_ONLY = 1, MARKET_ORDER = 2, BY_CASH = 4 };
-constexpr uint8_t KNOWN_FLAGS = POST_ONLY | MARKET_ORDER | BY_CASH;
+/// SLIPPAGE: a market order whose limit the engine derives (the venue's slippage
+/// tolerance, docs/matchcore.md §4): aux = ticks | bps << 32 | current price << 48.
+enum OrderFlags : uint8_t { POST_ONLY = 1, MARKET_ORDER = 2, BY_CASH = 4, SLIPPAGE = 8 };
+constexpr uint8_t KNOWN_FLAGS = POST_ONLY | MARKET_ORDER | BY_CASH | SLIPPAGE;
 enum MatchType : uint8_t { MATCH_NONE = 0, COMPLEMENTARY = 1, MINT = 2, MERGE = 3 };
 /// The venue's states (docs/matchcore.md §4, Markets): SUSPENDED takes cancels only
 /// (code 3, the HALTED of format 4 and before), HALTED nothing; PRE_OPEN collects
@@ -130,6 +132,7 @@ enum Reject : uint8_t {
   R_INVALID_OUTCOME = 22,
   R_LEDGER_DISABLED = 23,
   R_NOT_IN_AUCTION = 24,  ///< IOC, FOK, market or post-only order in PRE_OPEN
+  R_NO_LIQUIDITY = 25,    ///< a SLIPPAGE market order that would fill nothing
 };
 
 /// FEE_PQ_CENTS is the venue's schedule (Polymarket US): the PQ base with each
