@@ -37,9 +37,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import operator
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from matchcore import (
     EVENT_DTYPE,
@@ -202,6 +203,20 @@ class TradeStats:
     notional: int = 0  # sum of price x quantity, micro-dollars (YES terms)
     high: int = 0
     low: int = 0
+
+
+T = TypeVar("T")
+
+
+def _copier(cls: type[T]) -> Callable[[T], T]:
+    """A copy of a record, its fields passed in order (``dataclasses.replace`` goes
+    through the fields by keyword: 2.8 us for an OrderRecord against 0.6 here)."""
+    get = operator.attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+    return lambda record: cls(*get(record))
+
+
+_copy_order = _copier(OrderRecord)
+_copy_position = _copier(PositionRecord)
 
 
 @dataclass
@@ -380,7 +395,7 @@ class OrderHistory:
     def _execution(
         self, changes: dict[int, list[Change]], order: OrderRecord, kind: Kind, **fields: Any
     ) -> None:
-        execution = Execution(order=replace(order), account=order.account, kind=kind, **fields)
+        execution = Execution(order=_copy_order(order), account=order.account, kind=kind, **fields)
         history = self.account(order.account)
         history.executions.append(execution)
         if order.order_id:
@@ -471,7 +486,7 @@ class OrderHistory:
             self._execution(changes, order, Kind.REJECTED, reason=e[_REASON], **at)
         elif kind == EventType.POSITION:  # split (+) or merge (-) of pairs
             position = self._position(e[_ACCOUNT], e[_MARKET])
-            before = replace(position)
+            before = _copy_position(position)
             pairs = e[_QTY]
             if e[_COMMAND] == CommandType.SPLIT:
                 position.yes += pairs
@@ -484,18 +499,18 @@ class OrderHistory:
             position.updated_ns = time_ns
             change = PositionChange(
                 seq, index, time_ns, position.account, position.market, before,
-                replace(position), False,
+                _copy_position(position), False,
             )  # fmt: skip
             changes.setdefault(position.account, []).append(change)
         elif kind == EventType.SETTLEMENT:
             position = self._position(e[_ACCOUNT], e[_MARKET])
-            before = replace(position)
+            before = _copy_position(position)
             cost = _take(position, True, e[_LEAVES]) + _take(position, False, e[_MAKER_LEAVES])
             position.realized += e[_QTY] - cost
             position.updated_ns = time_ns
             resolution = Resolution(
                 seq, index, time_ns, position.account, position.market, e[_REASON], e[_QTY],
-                before, replace(position),
+                before, _copy_position(position),
             )  # fmt: skip
             history = self.account(position.account)
             history.resolutions.append(resolution)
@@ -548,7 +563,7 @@ class OrderHistory:
             order.status = Status.PARTIALLY_FILLED if order.leaves else Status.FILLED
         order.updated_ns = at["time_ns"]
         position = self._position(order.account, order.market)
-        before = replace(position)
+        before = _copy_position(position)
         intent = order.intent
         token_price = price if intent in (Intent.BUY_YES, Intent.SELL_YES) else ONE - price
         if intent in _BUYS:
@@ -582,7 +597,7 @@ class OrderHistory:
         )
         change = PositionChange(
             at["seq"], at["index"], at["time_ns"], order.account, order.market, before,
-            replace(position), True,
+            _copy_position(position), True,
         )  # fmt: skip
         changes.setdefault(order.account, []).append(change)
 
