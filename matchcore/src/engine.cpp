@@ -377,7 +377,8 @@ bool Engine::reaches_own(const Market& m, const Taker& t) const noexcept {
   // The account's own orders (its list, all markets): no book scan past other owners.
   for (uint32_t slot = accounts_[t.account].head; slot != NIL; slot = pool_[slot].acct_next) {
     const Order& o = pool_[slot];
-    if (o.market == m.id && side_of(o.intent) == opposite && takes_level(t.side, o.price, t.limit)) {
+    if (o.market == m.id && side_of(o.intent) == opposite &&
+        takes_level(t.side, o.price, t.limit)) {
       return true;
     }
   }

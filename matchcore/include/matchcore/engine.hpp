@@ -212,18 +212,21 @@ class Engine {
   /// The venue's self-match modes, before the first fill: whether the owner has a
   /// resting order the taker's limit reaches; cancels them for CANCEL_OLDEST and
   /// REMOVE_BOTH; STOP_SELF_TRADE when the taker is canceled whole.
-  Stop self_match_first(Market& m, const Taker& t);
-  bool reaches_own(const Market& m, const Taker& t) const noexcept;
+  [[gnu::cold]] Stop self_match_first(Market& m, const Taker& t);
+  [[gnu::cold]] bool reaches_own(const Market& m, const Taker& t) const noexcept;
   /// The opening auction of PRE_OPEN -> OPEN: uncrosses the book at one price per
   /// round (docs/matchcore.md §4, The opening auction).
-  void open_auction(Market& m);
+  [[gnu::cold]] void open_auction(Market& m);
   int32_t auction_index(const Market& m) const noexcept;
   void auction_round(Market& m, int32_t index);
   bool fok_completes(const Market& m, const Taker& t) const noexcept;
+  // The venue's rules off the common path (REJECT_AGGRESSOR orders with a limit, in
+  // an OPEN market): cold, so that they stay out of new_order's and sweep's code.
   /// Whether the sweep would fill anything (a SLIPPAGE order's NO_LIQUIDITY check).
-  bool fills_any(const Market& m, const Taker& t) const noexcept;
+  [[gnu::cold]] bool fills_any(const Market& m, const Taker& t) const noexcept;
   /// The limit of a SLIPPAGE market order (aux as in types.hpp; valid, checked).
-  int32_t slippage_limit(const Market& m, int side, int32_t price, int64_t aux) const noexcept;
+  [[gnu::cold]] int32_t slippage_limit(const Market& m, int side, int32_t price,
+                                       int64_t aux) const noexcept;
   /// Lots a buy by cash can take at `price` with this budget and fee reserve
   /// (without the ledger, the budget alone decides); 0 stops its sweep.
   int64_t cash_lots(const Market& m, const Taker& t, int64_t budget, int64_t fee_reserve,
