@@ -10,6 +10,8 @@ create no Python object per event: events stay in the engine's buffer until
 
 cimport cython
 cimport numpy as cnp
+from cpython.bool cimport PyBool_Check
+from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from libcpp.string cimport string
@@ -107,6 +109,74 @@ cdef inline void _clear(lib.Command* c, uint8_t command_type, int64_t time) noex
     c.time = time
 
 
+cdef int _check_int(object value, str name) except -1:
+    """Refuse anything but an int or a numpy integer: TypeError naming the argument.
+
+    The conversion to a C integer would truncate a float, Decimal or numpy float
+    silently (DESIGN.md §2: floats never enter the core); a bool is a flag,
+    never an id, a price or an amount. The helpers below take an exact int
+    without a call, and convert after the check (OverflowError out of the C
+    type's range).
+    """
+    if PyBool_Check(value) or not (PyLong_Check(value) or isinstance(value, _NUMPY_INTEGER)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+    return 0
+
+
+_NUMPY_INTEGER = np.integer
+# The default of most arguments (and any small 0: CPython shares it), taken as 0
+# without a conversion: the per-call methods pass several.
+cdef object _ZERO = 0
+
+
+cdef inline uint8_t _u8(object value, str name) except? 0xFF:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
+cdef inline int16_t _i16(object value, str name) except? -1:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
+cdef inline int32_t _i32(object value, str name) except? -1:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
+cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
+cdef inline int64_t _i64(object value, str name) except? -1:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
+cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
+    if value is _ZERO:
+        return 0
+    if not PyLong_CheckExact(value):
+        _check_int(value, name)
+    return value
+
+
 cdef uint32_t _capacity(str name, value, uint32_t limit) except? 0:
     """A capacity argument as uint32, or ValueError naming the allowed range."""
     if not isinstance(value, int) or not 1 <= value <= limit:
@@ -138,7 +208,10 @@ cdef class Engine:
 
     cdef lib.Engine core
     cdef size_t _last_start  # first event of the last per-call method
-    cdef bint _busy          # a batch runs without the GIL
+    # Held by a batch (it runs without the GIL) and by any method that runs Python
+    # code (which may switch threads) between its reads of the core: every method
+    # refuses while another thread holds it (docs/matchcore.md §7).
+    cdef bint _busy
 
     def __init__(self, max_orders=65536, max_markets=64, max_accounts=4096, max_levels=None,
                  max_positions=None, ledger=True):
@@ -152,19 +225,36 @@ cdef class Engine:
         config.max_positions = (0 if max_positions is None
                                 else _capacity("max_positions", max_positions, lib.MAX_POSITIONS))
         config.ledger = bool(ledger)
+        self._idle()
         if not self.core.init(config, error):
             raise ValueError(error.decode())
         self._last_start = 0
 
     # ------------------------------------------------------------ helpers
 
-    cdef inline int64_t _run(self, lib.Command* c) except? -1:
+    cdef inline int _idle(self) except -1:
+        """Refuse while another thread holds the engine (a batch runs, or a copy out)."""
         if self._busy:
-            raise RuntimeError("the engine is running a batch in another thread")
+            raise RuntimeError("the engine is in use by another thread (a batch runs)")
+        return 0
+
+    cdef inline int _hold(self) except -1:
+        """``_idle()``, then hold the engine until ``self._busy = False``.
+
+        No Python code may run between the check and the store: the GIL is held,
+        so no other thread runs in between.
+        """
+        self._idle()
+        self._busy = True
+        return 0
+
+    cdef inline int64_t _run(self, lib.Command* c) except? -1:
+        self._idle()
         self._last_start = self.core.events().size()
         return self.core.execute(c[0])
 
     cdef object _copy_events(self, size_t start, size_t stop):
+        """The events ``[start, stop)`` as an array; the caller holds the engine."""
         cdef size_t n = stop - start
         cdef cnp.ndarray out = np.empty(n, dtype=_EVENT_DTYPE)
         if n:
@@ -173,6 +263,7 @@ cdef class Engine:
         return out
 
     cdef const lib.Market* _market(self, uint32_t market) except NULL:
+        self._idle()
         cdef const lib.Market* m = self.core.market(market)
         if m == NULL:
             raise KeyError(f"unknown market {market}")
@@ -180,57 +271,55 @@ cdef class Engine:
 
     # ------------------------------------------------------ admin commands
 
-    def create_market(self, uint32_t market, int32_t tick, int64_t min_size=1,
-                      int64_t lot=1, *, int16_t taker_fee_bps=0, int16_t maker_fee_bps=0,
-                      uint8_t fee_base=0, uint32_t min_price=0, uint32_t max_price=0,
-                      int64_t time=0):
+    def create_market(self, market, tick, min_size=1, lot=1, *, taker_fee_bps=0,
+                      maker_fee_bps=0, fee_base=0, min_price=0, max_price=0, time=0):
         """Create a market in PRE_OPEN; tick, min size and lot in price / quantity units.
 
         Fees are in basis points of ``fee_base`` (a FeeBase); a negative maker
         rate is a rebate. ``min_price`` / ``max_price`` bound its prices (0: none).
         """
         cdef lib.Command c
-        _clear(&c, lib.CMD_CREATE_MARKET, time)
-        c.market = market
-        c.price = tick
-        c.quantity = min_size
-        c.aux = lot
-        c.taker_fee_bps = taker_fee_bps
-        c.maker_fee_bps = maker_fee_bps
-        c.fee_base = fee_base
-        c.expiry = <int64_t> (<uint64_t> max_price << 32 | min_price)
+        _clear(&c, lib.CMD_CREATE_MARKET, _i64(time, "time"))
+        c.market = _u32(market, "market")
+        c.price = _i32(tick, "tick")
+        c.quantity = _i64(min_size, "min_size")
+        c.aux = _i64(lot, "lot")
+        c.taker_fee_bps = _i16(taker_fee_bps, "taker_fee_bps")
+        c.maker_fee_bps = _i16(maker_fee_bps, "maker_fee_bps")
+        c.fee_base = _u8(fee_base, "fee_base")
+        c.expiry = <int64_t> (<uint64_t> _u32(max_price, "max_price") << 32
+                              | _u32(min_price, "min_price"))
         return self._run(&c)
 
-    def set_market_state(self, uint32_t market, uint8_t state, *, int64_t time=0):
+    def set_market_state(self, market, state, *, time=0):
         """Move a market between its states (docs/matchcore.md §4); PRE_OPEN -> OPEN runs
         the opening auction."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_SET_MARKET_STATE, time)
-        c.market = market
-        c.arg = state
+        _clear(&c, lib.CMD_SET_MARKET_STATE, _i64(time, "time"))
+        c.market = _u32(market, "market")
+        c.arg = _u8(state, "state")
         return self._run(&c)
 
-    def set_tick(self, uint32_t market, int32_t tick, *, int64_t time=0):
+    def set_tick(self, market, tick, *, time=0):
         """Change the tick; a coarser tick cancels resting orders off the new grid."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_SET_TICK, time)
-        c.market = market
-        c.price = tick
+        _clear(&c, lib.CMD_SET_TICK, _i64(time, "time"))
+        c.market = _u32(market, "market")
+        c.price = _i32(tick, "tick")
         return self._run(&c)
 
-    def add_account(self, uint32_t account, *, int64_t time=0):
+    def add_account(self, account, *, time=0):
         """Register an account id."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_ADD_ACCOUNT, time)
-        c.account = account
+        _clear(&c, lib.CMD_ADD_ACCOUNT, _i64(time, "time"))
+        c.account = _u32(account, "account")
         return self._run(&c)
 
     # ------------------------------------------------------ order commands
 
-    def submit(self, uint32_t account, uint32_t market, uint8_t intent, int32_t price,
-               int64_t quantity, uint8_t tif=0, *, int64_t expiry=0,
-               uint64_t client_order_id=0, uint8_t stp=0, bint post_only=False,
-               bint market_order=False, bint by_cash=False, int64_t time=0):
+    def submit(self, account, market, intent, price, quantity, tif=0, *, expiry=0,
+               client_order_id=0, stp=0, bint post_only=False, bint market_order=False,
+               bint by_cash=False, time=0):
         """Enter an order; returns its order id, or -Reject.
 
         ``price`` is the YES limit (the worst-price bound of a market order);
@@ -238,85 +327,88 @@ cdef class Engine:
         when ``by_cash``.
         """
         cdef lib.Command c
-        _clear(&c, lib.CMD_NEW_ORDER, time)
-        c.account = account
-        c.market = market
-        c.intent = intent
-        c.price = price
-        c.quantity = quantity
-        c.tif = tif
-        c.expiry = expiry
-        c.client_order_id = client_order_id
-        c.stp = stp
+        _clear(&c, lib.CMD_NEW_ORDER, _i64(time, "time"))
+        c.account = _u32(account, "account")
+        c.market = _u32(market, "market")
+        c.intent = _u8(intent, "intent")
+        c.price = _i32(price, "price")
+        c.quantity = _i64(quantity, "quantity")
+        c.tif = _u8(tif, "tif")
+        c.expiry = _i64(expiry, "expiry")
+        c.client_order_id = _u64(client_order_id, "client_order_id")
+        c.stp = _u8(stp, "stp")
         c.flags = ((lib.POST_ONLY if post_only else 0) | (lib.MARKET_ORDER if market_order else 0)
                    | (lib.BY_CASH if by_cash else 0))
         return self._run(&c)
 
-    def cancel(self, uint32_t account, uint64_t order_id, *, int64_t time=0):
+    def cancel(self, account, order_id, *, time=0):
         """Cancel a resting order of ``account``; 0 or -Reject."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_CANCEL, time)
-        c.account = account
-        c.order_id = order_id
+        _clear(&c, lib.CMD_CANCEL, _i64(time, "time"))
+        c.account = _u32(account, "account")
+        c.order_id = _u64(order_id, "order_id")
         return self._run(&c)
 
-    def cancel_client(self, uint32_t account, uint64_t client_order_id, *, int64_t time=0):
+    def cancel_client(self, account, client_order_id, *, time=0):
         """Cancel the resting order of ``account`` with this client order id."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_CANCEL_CLIENT, time)
-        c.account = account
-        c.client_order_id = client_order_id
+        _clear(&c, lib.CMD_CANCEL_CLIENT, _i64(time, "time"))
+        c.account = _u32(account, "account")
+        c.client_order_id = _u64(client_order_id, "client_order_id")
         return self._run(&c)
 
-    def cancel_all(self, uint32_t account, uint32_t market=_ALL_MARKETS, *, int64_t time=0):
+    def cancel_all(self, account, market=_ALL_MARKETS, *, time=0):
         """Cancel every resting order of ``account`` (in one market or all); the count."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_CANCEL_ALL, time)
-        c.account = account
-        c.market = market
+        _clear(&c, lib.CMD_CANCEL_ALL, _i64(time, "time"))
+        c.account = _u32(account, "account")
+        c.market = _u32(market, "market")
         return self._run(&c)
 
-    def replace(self, uint32_t account, uint64_t order_id, int32_t price=0,
-                int64_t quantity=0, *, int64_t time=0):
+    def replace(self, account, order_id, price=0, quantity=0, *, time=0):
         """Set a new price and/or remaining quantity (0 keeps it); 0 or -Reject."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_REPLACE, time)
-        c.account = account
-        c.order_id = order_id
-        c.price = price
-        c.quantity = quantity
+        _clear(&c, lib.CMD_REPLACE, _i64(time, "time"))
+        c.account = _u32(account, "account")
+        c.order_id = _u64(order_id, "order_id")
+        c.price = _i32(price, "price")
+        c.quantity = _i64(quantity, "quantity")
         return self._run(&c)
 
-    def advance_time(self, int64_t time):
+    def advance_time(self, time):
         """Move engine time forward; returns how many GTD orders expired."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_ADVANCE_TIME, time)
+        _clear(&c, lib.CMD_ADVANCE_TIME, _i64(time, "time"))
         return self._run(&c)
 
     # ----------------------------------------------------- ledger commands
 
-    def deposit(self, uint32_t account, int64_t amount, *, int64_t time=0):
+    def deposit(self, account, amount, *, time=0):
         """Add ``amount`` micro-dollars to the account's free cash; 0 or -Reject."""
-        return self._account_cash(lib.CMD_DEPOSIT, account, amount, time)
+        return self._account_cash(lib.CMD_DEPOSIT, _u32(account, "account"),
+                                  _i64(amount, "amount"), _i64(time, "time"))
 
-    def withdraw(self, uint32_t account, int64_t amount, *, int64_t time=0):
+    def withdraw(self, account, amount, *, time=0):
         """Take ``amount`` micro-dollars from the account's free cash; 0 or -Reject."""
-        return self._account_cash(lib.CMD_WITHDRAW, account, amount, time)
+        return self._account_cash(lib.CMD_WITHDRAW, _u32(account, "account"),
+                                  _i64(amount, "amount"), _i64(time, "time"))
 
-    def split(self, uint32_t account, uint32_t market, int64_t quantity, *, int64_t time=0):
+    def split(self, account, market, quantity, *, time=0):
         """Turn ``quantity * 10_000`` micro-dollars into ``quantity`` YES + NO pairs."""
-        return self._pairs(lib.CMD_SPLIT, account, market, quantity, time)
+        return self._pairs(lib.CMD_SPLIT, _u32(account, "account"), _u32(market, "market"),
+                           _i64(quantity, "quantity"), _i64(time, "time"))
 
-    def merge(self, uint32_t account, uint32_t market, int64_t quantity, *, int64_t time=0):
+    def merge(self, account, market, quantity, *, time=0):
         """Turn ``quantity`` YES + NO pairs back into cash."""
-        return self._pairs(lib.CMD_MERGE, account, market, quantity, time)
+        return self._pairs(lib.CMD_MERGE, _u32(account, "account"), _u32(market, "market"),
+                           _i64(quantity, "quantity"), _i64(time, "time"))
 
-    def resolve(self, uint32_t market, uint8_t outcome, *, int64_t time=0):
+    def resolve(self, market, outcome, *, time=0):
         """Resolve a market (an Outcome): cancel its orders, pay its shares."""
         cdef lib.Command c
-        _clear(&c, lib.CMD_RESOLVE, time)
-        c.market = market
-        c.arg = outcome
+        _clear(&c, lib.CMD_RESOLVE, _i64(time, "time"))
+        c.market = _u32(market, "market")
+        c.arg = _u8(outcome, "outcome")
         return self._run(&c)
 
     cdef object _account_cash(self, uint8_t command, uint32_t account, int64_t amount,
@@ -346,15 +438,15 @@ cdef class Engine:
         cdef cnp.ndarray batch = self._batch(commands)
         cdef const lib.Command* data = <const lib.Command*> cnp.PyArray_DATA(batch)
         cdef size_t count = batch.shape[0]
+        self._hold()
         cdef size_t start = self.core.events().size()
-        self._busy = True
         try:
             with nogil:
                 self.core.process(data, count)
+            out = self._copy_events(start, self.core.events().size())
+            self.core.events().truncate(start)
         finally:
             self._busy = False
-        out = self._copy_events(start, self.core.events().size())
-        self.core.events().truncate(start)
         return out
 
     def process_timed(self, commands):
@@ -370,15 +462,15 @@ cdef class Engine:
         cdef size_t count = batch.shape[0]
         cdef cnp.ndarray timings = np.empty(count, dtype=np.int64)
         cdef int64_t* nanoseconds = <int64_t*> cnp.PyArray_DATA(timings)
+        self._hold()
         cdef size_t start = self.core.events().size()
-        self._busy = True
         try:
             with nogil:
                 self.core.process_timed(data, count, nanoseconds)
+            out = self._copy_events(start, self.core.events().size())
+            self.core.events().truncate(start)
         finally:
             self._busy = False
-        out = self._copy_events(start, self.core.events().size())
-        self.core.events().truncate(start)
         return out, timings
 
     cdef cnp.ndarray _batch(self, commands):
@@ -390,24 +482,32 @@ cdef class Engine:
                 f"commands must have dtype matchcore.COMMAND_DTYPE, not {commands.dtype}")
         if commands.ndim != 1:
             raise ValueError(f"commands must be one-dimensional, not {commands.ndim}-D")
-        if self._busy:
-            raise RuntimeError("the engine is running a batch in another thread")
+        self._idle()  # before the copy np.require may make; process() checks again
         return np.require(commands, requirements=("C", "A"))
 
     def last_events(self):
         """The events of the last per-call method, as an EVENT_DTYPE array."""
-        return self._copy_events(self._last_start, self.core.events().size())
+        self._hold()
+        try:
+            return self._copy_events(self._last_start, self.core.events().size())
+        finally:
+            self._busy = False
 
     def drain_events(self):
         """Every event buffered by per-call methods since the last drain; clears them."""
-        out = self._copy_events(0, self.core.events().size())
-        self.core.events().truncate(0)
-        self._last_start = 0
+        self._hold()
+        try:
+            out = self._copy_events(0, self.core.events().size())
+            self.core.events().truncate(0)
+            self._last_start = 0
+        finally:
+            self._busy = False
         return out
 
     @property
     def pending_events(self):
         """How many per-call events wait in the buffer."""
+        self._idle()
         return self.core.events().size()
 
     # ------------------------------------------------------------ queries
@@ -415,21 +515,25 @@ cdef class Engine:
     @property
     def now(self):
         """Engine time: the latest command time seen."""
+        self._idle()
         return self.core.now()
 
     @property
     def next_order_id(self):
         """The id counter: the next order gets this id, or the next whose slot is free."""
+        self._idle()
         return self.core.next_order_id()
 
     @property
     def order_count(self):
         """Resting orders."""
+        self._idle()
         return self.core.order_count()
 
     @property
     def next_expiry(self):
         """The earliest expiry of a resting GTD order; 0 when none rests."""
+        self._idle()
         return self.core.next_expiry()
 
     @property
@@ -448,26 +552,28 @@ cdef class Engine:
                 "levels": s.levels, "markets": s.markets, "accounts": s.accounts,
                 "positions": s.positions}
 
-    def book(self, uint32_t market, Py_ssize_t depth=10):
+    def book(self, market, depth=10):
         """The top ``depth`` levels per side, best first, as BOOK_LEVEL_DTYPE arrays.
 
         Returns ``(bids, asks)``.
         """
-        if depth < 0:
+        cdef uint32_t id = _u32(market, "market")
+        cdef Py_ssize_t levels = _i64(depth, "depth")
+        if levels < 0:
             raise ValueError("depth must be >= 0")
-        cdef const lib.Market* m = self._market(market)
-        sides = []
-        cdef cnp.ndarray out
-        cdef size_t n
-        for side in (lib.BID, lib.ASK):
-            out = np.empty(depth, dtype=_BOOK_LEVEL_DTYPE)
-            n = self.core.book_side(m[0], side, depth, <lib.BookLevel*> cnp.PyArray_DATA(out))
-            sides.append(out[:n])
-        return sides[0], sides[1]
+        cdef cnp.ndarray bids = np.empty(levels, dtype=_BOOK_LEVEL_DTYPE)
+        cdef cnp.ndarray asks = np.empty(levels, dtype=_BOOK_LEVEL_DTYPE)
+        # Both arrays first: from here to the last read of the book, C code only.
+        cdef const lib.Market* m = self._market(id)
+        cdef size_t bid_count = self.core.book_side(
+            m[0], lib.BID, levels, <lib.BookLevel*> cnp.PyArray_DATA(bids))
+        cdef size_t ask_count = self.core.book_side(
+            m[0], lib.ASK, levels, <lib.BookLevel*> cnp.PyArray_DATA(asks))
+        return bids[:bid_count], asks[:ask_count]
 
-    def best(self, uint32_t market):
+    def best(self, market):
         """``(bid_price, bid_qty, ask_price, ask_qty)``; 0, 0 for an empty side."""
-        cdef const lib.Market* m = self._market(market)
+        cdef const lib.Market* m = self._market(_u32(market, "market"))
         cdef lib.BookLevel bid, ask
         memset(&bid, 0, sizeof(bid))
         memset(&ask, 0, sizeof(ask))
@@ -475,9 +581,13 @@ cdef class Engine:
         self.core.book_side(m[0], lib.ASK, 1, &ask)
         return bid.price, bid.quantity, ask.price, ask.quantity
 
-    def order(self, uint64_t order_id):
+    def order(self, order_id):
         """The resting order with this id as an OrderInfo, or None."""
-        cdef const lib.Order* o = self.core.find_order(order_id)
+        cdef uint64_t id = _u64(order_id, "order_id")
+        self._idle()
+        return self._order_info(self.core.find_order(id))
+
+    cdef object _order_info(self, const lib.Order* o):
         if o == NULL:
             return None
         return OrderInfo(o.order_id, o.account, o.market, o.intent, lib.side_of(o.intent),
@@ -485,42 +595,55 @@ cdef class Engine:
                          o.client_order_id, o.stp,
                          o.flags)
 
-    def orders_of(self, uint32_t account):
+    def orders_of(self, account):
         """The account's resting orders as OrderInfo, oldest (lowest order id) first."""
-        cdef const lib.Account* a = self.core.account(account)
+        cdef uint32_t id = _u32(account, "account")
         cdef vector[lib.Order*] found
+        cdef const lib.Account* a
         cdef size_t n
-        if a == NULL or a.orders == 0:
-            return []
-        found.resize(a.orders)
-        n = self.core.orders_of(account, <const lib.Order**> found.data(), a.orders)
-        return [self.order(found[i].order_id) for i in range(n)]
+        self._hold()  # making each OrderInfo is Python code between reads of the orders
+        try:
+            a = self.core.account(id)
+            if a == NULL or a.orders == 0:
+                return []
+            found.resize(a.orders)
+            n = self.core.orders_of(id, <const lib.Order**> found.data(), a.orders)
+            return [self._order_info(found[i]) for i in range(n)]
+        finally:
+            self._busy = False
 
-    def market(self, uint32_t market):
+    def market(self, market):
         """The market's parameters and state as a MarketInfo, or None."""
-        cdef const lib.Market* m = self.core.market(market)
+        cdef uint32_t id = _u32(market, "market")
+        self._idle()
+        cdef const lib.Market* m = self.core.market(id)
         if m == NULL:
             return None
         return MarketInfo(m.id, m.state, m.tick, m.min_size, m.lot, m.fees.taker_bps,
                           m.fees.maker_bps, m.fees.base, m.outcome, m.collateral,
                           m.min_price, m.max_price)
 
-    def balance(self, uint32_t account):
+    def balance(self, account):
         """The account's cash as Balance(free, reserved) in micro-dollars, or None."""
-        cdef const lib.Account* a = self.core.account(account)
+        cdef uint32_t id = _u32(account, "account")
+        self._idle()
+        cdef const lib.Account* a = self.core.account(id)
         if a == NULL:
             return None
         return Balance(a.cash_free, a.cash_reserved)
 
-    def position(self, uint32_t account, uint32_t market):
+    def position(self, account, market):
         """The account's shares in the market as a Position (zeros when none is held)."""
-        cdef const lib.Position* p = self.core.position(account, market)
+        cdef uint32_t account_id = _u32(account, "account"), market_id = _u32(market, "market")
+        self._idle()
+        cdef const lib.Position* p = self.core.position(account_id, market_id)
         if p == NULL:
             return Position(0, 0, 0, 0)
         return Position(p.yes_free, p.yes_reserved, p.no_free, p.no_reserved)
 
     def totals(self):
         """Totals(net_deposits, fees, collateral): what conservation is checked against."""
+        self._idle()
         cdef int64_t collateral = 0
         cdef const lib.Market* m
         cdef uint32_t market
@@ -534,6 +657,7 @@ cdef class Engine:
 
     def canonical_state(self):
         """The canonical state bytes of docs/matchcore.md §6."""
+        self._idle()
         cdef string out
         self.core.encode_state(out)
         return out
@@ -559,6 +683,7 @@ cdef class Engine:
 
     def validate(self):
         """Check every invariant; raises InvariantError naming the first that breaks."""
+        self._idle()
         cdef string error
         if not self.core.validate(error):
             raise InvariantError(error.decode())

@@ -44,14 +44,16 @@ field order of ``EVENT_DTYPE``. Integers only; no floats anywhere.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
+import inspect
 import operator
 import struct
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
@@ -297,6 +299,31 @@ _COMMAND_FIELD_RANGES = tuple(
     (int(info.min), int(info.max))
     for info in (np.iinfo(COMMAND_DTYPE.fields[name][0]) for name in COMMAND_DTYPE.names)
 )
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _integer_arguments(method: _Method) -> _Method:
+    """Refuse anything but an int or a numpy integer for the method's ``int`` parameters.
+
+    ``TypeError`` naming the parameter, as the core does (docs/matchcore.md §7): a
+    float, ``Decimal`` or numpy float would be truncated by the conversion to a
+    command field, and a bool is a flag, never an id, a price or an amount.
+    """
+    parameters = list(inspect.signature(method).parameters.values())[1:]  # after self
+    checked = frozenset(p.name for p in parameters if p.annotation == "int")
+    positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+
+    @functools.wraps(method)
+    def checked_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for name, value in (*zip(positional, args, strict=False), *kwargs.items()):
+            if name in checked and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer)
+            ):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+        return method(self, *args, **kwargs)
+
+    return cast(_Method, checked_method)
 
 
 # ---------------------------------------------------------------------------
@@ -1778,6 +1805,7 @@ class Engine:
     # Per-call API (§7)
     # ------------------------------------------------------------------
 
+    @_integer_arguments
     def create_market(
         self,
         market: int,
@@ -1802,15 +1830,19 @@ class Engine:
             expiry=bounds - 2**64 if bounds >= 2**63 else bounds, time=time,
         )  # fmt: skip
 
+    @_integer_arguments
     def set_market_state(self, market: int, state: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_SET_MARKET_STATE, market=market, arg=state, time=time)
 
+    @_integer_arguments
     def set_tick(self, market: int, tick: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_SET_TICK, market=market, price=tick, time=time)
 
+    @_integer_arguments
     def add_account(self, account: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_ADD_ACCOUNT, account=account, time=time)
 
+    @_integer_arguments
     def submit(
         self,
         account: int,
@@ -1839,17 +1871,21 @@ class Engine:
             stp=stp, flags=flags, time=time,
         )  # fmt: skip
 
+    @_integer_arguments
     def cancel(self, account: int, order_id: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_CANCEL, account=account, order_id=order_id, time=time)
 
+    @_integer_arguments
     def cancel_client(self, account: int, client_order_id: int, *, time: int = 0) -> int:
         return self._call(
             type=_CMD_CANCEL_CLIENT, account=account, client_order_id=client_order_id, time=time
         )
 
+    @_integer_arguments
     def cancel_all(self, account: int, market: int = ALL_MARKETS, *, time: int = 0) -> int:
         return self._call(type=_CMD_CANCEL_ALL, account=account, market=market, time=time)
 
+    @_integer_arguments
     def replace(
         self, account: int, order_id: int, price: int = 0, quantity: int = 0, *, time: int = 0
     ) -> int:
@@ -1858,25 +1894,31 @@ class Engine:
             quantity=quantity, time=time,
         )  # fmt: skip
 
+    @_integer_arguments
     def advance_time(self, time: int) -> int:
         return self._call(type=_CMD_ADVANCE_TIME, time=time)
 
+    @_integer_arguments
     def deposit(self, account: int, amount: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_DEPOSIT, account=account, quantity=amount, time=time)
 
+    @_integer_arguments
     def withdraw(self, account: int, amount: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_WITHDRAW, account=account, quantity=amount, time=time)
 
+    @_integer_arguments
     def split(self, account: int, market: int, quantity: int, *, time: int = 0) -> int:
         return self._call(
             type=_CMD_SPLIT, account=account, market=market, quantity=quantity, time=time
         )
 
+    @_integer_arguments
     def merge(self, account: int, market: int, quantity: int, *, time: int = 0) -> int:
         return self._call(
             type=_CMD_MERGE, account=account, market=market, quantity=quantity, time=time
         )
 
+    @_integer_arguments
     def resolve(self, market: int, outcome: int, *, time: int = 0) -> int:
         return self._call(type=_CMD_RESOLVE, market=market, arg=outcome, time=time)
 
@@ -1909,6 +1951,7 @@ class Engine:
     def order_count(self) -> int:
         return len(self._orders)
 
+    @_integer_arguments
     def book(self, market: int, depth: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The best ``depth`` levels of each side, best first."""
         m = self._markets[market]
@@ -1922,6 +1965,7 @@ class Engine:
             result.append(np.array(rows, dtype=BOOK_LEVEL_DTYPE))
         return result[0], result[1]
 
+    @_integer_arguments
     def best(self, market: int) -> tuple[int, int, int, int]:
         """``(bid_price, bid_qty, ask_price, ask_qty)``; 0, 0 for an empty side."""
         m = self._markets[market]
@@ -1931,6 +1975,7 @@ class Engine:
             out += [0, 0] if level is None else [level.price, level.total]
         return out[0], out[1], out[2], out[3]
 
+    @_integer_arguments
     def order(self, order_id: int) -> OrderInfo | None:
         o = self._orders.get(order_id)
         if o is None:
@@ -1940,11 +1985,13 @@ class Engine:
             o.expiry, o.client_order_id, o.stp, o.flags,
         )  # fmt: skip
 
+    @_integer_arguments
     def orders_of(self, account: int) -> list[OrderInfo]:
         """The account's resting orders, oldest (lowest order id) first."""
         ids = sorted(i for i, o in self._orders.items() if o.account == account)
         return [info for info in map(self.order, ids) if info is not None]
 
+    @_integer_arguments
     def market(self, market: int) -> MarketInfo | None:
         m = self._markets.get(market)
         if m is None:
@@ -1954,6 +2001,7 @@ class Engine:
             m.fee_base, m.outcome, m.collateral, m.min_price, m.max_price,
         )  # fmt: skip
 
+    @_integer_arguments
     def balance(self, account: int) -> Balance | None:
         """An account's free and reserved cash (micro-dollars); None if it was never added."""
         a = self._accounts.get(account)
@@ -1961,6 +2009,7 @@ class Engine:
             return None
         return Balance(a.free, a.reserved)
 
+    @_integer_arguments
     def position(self, account: int, market: int) -> Position:
         """An account's shares in a market; zeros when it holds none."""
         m = self._markets.get(market)

@@ -5,6 +5,9 @@ Commands run at time 0 (= now), so a rejected command leaves the digest unchange
 
 from __future__ import annotations
 
+import inspect
+from decimal import Decimal
+
 import numpy as np
 import pytest
 from support import (
@@ -747,3 +750,103 @@ def test_per_call_quantity_beyond_int64(eng, quantity):
         assert result == -Reject.INVALID_QUANTITY
     assert eng.digest() == before
     assert_next_order_id(eng, 4)
+
+
+# Every integer argument of the per-call API and the queries, in a call that is valid
+# on ``busy(eng)`` with the ledger (name -> keyword arguments).
+INTEGER_ARGUMENT_CALLS = {
+    "create_market": dict(
+        market=3,
+        tick=100,
+        min_size=1,
+        lot=1,
+        taker_fee_bps=0,
+        maker_fee_bps=0,
+        fee_base=0,
+        min_price=0,
+        max_price=0,
+        time=0,
+    ),
+    "set_market_state": dict(market=M1, state=MarketState.HALTED, time=0),
+    "set_tick": dict(market=M1, tick=100, time=0),
+    "add_account": dict(account=4, time=0),
+    "submit": dict(
+        account=A1,
+        market=M1,
+        intent=BUY_YES,
+        price=4100,
+        quantity=10,
+        tif=GTC,
+        expiry=0,
+        client_order_id=9,
+        stp=0,
+        time=0,
+    ),
+    "cancel": dict(account=A1, order_id=1, time=0),
+    "cancel_client": dict(account=A1, client_order_id=5, time=0),
+    "cancel_all": dict(account=A1, market=M1, time=0),
+    "replace": dict(account=A1, order_id=1, price=4100, quantity=50, time=0),
+    "advance_time": dict(time=0),
+    "deposit": dict(account=A1, amount=19, time=0),
+    "withdraw": dict(account=A1, amount=1, time=0),
+    "split": dict(account=A1, market=M1, quantity=1, time=0),
+    "merge": dict(account=A1, market=M1, quantity=1, time=0),
+    "resolve": dict(market=M2, outcome=1, time=0),
+    "book": dict(market=M1, depth=1),
+    "best": dict(market=M1),
+    "order": dict(order_id=1),
+    "orders_of": dict(account=A1),
+    "market": dict(market=M1),
+    "balance": dict(account=A1),
+    "position": dict(account=A1, market=M1),
+}
+
+
+def busy_with_ledger(engine_cls):
+    """``busy()`` with the ledger: cash for both accounts, shares to sell and merge."""
+    eng = new_engine(engine_cls, ledger=True, deposits={A1: 10**9, A2: 10**9})
+    for account in (A1, A2):
+        assert eng.split(account, M1, 500) == 0
+    busy(eng)
+    eng.drain_events()
+    return eng
+
+
+NOT_INTEGERS = [1.0, 1.9, Decimal(1), np.float64(1), np.float32(1), True, np.True_, "1", None]
+
+
+def test_every_integer_argument_is_listed(engine_cls):
+    """The table above names every parameter of every method but the flags (bools)."""
+    flags = {"post_only", "market_order", "by_cash"}
+    for method, arguments in INTEGER_ARGUMENT_CALLS.items():
+        parameters = set(inspect.signature(getattr(engine_cls, method)).parameters) - {"self"}
+        assert parameters - flags == set(arguments), method
+
+
+@pytest.mark.parametrize("method", INTEGER_ARGUMENT_CALLS)
+def test_per_call_integer_arguments_take_only_integers(engine_cls, method):
+    """A float, Decimal, numpy float, bool, str or None as an integer argument is a
+    TypeError naming the argument, and nothing changes (DESIGN.md §2: floats never
+    enter the core; they used to be truncated). numpy integers are ints.
+    """
+    arguments = INTEGER_ARGUMENT_CALLS[method]
+    eng = busy_with_ledger(engine_cls)
+    before = eng.digest()
+    for name in arguments:
+        for value in NOT_INTEGERS:
+            with pytest.raises(TypeError, match=f"^{name} must be an int, not "):
+                getattr(eng, method)(**{**arguments, name: value})
+            assert eng.digest() == before, (name, value)
+            assert len(eng.drain_events()) == 0
+    expected = getattr(eng, method)(**arguments)
+    assert expected is not None and not (isinstance(expected, int) and expected < 0), expected
+    events, state = eng.drain_events(), eng.digest()
+    as_numpy = busy_with_ledger(engine_cls)
+    numpy_arguments = {name: np.int64(value) for name, value in arguments.items()}
+    result = getattr(as_numpy, method)(**numpy_arguments)
+    if method == "book":
+        assert all(np.array_equal(a, b) for a, b in zip(result, expected, strict=True))
+    else:
+        assert result == expected
+    assert np.array_equal(as_numpy.drain_events(), events)
+    assert as_numpy.digest() == state

@@ -71,6 +71,22 @@ def test_process_releases_the_gil() -> None:
     engine.validate()
 
 
+def test_every_method_against_a_running_batch() -> None:
+    """Each method called from another thread while a batch runs refuses (or reads only
+    fixed state), and nothing is lost or changed (batch_race_child.py). In a child
+    process: a crash there fails this test instead of killing pytest.
+    """
+    child = Path(__file__).with_name("batch_race_child.py")
+    result = subprocess.run(
+        [sys.executable, str(child)], capture_output=True, text=True, check=False, timeout=600
+    )
+    ran = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("run ")]
+    assert result.returncode == 0, (
+        f"exit status {result.returncode} in {ran[-1] if ran else 'the setup'}:\n"
+        f"{result.stderr[-3000:]}"
+    )
+
+
 def test_stub_matches_the_extension(tmp_path: Path) -> None:
     """mypy's stubtest finds nothing in _engine.pyi that differs from the compiled module."""
     allowlist = Path(__file__).with_name("stubtest_allowlist.txt")
