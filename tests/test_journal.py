@@ -409,11 +409,11 @@ def test_corrupt_newest_snapshot_falls_back(
     assert len(recovered.skipped_snapshots) == len(seqs)
 
 
-def as_format_2(segment: Path) -> None:
-    """Rewrite a segment's header as the format before slot ids wrote it (a valid CRC)."""
+def as_format(segment: Path, version: int) -> None:
+    """Rewrite a segment's header as an older format wrote it (a valid CRC)."""
     data = bytearray(segment.read_bytes())
     header_size = SEGMENT_HEADER_SIZE - 4
-    data[:8] = b"MCJRNL\x00\x02"
+    data[:8] = b"MCJRNL\x00" + bytes([version])
     data[header_size:SEGMENT_HEADER_SIZE] = struct.pack(
         "<I", google_crc32c.value(bytes(data[:header_size]))
     )
@@ -437,11 +437,15 @@ def test_a_data_dir_of_the_format_before_slot_ids_is_refused(
     assert out.returncode == 2 and "order ids named their slots (format 2)" in out.stderr
     shutil.rmtree(data_dir / "snapshots")
     (segment,) = segments(data_dir)
-    as_format_2(segment)
+    as_format(segment, 2)
     with pytest.raises(OldFormat, match=rf"{segment.name}: a journal segment written before"):
         recover(data_dir)
     out = cli("journal", "inspect", str(data_dir), cwd=data_dir.parent)
     assert out.returncode == 2 and "start this version on a new data directory" in out.stdout
+    # Format 3 (before the venue's market rules): its commands were judged by other rules.
+    as_format(segment, 3)
+    with pytest.raises(OldFormat, match=r"venue's market rules \(format 3\).*PRE_OPEN"):
+        recover(data_dir)
     with pytest.raises(ValueError, match="format 2, whose order ids do not name their slots"):
         Engine.restore(b"MCSTATE\x02" + snap.engine_state[8:])
 

@@ -49,10 +49,10 @@ import numpy as np
 
 from matchcore import COMMAND_DTYPE
 
-# Format 3: the engine's order ids name their slot (docs/matchcore.md §1). A
-# format 2 journal replays into other ids, so it is refused (OldFormat).
-SEGMENT_MAGIC = b"MCJRNL\x00\x03"
-SEGMENT_MAGIC_V2 = b"MCJRNL\x00\x02"
+# Format 4: the venue's market rules (orders rest in PRE_OPEN for the opening
+# auction). The commands of an older journal were judged by other rules, so
+# replayed here they could give other events: it is refused (OldFormat).
+SEGMENT_MAGIC = b"MCJRNL\x00\x04"
 # magic, max_orders, max_markets, max_accounts, max_levels, max_positions, ledger, first_seq, nonce
 _SEGMENT_HEADER = struct.Struct("<8sIIIIIB3xQ8s")
 _SEGMENT_CRC = struct.Struct("<I")
@@ -89,6 +89,14 @@ OLD_FORMAT_ADVICE = (
     "its orders would get other ids than its clients were given. Keep running it with "
     "the version that wrote it, or start this version on a new data directory."
 )
+_OLD_SEGMENTS = {
+    b"MCJRNL\x00\x02": OLD_FORMAT_ADVICE,
+    b"MCJRNL\x00\x03": (
+        "written before the venue's market rules (format 3): replayed here, orders it "
+        "saw refused in PRE_OPEN markets would rest for the opening auction. Keep running "
+        "it with the version that wrote it, or start this version on a new data directory."
+    ),
+}
 
 
 class DataDirInUse(RuntimeError):
@@ -345,8 +353,8 @@ def read_segment_header(path: Path) -> tuple[EngineConfig, int, bytes]:
         raise CorruptJournal(f"{path.name}: segment header truncated ({len(raw)} bytes)")
     header, (crc,) = raw[: _SEGMENT_HEADER.size], _SEGMENT_CRC.unpack(raw[_SEGMENT_HEADER.size :])
     fields = _SEGMENT_HEADER.unpack(header)
-    if fields[0] == SEGMENT_MAGIC_V2:
-        raise OldFormat(f"{path.name}: a journal segment {OLD_FORMAT_ADVICE}")
+    if fields[0] in _OLD_SEGMENTS:
+        raise OldFormat(f"{path.name}: a journal segment {_OLD_SEGMENTS[fields[0]]}")
     if fields[0] != SEGMENT_MAGIC:
         raise CorruptJournal(f"{path.name}: not a journal segment of this format")
     if google_crc32c.value(header) != crc:
