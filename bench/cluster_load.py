@@ -426,10 +426,12 @@ def failovers(
                     await asyncio.sleep(0.1)
                 if not (leader and standby):
                     raise RuntimeError("no leader with a caught-up standby")
-                before, _ = await _event_end(js, 0)
                 killed = time.monotonic()
                 os.kill(cluster.engines[leader][1].pid, signal.SIGKILL)
                 cluster.engines[leader][1].wait()
+                # read once it is dead: an event past this command message is the new
+                # leader's (read before the kill, the dying one could answer it: 20 ms)
+                before, _ = await _event_end(js, 0)
                 while (await _event_end(js, 0))[1] <= before:
                     if time.monotonic() - killed > FAILOVER_WAIT_S:
                         raise RuntimeError(f"no engine answered {FAILOVER_WAIT_S} s after a kill")
