@@ -459,7 +459,11 @@ class Gateways:
         self.nodes: dict[str, Gateway] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, gateway_id: str, env: dict[str, str] | None = None) -> Gateway:
+    def add(
+        self, gateway_id: str, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+    ) -> Gateway:
+        """Start a gateway (gRPC on a free port, no REST unless ``extra`` names
+        ``--http-port``); ``extra``: more of its command-line options."""
         gateway = Gateway(gateway_id, self.directory, env=env or {})
         self.nodes[gateway_id] = gateway
         gateway.status_file.unlink(missing_ok=True)
@@ -475,10 +479,10 @@ class Gateways:
                 gateway_id,
                 "--keys",
                 str(self.keys),
-                "--http-port",
-                "-1",
+                *(() if "--http-port" in extra else ("--http-port", "-1")),
                 "--status-file",
                 str(gateway.status_file),
+                *extra,
             ],
             cwd=self.directory,
             env={**os.environ, **gateway.env},

@@ -58,7 +58,7 @@ def test_a_gateway_killed_mid_request_and_the_retry_through_another_is_deduplica
     for shard in (0, 1):
         replicas.add(shard, f"e{shard}a")
     dying = gateways.add("ga", env={"PYX_CLUSTER_FAULT": "gateway-stored"})
-    gateways.add("gb")
+    gateways.add("gb", extra=("--http-port", "0"))
     a, b = gateways.wait("ga"), gateways.wait("gb")
     trader = gateways.store.by_name("trader-1")  # type: ignore[attr-defined]
     seller = gateways.store.by_name("trader-2")  # type: ignore[attr-defined]
@@ -116,3 +116,129 @@ def test_a_gateway_killed_mid_request_and_the_retry_through_another_is_deduplica
     assert health["kind"] == "gateway" and [s["shard"] for s in health["shards"]] == [0, 1]
     with urllib.request.urlopen(b["status"] + "/metrics", timeout=5) as reply:
         assert b"pyx_gateway_answered_seq" in reply.read()
+    _refuses_what_needs_the_drop_copy(b, gateways)
+
+
+def _refuses_what_needs_the_drop_copy(endpoints: dict[str, Any], gateways: Gateways) -> None:
+    """A gateway of two shards has no drop copy: whatever needs it is refused at once, saying
+    why (gRPC UNIMPLEMENTED, REST 501, a WebSocket error frame), never left hanging."""
+    import websockets
+    from polymarket_us import PolymarketUS
+    from polymarket_us.auth import create_auth_headers
+
+    trader = gateways.store.by_name("trader-1")  # type: ignore[attr-defined]
+    venue = gateways.store.by_name("pm-trader-1")  # type: ignore[attr-defined]
+    why = "cluster of 2 shards"
+
+    async def grpc_and_websocket() -> None:
+        client = ExchangeClient(endpoints["grpc"], trader.key_id, trader.secret)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(client.drop_copy(from_seq=1).read(), 30)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert why in (refused.value.details() or "")
+        finally:
+            await client.close()
+        url = endpoints["http"].replace("http://", "ws://") + "/v1/ws/private"
+        headers = create_auth_headers(venue.key_id, venue.secret, "GET", "/v1/ws/private")
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            for kind in ("SUBSCRIPTION_TYPE_ORDER", "SUBSCRIPTION_TYPE_POSITION"):
+                request = {"requestId": kind, "subscriptionType": kind, "marketSlugs": []}
+                await ws.send(json.dumps({"subscribe": request}))
+                while True:  # heartbeats aside
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if "error" in frame:
+                        break
+                assert frame["requestId"] == kind and why in frame["error"]
+
+    run(grpc_and_websocket(), 60)
+    sdk = PolymarketUS(
+        key_id=venue.key_id,
+        secret_key=venue.secret,
+        gateway_base_url=endpoints["http"],
+        api_base_url=endpoints["http"],
+    )
+    try:
+        for call in (lambda: sdk.orders.list(), lambda: sdk.portfolio.positions()):
+            with pytest.raises(Exception) as refused:
+                call()
+            assert getattr(refused.value, "status_code", None) == 501, refused.value
+            assert why in str(refused.value)
+    finally:
+        sdk.close()
+
+
+def test_a_one_shard_cluster_s_gateway_serves_the_venue_sdk_and_the_drop_copy(
+    nats_cluster: NatsCluster, replicas: Any, gateways: Gateways, tmp_path: Path
+) -> None:
+    from polymarket_us import PolymarketUS
+
+    from pyexchange.service.catalogue import Catalogue, MarketEntry
+
+    urls = nats_cluster.urls
+    run(lay_out(urls, 1, {0: [1, 2]}))
+    replicas.add(0, "e0a")
+    catalogue = Catalogue(tmp_path / "catalogue.json")
+    catalogue.add_market(MarketEntry(1, "market-one", title="Market one"))
+    catalogue.save()
+    gateways.add("g1", extra=("--http-port", "0", "--catalogue", str(catalogue.path)))
+    url = gateways.wait("g1")["http"]
+    venue = gateways.store.by_name("pm-trader-1")  # type: ignore[attr-defined]
+    sdk = PolymarketUS(
+        key_id=venue.key_id, secret_key=venue.secret, gateway_base_url=url, api_base_url=url
+    )
+    try:
+        order = sdk.orders.create(
+            {
+                "marketSlug": "market-one",
+                "intent": "ORDER_INTENT_BUY_LONG",
+                "type": "ORDER_TYPE_LIMIT",
+                "price": {"value": "0.05", "currency": "USD"},
+                "quantity": 10,
+                "tif": "TIME_IN_FORCE_GOOD_TILL_CANCEL",
+            }
+        )
+        assert sdk.orders.retrieve(order["id"])["order"]["state"] == "ORDER_STATE_NEW"
+        assert sdk.portfolio.positions() is not None
+        sdk.orders.cancel(order["id"], {"marketSlug": "market-one"})
+
+        def canceled() -> bool:
+            state = sdk.orders.retrieve(order["id"])["order"]["state"]
+            return state == "ORDER_STATE_CANCELED"
+
+        wait_for(canceled, 30, "the order's cancel in its history")
+    finally:
+        sdk.close()
+
+    trader = gateways.store.by_name("trader-1")  # type: ignore[attr-defined]
+
+    async def drop_copy() -> list[tuple[str, int]]:
+        client = ExchangeClient(gateways.wait("g1")["grpc"], trader.key_id, trader.secret)
+        seen: list[tuple[str, int]] = []
+        try:
+            # an order sent twice with its client order id: it runs once, the repeat is
+            # answered with the first result and is no new event in the drop copy
+            first = await client.place(1, 1, "BUY_YES", "0.04", "5", client_order_id=9)
+            again = await client.place(1, 1, "BUY_YES", "0.04", "5", client_order_id=9)
+            assert (again.order_id, again.seq) == (first.order_id, first.seq)
+            await client.cancel(1, first.order_id)
+            # from after seq 1 (the setup's CREATE_MARKET): the mirror fed the drop copy from
+            # the log's first message, so no GAP
+            stream = client.drop_copy(from_seq=1)
+            while [kind for kind, _ in seen].count("CANCELED") < 2:
+                event = await asyncio.wait_for(stream.read(), 30)
+                if event.order_id or event.kind == "GAP":
+                    seen.append((event.kind, event.order_id))
+            stream.cancel()
+        finally:
+            await client.close()
+        return seen
+
+    seen = run(drop_copy(), 60)
+    rest, grpc_order = seen[0][1], seen[2][1]
+    assert seen == [
+        ("ACCEPTED", rest),
+        ("CANCELED", rest),
+        ("ACCEPTED", grpc_order),
+        ("CANCELED", grpc_order),
+    ]

@@ -61,6 +61,25 @@ def test_a_repeated_client_order_id_is_answered_with_the_first_result() -> None:
     assert state.engine.order_count == orders + 1
 
 
+def test_what_ran_is_told_apart_from_the_answers_for_the_feeds() -> None:
+    """``Applied.commands`` and ``ran_events``: the commands that took an engine seq and
+    their own events (what a drop copy logs), contiguous seqs; a repeat's answer, made of
+    the first result's events, is not among them."""
+    state = new_state()
+    first = state.apply(2, BATCH, commands([order(1, 7)]).tobytes())
+    assert first.commands["seq"].tolist() == [first.first_seq]
+    assert first.ran_events.tobytes() == first.events.tobytes()
+    again = state.apply(3, BATCH, commands([order(1, 7), order(2, 8), order(2, 8)]).tobytes())
+    assert again.commands["seq"].tolist() == [again.first_seq]  # only account 2's first
+    assert set(again.ran_events["seq"].tolist()) == {again.first_seq}
+    assert len(again.events) > len(again.ran_events)  # the answers repeat older events
+    # a transfer to a bad shard is a reject with a seq of its own: a command row for it
+    bad = state.apply(4, XFER_OUT, Transfer(3, 1, 10, 0, 7).encode())
+    assert bad.commands["seq"].tolist() == bad.ran_events["seq"].tolist() == [bad.first_seq]
+    assert bad.commands["type"][0] == CommandType.WITHDRAW
+    assert state.next_seq == bad.first_seq + 1
+
+
 def test_replicas_fed_the_same_log_reach_the_same_digest_and_snapshots_continue() -> None:
     rng = np.random.default_rng(5)
     log = [(BATCH, setup_commands([1]).tobytes())]

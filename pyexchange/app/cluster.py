@@ -306,6 +306,8 @@ def up(state_dir: Path, config: ClusterConfig, *, timeout: float = 60.0) -> dict
                 gateway_id,
                 "--keys",
                 str(keys_path),
+                "--data-dir",
+                str(state_dir / "gateways" / gateway_id),
                 "--host",
                 str(plan.get("host", config.host)),
                 "--port",

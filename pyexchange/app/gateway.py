@@ -18,9 +18,13 @@ the Polymarket US API (public REST, balances, the markets WebSocket).
   link's state and the mirror's lag) and ``/metrics`` (the service's
   Prometheus series and the gateway's own).
 
-Not served by a gateway (docs/cluster.md says why): the drop copy, and with
-it the REST order entry and private WebSocket, which read order history from
-the drop copy's log.
+- **Drop copy** (one-shard clusters): the embedded drop copy's event log in
+  ``--data-dir``, fed from the mirror from its first message on
+  (``cluster/dropcopy.py``), served over gRPC, and with it the REST order
+  entry, positions, activities, private WebSocket and trade frames, which read
+  the order history from it. A cluster of several shards has no single seq to
+  resume from: its gateways answer those with UNIMPLEMENTED (gRPC), 501 (REST)
+  or an error frame (WebSocket), saying why (docs/cluster.md).
 
 Run: ``python -m pyexchange.app.gateway --nats URLS --gateway-id g1 --keys
 KEYS.json`` (``--help`` for the rest). SIGTERM or SIGINT: stop cleanly.
@@ -48,8 +52,10 @@ from ..api.grpc import marketdata as marketdata_api
 from ..api.grpc.admin import AdminService
 from ..api.grpc.auth import GrpcAuth
 from ..api.grpc.batch import add_to_server as add_batch_entry
+from ..api.grpc.dropcopy import DropCopyService, UnservedDropCopy
 from ..api.grpc.order_entry import OrderEntryService
 from ..cluster.backend import BackendConfig, ClusterBackend
+from ..cluster.dropcopy import ClusterDropCopy
 from ..cluster.status import StatusServer
 from ..feeds.marketdata import MarketDataPublisher
 from ..metrics import Metrics
@@ -70,6 +76,7 @@ class GatewayConfig:
     servers: list[str]
     gateway_id: str
     keys_file: Path
+    data_dir: Path | None = None  # the drop copy's log; default ./gateway-<id>
     catalogue_file: Path | None = None  # slugs, events, series of the REST API
     host: str = "127.0.0.1"
     port: int = 0  # gRPC; 0: a free port
@@ -98,6 +105,8 @@ class GatewayServer:
         self.grpc_auth = GrpcAuth(self.authenticator, on_refused=self.metrics.refuse)
         self.markets = Markets()
         self.marketdata = MarketDataPublisher()
+        self.dropcopy: ClusterDropCopy | None = None
+        self._feeding = False  # the market feeds take the mirrors' messages
         self.backend: ClusterBackend | None = None
         self.gateway: EngineLink | None = None  # _Guard reads it (closing)
         self.venue: Any = None
@@ -112,22 +121,27 @@ class GatewayServer:
         config = self.config
         loop = asyncio.get_running_loop()
         self.authenticator.not_before_ms = self.authenticator.clock()
-        backend = await ClusterBackend(
+        backend = ClusterBackend(
             BackendConfig(
                 config.servers,
                 config.gateway_id,
                 store_timeout=config.store_timeout,
                 reply_timeout=config.reply_timeout,
             )
-        ).start()
+        )
+        # On the mirrors before they apply anything: the drop copy takes every message
+        # from the mirror's start (a gap only before it: the snapshot it started from).
+        backend.listeners.append(self._on_message)
+        await backend.start()
         self.backend = backend
-        # The feeds start from the mirrors as they stand and take every message after:
-        # the load and the listener are installed with no await between them.
+        # The market feeds start from the mirrors as they stand and take every message
+        # after: the load and ``_feeding`` are set with no await between them.
         self.marketdata.attach(loop)
         self.markets.load(backend.view)
         self.marketdata.load(backend.view)  # type: ignore[arg-type]
-        for mirror in backend.mirrors:
-            mirror.listeners.append(self._on_message)
+        self._feeding = True
+        if self.dropcopy is None and backend.layout.shards == 1:  # no message yet
+            self._open_dropcopy()
         self.gateway = EngineLink(backend, self.markets, self.metrics, config.max_in_flight)
         link = self.gateway
         self.metrics.track(lambda: link.in_flight, lambda: 0)
@@ -152,6 +166,11 @@ class GatewayServer:
         marketdata_api.add_to_server(
             marketdata_api.MarketDataService(self.marketdata, self.grpc_auth), registrar
         )
+        if self.dropcopy is not None:
+            dropcopy: Any = DropCopyService(self.dropcopy, self.grpc_auth)
+        else:
+            dropcopy = UnservedDropCopy(self._unserved())
+        pb_grpc.add_DropCopyServicer_to_server(dropcopy, registrar)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -186,11 +205,29 @@ class GatewayServer:
             "pid": os.getpid(),
         }
 
-    def _on_message(self, shard: int, seq: int, counts: Any, events: Any) -> None:
-        """A mirror applied command message ``seq`` of ``shard`` (the loop): feed the feeds."""
-        if len(events):
-            self.markets.on_events(events, events)  # it reads only the events
-            self.marketdata.on_events(events, events)
+    def _on_message(self, mirror: Any, seq: int, applied: Any, events: Any) -> None:
+        """A mirror applied command message ``seq`` (the loop): feed the feeds."""
+        if self._feeding and len(events):
+            self.markets.on_events(applied.commands, events)
+            self.marketdata.on_events(applied.commands, events)
+        if len(applied.commands) and mirror.layout.shards == 1:
+            dropcopy = self.dropcopy or self._open_dropcopy()
+            dropcopy.on_events(applied.commands, events)
+
+    def _open_dropcopy(self) -> ClusterDropCopy:
+        data_dir = self.config.data_dir or Path(f"gateway-{self.config.gateway_id}")
+        self.dropcopy = ClusterDropCopy(data_dir)
+        self.dropcopy.attach(asyncio.get_running_loop())
+        return self.dropcopy
+
+    def _unserved(self) -> str:
+        shards = self.backend.layout.shards if self.backend is not None else 0
+        return (
+            f"not served by the gateways of a cluster of {shards} shards: the drop copy, "
+            "and the order entry, positions and activities that read their orders from it, "
+            "need one engine seq to resume from (docs/cluster.md); use the gRPC "
+            "OrderEntry and GetAccount"
+        )
 
     async def _start_venue_api(self) -> None:
         from ..api.rest import VenueApi, VenueConfig
@@ -209,7 +246,9 @@ class GatewayServer:
             catalogue=catalogue,
             gateway=self.gateway,
             marketdata=self.marketdata,
+            dropcopy=self.dropcopy,
             metrics=self.metrics,
+            unserved="" if self.dropcopy is not None else self._unserved(),
         )
         self.http_port = await self.venue.start()
 
@@ -295,6 +334,9 @@ class GatewayServer:
         if self.backend is not None:
             await self.backend.close()
             self.backend = None
+        if self.dropcopy is not None:  # after the mirrors: nothing more comes
+            await asyncio.to_thread(self.dropcopy.close)
+            self.dropcopy = None
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[GatewayConfig, str]:
@@ -302,6 +344,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[GatewayConfig, str]:
     p.add_argument("--nats", required=True, help="comma-separated NATS server URLs")
     p.add_argument("--gateway-id", required=True, help="unique among the cluster's gateways")
     p.add_argument("--keys", type=Path, required=True, help="the cluster's keys.json")
+    p.add_argument("--data-dir", type=Path, help="the drop copy's log (default ./gateway-ID)")
     p.add_argument("--catalogue", type=Path, help="catalogue JSON (slugs of the REST API)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="gRPC (0: a free port)")
@@ -315,6 +358,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[GatewayConfig, str]:
         servers=args.nats.split(","),
         gateway_id=args.gateway_id,
         keys_file=args.keys,
+        data_dir=args.data_dir,
         catalogue_file=args.catalogue,
         host=args.host,
         port=args.port,

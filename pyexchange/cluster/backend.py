@@ -52,7 +52,7 @@ from matchcore import EVENT_DTYPE
 
 from . import log as L
 from .faults import fault
-from .mirror import ClusterView, ShardMirror
+from .mirror import ClusterView, Listener, ShardMirror
 from .router import Part, Unroutable, combine, route, to_cluster_events
 
 logger = logging.getLogger(__name__)
@@ -291,6 +291,9 @@ class ClusterBackend:
         self.links: list[ShardLink] = []
         self.mirrors: list[ShardMirror] = []
         self.market_shards: dict[int, int] = {}
+        # called after each message every mirror applies, from the first one on
+        # (installed on the mirrors before they start; ``mirror.Listener``)
+        self.listeners: list[Listener] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
 
@@ -320,6 +323,7 @@ class ClusterBackend:
         self.mirrors = []
         for s in range(self.layout.shards):
             mirror = ShardMirror(self.js, s, self.layout)
+            mirror.listeners.extend(self.listeners)
             self.mirrors.append(
                 await L.until_answered(mirror.start, f"shard {s}'s command log", limit)
             )

@@ -33,12 +33,13 @@ from matchcore import Balance, OrderInfo, Position, Totals
 from . import log as L
 from . import snapshots
 from .router import cluster_id, split_id, to_cluster_events
-from .shard import BATCH, ShardState
+from .shard import BATCH, Applied, ShardState
 
 logger = logging.getLogger(__name__)
 
-# (shard, stream seq, counts per row, events in cluster ids) after each applied message
-Listener = Callable[[int, int, np.ndarray, np.ndarray], None]
+# (the mirror, stream seq, what the message produced, the events of the commands that
+# ran, in cluster ids: ``Applied.ran_events``) after each applied message
+Listener = Callable[["ShardMirror", int, Applied, np.ndarray], None]
 
 
 class ShardMirror:
@@ -83,9 +84,12 @@ class ShardMirror:
                     continue  # delivered again after the consumer was re-created
                 applied = state.apply(seq, (msg.headers or {}).get(L.KIND, BATCH), msg.data)
                 if self.listeners:
-                    events = to_cluster_events(applied.events, self.shard)
+                    events = to_cluster_events(applied.ran_events, self.shard)
                     for listener in self.listeners:
-                        listener(self.shard, seq, applied.counts, events)
+                        try:
+                            listener(self, seq, applied, events)
+                        except Exception:  # a feed's failure must not stop the mirror's reads
+                            logger.exception("shard %d: a mirror listener failed", self.shard)
                 self._release(seq)
         finally:
             with contextlib.suppress(Exception):

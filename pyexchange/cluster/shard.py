@@ -50,6 +50,7 @@ KINDS = (BATCH, XFER_OUT, XFER_IN, XFER_DONE)
 _STATE_MAGIC = b"PYXSHRD2"
 _STATE_HEADER = struct.Struct("<8sIIQQQQQ")  # magic, shard, shards, stream seq, next seq, 3 lengths
 _NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
+_NO_COMMANDS = np.zeros(0, dtype=COMMAND_DTYPE)
 
 
 @dataclass
@@ -60,6 +61,12 @@ class Applied:
     events: np.ndarray
     first_seq: int  # the engine seq of the first command that ran (next_seq if none did)
     drive: Transfer | None = None  # a transfer withdrawn here: the leader carries it on
+    # What ran, as the embedded sequencer hands its batches to the feeds: the commands
+    # that got an engine seq (seq-stamped, in order, contiguous from first_seq) and
+    # their own events. ``events`` differs for repeats (answered with the first
+    # result: events of older seqs) and transfer retries; a drop copy needs these.
+    commands: np.ndarray = field(default_factory=lambda: _NO_COMMANDS)
+    ran_events: np.ndarray = field(default_factory=lambda: _NO_EVENTS)
 
 
 @dataclass
@@ -77,6 +84,10 @@ class ShardState:
     # key of each transfer that arrived here -> the events of its credit (or refusal)
     credited: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
     sent_capacity: int = 1_000_000
+    # (commands, events) of each engine run of the message being applied
+    _ran: list[tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     # ------------------------------------------------------------ applying
 
@@ -87,6 +98,7 @@ class ShardState:
                 f"shard {self.shard}: message {stream_seq} after {self.stream_seq} (a gap)"
             )
         first_seq = self.next_seq
+        self._ran = []
         try:
             if kind == BATCH:
                 commands, transfer = decode_commands(body), None
@@ -106,6 +118,11 @@ class ShardState:
             assert transfer is not None
             events, drive = self._transfer(kind, transfer)
             applied = Applied(np.array([len(events)], np.uint32), events, first_seq, drive)
+        if len(self._ran) == 1:
+            applied.commands, applied.ran_events = self._ran[0]
+        elif self._ran:
+            applied.commands = np.concatenate([c for c, _ in self._ran])
+            applied.ran_events = np.concatenate([e for _, e in self._ran])
         self.stream_seq = stream_seq
         return applied
 
@@ -113,7 +130,9 @@ class ShardState:
         count = len(commands)
         commands["seq"] = np.arange(self.next_seq, self.next_seq + count, dtype=np.uint64)
         self.next_seq += count
-        return self.engine.process(commands)
+        events = self.engine.process(commands)
+        self._ran.append((commands, events))
+        return events
 
     def _batch(self, commands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run a batch as the embedded sequencer does: repeats answered from the table."""
@@ -190,6 +209,10 @@ class ShardState:
         event = np.zeros(1, dtype=EVENT_DTYPE)
         event["seq"], event["type"], event["reason"] = self.next_seq, EventType.REJECTED, reason
         event["account"], event["command"] = t.account, CommandType.WITHDRAW
+        # it takes a seq as a run command would: the withdrawal it stands for ran here
+        command = _cash_command(CommandType.WITHDRAW, t)
+        command["seq"] = self.next_seq
+        self._ran.append((command, event))
         self.next_seq += 1
         return event
 

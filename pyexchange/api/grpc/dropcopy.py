@@ -88,3 +88,16 @@ class DropCopyService(pb_grpc.DropCopyServicer):
             await context.abort(grpc.StatusCode.DATA_LOSS, f"drop copy log damaged: {exc}")
         finally:  # the call ended (client gone, cancelled): leave the live set now
             await events.aclose()
+
+
+class UnservedDropCopy(pb_grpc.DropCopyServicer):
+    """A server without a drop copy: Subscribe answers UNIMPLEMENTED, saying why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def Subscribe(
+        self, request: pb.DropCopyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DropCopyEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, self.reason)
+        yield pb.DropCopyEvent()  # never reached: abort raises (this makes it a stream)

@@ -31,6 +31,7 @@ from .account import AccountApi
 from .app import AddressLimiter, VenueApp
 from .auth import VenueAuth
 from .context import Settings, VenueContext
+from .errors import unimplemented
 from .http import HttpLimits, RestServer
 from .maintenance import PATH as MAINTENANCE_PATH
 from .maintenance import Maintenance
@@ -69,7 +70,11 @@ class VenueApi:
         marketdata: Any,
         dropcopy: Any = None,
         metrics: Any = None,
+        unserved: str = "",
     ) -> None:
+        """Without ``dropcopy`` there is no order history: the order entry, positions and
+        activities answer 501 and the private socket's order, position and balance
+        subscriptions an error frame, saying ``unserved`` (why this server has none)."""
         self.config = config
         self.context = VenueContext(catalogue, gateway, marketdata, config.settings)
         on_refused = None if metrics is None else metrics.refuse
@@ -89,6 +94,13 @@ class VenueApi:
             orders = OrdersApi(self.context, self.history)
             orders.register(self.app)
             PortfolioApi(self.context, orders, self.history, self._mark).register(self.app)
+        else:  # a clear refusal on every route it would serve, never a bare 404
+            self.context.unserved = unserved or (
+                "this server runs without the drop copy, from which the order entry, "
+                "positions and activities read their orders"
+            )
+            for method, path, _handler, permission in (*OrdersApi.ROUTES, *PortfolioApi.ROUTES):
+                self.app.add(method, path, self._unserved, permission)
         self.websockets = WebSocketApi(
             self.context,
             self.auth,
@@ -102,6 +114,9 @@ class VenueApi:
         if config.webview:
             WebView(self.app, metrics, config.heartbeat_s).register()
         self.server = RestServer(self.app, config.host, config.port, config.limits)
+
+    async def _unserved(self, request: Any, key: Any) -> Any:
+        raise unimplemented(self.context.unserved)
 
     def _mark(self, market: int) -> int | None:
         stats = self.context.trade_stats(market)

@@ -25,6 +25,8 @@ class VenueContext:
     marketdata: Any  # MarketDataPublisher, or None when market data is off
     settings: Settings = field(default_factory=Settings)
     history: Any = None  # OrderHistory (pyexchange.feeds.history), None without the drop copy
+    # without the order history: why its routes and private subscriptions are not served
+    unserved: str = ""
     maintenance: bool = False  # maintenance is starting or on (maintenance.py)
     # seq ranges of commands by which the exchange canceled orders (maintenance)
     unsolicited: list[list[int]] = field(default_factory=list)

@@ -24,6 +24,7 @@ HTTP_STATUS = {
     5: 404,  # NOT_FOUND
     10: 409,  # ABORTED
     8: 429,  # RESOURCE_EXHAUSTED
+    12: 501,  # UNIMPLEMENTED
     13: 500,  # INTERNAL
     14: 503,  # UNAVAILABLE
     4: 504,  # DEADLINE_EXCEEDED
@@ -90,6 +91,11 @@ def rate_limited(message: str = "rate limit exceeded") -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(14, message)
+
+
+def unimplemented(message: str) -> ApiError:
+    """501: what this server does not serve at all (a retry will not help), and why."""
+    return ApiError(12, message)
 
 
 def from_service_error(error: ServiceError) -> ApiError:

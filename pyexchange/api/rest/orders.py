@@ -283,6 +283,22 @@ def _created(reply: OrderReply) -> tuple[str, int, int]:
 
 
 class OrdersApi:
+    # (method, path, handler, permission): what ``register`` serves (and what a server
+    # without the order history answers 501 for: ``VenueApi``)
+    ROUTES = (
+        ("POST", "/v1/orders", "create", "trade"),
+        ("POST", "/v1/orders/batched", "create_many", "trade"),
+        ("POST", "/v1/orders/batched/cancel", "cancel_many", "trade"),
+        ("POST", "/v1/orders/batched/modify", "modify_many", "trade"),
+        ("GET", "/v1/orders/open", "open_orders", "read"),
+        ("POST", "/v1/orders/open/cancel", "cancel_all", "trade"),
+        ("POST", "/v1/order/preview", "preview", "trade"),
+        ("POST", "/v1/order/close-position", "close_position", "trade"),
+        ("GET", "/v1/order/{orderId}", "retrieve", "read"),
+        ("POST", "/v1/order/{orderId}/cancel", "cancel", "trade"),
+        ("POST", "/v1/order/{orderId}/modify", "modify", "trade"),
+    )
+
     def __init__(self, ctx: VenueContext, history: Any) -> None:
         self.ctx = ctx
         self.history = history
@@ -292,18 +308,8 @@ class OrdersApi:
         self.unknown_slugs_kept = UNKNOWN_SLUGS_KEPT
 
     def register(self, app: VenueApp) -> None:
-        add = app.add
-        add("POST", "/v1/orders", self.create, "trade")
-        add("POST", "/v1/orders/batched", self.create_many, "trade")
-        add("POST", "/v1/orders/batched/cancel", self.cancel_many, "trade")
-        add("POST", "/v1/orders/batched/modify", self.modify_many, "trade")
-        add("GET", "/v1/orders/open", self.open_orders, "read")
-        add("POST", "/v1/orders/open/cancel", self.cancel_all, "trade")
-        add("POST", "/v1/order/preview", self.preview, "trade")
-        add("POST", "/v1/order/close-position", self.close_position, "trade")
-        add("GET", "/v1/order/{orderId}", self.retrieve, "read")
-        add("POST", "/v1/order/{orderId}/cancel", self.cancel, "trade")
-        add("POST", "/v1/order/{orderId}/modify", self.modify, "trade")
+        for method, path, handler, permission in self.ROUTES:
+            app.add(method, path, getattr(self, handler), permission)
 
     # ------------------------------------------------------------ helpers
 

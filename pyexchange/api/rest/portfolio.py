@@ -59,6 +59,11 @@ def _cursor(value: str | None) -> int:
 
 
 class PortfolioApi:
+    ROUTES = (  # as OrdersApi.ROUTES
+        ("GET", "/v1/portfolio/positions", "positions", "read"),
+        ("GET", "/v1/portfolio/activities", "activities", "read"),
+    )
+
     def __init__(self, ctx: VenueContext, orders: Any, history: Any, marks: Any) -> None:
         self.ctx = ctx
         self.orders = orders  # OrdersApi: its acked seq and the slugs of its orders
@@ -66,8 +71,8 @@ class PortfolioApi:
         self.marks = marks  # market -> last trade price (price units), or None
 
     def register(self, app: VenueApp) -> None:
-        app.add("GET", "/v1/portfolio/positions", self.positions, "read")
-        app.add("GET", "/v1/portfolio/activities", self.activities, "read")
+        for method, path, handler, permission in self.ROUTES:
+            app.add(method, path, getattr(self, handler), permission)
 
     async def positions(self, request: Request, key: Any) -> Response:
         account = account_of(key)

@@ -724,12 +724,18 @@ class WebSocketApi:
         if old is not None and session.endpoint == "markets":
             self.markets.unsubscribe(session, old)
         if session.endpoint == "markets":
+            if kind == "SUBSCRIPTION_TYPE_TRADE" and self.ctx.history is None:
+                session.push(error_frame(self.ctx.unserved, request_id, kind))  # no trades
+                return
             if not markets:
                 session.push(error_frame("marketSlugs is required", request_id, kind))
                 return
             sub = Subscription(request_id, kind, frozenset(markets))
             session.subscriptions[request_id] = sub
             self.markets.subscribe(session, sub)
+            return
+        if self.ctx.history is None:  # no order history: nothing would ever come
+            session.push(error_frame(self.ctx.unserved, request_id, kind))
             return
         sub = Subscription(request_id, kind, frozenset(markets) if markets else None)
         if kind == "SUBSCRIPTION_TYPE_ORDER_SNAPSHOT":  # one-shot: nothing follows
