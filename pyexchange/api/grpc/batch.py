@@ -32,7 +32,7 @@ from ...service.pipeline import pipeline
 from . import batch_pb2 as bpb
 from . import batch_pb2_grpc as bpb_grpc
 from .auth import GrpcAuth
-from .order_entry import DEFAULT_WINDOW, stream_reply, stream_request_of
+from .order_entry import DEFAULT_WINDOW, fill_stream_reply, stream_request_of
 
 __all__ = ["OrderBatchService", "add_to_server"]
 
@@ -60,14 +60,11 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
             ids = [r.correlation_id for r in requests]
 
             def answered(results: list[Any]) -> None:
-                done(
-                    bpb.OrderBatchReply(
-                        replies=[
-                            stream_reply(c, result, auth)
-                            for c, result in zip(ids, results, strict=True)
-                        ]
-                    )
-                )
+                reply = bpb.OrderBatchReply()
+                add = reply.replies.add  # built in place: no copy per reply
+                for c, result in zip(ids, results, strict=True):
+                    fill_stream_reply(add(), c, result, auth)
+                done(reply)
 
             entry.submit(key, [stream_request_of(r) for r in requests], answered)
             return len(ids)
