@@ -5,6 +5,7 @@
     python -m bench.service_load --rates 1000,2000,5000 --clients 4 --seconds 5
     python -m bench.service_load --api stream --profile py-spy
     python -m bench.service_load --switch-interval 0.0005   # experiment: the server's GIL
+    python -m bench.service_load --baseline DIR --repeat 2  # before/after in one run
 
 What runs (shared/BENCHMARKS.md, SERVICE):
 
@@ -66,7 +67,13 @@ divided by the rate's wall time. With py-spy installed (``--profile``), one
 more run at each streaming API's highest sustained rate is sampled by
 ``py-spy record --threads --idle`` (each Python thread's wall time sorted into
 what it was doing) while ``/proc/PID/task`` gives the CPU of every server
-thread, gRPC's native ones included.
+thread, gRPC's native ones included. Every rate gives the server's CPU per order by
+thread, under the Python names of its threads (learnt once with ``py-spy dump`` when
+installed: the OS calls them all ``python``).
+
+**Before/after**: ``--baseline DIR`` runs a server importing pyexchange and matchcore
+from ``DIR`` (e.g. a copy of an older build's installed packages) and this build's,
+alternately, ``--repeat`` times each, baseline first; rows are labelled before / after.
 
 Writes ``bench/results/service-<timestamp>.json`` and ``.md`` and a
 latency-vs-rate picture ``service-<timestamp>-latency.png``, with the machine.
@@ -1450,8 +1457,28 @@ def read_raw_profile(path: Path) -> tuple[dict[str, Counter[str]], dict[int, str
     return samples, names
 
 
+# pid -> tid -> Python thread name (py-spy dump once the server runs): Python does not name
+# its threads in the OS, where the sequencer, the drop-copy writer and the loop are all "python"
+_PY_NAMES: dict[int, dict[int, str]] = {}
+
+
+def name_python_threads(pid: int) -> None:
+    """Learn the Python names of a process's threads (nothing without py-spy)."""
+    exe = _py_spy()
+    if exe is None:
+        return
+    try:
+        out = subprocess.run(
+            [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    found = re.findall(r'^Thread (?:0x[0-9a-fA-F]+|(\d+)) \([^)]*\): "([^"]*)"', out, re.M)
+    _PY_NAMES[pid] = {int(tid): name for tid, name in found if tid}
+
+
 def _threads_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (OS thread name, CPU seconds) of every thread of a process."""
+    """tid -> (thread name: Python's when known, else the OS's; CPU seconds) of a process."""
     out = {}
     try:
         tasks = list(os.scandir(f"/proc/{pid}/task"))
@@ -1464,6 +1491,7 @@ def _threads_cpu(pid: int) -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         name = text[text.find("(") + 1 : text.rfind(")")]
+        name = _PY_NAMES.get(pid, {}).get(int(task.name), name)
         fields = text.rsplit(")", 1)[1].split()
         out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
     return out
@@ -1822,6 +1850,7 @@ def run(
         server.data_dir.mkdir(parents=True)
         floor = fdatasync_floor(server.data_dir)
         server.start()
+        name_python_threads(server.pid)
         clients = Clients(server, setup)
         ready = clients.ready()
         print(
@@ -2010,6 +2039,12 @@ def parser() -> argparse.ArgumentParser:
         "build: its pyexchange and matchcore), first; rows are labelled before / after",
     )
     p.add_argument("--baseline-note", default="", help="what the baseline is (commit)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --baseline: alternate baseline and this build this many times",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
@@ -2038,10 +2073,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown api {sorted(unknown)}; choose from {', '.join(APIS)}", file=sys.stderr)
         return 2
-    if args.baseline:  # the same ladder on a baseline build of the server, then this one
-        before = run(args, argv, "before", str(args.baseline))
-        result = run(args, argv, "after")
-        result["rows"] = before["rows"] + result["rows"]
+    if args.baseline:  # before/after in one run: the ladders alternate, baseline first
+        rows: list[dict[str, Any]] = []
+        for _ in range(args.repeat):
+            before = run(args, argv, "before", str(args.baseline))
+            result = run(args, argv, "after")
+            rows += before["rows"] + result["rows"]
+        result["rows"] = rows
         result["baseline"] = {"server_path": str(args.baseline), "note": args.baseline_note}
     else:
         result = run(args, argv)
