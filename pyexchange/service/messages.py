@@ -58,6 +58,10 @@ REJECT_MESSAGES: dict[Reject, str] = {
         "the market is PRE_OPEN: only GTC/GTD limit orders (not post-only) rest for its "
         "opening auction"
     ),
+    Reject.NO_LIQUIDITY: (
+        "nothing could fill the market order within its worst price (from its slippage "
+        "tolerance, its price or the market's bound)"
+    ),
 }
 
 CANCEL_MESSAGES: dict[CancelReason, str] = {

@@ -104,6 +104,11 @@ class Place(msgspec.Struct, kw_only=True):
     post_only: bool = False
     market_order: bool = False
     client_order_id: int = 0
+    # a market order whose worst price the engine derives (docs/matchcore.md §4, the venue's
+    # market orders): (ticks, bps, current price or 0: the best opposite one); ``price`` is
+    # then the bound when no tolerance is given (0: the market's), and an order that would
+    # fill nothing is rejected (NO_LIQUIDITY)
+    slippage: tuple[int, int, int] | None = None
     # False: a value off the market's grid or range is refused here (``Invalid``, never
     # journaled). True: ``price``, ``quantity`` / ``cash`` are whole units as the API
     # normalized them, and what is off the market's rules is the engine's reject, journaled
@@ -277,19 +282,30 @@ def place_record(r: Place, markets: Markets) -> tuple[int, ...]:
         flags |= OrderFlags.POST_ONLY
     if r.market_order:
         flags |= OrderFlags.MARKET
+    aux = 0
+    if r.slippage is not None:
+        if not r.market_order:
+            raise Invalid("a slippage tolerance is for market orders only", "INVALID_ARGUMENT")
+        ticks, bps, current = r.slippage
+        aux = (
+            _whole(ticks, "slippage ticks", U32)
+            | _whole(bps, "slippage bps", 10_000) << 32
+            | _whole(current, "slippage current price", PRICE_SCALE) << 48
+        )
+        flags |= OrderFlags.SLIPPAGE
     if r.engine_judges:
         price = _whole(r.price, "price", PRICE_SCALE)
         by_cash = r.cash != ""
         quantity = _whole(r.cash if by_cash else r.quantity, "quantity", I64)
     else:
-        if _absent(r.price):
+        if _absent(r.price) and r.slippage is None:
             raise Invalid(
                 "price is required (the limit, or a market order's worst-price bound)"
                 if not r.market_order
                 else "a market order needs a worst-price bound in price",
                 "MISSING_PRICE",
             )
-        price = _price(r.price, tick)
+        price = 0 if _absent(r.price) else _price(r.price, tick)
         by_cash = not _absent(r.cash)
         if by_cash:
             if not _absent(r.quantity):
@@ -310,7 +326,7 @@ def place_record(r: Place, markets: Markets) -> tuple[int, ...]:
         raise Invalid("a GTD order needs expire_time_ns (engine time, Unix ns)", "INVALID_EXPIRY")
     client = _whole(r.client_order_id, "client_order_id", U64)
     # the record in COMMAND_DTYPE's field order (checked below): the hot path skips record()
-    return (0, 0, 0, client, quantity, expiry, 0, account, market, price, CommandType.NEW_ORDER,
+    return (0, 0, 0, client, quantity, expiry, aux, account, market, price, CommandType.NEW_ORDER,
             intent, tif, stp, flags, 0, 0, 0, 0, 0)  # fmt: skip
 
 

@@ -7,8 +7,8 @@ market's tick decimals, money is an Amount with exact decimals.
 
 How the core's executions are shown (spec §3.8, the choices of §6):
 
-- a market order that filled nothing is REJECTED with NO_LIQUIDITY (the core
-  accepts and cancels it; the NEW is not shown);
+- a market order that could fill nothing is REJECTED with NO_LIQUIDITY (the core
+  rejects it: docs/matchcore.md §4, the venue's market orders);
 - the unfilled rest of an IOC, FOK or market order is CANCELED (an FOK that
   cannot fill at once is rejected by the core: REJECTED, "Fill or kill ...");
 - a self-match cancel is CANCELED with the text "Self Match Prevention";
@@ -79,16 +79,6 @@ def cash_amount(micro: int) -> dict[str, str]:
     return wire.amount(wire.exact(micro, CASH, 2))
 
 
-def no_liquidity(order: OrderRecord) -> bool:
-    """A market order that filled nothing: shown REJECTED (NO_LIQUIDITY)."""
-    return (
-        bool(order.flags & MARKET)
-        and order.cum == 0
-        and order.status == Status.CANCELED
-        and order.reason == CancelReason.UNFILLED
-    )
-
-
 def order_id_of(order: OrderRecord) -> str:
     return ids.order_id(order.order_id) if order.order_id else ids.rejected_order_id(order.seq)
 
@@ -98,9 +88,6 @@ def order_object(order: OrderRecord, market: MarketFacts, slug: str = "") -> dic
     slug = slug or entry.slug
     intent = order.intent
     by_cash = bool(order.flags & BY_CASH)
-    state = _STATES[order.status]
-    if no_liquidity(order):
-        state = "ORDER_STATE_REJECTED"
     out: dict[str, Any] = {
         "id": order_id_of(order),
         "marketSlug": slug,
@@ -120,7 +107,7 @@ def order_object(order: OrderRecord, market: MarketFacts, slug: str = "") -> dic
             "outcome": entry.outcome,
             "eventSlug": entry.event_slug,
         },
-        "state": state,
+        "state": _STATES[order.status],
         "insertTime": wire.timestamp(order.inserted_ns),
         "createTime": wire.timestamp(order.created_ns),
         "commissionNotionalTotalCollected": cash_amount(order.fees),
@@ -173,10 +160,7 @@ def execution_object(
         out["orderRejectReason"] = reason
         out["text"] = text
     elif kind == Kind.CANCELED:
-        if no_liquidity(order):
-            out["type"] = "EXECUTION_TYPE_REJECTED"
-            out["orderRejectReason"], out["text"] = venue.NO_LIQUIDITY
-        elif execution.reason == CancelReason.SELF_TRADE:
+        if execution.reason == CancelReason.SELF_TRADE:
             out["text"] = venue.SELF_MATCH_TEXT
         elif execution.reason == CancelReason.UNFILLED:
             out["text"] = "Unfilled quantity canceled (immediate or cancel)"
@@ -187,13 +171,6 @@ def execution_object(
             out["unsolicitedCancelReason"] = "UNSOLICITED_CXL_REASON_EXCHANGE_OPTION"
             out["text"] = "Canceled for maintenance"
     return out
-
-
-def visible_executions(executions: list[Execution], final: OrderRecord | None) -> list[Execution]:
-    """An order's executions as the venue shows them, given its final state."""
-    if final is not None and no_liquidity(final):
-        return [e for e in executions if e.kind != Kind.NEW]
-    return executions
 
 
 # --------------------------------------------------------------- positions

@@ -203,29 +203,26 @@ def _price_units(value: Decimal, tick: int) -> int:
     return units if 0 < units < PRICE_SCALE else 0
 
 
-def protective_limit(spec: OrderSpec, tick: int, best: tuple[int, int, int, int]) -> int:
-    """A market order's worst price (spec §3.2): from the slippage tolerance off the current
-    price (default: the best opposite price), else the order's price, else 0.99 / 0.01."""
-    bid_side = side_of(spec.intent) == Side.BID
-    opposite = best[2] if bid_side else best[0]
+def _bound_units(value: Decimal, tick: int) -> int:
+    """A market order's price (its worst price) or a tolerance's ``currentPrice`` in price
+    units, truncated toward zero to the tick; out of range, a value the engine rejects
+    (PRICE_OUT_OF_BOUNDS): 0 would mean "none" to the engine."""
+    return _price_units(value, tick) or PRICE_SCALE
+
+
+def tolerance(spec: OrderSpec, tick: int) -> tuple[int, int, int]:
+    """A market order's ``slippageTolerance`` in the core's terms (ticks, bps, current
+    price or 0: the best opposite one); the engine derives the worst price (spec §3.2,
+    docs/matchcore.md §4). A 0 is no tolerance, as proto3 has it (absent and 0 are one)."""
     slippage = spec.slippage
-    if slippage and (slippage.get("ticks") is not None or slippage.get("bips") is not None):
-        current = (
-            _price_units(wire.amount_of(slippage["currentPrice"], "currentPrice"), 1)
-            if slippage.get("currentPrice") is not None
-            else opposite
-        )
-        if current:
-            if slippage.get("ticks") is not None:
-                offset = int(slippage["ticks"]) * tick
-            else:
-                offset = current * int(slippage["bips"]) // 10_000
-            limit = current + offset if bid_side else current - offset
-            limit = limit - limit % tick if bid_side else -(-limit // tick) * tick
-            return min(max(limit, tick), PRICE_SCALE - tick)
-    if spec.price is not None:
-        return _price_units(spec.price, tick)
-    return venue.HIGH if bid_side else venue.LOW
+    if not spec.market_order or not slippage:  # "Limit orders: not applicable"
+        return 0, 0, 0
+    current = slippage.get("currentPrice")
+    return (
+        slippage.get("ticks") or 0,
+        slippage.get("bips") or 0,
+        _bound_units(wire.amount_of(current, "currentPrice"), tick) if current is not None else 0,
+    )
 
 
 def order_request(spec: OrderSpec, account: int, ctx: VenueContext) -> Place:
@@ -243,13 +240,11 @@ def order_request(spec: OrderSpec, account: int, ctx: VenueContext) -> Place:
         quantity = min(
             wire.truncated_units(spec.quantity, venue.QUANTITY_SCALE, lot), MAX_QUANTITY + 1
         )
-    if spec.market_order:
-        view = ctx.marketdata.markets.get(spec.market) if ctx.marketdata is not None else None
-        price = protective_limit(spec, tick, view.bbo if view is not None else (0, 0, 0, 0))
-    elif spec.price is not None:  # a limit (by cash: the worst price it may pay)
-        price = _price_units(spec.price, tick)
+    if market_order:  # the worst price: the tolerance's, else the price, else the bound
+        price = _bound_units(spec.price, tick) if spec.price is not None else 0
     else:
-        price = 0
+        assert spec.price is not None
+        price = _price_units(spec.price, tick)
     return Place(
         account=account,
         market=spec.market,
@@ -262,6 +257,7 @@ def order_request(spec: OrderSpec, account: int, ctx: VenueContext) -> Place:
         stp=venue.SELF_MATCH_MODE,
         post_only=spec.post_only,
         market_order=market_order,
+        slippage=tolerance(spec, tick) if market_order else None,
         engine_judges=True,
     )
 
@@ -414,12 +410,8 @@ class OrdersApi:
             await self._wait_terminal(order, float(spec.max_block_s))
             executions = self._executions(account, core, seq)
             facts = (await self._facts({order.market}))[order.market]
-            final = order if not order.open else None
             slug = self._slug_of(order)
-            reply["executions"] = [
-                objects.execution_object(e, facts, slug)
-                for e in objects.visible_executions(executions, final)
-            ]
+            reply["executions"] = [objects.execution_object(e, facts, slug) for e in executions]
         return reply
 
     async def create(self, request: Request, key: Any) -> Response:
@@ -685,11 +677,11 @@ class OrdersApi:
         infos = await self.ctx.market_infos([spec.market])
         info = infos[spec.market]
         view = self.ctx.view(spec.market)
-        cum, notional, fee = simulate(command, view, info)
+        price, cum, notional, fee = simulate(command, view, info)
         now = time.time_ns()
         order = OrderRecord(
             0, 0, account, spec.market, spec.intent, int(command["tif"]), int(command["flags"]),
-            int(command["price"]), int(command["quantity"]) if spec.cash is None else cum,
+            price, int(command["quantity"]) if spec.cash is None else cum,
             budget=int(command["quantity"]) if spec.cash is not None else 0,
             leaves=max(int(command["quantity"]) - cum, 0) if spec.cash is None else 0,
             cum=cum, notional=notional, fees=fee, expiry_ns=spec.expiry_ns,
@@ -741,17 +733,20 @@ class OrdersApi:
         return json_response(wire.encode(reply))
 
 
-def simulate(command: Any, view: Any, info: Any) -> tuple[int, int, int]:
-    """What an order would fill now against the book (the preview): (quantity, notional in
-    micro-dollars, taker fee), levels as market data has them (owners are not known: a
-    self-match is not foreseen)."""
+def simulate(command: Any, view: Any, info: Any) -> tuple[int, int, int, int]:
+    """What an order would fill now against the book (the preview): (its worst price,
+    quantity, notional in micro-dollars, taker fee), levels as market data has them (owners
+    are not known: a self-match is not foreseen)."""
     intent = int(command["intent"])
-    limit = int(command["price"])
-    by_cash = bool(int(command["flags"]) & OrderFlags.BY_CASH)
+    flags = int(command["flags"])
+    by_cash = bool(flags & OrderFlags.BY_CASH)
     left = int(command["quantity"])
     lot = int(info.lot)
     bid = side_of(intent) == Side.BID
     levels = sorted(view.asks.items()) if bid else sorted(view.bids.items(), reverse=True)
+    limit = int(command["price"])
+    if flags & OrderFlags.SLIPPAGE:
+        limit = slippage_limit(bid, limit, int(command["aux"]), info, levels[0][0] if levels else 0)
     cum = notional = fee = 0
     for price, (total, _) in levels:
         if (bid and price > limit) or (not bid and price < limit) or left <= 0:
@@ -770,7 +765,33 @@ def simulate(command: Any, view: Any, info: Any) -> tuple[int, int, int]:
         fee += _fee(int(info.taker_fee_bps), int(info.fee_base), price, token, take)
     if int(info.fee_base) == FeeBase.PQ_CENTS:  # fee summed the exact numerators
         fee = _cents(fee) * _CENT
-    return cum, notional, fee
+    return limit, cum, notional, fee
+
+
+def slippage_limit(bid: bool, price: int, aux: int, info: Any, best: int) -> int:
+    """The worst price the engine derives for a SLIPPAGE market order (docs/matchcore.md §4),
+    for the preview, which runs nothing in the engine: ``current`` (else the best opposite
+    price, else the bound) plus ``ticks`` ticks (they win) or times ``1 + bps / 10^4`` on the
+    grid inside the tolerance (an ask mirrors it), else ``price``, else the bound."""
+    ticks, bps, current = aux & 0xFFFF_FFFF, (aux >> 32) & 0xFFFF, aux >> 48
+    tick = int(info.tick)
+    if bid:
+        highest = min(PRICE_SCALE - tick, int(info.max_price) or PRICE_SCALE)
+        bound = highest // tick * tick
+    else:
+        bound = -(-max(tick, int(info.min_price)) // tick) * tick
+    current = current or best or bound
+    if ticks:
+        limit = current + ticks * tick if bid else current - ticks * tick
+    elif bps:
+        unit = PRICE_SCALE * tick
+        if bid:
+            limit = current * (PRICE_SCALE + bps) // unit * tick
+        else:
+            limit = -(-current * (PRICE_SCALE - bps) // unit) * tick
+    else:
+        limit = price or bound
+    return min(limit, bound) if bid else max(limit, bound)
 
 
 _CENT = 10_000  # micro-dollars

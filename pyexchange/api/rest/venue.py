@@ -28,9 +28,11 @@ Today's core, as the venue sees it:
   self-crossing order is refused whole, before any fill): an order whose limit
   reaches one of its owner's resting orders is canceled whole with the text
   "Self Match Prevention", with no fill against others first;
-- market orders: an IOC (or FOK) sweep with a worst-price bound; one that fills
-  nothing is shown as REJECTED with NO_LIQUIDITY (the core accepts and cancels
-  it: same effect, no state left).
+- market orders: the core's ``SLIPPAGE`` market orders (IOC, or FOK), whose worst
+  price the engine derives from the tolerance (ticks win over bps, off the given
+  current price or the best opposite one), else the order's price, else the
+  market's bound; one that can fill nothing is the core's reject NO_LIQUIDITY
+  (also when the best price is beyond the tolerance: nothing can fill there).
 """
 
 from __future__ import annotations
@@ -153,7 +155,6 @@ def is_closed(state: int) -> bool:
 
 QUANTITY_SCALE = 100  # core quantity units per contract
 CASH_SCALE = 1_000_000  # core cash units per dollar
-LOW, HIGH = 100, PRICE_SCALE - 100  # the venue's absolute bounds, 0.01 .. 0.99
 
 
 def price_decimals(tick: int) -> int:
@@ -207,11 +208,11 @@ _REJECTS: dict[int, tuple[str, str]] = {
     Reject.INVALID_ORDER: ("ORD_REJECT_REASON_INCORRECT_ORDER_TYPE", "Incorrect order type"),
     Reject.INVALID_EXPIRY: ("ORD_REJECT_REASON_EXCHANGE_OPTION", "Invalid good till time"),
     Reject.CAPACITY: ("ORD_REJECT_REASON_EXCHANGE_OPTION", "Exchange capacity reached"),
+    Reject.NO_LIQUIDITY: (
+        "ORD_REJECT_REASON_NO_LIQUIDITY",
+        "There is no liquidity to immediately fill any portion of this order",
+    ),
 }
-NO_LIQUIDITY = (
-    "ORD_REJECT_REASON_NO_LIQUIDITY",
-    "There is no liquidity to immediately fill any portion of this order",
-)
 SELF_MATCH_TEXT = "Self Match Prevention"
 # the self-match mode of every order (spec §5.5: FIX 8000=N, the default)
 SELF_MATCH_MODE = Stp.CANCEL_NEWEST
