@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import shlex
 import signal
@@ -60,9 +59,9 @@ import numpy as np
 from . import report
 from .service_load import (
     NS,
+    Clients,
     RunSpec,
     Setup,
-    _client_main,
     _machine_cpu,
     _proc_cpu,
     make_row,
@@ -271,64 +270,6 @@ class Cluster:
         self.nats.stop()
 
 
-class ClusterClients:
-    """SERVICE's client processes, client ``k`` on gateway ``k % G``."""
-
-    def __init__(self, cluster: Cluster, setup: Setup) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns: list[Any] = []
-        self.procs: list[Any] = []
-        for k, account in enumerate(cluster.accounts):
-            parent, child = ctx.Pipe()
-            target = cluster.targets[k % len(cluster.targets)]
-            args = (
-                child,
-                k,
-                target,
-                cluster.key_id(account),
-                cluster.secrets[account],
-                account,
-                setup,
-            )
-            proc = ctx.Process(
-                target=_client_main, args=args, name=f"cluster-client-{k}", daemon=True
-            )
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-
-    def receive(self, timeout: float) -> list[Any]:
-        out = []
-        deadline = time.monotonic() + timeout
-        for k, conn in enumerate(self.conns):
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"client {k} did not answer in {timeout:.0f} s")
-            kind, payload = conn.recv()
-            if kind == "failed":
-                raise RuntimeError(f"client {k} failed: {payload}")
-            out.append(payload)
-        return out
-
-    def send(self, spec: RunSpec) -> None:
-        for conn in self.conns:
-            conn.send(("run", spec))
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def stop(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("stop", None))
-        for proc in self.procs:
-            proc.join(20)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-
-
 # ------------------------------------------------------------------ measuring
 
 
@@ -341,7 +282,7 @@ def _cpu(pids_by_kind: dict[str, list[int]]) -> dict[str, float]:
 
 
 def run_rate(
-    cluster: Cluster, clients: ClusterClients, setup: Setup, api: str, rate: float, run_id: int
+    cluster: Cluster, clients: Clients, setup: Setup, api: str, rate: float, run_id: int
 ) -> dict[str, Any]:
     kinds = {**cluster.pids_by_kind(), "clients": clients.pids}
     start_ns = perf_counter_ns() + NS // 2
@@ -381,7 +322,7 @@ async def _event_end(js: Any, shard: int) -> tuple[int, int]:
 
 def failovers(
     cluster: Cluster,
-    clients: ClusterClients,
+    clients: Clients,
     setup: Setup,
     api: str,
     kills: int,
@@ -612,7 +553,12 @@ def main(argv: list[str] | None = None) -> int:
             clients = None
             try:
                 cluster.start()
-                clients = ClusterClients(cluster, setup)
+                targets = cluster.targets  # client k on gateway k % G
+                logins = [
+                    (targets[k % len(targets)], cluster.key_id(a), cluster.secrets[a], a)
+                    for k, a in enumerate(cluster.accounts)
+                ]
+                clients = Clients(logins, setup, name="cluster-client")
                 clients.receive(180)  # warmed up: each client's book placed
                 rows = []
                 for i, rate in enumerate(rates):

@@ -909,26 +909,21 @@ def _client_main(
 
 
 class Clients:
-    """The client processes (spawned: no gRPC state is ever forked)."""
+    """The client processes (spawned: no gRPC state is ever forked), client ``k`` logged
+    in as ``logins[k]``: (gRPC target, key id, secret, account)."""
 
-    def __init__(self, server: ServerProcess, setup: Setup) -> None:
+    def __init__(
+        self, logins: list[tuple[str, str, str, int]], setup: Setup, name: str = "load-client"
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.conns: list[Any] = []
         self.procs: list[Any] = []
-        for k, account in enumerate(server.accounts):
+        for k, (target, key_id, secret, account) in enumerate(logins):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_client_main,
-                args=(
-                    child,
-                    k,
-                    server.target,
-                    server.key_id(account),
-                    server.secret(account),
-                    account,
-                    setup,
-                ),
-                name=f"load-client-{k}",
+                args=(child, k, target, key_id, secret, account, setup),
+                name=f"{name}-{k}",
                 daemon=True,
             )
             proc.start()
@@ -936,7 +931,7 @@ class Clients:
             self.conns.append(parent)
             self.procs.append(proc)
 
-    def _receive(self, timeout: float) -> list[Any]:
+    def receive(self, timeout: float) -> list[Any]:
         out = []
         deadline = time.monotonic() + timeout
         for k, conn in enumerate(self.conns):
@@ -948,14 +943,17 @@ class Clients:
             out.append(payload)
         return out
 
-    def ready(self, timeout: float = 120.0) -> list[dict[str, Any]]:
-        return self._receive(timeout)
-
-    def run(self, spec: RunSpec) -> list[dict[str, Any]]:
+    def send(self, spec: RunSpec) -> None:
         for conn in self.conns:
             conn.send(("run", spec))
+
+    def ready(self, timeout: float = 120.0) -> list[dict[str, Any]]:
+        return self.receive(timeout)
+
+    def run(self, spec: RunSpec) -> list[dict[str, Any]]:
+        self.send(spec)
         wait = (spec.start_ns - perf_counter_ns()) / NS + spec.seconds + spec.drain + 120
-        return self._receive(wait)
+        return self.receive(wait)
 
     @property
     def pids(self) -> list[int]:
@@ -1851,7 +1849,8 @@ def run(
         floor = fdatasync_floor(server.data_dir)
         server.start()
         name_python_threads(server.pid)
-        clients = Clients(server, setup)
+        logins = [(server.target, server.key_id(a), server.secret(a), a) for a in server.accounts]
+        clients = Clients(logins, setup)
         ready = clients.ready()
         print(
             f"server pid {server.pid} on {server.target}; {setup.clients} clients ready "
