@@ -191,6 +191,21 @@ def rest_levels(server: DemoServer) -> tuple[list[list[str]], str]:
     return asks + bids, (book.get("stats") or {}).get("sharesTraded", "0")
 
 
+def on_the_market_page(page: Any, server: DemoServer) -> None:
+    """The open market's page, live, with trader 1's key in the session: each test that needs
+    it gets there itself, so it also passes when run alone (``-k``)."""
+    signed_in = page.current_url.startswith(server.url) and page.execute_script(
+        "return sessionStorage.length"
+    )
+    if not signed_in:
+        key = server.keys["pm-trader-1"]
+        fragment = urllib.parse.urlencode({"key": key["key_id"], "secret": key["secret"]})
+        page.get(server.url + "/#" + fragment)
+    page.get(server.url + f"/#/market/{SLUG}")
+    wait_for(lambda: status(page) == "live", what="live streams")
+    wait_for(lambda: page.execute_script(LADDER), what="the ladder")
+
+
 def ladder_follows_the_book(page: Any, server: DemoServer, matches: int) -> None:
     """After each of ``matches`` trades, the ladder shows the REST book within a second (a
     book that moved on before the page showed it is inconclusive and tried again)."""
@@ -323,9 +338,7 @@ def test_market_list_polled_then_live_with_a_pasted_key(page: Any, server: DemoS
 def test_the_ladder_shows_the_rest_book_within_a_second_of_a_trade(
     page: Any, server: DemoServer
 ) -> None:
-    page.get(server.url + f"/#/market/{SLUG}")
-    wait_for(lambda: status(page) == "live", what="live streams")
-    wait_for(lambda: page.execute_script(LADDER), what="the ladder")
+    on_the_market_page(page, server)
     ladder_follows_the_book(page, server, matches=3)
     trades = page.execute_script("return document.querySelectorAll('#tape tbody tr').length")
     assert trades > 0
@@ -368,6 +381,7 @@ def _mine(page: Any, side: str, price: str) -> str | None:
 def test_an_order_from_the_ticket_shows_in_the_ladder_and_open_orders_and_cancels(
     page: Any, server: DemoServer
 ) -> None:
+    on_the_market_page(page, server)
     client = server.client()
     try:
         bid = _ticket(page, "ORDER_INTENT_BUY_LONG", "0.01", "3")  # a bid, far from the makers
@@ -399,6 +413,8 @@ def test_a_market_order_from_the_ticket_fills_and_moves_positions_and_balance(
     """Sell 1 YES at market (account 1 holds 1,000): filled against a maker's bid; the
     position (YES - NO) goes from 0 to -1 and the cash up, on the page as over REST."""
     from selenium.webdriver.support.ui import Select
+
+    on_the_market_page(page, server)
 
     def cells(table: str, key: str) -> Any:
         return page.execute_script(
@@ -438,6 +454,7 @@ def test_a_market_order_from_the_ticket_fills_and_moves_positions_and_balance(
 def test_stale_when_the_heartbeats_stop(page: Any, server: DemoServer) -> None:
     """The server frozen (SIGSTOP): no heartbeat for 2.5 periods, the page says stale; thawed,
     live again."""
+    on_the_market_page(page, server)
     assert server.process is not None
     server.process.send_signal(signal.SIGSTOP)
     try:
@@ -450,7 +467,10 @@ def test_stale_when_the_heartbeats_stop(page: Any, server: DemoServer) -> None:
 def test_a_missed_trade_frame_is_a_gap(page: Any, server: DemoServer) -> None:
     """One trade frame of the open market lost (the page's own hook drops it): the tape no
     longer adds up to the book's sharesTraded, the page says stale, counts again and is live."""
-    page.execute_script("window.pyexchange.live.debug.dropTrades = 1")
+    on_the_market_page(page, server)
+    counted = "const l = window.pyexchange.live, t = l.tapes.get(l.focus); return t && t.after > 0"
+    wait_for(lambda: page.execute_script(counted), 30, "a trade counted since the page opened")
+    page.execute_script("window.pyexchange.live.debug.dropTrades = 1")  # a new trade's frame
     wait_for(
         lambda: status(page) == "stale"
         and "missed" in page.find_element("id", "status").get_attribute("title"),
@@ -505,6 +525,7 @@ def test_a_server_restart_is_survived(page: Any, server: DemoServer) -> None:
 
 def test_a_sign_in_link_puts_the_key_in_the_session_only(page: Any, server: DemoServer) -> None:
     """The banner's link: ``#key=ID&secret=S`` (URL-encoded) signs in and leaves the address bar."""
+    on_the_market_page(page, server)
     page.find_element("id", "key-forget").click()
     wait_for(lambda: status(page) == "polling", what="signed out")
     assert page.execute_script("return sessionStorage.length") == 0
