@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shlex
@@ -55,6 +54,8 @@ from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
+
+from pyexchange.app.cluster import wait_status_file
 
 from . import report
 from .service_load import (
@@ -222,15 +223,7 @@ class Cluster:
         return self._wait_json(self.directory / f"{node_id}.json", self.engines[node_id][1])
 
     def _wait_json(self, path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{path.stem} exited; see {self.directory}")
-            with contextlib.suppress(OSError, ValueError):
-                return json.loads(path.read_text())
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{path.stem} did not start")
-            time.sleep(0.05)
+        return wait_status_file(path, proc, timeout, f"{path.stem} (see {self.directory})")
 
     def health(self, node_id: str) -> dict[str, Any] | None:
         import urllib.request

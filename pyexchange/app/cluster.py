@@ -107,7 +107,10 @@ def _spawn(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_file(path: Path, process: subprocess.Popen[bytes], timeout: float, what: str) -> Any:
+def wait_status_file(
+    path: Path, process: subprocess.Popen[bytes], timeout: float, what: str
+) -> Any:
+    """The JSON a starting process writes once it serves (its ports), or why it never came."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -282,7 +285,7 @@ def up(state_dir: Path, config: ClusterConfig, *, timeout: float = 60.0) -> dict
             _save(state_dir, state)
             if shard not in started_shards:  # the first of a shard leads: wait for it
                 started_shards.add(shard)
-                ports = _wait_file(status, process, timeout, f"engine {node_id}")
+                ports = wait_status_file(status, process, timeout, f"engine {node_id}")
                 record["status"] = f"http://127.0.0.1:{ports['http_port']}"
             else:
                 record["status_file"] = str(status)
@@ -325,7 +328,7 @@ def up(state_dir: Path, config: ClusterConfig, *, timeout: float = 60.0) -> dict
             record = {"gateway_id": gateway_id, "pid": process.pid, "marker": marker}
             state["gateways"].append(record)
             _save(state_dir, state)
-            record.update(_wait_file(status, process, timeout, f"gateway {gateway_id}"))
+            record.update(wait_status_file(status, process, timeout, f"gateway {gateway_id}"))
             record["pid"] = process.pid
         _save(state_dir, state)
     except BaseException:
