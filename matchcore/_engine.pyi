@@ -17,6 +17,7 @@ class Engine:
         max_levels: int | None = None,
         max_positions: int | None = None,
         ledger: bool = True,
+        max_pending_events: int = 65536,
     ) -> None: ...
     def create_market(
         self,
@@ -72,6 +73,8 @@ class Engine:
     def drain_events(self) -> npt.NDArray[np.void]: ...
     @property
     def pending_events(self) -> int: ...
+    @property
+    def dropped_events(self) -> int: ...
     @property
     def now(self) -> int: ...
     @property

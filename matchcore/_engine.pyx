@@ -25,6 +25,8 @@ import hashlib
 import numpy as np
 
 from .codes import ALL_MARKETS as _ALL_MARKETS
+from .codes import DEFAULT_MAX_PENDING_EVENTS as _DEFAULT_MAX_PENDING_EVENTS
+from .codes import MAX_PENDING_EVENTS as _MAX_PENDING_EVENTS
 from .errors import InvariantError
 from .records import BOOK_LEVEL_DTYPE as _BOOK_LEVEL_DTYPE
 from .records import COMMAND_DTYPE as _COMMAND_DTYPE
@@ -103,6 +105,9 @@ assert sizeof(lib.Command) == _COMMAND_DTYPE.itemsize
 # C globals: no module lookup per batch.
 cdef object _COMMANDS = _COMMAND_DTYPE
 cdef object _EVENTS = _EVENT_DTYPE
+# Dropped events kept in the buffer before they are moved out: a caller who
+# drains rarely pays no copy, one who never drains one copy per event at most.
+cdef size_t _COMPACT_SLACK = 4096
 cdef object _FROM_BUFFER = np.frombuffer
 assert sizeof(lib.Event) == _EVENT_DTYPE.itemsize
 assert sizeof(lib.BookLevel) == _BOOK_LEVEL_DTYPE.itemsize
@@ -209,17 +214,28 @@ cdef class Engine:
     ledger : bool
         Keep the money (reservations, settlement, fees; docs/matchcore.md §8).
         False: matching only.
+    max_pending_events : int
+        Per-call events kept until ``drain_events()`` (``0 .. 2**24``): past it
+        the oldest are dropped (``dropped_events`` counts them), but never those
+        of the last call.
     """
 
     cdef lib.Engine core
-    cdef size_t _last_start  # first event of the last per-call method
+    # The per-call events pending are [_first, size) of the core's buffer, those of
+    # the last per-call method [_last_start, size); older ones are dropped from
+    # _first so that a caller who never drains reuses the same memory.
+    cdef size_t _first
+    cdef size_t _last_start
+    cdef size_t _max_pending
+    cdef uint64_t _dropped
     # Held by a batch (it runs without the GIL) and by any method that runs Python
     # code (which may switch threads) between its reads of the core: every method
     # refuses while another thread holds it (docs/matchcore.md §7).
     cdef bint _busy
 
     def __init__(self, max_orders=65536, max_markets=64, max_accounts=4096, max_levels=None,
-                 max_positions=None, ledger=True):
+                 max_positions=None, ledger=True,
+                 max_pending_events=_DEFAULT_MAX_PENDING_EVENTS):
         cdef lib.Config config
         cdef string error
         config.max_orders = _capacity("max_orders", max_orders, lib.MAX_ORDERS)
@@ -230,10 +246,15 @@ cdef class Engine:
         config.max_positions = (0 if max_positions is None
                                 else _capacity("max_positions", max_positions, lib.MAX_POSITIONS))
         config.ledger = bool(ledger)
+        if (not isinstance(max_pending_events, int)
+                or not 0 <= max_pending_events <= _MAX_PENDING_EVENTS):
+            raise ValueError(f"max_pending_events must be an int in [0, {_MAX_PENDING_EVENTS}], "
+                             f"not {max_pending_events!r}")
         self._idle()
         if not self.core.init(config, error):
             raise ValueError(error.decode())
-        self._last_start = 0
+        self._max_pending = max_pending_events
+        self._forget_events()
 
     # ------------------------------------------------------------ helpers
 
@@ -255,8 +276,25 @@ cdef class Engine:
 
     cdef inline int64_t _run(self, lib.Command* c) except? -1:
         self._idle()
-        self._last_start = self.core.events().size()
-        return self.core.execute(c[0])
+        cdef lib.EventBuffer* events = &self.core.events()
+        if self._first >= self._max_pending + _COMPACT_SLACK:
+            # Amortized: at most one copy per event dropped, none while drained.
+            events.erase_front(self._first)
+            self._first = 0
+        self._last_start = events.size()
+        cdef int64_t result = self.core.execute(c[0])
+        cdef size_t size = events.size()
+        cdef size_t first
+        if size - self._first > self._max_pending:
+            first = min(size - self._max_pending, self._last_start)
+            self._dropped += first - self._first
+            self._first = first
+        return result
+
+    cdef inline void _forget_events(self) noexcept:
+        self.core.events().truncate(0)
+        self._first = self._last_start = 0
+        self._dropped = 0
 
     cdef object _copy_events(self, size_t start, size_t stop):
         """The events ``[start, stop)`` as an array; the caller holds the engine.
@@ -508,12 +546,11 @@ cdef class Engine:
             self._busy = False
 
     def drain_events(self):
-        """Every event buffered by per-call methods since the last drain; clears them."""
+        """The per-call events pending since the last drain; clears them and ``dropped_events``."""
         self._hold()
         try:
-            out = self._copy_events(0, self.core.events().size())
-            self.core.events().truncate(0)
-            self._last_start = 0
+            out = self._copy_events(self._first, self.core.events().size())
+            self._forget_events()
         finally:
             self._busy = False
         return out
@@ -522,7 +559,13 @@ cdef class Engine:
     def pending_events(self):
         """How many per-call events wait in the buffer."""
         self._idle()
-        return self.core.events().size()
+        return self.core.events().size() - self._first
+
+    @property
+    def dropped_events(self):
+        """Per-call events dropped since the last drain (beyond ``max_pending_events``)."""
+        self._idle()
+        return self._dropped
 
     # ------------------------------------------------------------ queries
 
@@ -685,6 +728,7 @@ cdef class Engine:
         """Rebuild an engine from ``snapshot()`` bytes; ValueError if they are malformed."""
         cdef const unsigned char[::1] view = memoryview(data).cast("B")
         cdef Engine engine = Engine.__new__(Engine)
+        engine._max_pending = _DEFAULT_MAX_PENDING_EVENTS
         cdef string error
         cdef const unsigned char* start = &view[0] if view.shape[0] else NULL
         if not engine.core.decode_state(start, view.shape[0], error):

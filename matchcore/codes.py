@@ -24,6 +24,10 @@ MAX_LEVELS = 2**27
 """Largest ``max_levels`` (24 bytes each)."""
 MAX_POSITIONS = 2**29
 """Largest ``max_positions``."""
+DEFAULT_MAX_PENDING_EVENTS = 65_536
+"""Per-call events an engine keeps until ``drain_events()`` by default (6 MiB)."""
+MAX_PENDING_EVENTS = 2**24
+"""Largest ``max_pending_events``."""
 MAX_TOTAL_CASH = 2**62
 """Largest net deposits: every balance and collateral stays below 2**62."""
 FEE_BPS_LIMIT = 1_000

@@ -155,6 +155,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         const Event* data()
         size_t size()
         void truncate(size_t size)
+        void erase_front(size_t count)
 
     cdef cppclass Engine:
         bool init(const Config& config, string& error) except +

@@ -59,12 +59,14 @@ import numpy as np
 
 from .codes import (
     ALL_MARKETS,
+    DEFAULT_MAX_PENDING_EVENTS,
     FEE_BPS_LIMIT,
     MAX_ACCOUNTS,
     MAX_CASH,
     MAX_LEVELS,
     MAX_MARKETS,
     MAX_ORDERS,
+    MAX_PENDING_EVENTS,
     MAX_POSITIONS,
     MAX_QUANTITY,
     MAX_TOTAL_CASH,
@@ -617,6 +619,7 @@ class Engine:
         max_levels: int | None = None,
         max_positions: int | None = None,
         ledger: bool = True,
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
     ) -> None:
         # §5: each capacity an int in [1, MAX_*], else ValueError. The defaults
         # (max_levels: every market at tick $0.001; max_positions: max_orders +
@@ -636,6 +639,15 @@ class Engine:
         self._max_levels = max_levels
         self._max_positions = max_positions
         self._ledger = bool(ledger)
+        if (
+            not isinstance(max_pending_events, int)
+            or not 0 <= max_pending_events <= MAX_PENDING_EVENTS
+        ):
+            raise ValueError(
+                f"max_pending_events must be an int in [0, {MAX_PENDING_EVENTS}], "
+                f"not {max_pending_events!r}"
+            )
+        self._max_pending_events = max_pending_events
 
         self._now = 0
         self._next_order_id = 1
@@ -650,9 +662,11 @@ class Engine:
         self._net_deposits = 0  # deposits - withdrawals, micro-dollars
         self._fees = 0  # fees charged - rebates paid, micro-dollars
 
-        # Per-call API event buffers (process() does not touch them).
+        # Per-call API event buffers (process() does not touch them): at most
+        # max_pending_events pending, the oldest dropped first, the last call's never.
         self._last_events: list[tuple[int, ...]] = []
-        self._buffered_events: list[tuple[int, ...]] = []
+        self._buffered_events: deque[tuple[int, ...]] = deque()
+        self._dropped_events = 0
 
         # The command being run: where its events go, and the fields every event copies.
         self._out: list[tuple[int, ...]] = []
@@ -700,7 +714,12 @@ class Engine:
         events: list[tuple[int, ...]] = []
         result = self._run(_Command._make(values), events)
         self._last_events = events
-        self._buffered_events.extend(events)
+        buffered = self._buffered_events
+        buffered.extend(events)
+        keep = max(self._max_pending_events, len(events))
+        while len(buffered) > keep:
+            buffered.popleft()
+            self._dropped_events += 1
         return result
 
     # ------------------------------------------------------------------
@@ -1927,12 +1946,23 @@ class Engine:
         return _event_array(self._last_events)
 
     def drain_events(self) -> np.ndarray:
-        """Every event buffered by per-call methods since the last drain; clears them all,
-        those of the last call included (``last_events()`` is then empty)."""
-        events = _event_array(self._buffered_events)
-        self._buffered_events = []
+        """The per-call events pending since the last drain (the newest
+        ``max_pending_events``, and all of the last call's); clears them all, those
+        of the last call included (``last_events()`` is then empty), and
+        ``dropped_events``."""
+        events = _event_array(list(self._buffered_events))
+        self._buffered_events.clear()
         self._last_events = []
+        self._dropped_events = 0
         return events
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._buffered_events)
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_events
 
     # ------------------------------------------------------------------
     # Queries

@@ -59,6 +59,7 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "last_events": lambda e: e.last_events(),
     "drain_events": lambda e: e.drain_events(),
     "pending_events": lambda e: e.pending_events,
+    "dropped_events": lambda e: e.dropped_events,
     "now": lambda e: e.now,
     "next_order_id": lambda e: e.next_order_id,
     "order_count": lambda e: e.order_count,

@@ -258,6 +258,7 @@ class CallsPeer(_EnginePeer):
         for chunk in self.chunks:
             t0 = perf_counter_ns()
             run(chunk)
+            self._check_kept()  # one read per 10,000 calls: before the drain clears it
             events = drain()
             total += perf_counter_ns() - t0
             tally.add(events, False)
@@ -267,6 +268,7 @@ class CallsPeer(_EnginePeer):
 
     def drain(self, tally: bool = True) -> int:
         """Drain the per-call event buffer: tally it all, or only count the rejects."""
+        self._check_kept()
         events = self.engine.drain_events()
         if tally:
             before = self._tally.rejects
@@ -275,6 +277,11 @@ class CallsPeer(_EnginePeer):
         rejects = int(np.count_nonzero(events["type"] == _REJECTED))
         self._tally.rejects += rejects
         return rejects
+
+    def _check_kept(self) -> None:
+        """The tally needs every event: none may have gone past ``max_pending_events``."""
+        if self.engine.dropped_events:
+            raise RuntimeError(f"{self.engine.dropped_events:,} per-call events dropped undrained")
 
     def run_timed(self, i: int, j: int, out: Any) -> None:
         self._timed(range(i, j), self.rows[i:j], out)

@@ -59,6 +59,11 @@ class EventBuffer {
   const Event* data() const noexcept { return data_; }
   size_t size() const noexcept { return size_; }
   void truncate(size_t size) noexcept { size_ = size; }
+  /// Drops the first `count` events (count <= size()), moving the rest to the front.
+  void erase_front(size_t count) noexcept {
+    std::memmove(data_, data_ + count, (size_ - count) * sizeof(Event));
+    size_ -= count;
+  }
 
  private:
   Event* data_ = nullptr;
