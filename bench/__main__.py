@@ -7,6 +7,7 @@ Examples::
     python -m bench peer --runs 7    # PEER and PEER-AC against the peers, 7 timed runs
     python -m bench memory           # bytes per resting order, market, account; peak RSS
     python -m bench xc --no-open-loop --latency-runs 5
+    python -m bench xc --capacity workload,default,4194304   # each table at 3 max_orders
 """
 
 from __future__ import annotations
@@ -18,6 +19,23 @@ from typing import Any
 
 from . import openloop, report
 from .suites import DEFAULT, SUITES, Config
+
+
+def _capacities(value: str) -> tuple[str, ...]:
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        if item not in ("workload", "default"):
+            try:
+                orders = int(item)
+            except ValueError:
+                msg = f"not 'workload', 'default' or a number: {item!r}"
+                raise argparse.ArgumentTypeError(msg) from None
+            if orders < 1:
+                raise argparse.ArgumentTypeError(f"max_orders must be >= 1: {item!r}")
+            item = str(orders)
+        out.append(item)
+    return tuple(out)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -63,6 +81,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default="auto",
         help="pin to this CPU ('auto': the last one allowed; 'none': do not pin)",
     )
+    p.add_argument(
+        "--capacity",
+        type=_capacities,
+        default=("workload",),
+        help="max_orders of every XC/PEER/SCALE table, comma-separated: 'workload' (twice "
+        "its largest book), 'default' (the server's, ServerConfig.max_orders) or a number; "
+        "e.g. workload,default,4194304 (default: workload)",
+    )
     p.add_argument("--out", type=Path, default=report.RESULTS, help="where the JSON goes")
     p.add_argument("--no-save", action="store_true", help="print only; write no file")
     p.add_argument("--no-pictures", action="store_true", help="write no PNG")
@@ -102,6 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         open_loop_batch=args.open_loop_batch,
         open_loop_drain=args.open_loop_drain,
         rates=args.rates,
+        capacities=args.capacity,
     )
     names = DEFAULT if args.suite == "all" else [args.suite]
     results = []

@@ -148,27 +148,38 @@ def table_markdown(table: dict[str, Any]) -> str:
     )
     if table.get("note"):
         lines.append(f"note: {table['note']}")
+    first = table.get("first_max_orders")
+    vs_first = first is not None and first != table.get("max_orders")
     lines += [
         "",
-        "| peer | median ns/cmd | min-max ns/cmd | M cmd/s | vs batch | vs per-call "
-        "| traded volume | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| peer | max_orders | median ns/cmd | min-max ns/cmd | M cmd/s | vs batch | vs per-call "
+        + (f"| vs max_orders {first:,} " if vs_first else "")
+        + "| traded volume | check |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if vs_first else "") + "---:|---|",
     ]
     for r in table["rows"]:
         vol = r["outcome"]["traded_volume"]
         lines.append(
-            f"| {r['peer']} | {_ns(r['median_ns_per_command'])} "
+            f"| {r['peer']} | {r['max_orders']:,} | {_ns(r['median_ns_per_command'])} "
             f"| {_ns(r['min_ns_per_command'])}-{_ns(r['max_ns_per_command'])} "
             f"| {r['commands_per_s'] / 1e6:.2f} | {_ratio(r['ratio_to_batch'])} "
-            f"| {_ratio(r['ratio_to_per_call'])} | {'n/a' if vol is None else f'{vol:,}'} "
-            f"| {r['check']['summary']} |"
+            f"| {_ratio(r['ratio_to_per_call'])} "
+            + (f"| {_ratio(r['ratio_to_first_capacity'])} " if vs_first else "")
+            + f"| {'n/a' if vol is None else f'{vol:,}'} | {r['check']['summary']} |"
         )
     for u in table["unavailable"]:
-        lines.append(f"| {u['peer']} | - | - | - | - | - | - | unavailable: {u['reason']} |")
+        dashes = "- | " * (7 if vs_first else 6)
+        lines.append(f"| {u['peer']} | {dashes}- | unavailable: {u['reason']} |")
     lines.append("")
     lines.append(
         "vs batch / vs per-call: the peer's median time per command divided by this "
         "project's (batch, per-call) in this table; above 1 is slower."
+        + (
+            f" vs max_orders {first:,}: divided by the same peer's median in the same "
+            "table at that capacity, in this run."
+            if vs_first
+            else ""
+        )
     )
     if "state_digests_agree" in table:
         agree = "agree" if table["state_digests_agree"] else "DIFFER"
@@ -346,10 +357,11 @@ def markdown(result: dict[str, Any]) -> str:
         )
     head.append("")
     body = [table_markdown(t) for t in result.get("tables", [])]
-    if result.get("latency"):
-        body.append(latency_markdown(result["latency"]))
-    if result.get("open_loop"):
-        body.append(open_loop_markdown(result["open_loop"]))
+    for at in (result, *result.get("other_capacities", [])):
+        if at.get("latency"):
+            body.append(latency_markdown(at["latency"]))
+        if at.get("open_loop"):
+            body.append(open_loop_markdown(at["open_loop"]))
     if result.get("memory"):
         body.append(memory_markdown(result["memory"]))
     if result.get("pictures"):

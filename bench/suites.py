@@ -1,6 +1,7 @@
 """What runs on each workload: which peers, at which sizes, and the figures derived from them.
 
-A suite returns a plain dict (the JSON report): one *table* per (workload, size),
+A suite returns a plain dict (the JSON report): one *table* per (workload, size,
+capacity: ``--capacity``, the ``max_orders`` of the engines),
 each with its rows and, per row, the ratio of its median time per command to this
 project's batch and per-call figures measured in the same table. A peer too slow
 for the full size (the pure-Python reference) runs in a second table at a reduced
@@ -46,6 +47,8 @@ class Config:
     open_loop_batch: int = 64
     open_loop_drain: int = 1_000
     rates: tuple[int, ...] = openloop.RATES
+    # max_orders of every table: "workload" (sized to it), "default" (the server's), or a number
+    capacities: tuple[str, ...] = ("workload",)
 
     FULL: ClassVar[dict[str, int]] = {
         "XC": workloads.XC_FULL,
@@ -95,7 +98,53 @@ class Config:
             "latency_runs": self.n_latency_runs(),
             "open_loop": self.open_loop,
             "open_loop_driver": self.driver().as_dict(),
+            "capacities": list(self.capacities),
+            "server_default_max_orders": server_default_capacity(),
         }
+
+    def fitting(self, workload: Any, notes: list[str]) -> list[str]:
+        """The ``capacities`` that hold ``workload``'s largest book; a note for each other."""
+        out = []
+        for spec in self.capacities:
+            orders = capacity_of(spec, workload)
+            if orders >= workload.expected.max_live:
+                out.append(spec)
+            else:
+                notes.append(
+                    f"{workload.name} at {capacity_label(spec, orders)} left out: its largest "
+                    f"book is {workload.expected.max_live:,} orders"
+                )
+        return out
+
+
+CAPACITY_LABELS = {"workload": "workload-sized", "default": "the server's default"}
+
+
+def server_default_capacity() -> int:
+    """``max_orders`` of a new data directory of ``pyexchange serve`` (``ServerConfig``)."""
+    from pyexchange.app.server import ServerConfig
+
+    return int(ServerConfig.max_orders)
+
+
+def capacity_label(spec: str, orders: int) -> str:
+    label = CAPACITY_LABELS.get(spec)
+    return f"max_orders {orders:,}" + (f" ({label})" if label else "")
+
+
+def at_capacity(spec: str, workload: Any) -> tuple[Any, str]:
+    """``workload`` for an engine of the ``--capacity`` item ``spec``, and its label."""
+    orders = capacity_of(spec, workload)
+    return workload.at_capacity(orders), capacity_label(spec, orders)
+
+
+def capacity_of(spec: str, workload: Any) -> int:
+    """``max_orders`` for a ``--capacity`` item: "workload", "default" or a number."""
+    if spec == "workload":
+        return int(workload.max_orders)
+    if spec == "default":
+        return server_default_capacity()
+    return int(spec)
 
 
 # ------------------------------------------------------------------ progress
@@ -221,10 +270,33 @@ def _generate(cfg: Config, desc: str, make: Callable[..., Any], n: int, **kw: An
 
 def _finish(result: dict[str, Any]) -> dict[str, Any]:
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _capacity_ratios(result.get("tables", []))
     parts = list(result.get("tables", []))
-    parts += [result[k] for k in ("latency", "open_loop") if isinstance(result.get(k), dict)]
+    for at in (result, *result.get("other_capacities", [])):
+        parts += [at[k] for k in ("latency", "open_loop") if isinstance(at.get(k), dict)]
     result["all_checks_ok"] = all(p.get("all_checks_ok", True) for p in parts)
     return result
+
+
+def _capacity_ratios(tables: list[dict[str, Any]]) -> None:
+    """Each row's median over the same peer's in the same table at the first capacity.
+
+    Tables of one run at several capacities share a ``part`` (the title without the
+    capacity); the first capacity's table of a part is the base of its ratios.
+    """
+    first: dict[str, dict[str, float]] = {}
+    for table in tables:
+        base = first.setdefault(
+            table["part"], {r["peer"]: r["median_ns_per_command"] for r in table["rows"]}
+        )
+        table["first_max_orders"] = next(
+            t["max_orders"] for t in tables if t["part"] == table["part"]
+        )
+        for row in table["rows"]:
+            b = base.get(row["peer"])
+            row["ratio_to_first_capacity"] = (
+                round(row["median_ns_per_command"] / b, 3) if b else None
+            )
 
 
 ONE_CALL = "one call per command"
@@ -236,78 +308,121 @@ def _batched(cfg: Config) -> str:
 
 def _latency_and_open_loop(
     cfg: Config,
-    wl: Any,
+    workload: Any,
+    spec: str,
     result: dict[str, Any],
     timed: list[tuple[Peer, str]],
     driven: list[tuple[Peer, str]],
 ) -> None:
-    """Per-command-type latency (``timed``) and the open-loop table (``driven``) of ``wl``."""
+    """Per-command-type latency (``timed``) and the open-loop table (``driven``) of
+    ``workload`` at the capacity ``spec``.
+
+    The first capacity's tables are ``result["latency"]`` and ``result["open_loop"]``
+    (the pictures draw those); another capacity's go to ``result["other_capacities"]``.
+    """
     engine = _core_engine()
     if not (cfg.latency or cfg.open_loop):
         return
+    wl, capacity = at_capacity(spec, workload)
+    part: dict[str, Any] = {}
     if cfg.latency:
         kinds = latency.command_kinds(wl, engine)
         runs, warm = cfg.n_latency_runs(), max(cfg.warmup, 1)
         with _bar(cfg.progress, len(timed) * (runs + warm), f"{wl.name} latency") as update:
-            result["latency"] = latency.latency_table(wl, timed, kinds, runs, warm, update)
+            part["latency"] = latency.latency_table(wl, timed, kinds, runs, warm, update)
     if cfg.open_loop and driven:
         driver = cfg.driver()
         total = len(driven) * len(driver.rates)
         with _bar(cfg.progress, total, f"{wl.name} open loop") as update:
-            result["open_loop"] = openloop.open_loop_table(wl, driven, driver, engine, update)
+            part["open_loop"] = openloop.open_loop_table(wl, driven, driver, engine, update)
+    for table in part.values():
+        table["max_orders"] = wl.max_orders
+        if "title" in table:
+            table["title"] += f", {capacity}"
+    if not any(k in result for k in ("latency", "open_loop")):
+        result.update(part)
+    else:
+        others = result.setdefault("other_capacities", [])
+        others.append({"max_orders": wl.max_orders, "capacity": capacity, **part})
 
 
 # ------------------------------------------------------------------ suites
 
 
+def _capacity_table(
+    title: str, wl: Any, spec: str, peers: list[Peer], cfg: Config, note: str = ""
+) -> dict:
+    """``run_table`` at one capacity: the title names it, the table and its rows carry it."""
+    at, label = at_capacity(spec, wl)
+    table = run_table(f"{title}, {label}", at, peers, cfg, note=note)
+    table["part"], table["max_orders"], table["capacity"] = title, at.max_orders, spec
+    for row in table["rows"]:
+        row["max_orders"] = at.max_orders
+    return table
+
+
+XC_LEDGER_NOTE = (
+    "'ledger on': the same commands with pre-trade risk checks, reservations and "
+    "settlement on every command (every account funded with cash and YES+NO pairs, so "
+    "no check fails); the other rows match only (ledger=False), as the peers do"
+)
+REDUCED_NOTE = (
+    "reduced size: the pure-Python reference is slow; same seed (a prefix "
+    "of the full stream), ratios against this project at the same size"
+)
+
+
 def run_xc(cfg: Config) -> dict[str, Any]:
-    """XC: this project's batch and per-call APIs; the reference at a reduced size."""
+    """XC: this project's batch and per-call APIs; the reference at a reduced size.
+
+    Every table, the latency and the open loop at each of ``cfg.capacities``.
+    """
     n = cfg.n("XC")
     wl = _generate(cfg, "generating XC", workloads.xc, n)
-    risk_on = BatchPeer(_core_engine(), CORE, cfg.chunk, suffix=", ledger on", ledger=True)
-    tables = [
-        run_table(
-            f"XC, {n:,} commands",
-            wl,
-            [*_core_peers(cfg, one_call=True), risk_on],
-            cfg,
-            note="'ledger on': the same commands with pre-trade risk checks, reservations and "
-            "settlement on every command (every account funded with cash and YES+NO pairs, so "
-            "no check fails); the other rows match only (ledger=False), as the peers do",
-        )
-    ]
     ref_peers, why = _reference_peers(cfg)
-    notes = []
-    if ref_peers:
-        n_ref = cfg.n_reference("XC")
-        small = wl if n_ref == n else workloads.xc(n=n_ref)
-        tables.append(
-            run_table(
-                f"XC, {n_ref:,} commands (reduced size for the reference)",
-                small,
-                _core_peers(cfg) + ref_peers,
-                cfg,
-                note="reduced size: the pure-Python reference is slow; same seed (a prefix "
-                "of the full stream), ratios against this project at the same size",
-            )
-        )
-    else:
-        notes.append(why)
+    n_ref = cfg.n_reference("XC")
+    small = wl if n_ref == n or not ref_peers else workloads.xc(n=n_ref)
+    tables: list[dict[str, Any]] = []
+    notes: list[str] = [why] if why else []
     result = {"workload": "XC", "tables": tables, "notes": notes}
     engine = _core_engine()
-    _latency_and_open_loop(
-        cfg,
-        wl,
-        result,
-        timed=[
-            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
-            (CallsPeer(engine, CORE), "python"),
-        ],
-        driven=[
-            (BatchPeer(engine, CORE), _batched(cfg)),
-            (CallsPeer(engine, CORE), ONE_CALL),
-        ],
-    )
+    for spec in cfg.fitting(wl, notes):
+        risk_on = BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger on", ledger=True)
+        tables.append(
+            _capacity_table(
+                f"XC, {n:,} commands",
+                wl,
+                spec,
+                [*_core_peers(cfg, one_call=True), risk_on],
+                cfg,
+                note=XC_LEDGER_NOTE,
+            )
+        )
+        if ref_peers:
+            tables.append(
+                _capacity_table(
+                    f"XC, {n_ref:,} commands (reduced size for the reference)",
+                    small,
+                    spec,
+                    _core_peers(cfg) + ref_peers,
+                    cfg,
+                    note=REDUCED_NOTE,
+                )
+            )
+        _latency_and_open_loop(
+            cfg,
+            wl,
+            spec,
+            result,
+            timed=[
+                (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+                (CallsPeer(engine, CORE), "python"),
+            ],
+            driven=[
+                (BatchPeer(engine, CORE), _batched(cfg)),
+                (CallsPeer(engine, CORE), ONE_CALL),
+            ],
+        )
     return _finish(result)
 
 
@@ -324,70 +439,78 @@ def _peer_peers(cfg: Config, with_orderbook: bool = False) -> list[Peer]:
 
 
 def run_peer(cfg: Config) -> dict[str, Any]:
-    """PEER (and its add/cancel part PEER-AC) against every peer that installs here."""
+    """PEER (and its add/cancel part PEER-AC) against every peer that installs here.
+
+    Every table, the latency and the open loop at each of ``cfg.capacities`` (the
+    peers other than this project's have no capacity: their rows are run again).
+    """
     n = cfg.n("PEER")
     wl = _generate(cfg, "generating PEER", workloads.peer, n)
-    tables = [run_table(f"PEER, {n:,} operations", wl, _peer_peers(cfg), cfg)]
-    notes = []
     ref_peers, why = _reference_peers(cfg)
-    if ref_peers:
-        n_ref = cfg.n_reference("PEER")
-        small = wl if n_ref == n else workloads.peer(n=n_ref)
-        tables.append(
-            run_table(
-                f"PEER, {n_ref:,} operations (reduced size for the reference)",
-                small,
-                [*_core_peers(cfg), PlainPeer(), *ref_peers],
-                cfg,
-                note="reduced size: the pure-Python reference is slow; same seed (a prefix "
-                "of the full stream), ratios against this project at the same size",
-            )
-        )
-    else:
-        notes.append(why)
+    n_ref = cfg.n_reference("PEER")
+    small = wl if n_ref == n or not ref_peers else workloads.peer(n=n_ref)
     ac = _generate(cfg, "generating PEER-AC", workloads.peer, n, crosses=False)
-    tables.append(
-        run_table(
-            f"PEER-AC (add/cancel part), {n:,} operations",
-            ac,
-            _peer_peers(cfg, with_orderbook=True),
-            cfg,
-            note="adds and cancels only, for order-book (a price -> size store without matching)",
-        )
-    )
+    tables: list[dict[str, Any]] = []
+    notes: list[str] = [why] if why else []
     result = {"workload": "PEER", "tables": tables, "notes": notes}
     engine = _core_engine()
-    _latency_and_open_loop(
-        cfg,
-        wl,
-        result,
-        timed=[
-            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
-            (CallsPeer(engine, CORE), "python"),
-            (PlainPeer(), "python"),
-            (LiquibookPeer(True), "python"),
-        ],
-        driven=[
-            (BatchPeer(engine, CORE), _batched(cfg)),
-            (CallsPeer(engine, CORE), ONE_CALL),
-            (PlainPeer(), ONE_CALL),
-            (LiquibookPeer(True), ONE_CALL),
-        ],
-    )
+    fits_ac = cfg.fitting(ac, notes)
+    for spec in cfg.fitting(wl, notes):
+        tables.append(_capacity_table(f"PEER, {n:,} operations", wl, spec, _peer_peers(cfg), cfg))
+        if ref_peers:
+            tables.append(
+                _capacity_table(
+                    f"PEER, {n_ref:,} operations (reduced size for the reference)",
+                    small,
+                    spec,
+                    [*_core_peers(cfg), PlainPeer(), *ref_peers],
+                    cfg,
+                    note=REDUCED_NOTE,
+                )
+            )
+        if spec in fits_ac:
+            tables.append(
+                _capacity_table(
+                    f"PEER-AC (add/cancel part), {n:,} operations",
+                    ac,
+                    spec,
+                    _peer_peers(cfg, with_orderbook=True),
+                    cfg,
+                    note="adds and cancels only, for order-book (a price -> size store "
+                    "without matching)",
+                )
+            )
+        _latency_and_open_loop(
+            cfg,
+            wl,
+            spec,
+            result,
+            timed=[
+                (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+                (CallsPeer(engine, CORE), "python"),
+                (PlainPeer(), "python"),
+                (LiquibookPeer(True), "python"),
+            ],
+            driven=[
+                (BatchPeer(engine, CORE), _batched(cfg)),
+                (CallsPeer(engine, CORE), ONE_CALL),
+                (PlainPeer(), ONE_CALL),
+                (LiquibookPeer(True), ONE_CALL),
+            ],
+        )
     return _finish(result)
 
 
 def run_scale(cfg: Config) -> dict[str, Any]:
-    """SCALE: many markets, funded accounts, the ledger on; and the same book without it."""
+    """SCALE: many markets, funded accounts, the ledger on; and the same book without it.
+
+    At each of ``cfg.capacities`` that holds its largest book (the server's default,
+    262,144, does not hold the full SCALE's million resting orders).
+    """
     n = cfg.n("SCALE")
     shape = scale.QUICK if cfg.quick else scale.FULL
     wl = _generate(cfg, "generating SCALE", scale.scale, n, **shape)
     engine = _core_engine()
-    peers: list[Peer] = [
-        BatchPeer(engine, CORE, cfg.chunk),
-        CallsPeer(engine, CORE),
-        BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger off", ledger=False),
-    ]
     title = (
         f"SCALE, {n:,} commands, {wl.markets:,} markets, {wl.accounts:,} funded accounts, "
         f"{shape['resting']:,} resting orders at the start"
@@ -398,19 +521,29 @@ def run_scale(cfg: Config) -> dict[str, Any]:
         "built with ledger=False (no DEPOSIT/SPLIT in its setup). Traded volume by match type "
         "(generator's model): " + ", ".join(f"{k} {v:,}" for k, v in wl.match_volume.items())
     )
-    table = run_table(title, wl, peers, cfg, note=note)
-    table["match_volume"] = wl.match_volume
-    result = {"workload": "SCALE", "tables": [table], "notes": []}
-    _latency_and_open_loop(
-        cfg,
-        wl,
-        result,
-        timed=[
-            (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
-            (CallsPeer(engine, CORE), "python"),
-        ],
-        driven=[],  # no open loop on SCALE (yet): XC and PEER have it
-    )
+    tables: list[dict[str, Any]] = []
+    notes: list[str] = []
+    result = {"workload": "SCALE", "tables": tables, "notes": notes}
+    for spec in cfg.fitting(wl, notes):
+        peers: list[Peer] = [
+            BatchPeer(engine, CORE, cfg.chunk),
+            CallsPeer(engine, CORE),
+            BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger off", ledger=False),
+        ]
+        table = _capacity_table(title, wl, spec, peers, cfg, note=note)
+        table["match_volume"] = wl.match_volume
+        tables.append(table)
+        _latency_and_open_loop(
+            cfg,
+            wl,
+            spec,
+            result,
+            timed=[
+                (BatchPeer(engine, CORE, cfg.chunk or 8192), "in-core"),
+                (CallsPeer(engine, CORE), "python"),
+            ],
+            driven=[],  # no open loop on SCALE (yet): XC and PEER have it
+        )
     return _finish(result)
 
 
