@@ -35,6 +35,7 @@
 #include "event_buffer.hpp"
 #include "expiry_heap.hpp"
 #include "hash_index.hpp"
+#include "huge_array.hpp"
 #include "ledger.hpp"
 #include "level_bits.hpp"
 #include "order_pool.hpp"
@@ -301,12 +302,12 @@ class Engine {
   OrderPool pool_;
   ClientIndex client_index_;
   ExpiryHeap expiry_;
-  std::vector<Account> accounts_;
-  std::vector<Market> markets_;
+  HugeArray<Account> accounts_;
+  HugeArray<Market> markets_;
   PositionTable positions_;
   int64_t net_deposits_ = 0;  ///< deposits minus withdrawals
   int64_t fees_ = 0;          ///< fees charged minus rebates paid
-  std::vector<Level> levels_;
+  HugeArray<Level> levels_;
   uint32_t levels_top_ = 0;     ///< arena high-water mark
   uint32_t levels_in_use_ = 0;  ///< sum of 2 * L(tick) over created markets
   EventBuffer events_;

@@ -9,8 +9,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
+#include "huge_array.hpp"
 #include "order_pool.hpp"
 
 namespace matchcore {
@@ -83,7 +83,7 @@ class ExpiryHeap {
     place(pool, pos, entry);
   }
 
-  std::vector<Entry> heap_;
+  HugeArray<Entry> heap_;
   uint32_t size_ = 0;
 };
 

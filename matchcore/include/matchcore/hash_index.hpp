@@ -9,8 +9,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
+#include "huge_array.hpp"
 #include "types.hpp"
 
 namespace matchcore {
@@ -113,7 +113,7 @@ class HashIndex {
   };
   uint64_t home(const Key& key) const noexcept { return Traits::hash(key) >> shift_; }
 
-  std::vector<Entry> table_;
+  HugeArray<Entry> table_;
   uint64_t mask_ = 0;
   uint32_t shift_ = 60;
   uint32_t size_ = 0;

@@ -176,7 +176,7 @@ class PositionTable {
   static uint64_t key(uint32_t account, uint32_t market) noexcept {
     return (uint64_t{account} << 32 | market) + 1;
   }
-  std::vector<Position> slots_;
+  HugeArray<Position> slots_;
   OrderIndex index_;
   uint32_t free_head_ = NIL;
   uint32_t live_ = 0;

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "huge_array.hpp"
 #include "types.hpp"
 
 namespace matchcore {
@@ -178,7 +179,7 @@ class OrderPool {
   const Order& operator[](uint32_t slot) const noexcept { return slots_[slot]; }
 
  private:
-  std::vector<Order> slots_;
+  HugeArray<Order> slots_;
   SlotBits free_;  ///< set: the slot is free
   uint32_t capacity_ = 0;
   uint32_t mask_ = 0;

@@ -1,0 +1,77 @@
+// matchcore/huge_array.hpp — the engine's large tables, allocated once, on huge pages.
+//
+// Why: an engine sized for a venue is a gigabyte of tables (order slots, price
+// levels, positions, the indexes) that commands reach at random. On 4 KiB pages
+// nearly every such access also misses the TLB, and the page walk is itself a
+// miss (on a VM, through two levels of page tables). A table of 2 MiB or more
+// is allocated 2 MiB-aligned and advised MADV_HUGEPAGE, so that the kernel backs
+// it with 2 MiB pages where it can (transparent huge pages in `madvise` or
+// `always` mode): the whole gigabyte then fits in the TLB's second level. The
+// advice is a hint: where THP is off, or elsewhere than Linux, the table is an
+// ordinary allocation of 4 KiB pages and nothing else changes.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace matchcore {
+
+/// A fixed-size array of trivially copyable records: assign() allocates and
+/// fills it, nothing resizes it afterwards.
+template <class T>
+class HugeArray {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>);
+
+ public:
+  static constexpr size_t HUGE_PAGE = size_t{2} << 20;
+
+  HugeArray() = default;
+  HugeArray(const HugeArray&) = delete;
+  HugeArray& operator=(const HugeArray&) = delete;
+  ~HugeArray() { std::free(data_); }
+
+  /// Replaces the contents with `count` copies of `value` (std::bad_alloc when
+  /// the memory is not there).
+  void assign(size_t count, const T& value) {
+    std::free(data_);
+    data_ = nullptr;
+    size_ = 0;
+    const size_t bytes = std::max<size_t>(count * sizeof(T), 1);
+    void* memory;
+    if (bytes >= HUGE_PAGE) {
+      const size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+      memory = std::aligned_alloc(HUGE_PAGE, rounded);
+#if defined(MADV_HUGEPAGE)
+      if (memory) madvise(memory, rounded, MADV_HUGEPAGE);  // refused: 4 KiB pages, still correct
+#endif
+    } else {
+      memory = std::malloc(bytes);
+    }
+    if (!memory) throw std::bad_alloc();
+    data_ = static_cast<T*>(memory);
+    std::uninitialized_fill_n(data_, count, value);  // first touch: the pages are mapped here
+    size_ = count;
+  }
+
+  size_t size() const noexcept { return size_; }
+  T* begin() noexcept { return data_; }
+  T* end() noexcept { return data_ + size_; }
+  const T* begin() const noexcept { return data_; }
+  const T* end() const noexcept { return data_ + size_; }
+  T& operator[](size_t i) noexcept { return data_[i]; }
+  const T& operator[](size_t i) const noexcept { return data_[i]; }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace matchcore
