@@ -144,7 +144,6 @@ async def _market_data(caps: dict[str, Any], batches: list[Any], subscribers: in
         t_take += t3 - t2
     for stream in streams:
         await stream.aclose()
-    pub.close()
     return {
         "subscribers": subscribers,
         "events": events,

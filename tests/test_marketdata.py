@@ -362,8 +362,8 @@ def test_on_events_work_does_not_depend_on_subscribers_or_batch_size() -> None:
             pub.drain()  # nothing pending: on_events will schedule a drain
             counts.append(_calls_in_on_events(pub, batch, events))
             pub.drain()
-        # A few calls (a deque append, waking the relay thread: how many depends on whether
-        # it is waiting), never one per subscriber (300 here) or per event (thousands).
+        # A few calls (a deque append, waking the loop), never one per subscriber (300
+        # here) or per event (thousands).
         assert max(counts) < 40, counts
 
     asyncio.run(main())

@@ -330,7 +330,6 @@ class GatewayServer:
         if self.status is not None:
             self.status.stop()
             self.status = None
-        self.marketdata.close()
         if self.backend is not None:
             await self.backend.close()
             self.backend = None

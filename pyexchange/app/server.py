@@ -49,6 +49,7 @@ from ..api.grpc.batch import add_to_server as add_batch_entry
 from ..api.grpc.errors import abort
 from ..api.grpc.order_entry import OrderEntryService
 from ..engine.exchange import Exchange
+from ..engine.handover import Handover
 from ..engine.journal import EngineConfig, FsyncPolicy
 from ..engine.recovery import journal_dir, snapshot_dir
 from ..metrics import Metrics
@@ -521,6 +522,7 @@ class ExchangeServer:
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handover: Handover | None = None  # the sequencer's, to the loop (start())
         self._sinks: tuple[Callable[[np.ndarray, np.ndarray], None], ...] = ()
         self._publishers: list[Any] = []  # joined
         self._waiting: list[Any] = []  # registered before start
@@ -551,11 +553,13 @@ class ExchangeServer:
             raise RuntimeError("the server is not started")
         exchange = self.exchange
         if hasattr(publisher, "attach"):
-            takes_source = len(inspect.signature(publisher.attach).parameters) >= 2
-            if takes_source and not hasattr(publisher, "load"):
-                publisher.attach(self._loop, exchange)  # it reads what it needs itself
+            parameters = inspect.signature(publisher.attach).parameters
+            # with the sequencer's hand-over the loop wakes once per batch for all of them
+            extra = {"handover": self._handover} if "handover" in parameters else {}
+            if len(parameters) - len(extra) >= 2 and not hasattr(publisher, "load"):
+                publisher.attach(self._loop, exchange, **extra)  # it reads what it needs itself
             else:
-                publisher.attach(self._loop)
+                publisher.attach(self._loop, **extra)
 
         def joined(engine: Any) -> None:  # sequencer thread: atomic with the event stream
             if hasattr(publisher, "load"):
@@ -636,6 +640,7 @@ class ExchangeServer:
         """Recover, start everything and serve; returns the port."""
         config = self.config
         self._loop = asyncio.get_running_loop()
+        self._handover = Handover(self._loop)
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self._load_keys()
@@ -655,10 +660,13 @@ class ExchangeServer:
             max_batch=config.max_batch,
             on_events=self._on_events,
             idle_tick_ns=None if config.idle_tick_ms is None else int(config.idle_tick_ms * 1e6),
+            after_batch=self._handover.flush,
         )
         exchange = self.exchange
         recovered = exchange.recovered
-        self.gateway = EngineLink(exchange, self.markets, self.metrics, config.max_in_flight)
+        self.gateway = EngineLink(
+            exchange, self.markets, self.metrics, config.max_in_flight, self._handover
+        )
         gateway = self.gateway
         self.orders = OrderEntry(gateway, self.authenticator)
         self.queries = Queries(gateway)

@@ -4,7 +4,8 @@
 journal), continues the journal where it ended and starts the sequencer.
 ``submit()`` queues commands from any thread (a Future of their events),
 ``submit_to()`` the same answered to a sink once per batch; ``execute()`` waits
-for their events. ``close()`` drains the queue and syncs the journal.
+for their events; ``after_batch`` is the sequencer's hook after each batch
+(the server's ``Handover.flush``). ``close()`` drains the queue and syncs the journal.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Exchange:
         max_batch: int = 8192,
         on_events: EventSink | None = None,
         idle_tick_ns: int | None = 100_000_000,
+        after_batch: Callable[[], None] | None = None,
     ) -> Exchange:
         data_dir = Path(data_dir)
         lock = DataDirLock(data_dir)  # DataDirInUse if another exchange runs on it
@@ -77,6 +79,7 @@ class Exchange:
             ),
             on_events=on_events,
             idle_tick_ns=idle_tick_ns,
+            after_batch=after_batch,
         )
         return cls(recovered, sequencer.start(), data_dir, lock)
 

@@ -27,6 +27,11 @@ starts, answers)`` once per sink with every submission of that sink the batch
 answered (``AnswerSink``): one hand-over per batch instead of one per command,
 and each command's own events without searching for them.
 
+``after_batch()`` (optional) is called on the sequencer thread after each batch
+(its publishers and answers done) and after each query: the server's
+``Handover.flush``, which wakes the asyncio loop once for everything the batch
+handed it (``handover.py``).
+
 ``query(fn)`` runs ``fn(engine)`` on the sequencer thread between two batches
 (after everything queued before it): the only safe way to read the engine
 while the sequencer runs, since the engine is single-threaded and runs its
@@ -133,6 +138,7 @@ class Sequencer:
         snapshots: SnapshotPolicy | None = None,
         on_events: EventSink | None = None,
         idle_tick_ns: int | None = 100_000_000,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.journal = journal
@@ -143,6 +149,7 @@ class Sequencer:
         self.snapshot_policy = snapshots
         self.on_events = on_events
         self.idle_tick_ns = idle_tick_ns
+        self.after_batch = after_batch
         self.stats = SequencerStats()
         self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
@@ -254,6 +261,7 @@ class Sequencer:
                 self._fail(exc, pending)  # type: ignore[arg-type]
                 if deferred is not None:
                     deferred.future.set_exception(SequencerStopped(str(exc)))
+                self._batch_done()
                 return
             if deferred is not None:
                 self._run_query(deferred)
@@ -269,6 +277,14 @@ class Sequencer:
             query.future.set_exception(exc)
         else:
             query.future.set_result(result)
+        self._batch_done()
+
+    def _batch_done(self) -> None:
+        if self.after_batch is not None:
+            try:
+                self.after_batch()
+            except Exception:  # the hook's failure is its own, never the engine's
+                log.exception("after_batch failed")
 
     def _idle_tick(self) -> None:
         """With no traffic, advance engine time when a GTD order is due, so it expires on
@@ -284,6 +300,7 @@ class Sequencer:
                 self._run_batch([_Submission(tick, None)])
             except BaseException as exc:
                 self._fail(exc, [])
+                self._batch_done()
 
     def _run_batch(self, pending: list[_Submission]) -> None:
         commands = (
@@ -310,6 +327,7 @@ class Sequencer:
         if self.on_events is not None and count:
             self.on_events(batch, events)
         self._answer(pending, commands, keep, batch, events, answered)
+        self._batch_done()  # before a snapshot: the loop delivers meanwhile
         self.stats.batches += 1
         self.stats.commands += count
         self.stats.last_batch_size = count

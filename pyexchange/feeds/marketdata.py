@@ -7,12 +7,12 @@ Threads (docs/service.md, "the sequencer thread is sacred"):
 
 - ``on_events(commands, events)`` runs on the sequencer thread after every
   batch. It only appends the batch's event array to an inbox (a deque) and, if
-  no drain is pending, sets an event that a small relay thread turns into
-  ``loop.call_soon_threadsafe(drain)`` (calling it here would write to the
-  loop's wake-up socket, and that system call hands the GIL to the loop in
-  the middle of the sequencer's work): a constant amount of work per batch,
-  whatever the batch size and whatever the subscribers do (measured: see
-  ``docs/publishers.md``).
+  no drain is pending, posts ``drain`` to the server's ``Handover``
+  (``attach(..., handover=)``), which wakes the loop once after the batch for
+  every consumer together (``pyexchange/engine/handover.py``); without one it
+  calls ``loop.call_soon_threadsafe(drain)`` itself. A constant amount of work
+  per batch, whatever the batch size and whatever the subscribers do
+  (measured: see ``docs/publishers.md``).
 - Everything else happens on the asyncio loop, which owns all market-data
   state: ``drain()`` applies each batch in order — ``LEVEL`` events set the
   level's new total and order count, ``TRADE`` events become trade prints,
@@ -51,7 +51,6 @@ import bisect
 import collections
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -60,6 +59,7 @@ import numpy as np
 
 from matchcore import EVENT_DTYPE, Engine, EventType, MatchType, Side
 
+from ..engine.handover import Handover
 from .updates import (
     CONFLATED,
     BestBidOffer,
@@ -223,9 +223,7 @@ class MarketDataPublisher:
         self._ready: asyncio.Event | None = None
         self._inbox: collections.deque[np.ndarray | _Load] = collections.deque()
         self._scheduled = False
-        self._wake = threading.Event()
-        self._closed = False
-        self._relay: threading.Thread | None = None
+        self._handover: Handover | None = None
         self._everything: list[_Subscriber] = []  # subscribers of every market
         self._watchers: list[Callable[[set[int], set[int]], None]] = []
         self.batches = 0  # batches applied (loop)
@@ -240,27 +238,36 @@ class MarketDataPublisher:
         self._inbox.append(events)
         if not self._scheduled:
             self._scheduled = True
-            self._wake.set()  # the relay thread wakes the loop: no syscall, no GIL handoff here
+            if self._handover is not None:
+                self._handover.post(self.drain)  # the loop wakes once, after the batch
+            else:
+                self._wake(self._loop)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody to deliver to
+            loop.call_soon_threadsafe(self.drain)
 
     def _post_load(self, engine: Engine) -> None:
         """Read the engine into the inbox (sequencer thread between batches, or an idle engine)."""
         self._inbox.append(read_engine(engine))
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            self._wake.set()
+            self._wake(self._loop)  # a query or an idle engine: no batch flushes a hand-over
 
     # ----------------------------------------------------------- set-up
 
     def attach(
-        self, loop: asyncio.AbstractEventLoop, source: EngineSource | Engine | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        source: EngineSource | Engine | None = None,
+        handover: Handover | None = None,
     ) -> None:
         """Deliver on ``loop``; start from ``source``: an Exchange (read between batches by
-        ``query``) or an idle engine (read now). Call on the loop's thread or before it runs."""
+        ``query``) or an idle engine (read now). ``handover``: the sequencer's, for the loop
+        (flushed after each batch). Call on the loop's thread or before it runs."""
+        self._handover = handover
         self._loop = loop
         self._ready = asyncio.Event()
-        if self._relay is None:
-            self._relay = threading.Thread(target=self._relay_wakeups, name="md-wake", daemon=True)
-            self._relay.start()
         if self.loaded:
             self._ready.set()
         if source is None:
@@ -270,25 +277,6 @@ class MarketDataPublisher:
             query(self._post_load)
         else:
             self._post_load(source)  # type: ignore[arg-type]
-
-    def _relay_wakeups(self) -> None:
-        """Wake the loop for the sequencer: ``call_soon_threadsafe`` writes to a socket, and
-        that would hand the GIL to the loop in the middle of the sequencer's batch."""
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            loop = self._loop
-            if self._closed or loop is None or loop.is_closed():
-                return
-            try:
-                loop.call_soon_threadsafe(self.drain)
-            except RuntimeError:  # the loop closed meanwhile
-                return
-
-    def close(self) -> None:
-        """Stop the wake-up relay thread (the server's shutdown)."""
-        self._closed = True
-        self._wake.set()
 
     def load(self, engine: Engine) -> None:
         """Start from ``engine`` now (no batch may run during the read); after ``attach``."""

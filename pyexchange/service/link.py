@@ -7,8 +7,10 @@ gateway's ``pyexchange.cluster.backend.ClusterBackend``. The link is the sink:
 the backend calls ``answered(events, starts, answers)`` once per batch with
 every submission of this link that the batch answered
 (``pyexchange.engine.sequencer.AnswerSink``), and the link hands that over to
-its loop with one ``call_soon_threadsafe``: one wake-up per batch, not per
-command, and no Future per command.
+its loop: posted to the server's ``Handover`` (``handover=``: the loop is woken
+once per batch for the replies and the publishers together), or else with one
+``call_soon_threadsafe``: one wake-up per batch, not per command, and no Future
+per command.
 
 - ``submit_each(commands, label, done)`` queues a submission now (or raises a
   ``ServiceError``: ``Unavailable`` while closing or stopped, ``Busy`` past
@@ -37,6 +39,7 @@ import numpy as np
 from matchcore import EVENT_DTYPE
 
 from ..engine import records
+from ..engine.handover import Handover
 from ..engine.sequencer import SequencerStopped
 from .errors import Busy, Internal, ServiceError, Unavailable
 from .markets import Markets
@@ -127,8 +130,10 @@ class EngineLink:
         markets: Markets,
         metrics: Any = None,
         max_in_flight: int = 10_000,
+        handover: Handover | None = None,
     ) -> None:
         self.backend = backend
+        self.handover = handover  # the backend's thread flushes it after each batch
         self.markets = markets
         self.metrics = metrics
         self.max_in_flight = max_in_flight
@@ -204,6 +209,8 @@ class EngineLink:
         """The backend's thread: hand the batch's answers to the loop (once per batch)."""
         if threading.get_ident() == self._loop_thread:
             self._deliver(events, starts, answers)
+        elif self.handover is not None:
+            self.handover.post(self._deliver, events, starts, answers)
         else:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._deliver, events, starts, answers)
