@@ -412,31 +412,99 @@ def test_the_verified_signature_memo_changes_no_answer() -> None:
             "x-pm-signature": signature or ed25519.sign(secret, f"{stamp}GET/v1/x".encode()),
         }
 
-    stamp = now[0]
-    for _ in range(3):
-        assert checker.authenticate(headers(stamp), "GET", "/v1/x", "read") is key
-    assert len(calls) == 1  # verified once
-    other = ed25519.sign(ed25519.generate()[1], f"{stamp}GET/v1/x".encode())
-    for method, path, given in (("GET", "/v1/y", None), ("POST", "/v1/x", None), (0, 0, other)):
-        with pytest.raises(auth.ApiError) as refused:
-            checker.authenticate(headers(stamp, given), method or "GET", path or "/v1/x", "read")
-        assert refused.value.status == 401
-    with pytest.raises(auth.ApiError) as forbidden:
-        checker.authenticate(headers(stamp), "GET", "/v1/x", "trade")
-    assert forbidden.value.status == 403
-    now[0] += 31_000  # the memo does not outlive the window
-    with pytest.raises(auth.ApiError, match="from the server's clock"):
-        checker.authenticate(headers(stamp), "GET", "/v1/x", "read")
-    auth.VERIFIED_KEPT, kept = 4, auth.VERIFIED_KEPT  # bounded: the oldest are forgotten
+    async def main() -> None:
+        stamp = now[0]
+        for _ in range(3):
+            assert await checker.authenticate(headers(stamp), "GET", "/v1/x", "read") is key
+        assert len(calls) == 1  # verified once
+        other = ed25519.sign(ed25519.generate()[1], f"{stamp}GET/v1/x".encode())
+        for method, path, given in (("GET", "/v1/y", None), ("POST", "/v1/x", None), (0, 0, other)):
+            with pytest.raises(auth.ApiError) as refused:
+                await checker.authenticate(
+                    headers(stamp, given), method or "GET", path or "/v1/x", "read"
+                )
+            assert refused.value.status == 401
+        with pytest.raises(auth.ApiError) as forbidden:
+            await checker.authenticate(headers(stamp), "GET", "/v1/x", "trade")
+        assert forbidden.value.status == 403
+        now[0] += 31_000  # the memo does not outlive the window
+        with pytest.raises(auth.ApiError, match="from the server's clock"):
+            await checker.authenticate(headers(stamp), "GET", "/v1/x", "read")
+        auth.VERIFIED_KEPT, kept = 4, auth.VERIFIED_KEPT  # bounded: the oldest are forgotten
+        try:
+            for n in range(10):
+                await checker.authenticate(headers(now[0] + n), "GET", "/v1/x", "read")
+            assert len(checker._verified) == 4
+            assert ("k1", f"{now[0] + 9}GET/v1/x", headers(now[0] + 9)["x-pm-signature"]) in (
+                checker._verified
+            )
+        finally:
+            auth.VERIFIED_KEPT = kept
+
     try:
-        for n in range(10):
-            checker.authenticate(headers(now[0] + n), "GET", "/v1/x", "read")
-        assert len(checker._verified) == 4
-        assert ("k1", f"{now[0] + 9}GET/v1/x", headers(now[0] + 9)["x-pm-signature"]) in (
-            checker._verified
-        )
+        asyncio.run(main())
     finally:
-        auth.VERIFIED_KEPT = kept
+        checker.close()
+
+
+def test_signatures_are_checked_off_the_loop_thread() -> None:
+    """``VerifyThread`` runs each check on its own thread and answers it on the loop: good
+    and bad signatures of many concurrent checks each get their own answer, a check that
+    raises fails only its caller, a caller that went away leaves the others answered,
+    and a closed thread is replaced at the next check. Concurrent requests with the same
+    headers are each accepted and remembered once."""
+    import threading
+
+    from pyexchange.api.rest import auth
+    from pyexchange.service.auth import ED25519, ApiKey, KeyStore, RateLimiter
+
+    public, secret = ed25519.generate()
+    verifier = ed25519.Verifier(public)
+    threads = set()
+
+    def verify(message: bytes, signature: str) -> bool:
+        threads.add(threading.get_ident())
+        if message == b"boom":
+            raise RuntimeError("boom")
+        return verifier.verify(message, signature)
+
+    checks = ed25519.VerifyThread()
+
+    async def main() -> None:
+        messages = [f"m{n}".encode() for n in range(50)]
+        given = [ed25519.sign(secret, m) if n % 3 else "x" * 88 for n, m in enumerate(messages)]
+        gone = checks.check(verify, b"m0", given[1])
+        gone.cancel()
+        futures = [checks.check(verify, m, g) for m, g in zip(messages, given, strict=True)]
+        failing = checks.check(verify, b"boom", given[1])
+        answers = await asyncio.gather(*futures)
+        assert answers == [n % 3 != 0 for n in range(50)]
+        with pytest.raises(RuntimeError, match="boom"):
+            await failing
+        assert threads and threading.get_ident() not in threads
+        checks.close()
+        assert await checks.check(verify, messages[1], given[1]) is True
+
+        key = ApiKey("k1", "", {"read"}, {1}, rate=1e6, burst=10**6, scheme=ED25519,
+                     public_key=public)  # fmt: skip
+        stamp = 1_700_000_000_000
+        checker = auth.VenueAuth(KeyStore([key]), RateLimiter(), clock_ms=lambda: stamp)
+        headers = {
+            "x-pm-access-key": "k1",
+            "x-pm-timestamp": str(stamp),
+            "x-pm-signature": ed25519.sign(secret, f"{stamp}GET/v1/x".encode()),
+        }
+        try:
+            same = [checker.authenticate(headers, "GET", "/v1/x", "read") for _ in range(5)]
+            assert await asyncio.gather(*same) == [key] * 5
+            assert len(checker._verified) == 1
+        finally:
+            checker.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        checks.close()
 
 
 def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:

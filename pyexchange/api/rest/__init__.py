@@ -136,3 +136,4 @@ class VenueApi:
         await self.websockets.close_all(1001)  # going away: uvicorn then stops at once
         await self.server.stop()
         await self.websockets.stop()
+        self.auth.close()

@@ -115,7 +115,7 @@ class VenueApp:
                 raise rate_limited()
             key = None
         else:
-            key = self.auth.authenticate(
+            key = await self.auth.authenticate(
                 request.headers, request.method, request.path, route.permission
             )
         return await route.handler(request, key)

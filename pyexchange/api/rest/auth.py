@@ -22,6 +22,11 @@ none of the three headers may carry them as query parameters of the same names
 URL-encoded); they are checked exactly as the headers are, over the path without
 the query (``upgrade_credentials``; the web view uses it, docs/webview.md).
 
+Signatures are verified off the event loop's thread (``ed25519.VerifyThread``:
+libsodium releases the GIL), so the loop goes on parsing and answering other requests
+meanwhile; the checks before and after the signature run on the loop, in the same
+order as they are listed above.
+
 Verified signatures are remembered (``VERIFIED_KEPT`` of them, the oldest forgotten
 first): a verification costs ~60 us of CPU, and a busy client sends the same headers
 for every call of one path in one millisecond (the SDK's timestamps are milliseconds),
@@ -42,6 +47,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from ...service.auth import ED25519, ApiKey, KeyStore, RateLimiter
+from ...service.ed25519 import VerifyThread
 from .errors import ApiError, forbidden, rate_limited, unauthenticated
 
 KEY_HEADER = "x-pm-access-key"
@@ -77,6 +83,7 @@ class VenueAuth:
         window_ms: int = WINDOW_MS,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_refused: Callable[[str], None] | None = None,
+        checks: VerifyThread | None = None,
     ) -> None:
         self.keys = keys
         self.rate_limiter = rate_limiter
@@ -84,6 +91,7 @@ class VenueAuth:
         self.window_ms = window_ms
         self.clock_ms = clock_ms
         self.on_refused = on_refused
+        self.checks = checks if checks is not None else VerifyThread()
         self._keys_stamp = self._stamp()
         self._verified: dict[tuple[str, str, str], None] = {}
 
@@ -109,18 +117,21 @@ class VenueAuth:
             if self.keys.get(key.key_id) is None:
                 self.keys.add(key)
 
-    def authenticate(
+    def close(self) -> None:
+        self.checks.close()
+
+    async def authenticate(
         self, headers: dict[str, str], method: str, path: str, permission: str
     ) -> ApiKey:
         """The key that signed this request, or ``ApiError`` (401, 403, 429)."""
         try:
-            return self._authenticate(headers, method, path, permission)
+            return await self._authenticate(headers, method, path, permission)
         except ApiError as exc:
             if self.on_refused is not None:
                 self.on_refused(str(exc.status))
             raise
 
-    def _authenticate(
+    async def _authenticate(
         self, headers: dict[str, str], method: str, path: str, permission: str
     ) -> ApiKey:
         key_id = headers.get(KEY_HEADER)
@@ -154,14 +165,15 @@ class VenueAuth:
         message = f"{stamp}{method}{path}"
         seen = (key_id, message, given)
         if seen not in self._verified:
-            if not key.verify_signature(message.encode(), given):
+            if not await self.checks.check(key.verify_signature, message.encode(), given):
                 raise unauthenticated(
                     "invalid signature (Ed25519 over timestamp + method + path, base64)"
                 )
             verified = self._verified
-            if len(verified) >= VERIFIED_KEPT:
-                del verified[next(iter(verified))]  # the oldest (dicts keep insertion order)
-            verified[seen] = None
+            if seen not in verified:  # (a request with the same headers may have been first)
+                if len(verified) >= VERIFIED_KEPT:
+                    del verified[next(iter(verified))]  # the oldest (dicts keep insertion order)
+                verified[seen] = None
         if not key.may(permission):
             raise forbidden(f"this API key lacks the {permission!r} permission")
         if len(key.accounts) != 1:

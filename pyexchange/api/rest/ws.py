@@ -623,7 +623,7 @@ class WebSocketApi:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         headers = upgrade_credentials(headers, scope.get("query_string", b""))
         try:
-            key = self.auth.authenticate(headers, "GET", scope["path"], "read")
+            key = await self.auth.authenticate(headers, "GET", scope["path"], "read")
         except ApiError as exc:
             await deny(send, exc.status, exc.body())
             return
