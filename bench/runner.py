@@ -6,6 +6,8 @@ collected before and disabled during the timed part. It reports the median, min
 and max of the per-run times, and checks what the peer ended with against what
 the workload says every correct engine ends with. A peer that disagrees is
 reported (``check.ok`` false, with the fields that differ), never hidden.
+``measure_in_turn()`` does the same for several (peer, workload) pairs, their runs
+taken in turn (one peer at several capacities, ``--capacity``).
 """
 
 from __future__ import annotations
@@ -114,37 +116,59 @@ def measure(
     tick: Callable[[], None] | None = None,
 ) -> Measurement:
     """Time ``peer`` on ``workload``; ``tick`` is called after each run (progress bars)."""
-    peer.load(workload)
-    times: list[int] = []
-    warm: list[int] = []
-    first: dict[str, Any] | None = None
-    outcome = Outcome()
+    return measure_in_turn([(peer, workload)], runs, warmup, tick)[0]
+
+
+def measure_in_turn(
+    pairs: list[tuple[Peer, Any]],
+    runs: int = 5,
+    warmup: int = 1,
+    tick: Callable[[], None] | None = None,
+) -> list[Measurement]:
+    """Time each ``(peer, workload)`` pair, taking their runs in turn (run 1 of each, run 2
+    of each, ...), so that a change in a shared machine's load falls on all of them alike
+    (one peer at several capacities: the ratios between them are from the same minutes).
+
+    Each pair has its own peer object; all are loaded first and released at the end.
+    """
+    for peer, workload in pairs:
+        peer.load(workload)
+    times: list[list[int]] = [[] for _ in pairs]
+    warm: list[list[int]] = [[] for _ in pairs]
+    first: list[dict[str, Any] | None] = [None] * len(pairs)
+    outcomes = [Outcome() for _ in pairs]
     for i in range(warmup + runs):
-        peer.reset()
-        gc.collect()
-        gc.disable()
-        try:
-            ns = peer.replay()
-        finally:
-            gc.enable()
-        (warm if i < warmup else times).append(ns)
-        outcome = peer.outcome()
-        if first is None:
-            first = outcome.as_dict()
-        elif outcome.as_dict() != first:
-            raise RuntimeError(f"{peer.name}: two runs of the same commands ended differently")
-        if tick is not None:
-            tick()
-    memory = peer.memory()
-    peer.release()  # a SCALE engine is a gigabyte: keep one at a time
-    return Measurement(
-        peer=peer.name,
-        description=peer.description,
-        workload=workload.name,
-        n=workload.n,
-        runs_ns=times,
-        warmup_ns=warm,
-        outcome=outcome,
-        check=check(outcome, workload.expected.as_dict()),
-        memory=memory,
-    )
+        for k, (peer, _) in enumerate(pairs):
+            peer.reset()
+            gc.collect()
+            gc.disable()
+            try:
+                ns = peer.replay()
+            finally:
+                gc.enable()
+            (warm[k] if i < warmup else times[k]).append(ns)
+            outcomes[k] = peer.outcome()
+            if first[k] is None:
+                first[k] = outcomes[k].as_dict()
+            elif outcomes[k].as_dict() != first[k]:
+                raise RuntimeError(f"{peer.name}: two runs of the same commands ended differently")
+            if tick is not None:
+                tick()
+    out = []
+    for k, (peer, workload) in enumerate(pairs):
+        memory = peer.memory()
+        peer.release()  # a SCALE engine is a gigabyte: none kept past its measurement
+        out.append(
+            Measurement(
+                peer=peer.name,
+                description=peer.description,
+                workload=workload.name,
+                n=workload.n,
+                runs_ns=times[k],
+                warmup_ns=warm[k],
+                outcome=outcomes[k],
+                check=check(outcomes[k], workload.expected.as_dict()),
+                memory=memory,
+            )
+        )
+    return out

@@ -24,7 +24,7 @@ from .peers.engine import BatchPeer, CallsPeer
 from .peers.liquibook_peer import LiquibookPeer
 from .peers.orderbook_peer import OrderBookPeer
 from .peers.plain import PlainPeer
-from .runner import Measurement, measure
+from .runner import Measurement, measure_in_turn
 
 CORE = "matchcore"
 REFERENCE = "reference"
@@ -201,22 +201,63 @@ def _reference_peers(cfg: Config) -> tuple[list[Peer], str | None]:
 # ------------------------------------------------------------------ tables
 
 
-def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: str = "") -> dict:
-    """Measure every peer on one workload; ratios to this project's figures in the same table."""
-    rows: list[Measurement] = []
-    unavailable: list[dict[str, str]] = []
-    with _bar(cfg.progress, len(peers) * (cfg.runs + cfg.warmup), title) as update:
-        for peer in peers:
+def run_tables(
+    title: str,
+    workload: Any,
+    specs: list[str],
+    make_peers: Callable[[], list[Peer]],
+    cfg: Config,
+    note: str = "",
+) -> list[dict[str, Any]]:
+    """Measure every peer on ``workload`` at each capacity of ``specs``: one table each.
+
+    Each peer's runs at the capacities are taken in turn (``measure_in_turn``), so the
+    ratios between capacities come from the same minutes; the ratios to this project's
+    figures are within each table (one capacity).
+    """
+    ats = [at_capacity(spec, workload) for spec in specs]
+    peer_lists = [make_peers() for _ in specs]  # one peer object per capacity
+    rows: list[list[Measurement]] = [[] for _ in specs]
+    unavailable: list[list[dict[str, Any]]] = [[] for _ in specs]
+    total = len(peer_lists[0]) * len(specs) * (cfg.runs + cfg.warmup) if specs else 0
+    with _bar(cfg.progress, total, title) as update:
+        for k in range(len(peer_lists[0]) if specs else 0):
+            pairs = [(peers[k], at) for peers, (at, _) in zip(peer_lists, ats, strict=True)]
             try:
-                rows.append(measure(peer, workload, cfg.runs, cfg.warmup, lambda: update(1)))
+                got = measure_in_turn(pairs, cfg.runs, cfg.warmup, lambda: update(1))
             except Unavailable as exc:
-                unavailable.append({"peer": peer.name, "reason": str(exc)})
+                for u in unavailable:
+                    u.append({"peer": pairs[0][0].name, "reason": str(exc)})
+                continue
             except Exception as exc:  # a peer that breaks is reported, and fails the run
-                unavailable.append({"peer": peer.name, "reason": f"failed: {exc!r}", "error": True})
+                for u in unavailable:
+                    u.append(
+                        {"peer": pairs[0][0].name, "reason": f"failed: {exc!r}", "error": True}
+                    )
+                continue
+            for r, m in zip(rows, got, strict=True):
+                r.append(m)
+    return [
+        _table(f"{title}, {label}", at, spec, title, r, u, note)
+        for (at, label), spec, r, u in zip(ats, specs, rows, unavailable, strict=True)
+    ]
+
+
+def _table(
+    title: str,
+    workload: Any,
+    spec: str,
+    part: str,
+    rows: list[Measurement],
+    unavailable: list[dict[str, Any]],
+    note: str,
+) -> dict[str, Any]:
+    """One table: its rows with their ratios to this project's figures in it, the checks."""
     by_name = {m.peer: m for m in rows}
     out_rows = []
     for m in rows:
         row = m.as_dict()
+        row["max_orders"] = workload.max_orders
         for key, base in (("ratio_to_batch", BATCH), ("ratio_to_per_call", CALLS)):
             row[key] = round(m.median_ns / by_name[base].median_ns, 3) if base in by_name else None
         out_rows.append(row)
@@ -228,6 +269,9 @@ def run_table(title: str, workload: Any, peers: list[Peer], cfg: Config, note: s
     }
     table = {
         "title": title,
+        "part": part,  # the tables of one part differ only in capacity
+        "max_orders": workload.max_orders,
+        "capacity": spec,
         "workload": workload.name,
         "commands": workload.n,
         "seed": workload.seed,
@@ -349,18 +393,6 @@ def _latency_and_open_loop(
 # ------------------------------------------------------------------ suites
 
 
-def _capacity_table(
-    title: str, wl: Any, spec: str, peers: list[Peer], cfg: Config, note: str = ""
-) -> dict:
-    """``run_table`` at one capacity: the title names it, the table and its rows carry it."""
-    at, label = at_capacity(spec, wl)
-    table = run_table(f"{title}, {label}", at, peers, cfg, note=note)
-    table["part"], table["max_orders"], table["capacity"] = title, at.max_orders, spec
-    for row in table["rows"]:
-        row["max_orders"] = at.max_orders
-    return table
-
-
 XC_LEDGER_NOTE = (
     "'ledger on': the same commands with pre-trade risk checks, reservations and "
     "settlement on every command (every account funded with cash and YES+NO pairs, so "
@@ -382,33 +414,26 @@ def run_xc(cfg: Config) -> dict[str, Any]:
     ref_peers, why = _reference_peers(cfg)
     n_ref = cfg.n_reference("XC")
     small = wl if n_ref == n or not ref_peers else workloads.xc(n=n_ref)
-    tables: list[dict[str, Any]] = []
     notes: list[str] = [why] if why else []
-    result = {"workload": "XC", "tables": tables, "notes": notes}
+    specs = cfg.fitting(wl, notes)
     engine = _core_engine()
-    for spec in cfg.fitting(wl, notes):
+
+    def main_peers() -> list[Peer]:
         risk_on = BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger on", ledger=True)
-        tables.append(
-            _capacity_table(
-                f"XC, {n:,} commands",
-                wl,
-                spec,
-                [*_core_peers(cfg, one_call=True), risk_on],
-                cfg,
-                note=XC_LEDGER_NOTE,
-            )
+        return [*_core_peers(cfg, one_call=True), risk_on]
+
+    tables = run_tables(f"XC, {n:,} commands", wl, specs, main_peers, cfg, note=XC_LEDGER_NOTE)
+    if ref_peers:
+        tables += run_tables(
+            f"XC, {n_ref:,} commands (reduced size for the reference)",
+            small,
+            specs,
+            lambda: _core_peers(cfg) + _reference_peers(cfg)[0],
+            cfg,
+            note=REDUCED_NOTE,
         )
-        if ref_peers:
-            tables.append(
-                _capacity_table(
-                    f"XC, {n_ref:,} commands (reduced size for the reference)",
-                    small,
-                    spec,
-                    _core_peers(cfg) + ref_peers,
-                    cfg,
-                    note=REDUCED_NOTE,
-                )
-            )
+    result = {"workload": "XC", "tables": tables, "notes": notes}
+    for spec in specs:
         _latency_and_open_loop(
             cfg,
             wl,
@@ -450,36 +475,29 @@ def run_peer(cfg: Config) -> dict[str, Any]:
     n_ref = cfg.n_reference("PEER")
     small = wl if n_ref == n or not ref_peers else workloads.peer(n=n_ref)
     ac = _generate(cfg, "generating PEER-AC", workloads.peer, n, crosses=False)
-    tables: list[dict[str, Any]] = []
     notes: list[str] = [why] if why else []
+    specs = cfg.fitting(wl, notes)
+    tables = run_tables(f"PEER, {n:,} operations", wl, specs, lambda: _peer_peers(cfg), cfg)
+    if ref_peers:
+        tables += run_tables(
+            f"PEER, {n_ref:,} operations (reduced size for the reference)",
+            small,
+            specs,
+            lambda: [*_core_peers(cfg), PlainPeer(), *_reference_peers(cfg)[0]],
+            cfg,
+            note=REDUCED_NOTE,
+        )
+    tables += run_tables(
+        f"PEER-AC (add/cancel part), {n:,} operations",
+        ac,
+        cfg.fitting(ac, notes),
+        lambda: _peer_peers(cfg, with_orderbook=True),
+        cfg,
+        note="adds and cancels only, for order-book (a price -> size store without matching)",
+    )
     result = {"workload": "PEER", "tables": tables, "notes": notes}
     engine = _core_engine()
-    fits_ac = cfg.fitting(ac, notes)
-    for spec in cfg.fitting(wl, notes):
-        tables.append(_capacity_table(f"PEER, {n:,} operations", wl, spec, _peer_peers(cfg), cfg))
-        if ref_peers:
-            tables.append(
-                _capacity_table(
-                    f"PEER, {n_ref:,} operations (reduced size for the reference)",
-                    small,
-                    spec,
-                    [*_core_peers(cfg), PlainPeer(), *ref_peers],
-                    cfg,
-                    note=REDUCED_NOTE,
-                )
-            )
-        if spec in fits_ac:
-            tables.append(
-                _capacity_table(
-                    f"PEER-AC (add/cancel part), {n:,} operations",
-                    ac,
-                    spec,
-                    _peer_peers(cfg, with_orderbook=True),
-                    cfg,
-                    note="adds and cancels only, for order-book (a price -> size store "
-                    "without matching)",
-                )
-            )
+    for spec in specs:
         _latency_and_open_loop(
             cfg,
             wl,
@@ -521,18 +539,21 @@ def run_scale(cfg: Config) -> dict[str, Any]:
         "built with ledger=False (no DEPOSIT/SPLIT in its setup). Traded volume by match type "
         "(generator's model): " + ", ".join(f"{k} {v:,}" for k, v in wl.match_volume.items())
     )
-    tables: list[dict[str, Any]] = []
     notes: list[str] = []
-    result = {"workload": "SCALE", "tables": tables, "notes": notes}
-    for spec in cfg.fitting(wl, notes):
-        peers: list[Peer] = [
+    specs = cfg.fitting(wl, notes)
+
+    def peers() -> list[Peer]:
+        return [
             BatchPeer(engine, CORE, cfg.chunk),
             CallsPeer(engine, CORE),
             BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger off", ledger=False),
         ]
-        table = _capacity_table(title, wl, spec, peers, cfg, note=note)
+
+    tables = run_tables(title, wl, specs, peers, cfg, note=note)
+    for table in tables:
         table["match_volume"] = wl.match_volume
-        tables.append(table)
+    result = {"workload": "SCALE", "tables": tables, "notes": notes}
+    for spec in specs:
         _latency_and_open_loop(
             cfg,
             wl,

@@ -108,3 +108,39 @@ def test_capacity_must_be_workload_default_or_a_positive_number(bad: str) -> Non
 def test_capacity_items_are_kept_in_order() -> None:
     args = parse(["xc", "--capacity", "default, 4_194_304,workload"])
     assert args.capacity == ("default", "4194304", "workload")
+
+
+def test_runs_at_several_capacities_are_taken_in_turn() -> None:
+    from bench.peers import Outcome, Peer
+    from bench.runner import measure_in_turn
+    from bench.workloads import Expected
+
+    log: list[str] = []
+
+    class Fake(Peer):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def load(self, workload: Any) -> None:
+            log.append(f"load {self.name}")
+
+        def reset(self) -> None:
+            pass
+
+        def replay(self) -> int:
+            log.append(self.name)
+            return 1
+
+        def outcome(self) -> Outcome:
+            return Outcome(traded_volume=0)
+
+        def release(self) -> None:
+            log.append(f"release {self.name}")
+
+    class Workload:
+        name, n = "W", 1
+        expected = Expected(0, 0, 0, 0, 0, 0)
+
+    got = measure_in_turn([(Fake("a"), Workload()), (Fake("b"), Workload())], runs=2, warmup=1)
+    assert log == ["load a", "load b", "a", "b", "a", "b", "a", "b", "release a", "release b"]
+    assert [m.peer for m in got] == ["a", "b"] and all(len(m.runs_ns) == 2 for m in got)
