@@ -507,6 +507,64 @@ def test_signatures_are_checked_off_the_loop_thread() -> None:
         checks.close()
 
 
+def test_head_and_body_deadlines_close_only_stalled_connections() -> None:
+    """One timer per connection watches its phase's deadline: a connection that sends
+    nothing, or stalls in its head, or in a body whose deadline is shorter than the head's,
+    is closed; a connection whose requests keep completing stays open past many head
+    deadlines (its deadline moved, its timer found it not yet due)."""
+    import socket
+    import threading
+
+    from pyexchange.api.rest.app import AddressLimiter, VenueApp, json_response
+    from pyexchange.api.rest.http import HttpLimits, RestServer
+
+    limits = HttpLimits(head_timeout_s=0.4, body_timeout_s=0.1, keep_alive_s=30)
+    app = VenueApp(limits, None, AddressLimiter(1e6, 10**6))
+
+    async def answer(request: Any, key: Any) -> Any:
+        return json_response(b"{}")
+
+    app.add("POST", "/v1/x", answer, None)
+    loop = asyncio.new_event_loop()
+    rest = RestServer(app, "127.0.0.1", 0, limits)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = asyncio.run_coroutine_threadsafe(rest.start(), loop).result(10)
+    request = b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.settimeout(10)  # a connection left open would fail the test, not hang it
+        return sock
+
+    def closed(sock: socket.socket) -> bool:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+            assert data.startswith(b"HTTP/1.1 200")
+
+    try:
+        silent, head, body, busy = connect(), connect(), connect(), connect()
+        head.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\n")
+        body.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        for _ in range(8):  # 8 requests, 0.2 s apart: past the first head deadline
+            busy.sendall(request)
+            assert busy.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(0.2)
+        busy.sendall(request)
+        assert busy.recv(4096).startswith(b"HTTP/1.1 200")
+        for sock in (silent, head, body):
+            assert closed(sock)
+        for sock in (silent, head, body, busy):
+            sock.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(rest.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:
     """Each response's head and body go out in one send (uvicorn writes them apart), with a
     content-length (not chunked); a HEAD's head still goes out; ``Expect: 100-continue`` is
