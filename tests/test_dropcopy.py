@@ -32,11 +32,13 @@ from pyexchange.api.grpc import exchange_pb2 as pb
 from pyexchange.api.grpc.dropcopy import DropCopyService
 from pyexchange.engine.journal import RecordKind
 from pyexchange.engine.snapshots import read_snapshot
+from pyexchange.feeds import dropcopy
 from pyexchange.feeds.dropcopy import (
     EVENTS,
     GAP,
     DropCopyPublisher,
     LogItem,
+    account_events,
     events_for,
 )
 from pyexchange.service.auth import ApiKey
@@ -458,33 +460,89 @@ def test_resume_after_sigkill(tmp_path: Path, seed: int) -> None:
     asyncio.run(resume())
 
 
-def test_on_events_is_constant_work(tmp_path: Path) -> None:
-    """The sequencer's side queues the batch: the same calls whatever its size."""
-    pub = DropCopyPublisher(tmp_path)
+def test_on_events_work_does_not_depend_on_subscribers(tmp_path: Path) -> None:
+    """The sequencer's side picks the account events and writes them (once the log is
+    caught up): a few numpy calls for a large batch, a few per event for a small one
+    (up to _SMALL_BATCH events), never any per subscriber."""
+
+    async def main() -> None:
+        pub = DropCopyPublisher(tmp_path)
+        pub.attach(asyncio.get_running_loop())
+        engine = Engine(**CAPS)
+        stream = random_stream(8, 2_000, SHAPE)
+        stream["seq"] = np.arange(1, len(stream) + 1)
+        first = stream[:1]
+        pub.on_events(first, engine.process(first))  # the writer's: it could follow a gap
+        await asyncio.get_running_loop().run_in_executor(None, pub.flush)
+        streams = [pub.stream(None, 0) for _ in range(300)]
+        readers = [asyncio.ensure_future(anext(s)) for s in streams]
+        await asyncio.sleep(0.05)  # 300 live subscribers, none reading
+        counts = []
+        i = 1
+        for size in (1, 1_000, 10, 1_000):
+            batch = stream[i : i + size]
+            i += size
+            events = engine.process(batch)
+            calls = 0
+
+            def profile(frame: Any, event: str, arg: Any) -> None:
+                nonlocal calls
+                if event in ("call", "c_call"):
+                    calls += 1
+
+            sys.setprofile(profile)
+            try:
+                pub.on_events(batch, events)
+            finally:
+                sys.setprofile(None)
+            counts.append(calls)
+            assert pub.log.last_seq == i  # written by on_events itself
+        assert counts[1] == counts[3] and max(counts) < 200, counts  # not per subscriber
+        for reader in readers:
+            reader.cancel()
+        pub.close()
+        assert logged_records(pub.history(0))
+
+    asyncio.run(main())
+
+
+def test_small_batches_pick_the_same_rows_as_the_vectorized_path() -> None:
     engine = Engine(**CAPS)
-    stream = random_stream(8, 2_000, SHAPE)
-    counts = []
-    i = 0
-    for size in (1, 1_000, 10):
-        batch = stream[i : i + size]
-        i += size
+    stream = random_stream(9, 6_000, SHAPE)
+    stream["seq"] = np.arange(1, len(stream) + 1)
+    stream["time"] = np.arange(len(stream)) * 7 + 1_000
+    rng = random.Random(9)
+    i = compared = 0
+    while i < len(stream):
+        batch = stream[i : i + rng.choice([1, 2, 3, 8, 30])]
+        i += len(batch)
         events = engine.process(batch)
-        calls = 0
+        if len(events) > dropcopy._SMALL_BATCH:
+            continue
+        small = account_events(batch, events)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dropcopy, "_SMALL_BATCH", -1)
+            vectorized = account_events(batch, events)
+        assert small.dtype == vectorized.dtype and small.tobytes() == vectorized.tobytes()
+        compared += len(small)
+    assert compared > 1_000
 
-        def profile(frame: Any, event: str, arg: Any) -> None:
-            nonlocal calls
-            if event in ("call", "c_call"):
-                calls += 1
 
-        sys.setprofile(profile)
-        try:
-            pub.on_events(batch, events)
-        finally:
-            sys.setprofile(None)
-        counts.append(calls)
-    assert len(set(counts)) == 1, counts
+def test_the_writer_thread_takes_over_after_a_gap_and_hands_back(tmp_path: Path) -> None:
+    """A live batch after a gap goes to the writer, which rebuilds the gap from the
+    journal first; once caught up, on_events writes again."""
+    stream = random_stream(10, 600, SHAPE)
+    pub = DropCopyPublisher(tmp_path)
+    missed = DropCopyPublisher(tmp_path / "other")  # stands in while pub misses batches
+    with Exchange.open(tmp_path, CONFIG, on_events=missed.on_events, idle_tick_ns=None) as ex:
+        run_stream(ex, stream[:300], random.Random(10))
+        ex.sequencer.on_events = pub.on_events
+        run_stream(ex, stream[300:], random.Random(11))
+        pub.flush()
+        assert pub._direct and pub.rebuilt  # the gap rebuilt, then on_events wrote
     pub.close()
-    assert logged_records(pub.history(0))  # and they were written
+    missed.close()
+    assert logged_records(pub.history(0)) == expected_records(tmp_path)
 
 
 # ----------------------------------------------------------------- service

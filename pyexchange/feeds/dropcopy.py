@@ -10,12 +10,18 @@ account).
 
 Threads:
 
-- ``on_events(commands, events)`` (sequencer thread) puts the batch on the
-  writer's queue: O(1), no I/O, never blocks.
-- The writer thread picks the account events out of each batch (numpy, no
-  Python per event), appends them to the event log and then hands what it wrote
-  to the asyncio loop (``call_soon_threadsafe``), which passes it on to live
-  subscribers.
+- ``on_events(commands, events)`` (sequencer thread): once the log is caught up
+  and the writer thread has nothing queued, it picks the batch's account events
+  and appends them to the event log itself (one write to the page cache, no
+  fsync) and posts the record to the server's ``Handover``, which goes to the
+  loop with the batch's replies: no thread hop per batch. Otherwise it queues the
+  batch for the writer thread.
+- The writer thread writes whenever the log is not caught up (the first batch, a
+  batch after a gap, a rebuild from the journal, ``close()``): it groups the
+  queued batches into one record, appends it and hands it to the loop
+  (``call_soon_threadsafe``), then gives the writing back to ``on_events``. The
+  switch is made under a lock ``on_events`` holds while it writes.
+- The loop passes each new record on to live subscribers and listeners.
 - Subscribers (asyncio) get ``AccountEvent`` objects (``updates.py``: the core's
   units, no transport; each API renders them): history from the log files, read
   in a reader thread, then live delivery. A live subscriber's queue is bounded; a
@@ -85,6 +91,7 @@ from matchcore import (
     Reject,
 )
 
+from ..engine.handover import Handover
 from ..engine.journal import (
     _RECORD,
     RECORD_HEADER_SIZE,
@@ -156,8 +163,30 @@ _ACCOUNT_COMMAND = np.zeros(256, dtype=bool)
 _ACCOUNT_COMMAND[ACCOUNT_COMMANDS] = True
 
 
+_ACCOUNT_EVENT_CODES = frozenset(ACCOUNT_EVENT_TYPES.tolist())
+_ACCOUNT_COMMAND_CODES = frozenset(ACCOUNT_COMMANDS.tolist())
+_FIELD = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}  # in a row's tuple
+_E_TYPE, _E_SEQ, _E_COMMAND = _FIELD["type"], _FIELD["seq"], _FIELD["command"]
+_REJECTED = int(EventType.REJECTED)
+_SMALL_BATCH = 16  # events: up to this, rows built in Python (~1 µs each) beat numpy (~18 µs)
+
+
 def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
-    """The account events of commands (contiguous seqs) as DROP_DTYPE rows (vectorized)."""
+    """The account events of commands (contiguous seqs) as DROP_DTYPE rows."""
+    if len(events) <= _SMALL_BATCH:  # one tolist and one array: numpy's fixed cost once
+        first = int(commands["seq"][0])
+        times = commands["time"].tolist()
+        rows = []
+        seq, start = -1, 0
+        for i, e in enumerate(events.tolist()):
+            if e[_E_SEQ] != seq:
+                seq, start = e[_E_SEQ], i
+            kind = e[_E_TYPE]
+            if kind in _ACCOUNT_EVENT_CODES and (
+                kind != _REJECTED or e[_E_COMMAND] in _ACCOUNT_COMMAND_CODES
+            ):
+                rows.append((e, i - start, 0, times[seq - first]))
+        return np.array(rows, dtype=DROP_DTYPE)
     types = events["type"]
     keep = _ACCOUNT_EVENT[types]
     rejected = types == EventType.REJECTED
@@ -467,6 +496,12 @@ class DropCopyPublisher:
         self.gaps: list[tuple[int, int]] = []  # ranges logged as GAP by this process
         self.failure: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Who writes live batches: the writer thread (False), or on_events itself (True)
+        # once the log is caught up and the writer has nothing queued. Switched under
+        # the lock, which on_events holds while it writes.
+        self._direct = False
+        self._lock = threading.Lock()
+        self._handover: Handover | None = None
         self._group: list[tuple[np.ndarray, np.ndarray]] = []  # writer: batches to write
         self._group_events = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -480,27 +515,49 @@ class DropCopyPublisher:
     # ----------------------------------------------------- sequencer thread
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
-        """Queue a batch for the writer (sequencer thread; O(1), never blocks)."""
-        self.latest_seq = int(commands["seq"][-1])
-        self._queue.put((commands, events))
+        """Log a batch (sequencer thread): written here when the log is caught up, one
+        page-cache write of its account events, else queued for the writer thread."""
+        first, self.latest_seq = commands["seq"][[0, -1]].tolist()
+        with self._lock:
+            if self._direct and first == self.log.last_seq + 1:
+                self._append(
+                    [LogItem(EVENTS, first, self.latest_seq, account_events(commands, events))],
+                    self._handover,
+                )
+                return
+            self._direct = False  # a gap before it (rebuilt first), or the writer is busy
+            self._queue.put((commands, events))
+
+    def _to_writer(self, item: Any) -> None:
+        """Queue work for the writer thread, which writes everything from now on."""
+        with self._lock:
+            self._direct = False
+            self._queue.put(item)
 
     # ----------------------------------------------------------- set-up
 
-    def attach(self, loop: asyncio.AbstractEventLoop, exchange: Any = None) -> None:
+    def attach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        exchange: Any = None,
+        handover: Handover | None = None,
+    ) -> None:
         """Deliver to subscribers on ``loop``. With the opened ``exchange``, rebuild now
         what the log misses of the recovered journal (else the first live batch, whose seq
-        tells where the journal ended, triggers it)."""
+        tells where the journal ended, triggers it). ``handover``: the sequencer's, for
+        the loop (flushed after each batch): new records go over with the batch's replies."""
+        self._handover = handover
         self._loop = loop
         loop.call_soon_threadsafe(self._sync)
         if exchange is not None:
             until = exchange.recovered.next_seq - 1
-            self._queue.put(_Rebuild(until, threading.Event()))
+            self._to_writer(_Rebuild(until, threading.Event()))
 
     def catch_up(self, until: int | None = None, timeout: float | None = None) -> bool:
         """Rebuild what the log misses up to ``until`` (None: the journal's current end),
         and wait for it. Journal batches rebuilt here are skipped when they come live."""
         request = _Rebuild(until, threading.Event())
-        self._queue.put(request)
+        self._to_writer(request)
         return request.done.wait(timeout)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -512,7 +569,7 @@ class DropCopyPublisher:
     def close(self) -> None:
         """Write what is queued, fsync and close the log (after the Exchange is closed)."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._to_writer(_STOP)
             self._thread.join()
         self._readers.shutdown(wait=False)
 
@@ -541,6 +598,8 @@ class DropCopyPublisher:
                     except queue.Empty:
                         break
                 self._flush()
+                with self._lock:  # caught up, nothing queued: on_events writes from now on
+                    self._direct = self._queue.empty()
         except BaseException as exc:
             self.failure = exc
             log.exception("drop copy writer stopped")
@@ -579,12 +638,20 @@ class DropCopyPublisher:
         self._write([LogItem(EVENTS, first, last, account_events(commands, events))])
 
     def _write(self, items: list[LogItem]) -> None:
-        if not items:
-            return
+        if items:
+            self._append(items, None)
+
+    def _append(self, items: list[LogItem], handover: Handover | None) -> None:
+        """Write records and hand them to the loop: by the sequencer's ``handover`` (with
+        the batch's replies) when on_events writes, else with a wake-up of its own."""
         self.log.append(items)
         self.written_seq = self.log.last_seq  # before looking at the loop: see attach()
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is None:
+            return
+        if handover is not None:
+            handover.post(self._advance, items)
+        elif not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self._advance, items)
 
