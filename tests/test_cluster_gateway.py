@@ -242,3 +242,63 @@ def test_a_one_shard_cluster_s_gateway_serves_the_venue_sdk_and_the_drop_copy(
         ("ACCEPTED", grpc_order),
         ("CANCELED", grpc_order),
     ]
+
+
+def test_cash_moves_between_shards_through_the_admin_api(
+    nats_cluster: NatsCluster, replicas: Any, gateways: Gateways
+) -> None:
+    """Admin.Transfer: an account's cash follows the markets it trades (each shard's ledger).
+
+    Every account starts with $1,000,000 on each shard (market 1 on shard 0, market
+    2 on shard 1); an order spends the cash of its market's shard only.
+    """
+    run(lay_out(nats_cluster.urls, 2, MARKETS))
+    for shard in (0, 1):
+        replicas.add(shard, f"e{shard}a")
+    gateways.add("ga")
+    endpoint = gateways.wait("ga")["grpc"]
+    store = gateways.store  # type: ignore[attr-defined]
+    admin_key, trader_key = store.by_name("admin"), store.by_name("trader-1")
+
+    async def scenario() -> None:
+        admin = ExchangeClient(endpoint, admin_key.key_id, admin_key.secret, timeout=30)
+        trader = ExchangeClient(endpoint, trader_key.key_id, trader_key.secret, timeout=30)
+        try:
+            moved = await admin.transfer(1, "1000000", source=1, destination=0, transfer_id=1)
+            assert moved.ok and moved.seq, moved
+            assert moved.message == "moved $1000000 of account 1 from shard 1 to 0"
+            # the same transfer again (the caller's retry): its first result, nothing moved twice
+            again = await admin.transfer(1, "1000000", source=1, destination=0, transfer_id=1)
+            assert (again.ok, again.seq) == (True, moved.seq)
+            assert (await trader.get_account(1)).cash == "2000000"  # summed over the shards
+            # shard 1 holds nothing of account 1 now; shard 0 holds both millions
+            empty = await trader.place(1, 2, "BUY_YES", "0.40", "10")
+            assert empty.reject_reason == "INSUFFICIENT_BALANCE", empty
+            big = await trader.place(1, 1, "BUY_YES", "0.50", "3000000")  # $1.5M on shard 0
+            assert big.status == pb.RESTING, big
+            assert (await trader.get_account(1)).cash_reserved == "1500000"
+
+            short = await admin.transfer(1, "5", source=1, destination=0, transfer_id=2)
+            assert not short.ok and short.reject_reason == "INSUFFICIENT_BALANCE"
+            other = await admin.transfer(1, "7", source=1, destination=0, transfer_id=1)
+            assert not other.ok and other.reject_reason == "DUPLICATE_TRANSFER_ID"
+            back = await admin.transfer(1, "100.25", source=0, destination=1, transfer_id=1)
+            assert back.ok, back  # ids are per account and source shard
+            assert (await trader.place(1, 2, "BUY_YES", "0.40", "10")).status == pb.RESTING
+            fresh = await admin.transfer(9, "1", source=0, destination=1, transfer_id=1)
+            assert fresh.reject_reason == "UNKNOWN_ACCOUNT"
+            account = await trader.get_account(1)
+            assert (account.cash, account.cash_reserved) == ("499996", "1500004")
+
+            for source, destination in ((0, 0), (0, 2)):
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    await admin.transfer(1, "1", source, destination, transfer_id=3)
+                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await trader.transfer(1, "1", 0, 1, transfer_id=3)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await admin.close()
+            await trader.close()
+
+    run(scenario(), 120)

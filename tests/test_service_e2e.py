@@ -413,6 +413,10 @@ def test_admin_calls(h: Harness) -> None:
         seven = await admin.get_account(7)  # the admin key may read every account
         assert (seven.cash, seven.cash_reserved) == ("50", "0")
         assert (await admin.deposit(99, "1")).reject_reason == "UNKNOWN_ACCOUNT"
+        # one engine, one ledger: cash moves between the shards of a cluster only
+        code, details = await status_of(admin.transfer(7, "1", 0, 1, transfer_id=1))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "one engine" in details
+        assert (await admin.get_account(7)).cash == "50"
 
     h.run(scenario())
 

@@ -54,6 +54,8 @@ from . import log as L
 from .faults import fault
 from .mirror import ClusterView, Listener, ShardMirror
 from .router import Part, Unroutable, combine, route, to_cluster_events
+from .shard import credit_outcome, withdrew
+from .transfers import CREDITED, XFER_OUT, Transfer
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,25 @@ class _Queued:
 
 class ShardUnavailable(SequencerStopped):
     """A shard's log cannot store commands now (no JetStream quorum)."""
+
+
+class _NotStored(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What became of a cash transfer between shards (``ClusterBackend.transfer_cash``).
+
+    ``events``: the source's answer to the withdrawal (a REJECTED event when the
+    cash was not there); ``credited``: whether the destination took it (False:
+    it refused, and the source deposited it back); None when nothing was withdrawn.
+    """
+
+    events: np.ndarray
+    credited: bool | None
 
 
 class ShardLink:
@@ -175,28 +196,12 @@ class ShardLink:
         body = commands.tobytes()
         self._counter += 1
         msg_id = f"{self.config.gateway_id}.{self._boot}.{self.shard}.{self._counter}"
-        deadline = time.monotonic() + self.config.store_timeout
-        while True:
-            try:
-                ack = await self.js.publish(
-                    L.command_subject(self.shard),
-                    body,
-                    timeout=self.config.publish_timeout,
-                    headers={L.MSG_ID: msg_id},
-                )
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # no quorum, a leader election, a reconnect
-                if time.monotonic() >= deadline:
-                    self._refuse(batch, exc)
-                    return
-                await asyncio.sleep(0.05)
-        if self.down:
-            logger.info("shard %d: the log stores commands again", self.shard)
-            self.down = ""
+        try:
+            seq = await self.store(body, {L.MSG_ID: msg_id})
+        except _NotStored as exc:
+            self._refuse(batch, exc.cause)
+            return
         fault("gateway-stored")
-        seq = int(ack.seq)
         self.stored = max(self.stored, seq)
         rows, offset = [], 0
         for queued in batch:
@@ -206,6 +211,33 @@ class ShardLink:
         body_events = self.recent.pop(seq, None)
         if body_events is not None:  # its events came before its acknowledgement
             self._answer(seq, body_events)
+
+    async def store(self, body: bytes, headers: dict[str, str]) -> int:
+        """Publish a command message until a quorum stored it: its stream seq.
+
+        Retried (the same message id, so stored once) for ``store_timeout``
+        seconds, then ``_NotStored``.
+        """
+        deadline = time.monotonic() + self.config.store_timeout
+        while True:
+            try:
+                ack = await self.js.publish(
+                    L.command_subject(self.shard),
+                    body,
+                    timeout=self.config.publish_timeout,
+                    headers=headers,
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no quorum, a leader election, a reconnect
+                if time.monotonic() >= deadline:
+                    raise _NotStored(exc) from exc
+                await asyncio.sleep(0.05)
+        if self.down:
+            logger.info("shard %d: the log stores commands again", self.shard)
+            self.down = ""
+        return int(ack.seq)
 
     def _refuse(self, batch: list[_Queued], exc: BaseException) -> None:
         self.down = (
@@ -369,6 +401,63 @@ class ClusterBackend:
         placed = await L.place_market(self.js, market, shard)
         self.market_shards[market] = placed
         return placed
+
+    # ---------------------------------------------------------- transfers
+
+    async def transfer_cash(
+        self, account: int, amount: int, source: int, destination: int, transfer_id: int
+    ) -> TransferResult:
+        """Move ``amount`` of ``account``'s free cash from shard ``source`` to ``destination``.
+
+        The three steps of ``transfers.py``: this stores the ``xfer-out`` in the
+        source's log (its message id made of the transfer's key, so a retry with
+        the same ``transfer_id`` is the same transfer, answered with the first
+        result), then waits on the gateway's mirrors until the source finished it
+        (the destination's answer applied there). Runs on the backend's loop.
+        ``ValueError`` for shards that do not make a transfer; ``ShardUnavailable``
+        when the source's log cannot store it; ``SequencerStopped`` when it is
+        withdrawn but not finished within ``reply_timeout`` (it will finish: a
+        retry with the same id waits for it again).
+        """
+        shards = self.layout.shards
+        if not (0 <= source < shards and 0 <= destination < shards):
+            raise ValueError(
+                f"the cluster has shards 0..{shards - 1}, not {source} -> {destination}"
+            )
+        if source == destination:
+            raise ValueError(f"a transfer moves cash between two shards, not {source} -> {source}")
+        link = self.links[source]
+        if link.down:
+            raise ShardUnavailable(link.down)
+        t = Transfer(transfer_id, account, amount, source, destination, time.time_ns())
+        try:
+            seq = await link.store(t.encode(), {L.KIND: XFER_OUT, L.MSG_ID: t.msg_id(XFER_OUT)})
+        except _NotStored as exc:
+            raise ShardUnavailable(
+                f"shard {source}: the transfer was not stored within "
+                f"{self.config.store_timeout:g} s (no JetStream quorum); retry with the same "
+                "transfer id"
+            ) from exc.cause
+        source_mirror, destination_mirror = self.mirrors[source], self.mirrors[destination]
+        try:
+            async with asyncio.timeout(self.config.reply_timeout):
+                await source_mirror.reach(seq)
+                assert source_mirror.state is not None
+                first = source_mirror.state.sent[(account, transfer_id)]  # the first result
+                events = to_cluster_events(np.frombuffer(first, dtype=EVENT_DTYPE).copy(), source)
+                if not withdrew(events, t):
+                    return TransferResult(events, None)
+                await source_mirror.until(lambda state: t.key not in state.outgoing)
+                await destination_mirror.until(lambda state: t.key in state.credited)
+        except TimeoutError:
+            raise SequencerStopped(
+                f"transfer {transfer_id} of account {account}: withdrawn at shard {source} but "
+                f"not finished within {self.config.reply_timeout:g} s; it will finish: retry "
+                "with the same transfer id for its result"
+            ) from None
+        assert destination_mirror.state is not None
+        credit = np.frombuffer(destination_mirror.state.credited[t.key], dtype=EVENT_DTYPE)
+        return TransferResult(events, credit_outcome(credit, t) == CREDITED)
 
     # ------------------------------------------------------------- submit
 

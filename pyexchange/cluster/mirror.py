@@ -50,6 +50,7 @@ class ShardMirror:
         self.state: ShardState | None = None
         self.listeners: list[Listener] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._watchers: list[tuple[Callable[[ShardState], bool], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -96,6 +97,9 @@ class ShardMirror:
                 await sub.unsubscribe()
 
     def _release(self, seq: int) -> None:
+        if self._watchers:
+            state = self.state
+            self._watchers = [(d, f) for d, f in self._watchers if not _settle(d, f, state)]
         if not self._waiters:
             return
         keep = []
@@ -115,11 +119,30 @@ class ShardMirror:
         self._waiters.append((seq, future))
         await future
 
+    async def until(self, done: Callable[[ShardState], bool]) -> None:
+        """Return once ``done(state)`` holds: now, or after a message this mirror applies."""
+        assert self.state is not None
+        if done(self.state):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append((done, future))
+        await future
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+
+def _settle(done: Callable[[ShardState], bool], future: asyncio.Future[None], state: Any) -> bool:
+    """Whether a watcher is finished: it holds now (resolved), or its waiter went away."""
+    if future.done():
+        return True
+    if done(state):
+        future.set_result(None)
+        return True
+    return False
 
 
 class ClusterView:

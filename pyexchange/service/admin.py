@@ -6,6 +6,10 @@ keys are separate credentials). A value that does not convert is ``Invalid``
 (nothing journaled); an engine reject is a reply (``ok = False``,
 ``reject_reason``, ``message``). Values are decimal strings or units, codes
 ``matchcore``'s (``MarketState``, ``Outcome``, ``FeeBase``).
+
+``transfer`` moves an account's cash between two shards of a cluster (a
+gateway's backend has ``transfer_cash``; the embedded exchange has one ledger
+and refuses it as ``NOT_A_CLUSTER``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import numpy as np
 from matchcore import COMMAND_DTYPE, CommandType, EventType, FeeBase, MarketState, Outcome
 from matchcore.codes import FEE_BPS_LIMIT
 
-from ..units import UnitError, check_cash, check_tick, parse_cash, parse_tick
+from ..engine.sequencer import SequencerStopped
+from ..units import UnitError, check_cash, check_tick, format_cash, parse_cash, parse_tick
 from .auth import ADMIN, ApiKey
 from .errors import Forbidden, Invalid
-from .link import EngineLink
+from .link import EngineLink, stopped
 from .messages import reject_text
-from .orders import U32, Value, _absent, _price, _quantity, _whole, record
+from .orders import U32, U64, Value, _absent, _price, _quantity, _whole, record
 
 
 class CreateMarket(msgspec.Struct, kw_only=True):
@@ -67,6 +72,16 @@ class Deposit(msgspec.Struct, kw_only=True):
 class Withdraw(msgspec.Struct, kw_only=True):
     account: int
     amount: Value
+
+
+class Transfer(msgspec.Struct, kw_only=True):
+    """Free cash of an account moved between two shards of a cluster (docs/cluster.md)."""
+
+    account: int
+    amount: Value
+    source: int  # shard
+    destination: int  # shard
+    transfer_id: int  # the caller's, from 1: a retry with the same id is the same transfer
 
 
 AdminRequest = CreateMarket | SetMarketState | SetTick | Resolve | AddAccount | Deposit | Withdraw
@@ -190,3 +205,38 @@ class Admin:
             raise Forbidden(f"key {key.key_id} lacks the 'admin' permission", "MISSING_PERMISSION")
         commands = np.array([admin_record(request)], dtype=COMMAND_DTYPE)
         return admin_reply(await self.link.run(commands, "admin"))
+
+    async def transfer(self, key: ApiKey, request: Transfer) -> AdminReply:
+        """Move cash between shards: ok once the destination took it (a cluster's backend only)."""
+        if not key.may(ADMIN):
+            raise Forbidden(f"key {key.key_id} lacks the 'admin' permission", "MISSING_PERMISSION")
+        account = _whole(request.account, "account", U32)
+        amount = _amount(request.amount)
+        source = _whole(request.source, "source", U32)
+        destination = _whole(request.destination, "destination", U32)
+        transfer_id = _whole(request.transfer_id, "transfer_id", U64)
+        if transfer_id == 0:
+            raise Invalid("transfer_id must be from 1 (the caller's id of the transfer)")
+        move = getattr(self.link.backend, "transfer_cash", None)
+        if move is None:  # the embedded exchange: one engine, all cash in one ledger
+            raise Invalid(
+                "this exchange runs one engine: cash moves between the shards of a cluster only",
+                "NOT_A_CLUSTER",
+            )
+        try:
+            result = await move(account, amount, source, destination, transfer_id)
+        except ValueError as exc:
+            raise Invalid(str(exc), "INVALID_SHARD") from None
+        except SequencerStopped as exc:
+            raise stopped(exc) from None
+        reply = admin_reply(result.events)
+        shown = f"${format_cash(amount)} of account {account} from shard {source} to {destination}"
+        if reply.ok and result.credited is None:  # no withdrawal and no reject: another transfer's
+            reply.ok, reply.reject_reason = False, "DUPLICATE_TRANSFER_ID"
+            reply.message = f"transfer id {transfer_id} of account {account} names another transfer"
+        elif result.credited is False:
+            reply.ok, reply.reject_reason = False, "REFUSED_BY_DESTINATION"
+            reply.message = f"shard {destination} could not take {shown}: refunded at the source"
+        elif reply.ok:
+            reply.message = f"moved {shown}"
+        return reply

@@ -57,6 +57,16 @@ def resolve_of(r: pb.ResolveRequest) -> sa.Resolve:
     return sa.Resolve(market=r.market, outcome=OUTCOMES[r.outcome])
 
 
+def transfer_of(r: pb.TransferRequest) -> sa.Transfer:
+    return sa.Transfer(
+        account=r.account,
+        amount=r.amount,
+        source=r.source,
+        destination=r.destination,
+        transfer_id=r.transfer_id,
+    )
+
+
 def reply_pb(r: sa.AdminReply) -> pb.AdminReply:
     return pb.AdminReply(ok=r.ok, seq=r.seq, reject_reason=r.reject_reason, message=r.message)
 
@@ -112,3 +122,9 @@ class AdminService(pb_grpc.AdminServicer):
         return await self._call(
             request, context, lambda r: sa.Withdraw(account=r.account, amount=r.amount)
         )
+
+    async def Transfer(
+        self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdminReply:
+        key = await self.auth.authenticate(context, request, ADMIN)
+        return reply_pb(await self.admin.transfer(key, transfer_of(request)))

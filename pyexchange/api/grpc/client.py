@@ -305,6 +305,25 @@ class ExchangeClient:
         request = pb.CashRequest(account=account, amount=_text(amount))
         return await self._admin("Withdraw", request, timeout)
 
+    async def transfer(
+        self,
+        account: int,
+        amount: Number,
+        source: int,
+        destination: int,
+        transfer_id: int,
+        *,
+        timeout: float | None = None,
+    ) -> pb.AdminReply:
+        request = pb.TransferRequest(
+            account=account,
+            amount=_text(amount),
+            source=source,
+            destination=destination,
+            transfer_id=transfer_id,
+        )
+        return await self._admin("Transfer", request, timeout)
+
     # ---------------------------------------------------------- lifecycle
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
