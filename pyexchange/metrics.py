@@ -19,6 +19,10 @@ from matchcore import CommandType, EventType, Reject
 
 _REJECT_NAMES = {int(code): code.name for code in Reject}
 _COMMAND_NAMES = {int(code): code.name for code in CommandType}
+_ACCEPTED, _TRADE, _REJECTED = (
+    int(k) for k in (EventType.ACCEPTED, EventType.TRADE, EventType.REJECTED)
+)
+_KINDS = max(_ACCEPTED, _TRADE, _REJECTED) + 1
 
 # Acknowledgement latency: 20 us .. 5 s.
 LATENCY_BUCKETS = (
@@ -128,6 +132,7 @@ class Metrics:
         self._http: Any = None
         self._http_thread: Any = None
         self._http_series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[int, Any] = {}  # on_events: command code, or 256 + reject code
 
     def track(self, depth: Callable[[], float], sequencer_queue: Callable[[], float]) -> None:
         """Read the two queue gauges from callables when scraped."""
@@ -139,27 +144,33 @@ class Metrics:
         self.subscribers.labels(feed).set_function(count)
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
-        """Sequencer thread: count one processed batch."""
+        """Sequencer thread: count one processed batch (one bincount per array; each
+        labelled child looked up once, as ``labels()`` takes a lock and builds a key)."""
         self.batch_size.observe(len(commands))
-        types = np.bincount(commands["type"], minlength=16)
-        for code in np.nonzero(types)[0]:
-            name = _COMMAND_NAMES.get(int(code), "UNKNOWN")
-            self.commands.labels(name).inc(int(types[code]))
+        types = np.bincount(commands["type"])
+        for code in np.flatnonzero(types).tolist():
+            self._child(self.commands, code, _COMMAND_NAMES.get(code, "UNKNOWN")).inc(
+                int(types[code])
+            )
         if not len(events):
             return
-        kinds = events["type"]
-        accepted = int(np.count_nonzero(kinds == EventType.ACCEPTED))
+        kinds = np.bincount(events["type"], minlength=_KINDS)
+        accepted, trades, rejects = kinds[[_ACCEPTED, _TRADE, _REJECTED]].tolist()
         if accepted:
             self.orders.inc(accepted)
-        trades = int(np.count_nonzero(kinds == EventType.TRADE))
         if trades:
             self.trades.inc(trades)
-        rejected = events["reason"][kinds == EventType.REJECTED]
-        if len(rejected):
-            counts = np.bincount(rejected, minlength=32)
-            for code in np.nonzero(counts)[0]:
-                name = _REJECT_NAMES.get(int(code), f"CODE_{int(code)}")
-                self.rejects.labels(name).inc(int(counts[code]))
+        if rejects:
+            counts = np.bincount(events["reason"][events["type"] == _REJECTED])
+            for code in np.flatnonzero(counts).tolist():
+                name = _REJECT_NAMES.get(code, f"CODE_{code}")
+                self._child(self.rejects, 256 + code, name).inc(int(counts[code]))
+
+    def _child(self, metric: Any, key: int, name: str) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(name)
+        return child
 
     def refuse(self, status: str) -> None:
         self.refused.labels(status).inc()
