@@ -8,6 +8,7 @@ synchronous pytest functions and need no asyncio plugin.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +22,24 @@ from pyexchange.app.server import ExchangeServer, ServerConfig
 from pyexchange.service.auth import ApiKey, KeyStore
 
 T = TypeVar("T")
+
+
+def calls_made(fn: Callable[..., Any], *args: Any) -> int:
+    """How many Python and C functions ``fn(*args)`` calls: a constant-work test counts
+    calls rather than time (no timing thresholds in unit tests)."""
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        fn(*args)
+    finally:
+        sys.setprofile(None)
+    return calls
 
 
 class LoopThread:

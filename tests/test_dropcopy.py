@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from service_support import calls_made
 
 from matchcore import EVENT_DTYPE as _EVENT
 from matchcore import CommandType, Engine, EventType, MarketState, make_commands
@@ -483,19 +484,7 @@ def test_on_events_work_does_not_depend_on_subscribers(tmp_path: Path) -> None:
             batch = stream[i : i + size]
             i += size
             events = engine.process(batch)
-            calls = 0
-
-            def profile(frame: Any, event: str, arg: Any) -> None:
-                nonlocal calls
-                if event in ("call", "c_call"):
-                    calls += 1
-
-            sys.setprofile(profile)
-            try:
-                pub.on_events(batch, events)
-            finally:
-                sys.setprofile(None)
-            counts.append(calls)
+            counts.append(calls_made(pub.on_events, batch, events))
             assert pub.log.last_seq == i  # written by on_events itself
         assert counts[1] == counts[3] and max(counts) < 200, counts  # not per subscriber
         for reader in readers:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from service_support import calls_made
 
 from matchcore import Engine, make_commands
 from matchcore.testing import StreamShape, engine_capacities, random_stream
@@ -323,22 +323,6 @@ def test_stalled_subscriber_is_dropped_with_a_notice() -> None:
     asyncio.run(main())
 
 
-def _calls_in_on_events(pub: MarketDataPublisher, batch: np.ndarray, events: np.ndarray) -> int:
-    calls = 0
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        if event in ("call", "c_call"):
-            calls += 1
-
-    sys.setprofile(profile)
-    try:
-        pub.on_events(batch, events)
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_on_events_work_does_not_depend_on_subscribers_or_batch_size() -> None:
     """The sequencer's side makes the same calls whatever the subscribers and the batch."""
     shape = StreamShape()
@@ -360,7 +344,7 @@ def test_on_events_work_does_not_depend_on_subscribers_or_batch_size() -> None:
             setup += size
             events = engine.process(batch)
             pub.drain()  # nothing pending: on_events will schedule a drain
-            counts.append(_calls_in_on_events(pub, batch, events))
+            counts.append(calls_made(pub.on_events, batch, events))
             pub.drain()
         # A few calls (a deque append, waking the loop), never one per subscriber (300
         # here) or per event (thousands).
