@@ -102,6 +102,21 @@ def test_a_digit_beyond_the_unit_is_refused_never_rounded() -> None:
     assert parse_quantity("100000000") == units.QUANTITY_SCALE * 100_000_000
 
 
+def test_remembered_conversions_keep_their_grid_and_refusals_are_never_remembered() -> None:
+    """The parsers cache converted strings: a hit answers as the parse did, per tick and
+    lot, and a refused string is refused again (a refusal is never cached)."""
+    for _ in range(2):
+        assert parse_price("0.05", 1) == parse_price("0.05", 100) == 500
+        with pytest.raises(UnitError, match="tick"):
+            parse_price("0.0501", 100)
+        assert parse_price("0.0501", 1) == 501
+        assert parse_quantity("2", 100) == 200
+        with pytest.raises(UnitError):
+            parse_quantity("2", 300)
+        with pytest.raises(UnitError, match="must be a decimal string"):
+            parse_quantity(2)  # type: ignore[arg-type]
+
+
 def test_limits_of_the_grammar() -> None:
     assert decimal_parts("9" * 18 + "." + "9" * 18, "x") == (False, "9" * 18, "9" * 18)
     assert decimal_parts("-1.5", "x", signed=True) == (True, "1", "5")
