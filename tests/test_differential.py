@@ -36,6 +36,21 @@ def test_core_matches_reference(seed: int) -> None:
     assert core.digest() == ref.digest()
 
 
+@pytest.mark.parametrize("seed", range(2000, 2002))
+def test_prefetching_engine_matches_reference(seed: int) -> None:
+    """An engine whose tables pass 256 MiB prefetches the next commands' state in
+    process() (engine.hpp, PREFETCH_BYTES); a large level arena gets it there with
+    the same orders, markets and accounts: the same events and states as ever."""
+    capacities = dict(CAPACITIES, max_levels=1 << 24)
+    core, ref = mc.Engine(**capacities), reference.Engine(**capacities)
+    tables = core.memory()
+    assert sum(v for k, v in tables.items() if k != "order_slot") >= 256 << 20
+    commands = testing.random_stream(seed, 5_000, SHAPE)
+    difference = testing.first_difference(core, ref, commands, chunk=100, validate_every=5)
+    assert difference is None, f"seed {seed}: {difference}"
+    assert core.digest() == ref.digest()
+
+
 @pytest.mark.parametrize("seed", range(1000, 1003))
 def test_validate_after_every_command(seed: int) -> None:
     """Invariants hold after every single command, on both engines."""

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -73,13 +74,132 @@ bool Engine::init(const Config& config, std::string& error) {
   levels_.assign(config_.max_levels, Level{NIL, NIL, 0, 0, 0});
   levels_top_ = levels_in_use_ = 0;
   events_.reserve(1 << 16);
+  const MemoryStats bytes = memory();
+  prefetch_ = bytes.orders + bytes.slot_map + bytes.client_index + bytes.expiry_heap +
+                  bytes.levels + bytes.markets + bytes.accounts + bytes.positions >=
+              PREFETCH_BYTES;
   now_ = 0;
   next_order_id_ = 1;
   return true;
 }
 
 void Engine::process(const Command* commands, size_t count) {
-  for (size_t i = 0; i < count; ++i) execute(commands[i]);
+  if (!prefetch_) {
+    for (size_t i = 0; i < count; ++i) execute(commands[i]);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    prefetch_ahead(commands, i, count);
+    execute(commands[i]);
+  }
+}
+
+// ----------------------------------------------------------- prefetching
+
+void Engine::prefetch_market(uint32_t market) const noexcept {
+  // The header, up to the level bitsets (which prefetch_level() asks for by word).
+  const char* first = reinterpret_cast<const char*>(&markets_[market]);
+  for (size_t at = 0; at < offsetof(Market, bits); at += 64) prefetch_line(first + at);
+  prefetch_line(first + offsetof(Market, bits) - 1);
+}
+
+void Engine::prefetch_level(const Market& m, int side, int32_t price) const noexcept {
+  if (m.levels_per_side == 0 || price <= 0 || price >= PRICE_SCALE) return;
+  const int32_t index = level_index(m, price);
+  if (index < 0 || static_cast<uint32_t>(index) >= m.levels_per_side) return;
+  levels_.prefetch(m.level_base + side * m.levels_per_side + index);
+  m.bits[side].prefetch(static_cast<uint32_t>(index));
+}
+
+void Engine::prefetch_resting(uint32_t slot, int stage) const noexcept {
+  const Order& o = pool_[slot];
+  if (stage == 1) {  // what unlink() and retire() touch
+    prefetch_market(o.market);
+    if (o.prev != NIL) pool_.prefetch_slot(o.prev);
+    if (o.next != NIL) pool_.prefetch_slot(o.next);
+    if (o.acct_prev != NIL) pool_.prefetch_slot(o.acct_prev);
+    if (o.acct_next != NIL) pool_.prefetch_slot(o.acct_next);
+    accounts_.prefetch(o.account);
+    if (o.position != NIL) positions_.prefetch(o.position);
+    if (o.heap_pos != NIL) expiry_.prefetch(o.heap_pos);
+    return;
+  }
+  prefetch_level(markets_[o.market], side_of(o.intent), o.price);
+  // Removing a GTD order moves the heap's last entry into its place and sifts it
+  // down: the first levels below are the entries it meets.
+  if (o.heap_pos != NIL) expiry_.prefetch_below(o.heap_pos);
+}
+
+void Engine::prefetch(const Command& c, int stage) const noexcept {
+  if (c.type == CMD_CANCEL || c.type == CMD_REPLACE) {
+    // The command's market is only a hint (the order's own counts), but one that
+    // lets the levels be asked for a stage earlier.
+    const bool hinted = c.market < config_.max_markets;
+    if (stage == 0) {
+      pool_.prefetch(c.order_id);
+      if (hinted) prefetch_market(c.market);
+      return;
+    }
+    const uint32_t slot = pool_.find(c.order_id);
+    if (slot == NIL) return;
+    prefetch_resting(slot, stage);
+    const Order& o = pool_[slot];
+    if (!hinted || o.market != c.market) return;
+    const Market& m = markets_[o.market];
+    const int side = side_of(o.intent);
+    const bool moves = c.type == CMD_REPLACE && c.price != 0 && c.price != o.price;
+    if (stage == 1) {
+      prefetch_level(m, side, o.price);
+      if (moves) prefetch_level(m, side, c.price);
+    } else if (moves && c.price > 0 && c.price < PRICE_SCALE) {  // the order it rests after
+      const int32_t index = level_index(m, c.price);
+      if (index >= 0 && static_cast<uint32_t>(index) < m.levels_per_side) {
+        const uint32_t tail = level(m, side, index).tail;
+        if (tail != NIL) pool_.prefetch_slot(tail);
+      }
+    }
+    return;
+  }
+  if (c.type != CMD_NEW_ORDER || c.market >= config_.max_markets ||
+      c.account >= config_.max_accounts) {
+    return;
+  }
+  if (stage == 0) {
+    prefetch_market(c.market);
+    accounts_.prefetch(c.account);
+    if (config_.ledger) positions_.prefetch_find(c.account, c.market);
+    return;
+  }
+  const Market& m = markets_[c.market];
+  const int side = side_of(c.intent);
+  const int32_t best = m.best[side ^ 1];
+  const bool crosses = best >= 0 && takes_level(side, level_price(m, best), c.price);
+  if (stage == 1) {
+    // A crossing order sweeps the best opposite level; a passive one rests at its price.
+    if (crosses) {
+      levels_.prefetch(m.level_base + (side ^ 1) * m.levels_per_side + best);
+    } else {
+      prefetch_level(m, side, c.price);
+    }
+    if (config_.ledger) {
+      const uint32_t position = positions_.find(c.account, c.market);
+      if (position != NIL) positions_.prefetch(position);
+    }
+    const Account& a = accounts_[c.account];
+    if (a.tail != NIL) pool_.prefetch_slot(a.tail);  // rest_new() links the order after it
+    return;
+  }
+  // The first maker of a sweep, or the order a resting one is linked after.
+  uint32_t slot = NIL;
+  if (crosses) {
+    slot = level(m, side ^ 1, best).head;
+  } else if (m.levels_per_side != 0 && c.price > 0 && c.price < PRICE_SCALE) {
+    const int32_t index = level_index(m, c.price);
+    if (index >= 0 && static_cast<uint32_t>(index) < m.levels_per_side) {
+      slot = level(m, side, index).tail;
+    }
+  }
+  if (slot != NIL) pool_.prefetch_slot(slot);
 }
 
 namespace {
@@ -101,6 +221,7 @@ void Engine::process_timed(const Command* commands, size_t count, int64_t* nanos
   const uint64_t tick_start = ticks();
   for (size_t i = 0; i < count; ++i) {
     const uint64_t before = ticks();
+    if (prefetch_) prefetch_ahead(commands, i, count);
     execute(commands[i]);
     nanoseconds[i] = static_cast<int64_t>(ticks() - before);  // ticks until scaled below
   }

@@ -120,11 +120,14 @@ class Engine {
   /// order id for NEW_ORDER, a count for CANCEL_ALL / ADVANCE_TIME, else 0)
   /// and -Reject when the command is rejected.
   int64_t execute(const Command& command);
-  /// Runs a batch in order; the events go to events().
+  /// Runs a batch in order; the events go to events(). While it runs a command
+  /// it asks the cache for the state the next few commands will reach (see
+  /// prefetch()).
   void process(const Command* commands, size_t count);
   /// As process(), and writes each command's run time in nanoseconds, read
-  /// from the CPU's time-stamp counter around execute() and scaled by the
-  /// counter's rate over the batch. A separate loop, so process() pays nothing.
+  /// from the CPU's time-stamp counter around execute() (and its prefetches) and
+  /// scaled by the counter's rate over the batch. A separate loop, so process()
+  /// pays nothing.
   void process_timed(const Command* commands, size_t count, int64_t* nanoseconds);
 
   EventBuffer& events() noexcept { return events_; }
@@ -192,6 +195,46 @@ class Engine {
     uint8_t flags;
   };
   enum Stop { STOP_NONE, STOP_DONE, STOP_NO_CROSS, STOP_SELF_TRADE };
+
+  /// A batch knows its commands in advance: before running command i, process()
+  /// asks the cache for what command i + AHEAD[s] reaches at stage s. Each stage
+  /// reads only lines an earlier stage asked for (a command's own fields name its
+  /// order slot or its market and account; the slot names its market, neighbours,
+  /// account, position and heap entry; the market header names the levels), so it
+  /// does not wait on memory itself. Hints only: state may change before the
+  /// command runs, and nothing here writes.
+  static constexpr size_t AHEAD[3] = {8, 4, 2};
+  /// Tables above this size prefetch (init() decides): on SCALE (1.1 GB) it
+  /// saves 45% of the CPU time; an engine whose state is in cache (XC: one
+  /// market, 4,096 orders) would only pay the hints' instructions. Between the
+  /// two it is not measured.
+  static constexpr size_t PREFETCH_BYTES = size_t{256} << 20;
+  static constexpr size_t COMMANDS_AHEAD = 16;
+  void prefetch(const Command& c, int stage) const noexcept;
+  void prefetch_ahead(const Command* commands, size_t i, size_t count) const noexcept {
+    if (i + COMMANDS_AHEAD < count) {
+      const char* record = reinterpret_cast<const char*>(&commands[i + COMMANDS_AHEAD]);
+      prefetch_line(record);
+      prefetch_line(record + sizeof(Command) - 1);
+    }
+    for (int stage = 0; stage < 3; ++stage) {
+      if (i + AHEAD[stage] < count) prefetch(commands[i + AHEAD[stage]], stage);
+    }
+    // The next order to expire, once it is due by the time of a command ahead.
+    if (expiry_.empty()) return;
+    const ExpiryHeap::Entry& next = expiry_.top();
+    pool_.prefetch_slot(next.slot);
+    for (int stage = 1; stage < 3; ++stage) {
+      if (i + AHEAD[stage] < count && next.expiry <= commands[i + AHEAD[stage]].time) {
+        prefetch_resting(next.slot, stage);
+      }
+    }
+  }
+  /// What cancel_resting() reaches from a resting order's slot (stage 1), then
+  /// from its market header (stage 2).
+  void prefetch_resting(uint32_t slot, int stage) const noexcept;
+  void prefetch_market(uint32_t market) const noexcept;
+  void prefetch_level(const Market& m, int side, int32_t price) const noexcept;
 
   // Commands.
   int64_t new_order(const Command& c);
@@ -313,6 +356,7 @@ class Engine {
   EventBuffer events_;
   int64_t now_ = 0;
   uint64_t next_order_id_ = 1;
+  bool prefetch_ = false;  ///< process() prefetches (PREFETCH_BYTES)
   uint64_t seq_ = 0;     ///< seq of the command being run
   uint8_t command_ = 0;  ///< type of the command being run
 };

@@ -31,6 +31,14 @@ class ExpiryHeap {
   uint32_t size() const noexcept { return size_; }
   const Entry& top() const noexcept { return heap_[0]; }
   const Entry& at(uint32_t pos) const noexcept { return heap_[pos]; }
+  void prefetch(uint32_t pos) const noexcept { heap_.prefetch(pos); }
+  /// The last entry and the children of pos: what remove() reads first.
+  void prefetch_below(uint32_t pos) const noexcept {
+    if (size_ == 0) return;
+    heap_.prefetch(size_ - 1);
+    const uint64_t child = uint64_t{2} * pos + 1;
+    if (child < size_) heap_.prefetch(child);
+  }
   size_t bytes() const noexcept { return heap_.size() * sizeof(Entry); }
 
   void push(OrderPool& pool, uint32_t slot, int64_t expiry) noexcept {

@@ -97,6 +97,9 @@ class HashIndex {
     --size_;
   }
 
+  /// Hints the cache about the first entry find(key) reads.
+  void prefetch(const Key& key) const noexcept { table_.prefetch(home(key)); }
+
   uint32_t size() const noexcept { return size_; }
   size_t bytes() const noexcept { return table_.size() * sizeof(Entry); }
 

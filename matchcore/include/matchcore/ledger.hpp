@@ -158,6 +158,11 @@ class PositionTable {
     free_head_ = slot;
     --live_;
   }
+  /// Cache hints: the index entry find() reads first, and a position's slot.
+  void prefetch_find(uint32_t account, uint32_t market) const noexcept {
+    index_.prefetch(key(account, market));
+  }
+  void prefetch(uint32_t slot) const noexcept { slots_.prefetch(slot); }
   bool full() const noexcept { return free_head_ == NIL; }
   uint32_t live() const noexcept { return live_; }
   uint32_t capacity() const noexcept { return static_cast<uint32_t>(slots_.size()); }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "huge_array.hpp"
 #include "types.hpp"
 
 namespace matchcore {
@@ -24,6 +25,11 @@ class LevelBits {
     std::memset(summary_, 0, sizeof summary_);
   }
   bool test(uint32_t i) const noexcept { return (words_[i >> 6] >> (i & 63)) & 1; }
+  /// Hints the cache about the words set() and reset() of bit i touch.
+  void prefetch(uint32_t i) const noexcept {
+    prefetch_line(&words_[i >> 6]);
+    prefetch_line(&summary_[i >> 12]);
+  }
   void set(uint32_t i) noexcept {
     words_[i >> 6] |= uint64_t{1} << (i & 63);
     summary_[i >> 12] |= uint64_t{1} << ((i >> 6) & 63);

@@ -174,7 +174,8 @@ class OrderPool {
   uint32_t capacity() const noexcept { return capacity_; }
   size_t map_bytes() const noexcept { return free_.bytes(); }
   /// Hints the cache about the slot of an id about to be used.
-  void prefetch(uint64_t order_id) const noexcept { __builtin_prefetch(&slots_[slot_of(order_id)]); }
+  void prefetch(uint64_t order_id) const noexcept { slots_.prefetch(slot_of(order_id)); }
+  void prefetch_slot(uint32_t slot) const noexcept { slots_.prefetch(slot); }
   Order& operator[](uint32_t slot) noexcept { return slots_[slot]; }
   const Order& operator[](uint32_t slot) const noexcept { return slots_[slot]; }
 
