@@ -280,6 +280,7 @@ def run_rate(
     kinds = {**cluster.pids_by_kind(), "clients": clients.pids}
     start_ns = perf_counter_ns() + NS // 2
     spec = RunSpec(run_id, api, rate, setup.clients, start_ns, setup.seconds, setup.drain)
+    first = asyncio.run(_command_end(cluster.nats.urls)) + 1
     before = _cpu(kinds)
     clients.send(spec)
     results = clients.receive(setup.seconds + setup.drain + 120)
@@ -297,12 +298,82 @@ def run_rate(
         sum(row["us_per_order"][k] for k in KINDS if k != "clients"), 1
     )
     row["processes"] = {k: len(v) for k, v in kinds.items()}
+    last = asyncio.run(_command_end(cluster.nats.urls))
+    row["stages_shard0"] = asyncio.run(_stages(cluster.nats.urls, first, last))
     return row
+
+
+async def _command_end(urls: list[str]) -> int:
+    import nats
+
+    from pyexchange.cluster import log as L
+
+    nc = await nats.connect(servers=urls)
+    try:
+        info = await nc.jetstream(timeout=5).stream_info(L.command_stream(0))
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
 
 
 def ran_away(row: dict[str, Any]) -> bool:
     p50 = row["latency_ns"]["p50"] or 0
     return row["achieved_per_s"] < RUNAWAY_ACHIEVED * row["offered_per_s"] or p50 > RUNAWAY_P50_NS
+
+
+async def _stages(urls: list[str], first: int, last: int, samples: int = 400) -> dict[str, Any]:
+    """Where a command message's time goes on shard 0, from the logs themselves.
+
+    For sampled messages ``first..last``: the gateway's stamp (taken just before
+    its publish) to the command's store time in the stream (the publish and the
+    quorum's write), and that to the store time of the event message of the same
+    number (delivery to the engine, its apply, the event publish and its quorum
+    write). What an order's latency has beyond these is the client's interval, its
+    wait in the gateway for the publish in flight, and the event's way back.
+    """
+    from datetime import datetime
+
+    import nats
+    import numpy as np
+
+    from matchcore import COMMAND_DTYPE
+    from pyexchange.cluster import log as L
+
+    def ns(stamp: Any) -> int:  # a datetime (microseconds) or an RFC 3339 string, UTC
+        if isinstance(stamp, datetime):
+            return int(stamp.timestamp() * 1e6) * 1000
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        whole = datetime.fromisoformat(head + "+00:00").timestamp()
+        return int(whole) * NS + int((frac or "0").ljust(9, "0")[:9])
+
+    nc = await nats.connect(servers=urls)
+    js = nc.jetstream(timeout=5)
+    stored, applied = [], []
+    try:
+        step = max(1, (last - first + 1) // samples)
+        for seq in range(first, last + 1, step):
+            cmd = await js.get_msg(L.command_stream(0), seq)
+            if (cmd.headers or {}).get(L.KIND, "batch") != "batch" or not cmd.data:
+                continue
+            evt = await js.get_msg(L.event_stream(0), seq)
+            stamp = int(np.frombuffer(cmd.data, COMMAND_DTYPE)["time"][0])
+            stored.append(ns(cmd.time) - stamp)
+            applied.append(ns(evt.time) - ns(cmd.time))
+    finally:
+        await nc.close()
+
+    def pct(values: list[int]) -> dict[str, float]:
+        if not values:
+            return {}
+        a = np.asarray(values, dtype=np.float64) / 1e6
+        return {q: round(float(np.percentile(a, v)), 2) for q, v in (("p50", 50), ("p99", 99))}
+
+    return {
+        "messages": last - first + 1,
+        "sampled": len(stored),
+        "stamp_to_command_stored_ms": pct(stored),
+        "command_stored_to_event_stored_ms": pct(applied),
+    }
 
 
 async def _event_end(js: Any, shard: int) -> tuple[int, int]:
@@ -561,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"{name}: offered {rate:,.0f}/s achieved {row['achieved_per_s']:,.0f}/s "
                         f"p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])} p99.9 {_ms(lat['p99.9'])} ms "
-                        f"errors {row['errors']} µs/order {row['us_per_order']}",
+                        f"errors {row['errors']} µs/order {row['us_per_order']} "
+                        f"stages {row['stages_shard0']}",
                         flush=True,
                     )
                     if ran_away(row):

@@ -54,6 +54,10 @@ def test_quick_run_reports_latency_cpu_per_kind_and_failover(tmp_path: Path) -> 
         "gateway": 1,
         "clients": 2,
     }
+    stages = row["stages_shard0"]  # read back from shard 0's command and event logs
+    assert stages["sampled"] > 0
+    assert stages["stamp_to_command_stored_ms"]["p50"] >= 0
+    assert stages["command_stored_to_event_stored_ms"]["p50"] >= 0
     us = row["us_per_order"]
     assert set(us) == {*cluster_load.KINDS, "irq_softirq", "cluster"}
     assert us["cluster"] == pytest.approx(
