@@ -13,7 +13,7 @@ cimport numpy as cnp
 from cpython.bool cimport PyBool_Check
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.long cimport PyLong_Check, PyLong_CheckExact
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset
 from libcpp.string cimport string
 from libcpp.vector cimport vector
@@ -185,6 +185,39 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     if not PyLong_CheckExact(value):
         _check_int(value, name)
     return value
+
+
+cdef int _check_out(object out, cnp.ndarray commands) except -1:
+    """Refuse an ``out`` that ``process_into()`` cannot write the events into."""
+    if not isinstance(out, cnp.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    cdef cnp.ndarray array = out
+    cdef object descr = <object> cnp.PyArray_DESCR(array)
+    if descr is not _EVENTS and descr != _EVENTS:
+        raise TypeError(f"out must have dtype matchcore.EVENT_DTYPE, not {descr}")
+    if cnp.PyArray_NDIM(array) != 1:
+        raise ValueError(f"out must be one-dimensional, not {array.ndim}-D")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(array):
+        raise ValueError("out must be C-contiguous")
+    if not cnp.PyArray_ISWRITEABLE(array):
+        raise ValueError("out must be writeable")
+    cdef uintptr_t first = <uintptr_t> cnp.PyArray_DATA(array)
+    # numpy calls any EVENT_DTYPE array aligned (the dtype is packed); the core's
+    # stores of 8-byte fields are not.
+    if first % lib.EVENT_ALIGNMENT:
+        raise ValueError(f"out must be aligned to {lib.EVENT_ALIGNMENT} bytes")
+    cdef uintptr_t stop = first + <uintptr_t> array.shape[0] * sizeof(lib.Event)
+    cdef uintptr_t low = <uintptr_t> cnp.PyArray_DATA(commands), high
+    cdef Py_ssize_t n = commands.shape[0], stride = commands.strides[0]
+    if n and stop > first:
+        high = low + sizeof(lib.Command)
+        if stride < 0:
+            low -= <uintptr_t> ((n - 1) * -stride)
+        else:
+            high += <uintptr_t> ((n - 1) * stride)
+        if low < stop and first < high:
+            raise ValueError("out must not share memory with commands")
+    return 0
 
 
 cdef uint32_t _capacity(str name, value, uint32_t limit) except? 0:
@@ -493,6 +526,41 @@ cdef class Engine:
         finally:
             self._busy = False
         return out
+
+    def process_into(self, commands, out):
+        """As ``process()``, the events written straight into ``out``, a reusable array.
+
+        ``out`` is a one-dimensional, C-contiguous, writeable EVENT_DTYPE array,
+        8-byte aligned, that shares no memory with ``commands`` (the engine would
+        overwrite commands it has not read yet); anything else is a TypeError or
+        ValueError naming ``out``, before anything runs. Returns the batch's
+        events: the view ``out[:n]`` when its ``n`` events fit in ``out`` (no
+        allocation, no copy), else a new array of all of them, as ``process()``
+        returns (``out`` then holds nothing of use). The GIL is released while
+        the batch runs.
+        """
+        cdef cnp.ndarray batch = self._batch(commands)
+        _check_out(out, commands)
+        cdef cnp.ndarray region = out
+        cdef const lib.Command* data = <const lib.Command*> cnp.PyArray_DATA(batch)
+        cdef size_t count = batch.shape[0]
+        cdef lib.EventBuffer* events = &self.core.events()
+        self._hold()
+        cdef size_t start = events.size()
+        try:
+            # The per-call events pending stay in the buffer; the batch's go to out.
+            events.attach(<lib.Event*> cnp.PyArray_DATA(region), region.shape[0])
+            with nogil:
+                self.core.process(data, count)
+            if events.spilled():  # more than out holds: they went on in the buffer
+                result = self._copy_events(start, events.size())
+            else:
+                result = region[:events.size()]
+        finally:
+            events.detach()
+            events.truncate(start)
+            self._busy = False
+        return result
 
     def process_timed(self, commands):
         """As ``process()``, also timing each command inside the core.

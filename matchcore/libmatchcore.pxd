@@ -151,11 +151,16 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         size_t accounts
         size_t positions
 
+    const size_t EVENT_ALIGNMENT
+
     cdef cppclass EventBuffer:
         const Event* data()
         size_t size()
         void truncate(size_t size)
         void erase_front(size_t count)
+        void attach(Event* region, size_t room)
+        bool spilled()
+        void detach()
 
     cdef cppclass Engine:
         bool init(const Config& config, string& error) except +

@@ -679,14 +679,24 @@ class Engine:
 
     def process(self, commands: np.ndarray) -> np.ndarray:
         """Run a batch of ``COMMAND_DTYPE`` records; return their events."""
-        if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
-            raise TypeError("process() takes a numpy array of COMMAND_DTYPE")
-        if commands.ndim != 1:
-            raise ValueError(f"process() takes a 1-D array, got {commands.ndim}-D")
+        _check_commands(commands)
         out: list[tuple[int, ...]] = []
         for row in commands.tolist():
             self._run(_Command._make(row), out)
         return _event_array(out)
+
+    def process_into(self, commands: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """As ``process()``; the events are copied into ``out`` and returned as
+        ``out[:n]`` when they fit, else returned as a new array (the core's rules
+        for ``out``, docs/matchcore.md §7)."""
+        _check_commands(commands)
+        _check_out(out, commands)
+        events = self.process(commands)
+        if len(events) > len(out):
+            return events
+        view = out[: len(events)]
+        view[...] = events
+        return view
 
     def _run(self, cmd: _Command, out: list[tuple[int, ...]]) -> int:
         """Run one command, appending its events to ``out``; the per-call result."""
@@ -2561,6 +2571,31 @@ def _capacity_arg(name: str, value: int, high: int) -> int:
     if not isinstance(value, int) or not 1 <= value <= high:
         raise ValueError(f"{name} must be an int in [1, {high}], not {value!r}")
     return value
+
+
+def _check_commands(commands: object) -> None:
+    if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
+        raise TypeError("process() takes a numpy array of COMMAND_DTYPE")
+    if commands.ndim != 1:
+        raise ValueError(f"process() takes a 1-D array, got {commands.ndim}-D")
+
+
+def _check_out(out: object, commands: np.ndarray) -> None:
+    """``process_into()``'s ``out``: the errors of the core's."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != EVENT_DTYPE:
+        raise TypeError(f"out must have dtype matchcore.EVENT_DTYPE, not {out.dtype}")
+    if out.ndim != 1:
+        raise ValueError(f"out must be one-dimensional, not {out.ndim}-D")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if out.ctypes.data % 8:
+        raise ValueError("out must be aligned to 8 bytes")
+    if np.may_share_memory(out, commands):
+        raise ValueError("out must not share memory with commands")
 
 
 def _event_array(events: list[tuple[int, ...]]) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The process test_binding.py runs: every Engine method against a running batch.
 
-Run as ``python batch_race_child.py [METHOD ...]`` (all of them by default). For
-each method a worker thread runs a long ``process()`` (the GIL released); once the
+Run as ``python batch_race_child.py [--into | --spill] [METHOD ...]`` (all of them
+by default). For each method a worker thread runs a long ``process()`` (the GIL
+released; ``--into``: ``process_into()`` with an ``out`` that holds its events,
+``--spill``: one that holds half of them, so the batch spills midway); once the
 main thread sees it running, it calls the method over and over. Every method but
 three refuses with the RuntimeError of an engine in use by another thread until
 the batch is over, then answers: that answer and the state after it must be
@@ -56,6 +58,7 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "resolve": lambda e: e.resolve(0, mc.Outcome.YES),
     "process": lambda e: e.process(COMMAND),
     "process_timed": lambda e: e.process_timed(COMMAND)[0],  # the events (not the times)
+    "process_into": lambda e: e.process_into(COMMAND, np.zeros(4, dtype=mc.EVENT_DTYPE)),
     "last_events": lambda e: e.last_events(),
     "drain_events": lambda e: e.drain_events(),
     "pending_events": lambda e: e.pending_events,
@@ -111,8 +114,15 @@ def busy(engine: mc.Engine) -> bool:
     return False
 
 
+# The ``out`` of process_into() for the batch (None: process()), set by main().
+OUT: np.ndarray | None = None
+
+
 def run_batch(engine: mc.Engine, out: list[np.ndarray]) -> None:
-    out.append(engine.process(BATCH))
+    if OUT is None:
+        out.append(engine.process(BATCH))
+    else:
+        out.append(engine.process_into(BATCH, OUT).copy())  # OUT is reused by the next try
 
 
 def race(name: str, call: Callable[[Any], object], events: np.ndarray) -> None:
@@ -153,10 +163,15 @@ def race(name: str, call: Callable[[Any], object], events: np.ndarray) -> None:
     raise AssertionError(f"{name}: never called while a batch ran")
 
 
-def main(names: list[str]) -> None:
+def main(args: list[str]) -> None:
+    global OUT
     missing = {n for n in dir(mc.Engine) if not n.startswith("_")} - set(CALLS)
     assert not missing, f"no race for {sorted(missing)}"
     events = prepared().process(BATCH)
+    mode = args[0] if args and args[0].startswith("--") else None
+    names = args[1:] if mode else args
+    if mode is not None:
+        OUT = np.zeros(len(events) if mode == "--into" else len(events) // 2, dtype=mc.EVENT_DTYPE)
     for name in names or CALLS:
         print(f"run {name}", flush=True)
         race(name, CALLS[name], events)
