@@ -183,12 +183,22 @@ def _core_engine() -> type:
 
 
 def _core_peers(cfg: Config, one_call: bool = False) -> list[Peer]:
-    """This project's batch and per-call peers; ``one_call`` adds a single process() call."""
+    """This project's batch and per-call peers; ``one_call`` adds a single process() call
+    and the chunks through process_into() (the main tables)."""
     engine = _core_engine()
     peers: list[Peer] = [BatchPeer(engine, CORE, cfg.chunk), CallsPeer(engine, CORE)]
     if one_call and cfg.chunk:
         peers.insert(1, BatchPeer(engine, CORE, 0, suffix=", one call"))
+        peers.insert(1, _into(cfg))
     return peers
+
+
+def _into(cfg: Config, suffix: str = "", ledger: bool | None = None) -> Peer:
+    """The batch row again through process_into(), the events into one reused array."""
+    engine = _core_engine()
+    return BatchPeer(
+        engine, CORE, cfg.chunk, suffix=f"{suffix}, process_into", ledger=ledger, into=True
+    )
 
 
 def _reference_peers(cfg: Config) -> tuple[list[Peer], str | None]:
@@ -420,7 +430,10 @@ def run_xc(cfg: Config) -> dict[str, Any]:
 
     def main_peers() -> list[Peer]:
         risk_on = BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger on", ledger=True)
-        return [*_core_peers(cfg, one_call=True), risk_on]
+        peers = [*_core_peers(cfg, one_call=True), risk_on]
+        if cfg.chunk:
+            peers.append(_into(cfg, ", ledger on", ledger=True))
+        return peers
 
     tables = run_tables(f"XC, {n:,} commands", wl, specs, main_peers, cfg, note=XC_LEDGER_NOTE)
     if ref_peers:
@@ -545,6 +558,7 @@ def run_scale(cfg: Config) -> dict[str, Any]:
     def peers() -> list[Peer]:
         return [
             BatchPeer(engine, CORE, cfg.chunk),
+            *([_into(cfg)] if cfg.chunk else []),
             CallsPeer(engine, CORE),
             BatchPeer(engine, CORE, cfg.chunk, suffix=", ledger off", ledger=False),
         ]

@@ -363,7 +363,12 @@ def test_scale_runs_with_the_ledger_and_without(results: dict[str, Any]) -> None
     (table,) = doc["tables"]
     expected = table["expected"]
     rows = {r["peer"]: r for r in table["rows"]}
-    assert set(rows) == {"matchcore batch", "matchcore per-call", "matchcore batch, ledger off"}
+    assert set(rows) == {
+        "matchcore batch",
+        "matchcore batch, process_into",
+        "matchcore per-call",
+        "matchcore batch, ledger off",
+    }
     for name, row in rows.items():
         assert row["check"]["ok"], (name, row["check"])
         assert row["outcome"]["traded_volume"] == expected["traded_volume"] > 0
