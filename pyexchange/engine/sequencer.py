@@ -318,6 +318,9 @@ class Sequencer:
             batch["time"] = now
             self.journal.append_batch(batch)  # before the engine sees it
             self.next_seq += count
+            # A new array per batch, not process_into() with a reused one: the events
+            # outlive the batch (the market-data inbox, the answers posted to the loop,
+            # the Futures' results), and the next batch would write over them.
             events = self.engine.process(batch)
             self.idempotency.record_batch(batch, events)
         else:
