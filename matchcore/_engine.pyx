@@ -552,10 +552,10 @@ cdef class Engine:
             events.attach(<lib.Event*> cnp.PyArray_DATA(region), region.shape[0])
             with nogil:
                 self.core.process(data, count)
-            if events.spilled():  # more than out holds: they went on in the buffer
-                result = self._copy_events(start, events.size())
-            else:
+            if events.attached():
                 result = region[:events.size()]
+            else:  # more than out holds: they went on in the buffer
+                result = self._copy_events(start, events.size())
         finally:
             events.detach()
             events.truncate(start)

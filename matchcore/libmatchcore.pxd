@@ -159,7 +159,7 @@ cdef extern from "matchcore/engine.hpp" namespace "matchcore" nogil:
         void truncate(size_t size)
         void erase_front(size_t count)
         void attach(Event* region, size_t room)
-        bool spilled()
+        bool attached()
         void detach()
 
     cdef cppclass Engine:

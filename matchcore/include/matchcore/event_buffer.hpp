@@ -8,7 +8,7 @@
 // A batch may instead write its events into a caller's region (attach()), so
 // that they need no copy out: the events the buffer holds stay where they
 // are, and if the region fills up, what the batch wrote there moves to the
-// buffer, after them, and the batch goes on in the buffer (spilled()).
+// buffer, after them, and the batch goes on in the buffer (attached() false).
 #pragma once
 
 #include <cstddef>
@@ -67,7 +67,8 @@ class EventBuffer {
 
   /// The next events go to `region` (room for `room` events, aligned to
   /// EVENT_ALIGNMENT, not overlapping the buffer) until detach(). data(),
-  /// size(), truncate() and erase_front() are the region's meanwhile.
+  /// size(), truncate() and erase_front() are the region's meanwhile; no
+  /// reserve() until then.
   void attach(Event* region, size_t room) noexcept {
     own_data_ = data_;
     own_size_ = size_;
@@ -77,11 +78,11 @@ class EventBuffer {
     capacity_ = room;
     attached_ = true;
   }
-  /// Whether the events since attach() are in the buffer, after those it held
-  /// then: the region filled up (or detach() was called).
-  bool spilled() const noexcept { return !attached_; }
+  /// Whether the events go to the region: false once it filled up and the
+  /// events written since attach() moved to the buffer, after those it held.
+  bool attached() const noexcept { return attached_; }
   /// Back to the buffer, the events written to the region left there; a no-op
-  /// once spilled().
+  /// once the region spilled.
   void detach() noexcept {
     if (!attached_) return;
     data_ = own_data_;
