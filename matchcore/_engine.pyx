@@ -600,10 +600,13 @@ cdef class Engine:
             raise TypeError(f"commands must have dtype matchcore.COMMAND_DTYPE, not {descr}")
         if cnp.PyArray_NDIM(array) != 1:
             raise ValueError(f"commands must be one-dimensional, not {array.ndim}-D")
-        self._idle()  # before the copy np.require may make; process() checks again
-        if cnp.PyArray_ISCARRAY_RO(array):
+        self._idle()  # before a copy; process() checks again
+        if (cnp.PyArray_ISCARRAY_RO(array)
+                and <uintptr_t> cnp.PyArray_DATA(array) % lib.COMMAND_ALIGNMENT == 0):
             return array
-        return np.require(array, requirements=("C", "A"))
+        # numpy's "aligned" means nothing for a packed dtype: a view at an odd offset
+        # (a slice of a byte buffer) is copied into a fresh, aligned array.
+        return np.array(array, order="C", copy=True)
 
     def last_events(self):
         """The events of the last per-call method, as an EVENT_DTYPE array."""

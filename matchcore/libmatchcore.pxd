@@ -21,6 +21,7 @@ cdef extern from "matchcore/types.hpp" namespace "matchcore" nogil:
     const uint32_t MAX_POSITIONS
     const int64_t MAX_TOTAL_CASH
     const int32_t FEE_BPS_LIMIT
+    const size_t COMMAND_ALIGNMENT
     const uint32_t ALL_MARKETS
 
     enum:

@@ -668,6 +668,21 @@ def test_process_takes_strided_and_read_only_arrays(engine_cls):
     assert c.order_count == 6
 
 
+@pytest.mark.parametrize("offset", [1, 4])
+def test_process_takes_a_misaligned_array(engine_cls, offset):
+    """Commands viewed at an odd offset of a byte buffer (numpy calls them aligned: the
+    dtype is packed) run like an aligned copy, through process() and process_into()."""
+    rows = [new_order(A1, M1, BUY_YES, 4000 + 100 * i, 10 + i, seq=i) for i in range(6)]
+    raw = bytearray(offset) + bytearray(make_commands(rows).tobytes())
+    misaligned = np.frombuffer(raw, dtype=COMMAND_DTYPE, offset=offset)
+    a, b, c = (new_engine(engine_cls) for _ in range(3))
+    want = event_dicts(b.raw.process(misaligned.copy()))
+    assert event_dicts(a.raw.process(misaligned)) == want
+    out = np.zeros(64, dtype=EVENT_DTYPE)
+    assert event_dicts(c.raw.process_into(misaligned, out)) == want
+    assert a.digest() == b.digest() == c.digest()
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -174,6 +174,9 @@ struct Command {
 };
 static_assert(sizeof(Command) == 80, "Command must match COMMAND_DTYPE");
 static_assert(offsetof(Command, account) == 56 && offsetof(Command, type) == 68);
+/// What the core's loads of a command's 8-byte fields need (COMMAND_DTYPE is packed,
+/// so numpy calls an array of it aligned wherever it starts).
+inline constexpr size_t COMMAND_ALIGNMENT = alignof(Command);
 
 /// One event; the layout of matchcore.EVENT_DTYPE. Unused fields are zero.
 struct Event {
