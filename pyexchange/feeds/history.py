@@ -18,9 +18,10 @@ Everything here runs on the asyncio loop (it owns the state; no lock).
 
 The records are msgspec Structs with ``gc=False`` (they hold numbers and other such
 records, never a cycle): kept for every order and execution, they would otherwise be
-most of what the cyclic GC's full collections scan (6 tracked objects an order; at a
-few hundred thousand orders a full collection took 0.1-0.5 s of the loop: BENCHMARKS.md,
-venue, "the order history out of the GC's reach").
+most of what the cyclic GC's full collections scan (6 tracked objects an order, 1 now:
+its ``by_order`` list; at a few hundred thousand orders a full collection took 0.1-0.5 s
+of the loop: BENCHMARKS.md, venue, "the order history out of the GC's reach").
+
 ``applied_seq`` is the last engine seq applied; ``caught_up(seq)`` waits until a
 given command is in (an API answering a read after its own write waits for it).
 
@@ -213,8 +214,9 @@ class AccountHistory:
     orders: dict[int, OrderRecord] = field(default_factory=dict)  # by core order id
     rejected: dict[int, OrderRecord] = field(default_factory=dict)  # by seq
     executions: list[Execution] = field(default_factory=list)
-    # by core order id; tuples, which the GC stops tracking (their items are untracked)
-    by_order: dict[int, tuple[Execution, ...]] = field(default_factory=dict)
+    # by core order id (a list per order is the one object of an order the GC tracks:
+    # a tuple would not be, but an order filled n times would copy it n times)
+    by_order: dict[int, list[Execution]] = field(default_factory=dict)
     positions: dict[int, PositionRecord] = field(default_factory=dict)  # by market
     cash: list[CashChange] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
@@ -389,8 +391,7 @@ class OrderHistory:
         history = self.account(order.account)
         history.executions.append(execution)
         if order.order_id:
-            by_order = history.by_order
-            by_order[order.order_id] = (*by_order.get(order.order_id, ()), execution)
+            history.by_order.setdefault(order.order_id, []).append(execution)
         changes.setdefault(order.account, []).append(execution)
 
     def _event(
