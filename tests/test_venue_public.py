@@ -565,37 +565,88 @@ def test_head_and_body_deadlines_close_only_stalled_connections() -> None:
         loop.close()
 
 
-def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:
-    """Each response's head and body go out in one send (uvicorn writes them apart), with a
-    content-length (not chunked); a HEAD's head still goes out; ``Expect: 100-continue`` is
-    answered before the body; keep-alive goes on."""
+def test_requests_of_a_connection_are_answered_in_order_within_their_limits() -> None:
+    """The HTTP protocol (``http.venue_protocol``): pipelined requests answered in order, a
+    request refused before its body (404, a declared body above the limit) and one whose
+    chunked body goes past the limit as it arrives (413) leave the connection serving the
+    next request; HTTP/1.0 is answered and closed; the handler runs once per request."""
     import socket
+    import threading
 
-    from pyexchange.api.rest.http import _OneWrite
+    from pyexchange.api.rest.app import AddressLimiter, VenueApp, json_response
+    from pyexchange.api.rest.http import HttpLimits, RestServer
 
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-            self.closed = False
+    limits = HttpLimits(max_body_bytes=64)
+    app = VenueApp(limits, None, AddressLimiter(1e6, 10**6))
+    bodies: list[bytes] = []
 
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
+    async def answer(request: Any, key: Any) -> Any:
+        bodies.append(request.body)
+        await asyncio.sleep(0.01 if request.body == b"slow" else 0)
+        return json_response(b'{"n":%d}' % len(bodies))
 
-        def close(self) -> None:
-            self.closed = True
+    app.add("POST", "/v1/x", answer, None)
+    loop = asyncio.new_event_loop()
+    rest = RestServer(app, "127.0.0.1", 0, limits)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = asyncio.run_coroutine_threadsafe(rest.start(), loop).result(10)
 
-    sent = Transport()
-    writer = _OneWrite(sent)  # type: ignore[arg-type]
-    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-    assert sent.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
-    writer.write(b"{}")
-    assert sent.writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-    alone = Transport()
-    head_only = _OneWrite(alone)  # type: ignore[arg-type]
-    head_only.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-    head_only.close()
-    assert alone.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"] and alone.closed
+    def post(body: bytes) -> bytes:
+        return b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+
+    def responses(sock: socket.socket, count: int) -> list[bytes]:
+        data, out = b"", []
+        while len(out) < count:
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                assert chunk, f"closed after {out}"
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(data) < length:
+                data += sock.recv(65536)
+            out.append(head.split(b"\r\n")[0] + b" " + data[:length])
+            data = data[length:]
+        return out
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(post(b"slow") + post(b"a") + b"POST /v1/nope HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 2\r\n\r\n{}" + post(b"b"))  # fmt: skip
+            got = responses(s, 4)
+            assert got[0] == b'HTTP/1.1 200 OK {"n":1}' and got[1] == b'HTTP/1.1 200 OK {"n":2}'
+            assert got[2].startswith(b"HTTP/1.1 404 ") and got[3] == b'HTTP/1.1 200 OK {"n":3}'
+            s.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n")
+            assert responses(s, 1)[0].startswith(b"HTTP/1.1 413 ")  # not waiting for it
+            s.sendall(b"x" * 65 + post(b"c"))  # the refused body is skipped
+            assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":4}']
+            s.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"28\r\n" + b"y" * 40 + b"\r\n")  # fmt: skip
+            s.sendall(b"28\r\n" + b"y" * 40 + b"\r\n")
+            assert responses(s, 1)[0].startswith(b"HTTP/1.1 413 ")
+            s.sendall(b"0\r\n\r\n" + post(b"d"))
+            assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":5}']
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(post(b"e").replace(b"HTTP/1.1", b"HTTP/1.0"))
+            assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":6}']
+            assert s.recv(1) == b""  # closed
+        assert bodies == [b"slow", b"a", b"b", b"c", b"d", b"e"]
+    finally:
+        asyncio.run_coroutine_threadsafe(rest.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:
+    """Each response's head and body go out in one send, with a content-length (not
+    chunked); a HEAD's head still goes out; ``Expect: 100-continue`` is answered before
+    the body; keep-alive goes on."""
+    import socket
 
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:

@@ -1,6 +1,9 @@
-"""The venue's REST and WebSocket API as one ASGI app: routing, auth, limits, errors, metrics.
+"""The venue's REST and WebSocket API as one app: routing, auth, limits, errors, metrics.
 
-Every request goes through ``VenueApp.__call__``:
+Every HTTP request goes through ``VenueApp.begin`` once its head is in (1-3: what is
+refused there is answered without reading the body) and ``VenueApp.finish`` once its
+body is (4-5); ``http.venue_protocol`` calls them. WebSocket upgrades come through
+``VenueApp.__call__`` (ASGI, from uvicorn's WebSocket protocol). In order:
 
 1. maintenance: every request is refused with 503 while the exchange is in
    maintenance (spec §5.4), WebSocket upgrades too;
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 JSON = (b"content-type", b"application/json")
 CORRELATION = "poly-correlation-id"
+_CORRELATION = CORRELATION.encode()
 
 
 @dataclass
@@ -84,7 +88,7 @@ class Route:
 
 
 class VenueApp:
-    """The ASGI callable (HTTP and WebSocket)."""
+    """The HTTP handler of ``http.venue_protocol`` and the ASGI callable of WebSockets."""
 
     def __init__(
         self,
@@ -120,65 +124,67 @@ class VenueApp:
             )
         return await route.handler(request, key)
 
-    # ------------------------------------------------------------- ASGI
+    # ------------------------------------------------------------- HTTP
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        client = scope.get("client")
-        request = Request(
-            scope["method"],
-            scope["path"],
-            scope.get("query_string", b""),
-            headers,
-            b"",
-            client[0] if client else "",
-        )
-        label = "unmatched"
+    def begin(self, request: Request) -> Response | None:
+        """Its head is in: an answer now (maintenance, an unknown route, a declared body
+        above the limit: the body is not read), or None (read the body, then ``finish``)."""
+        request.started = time.perf_counter()
         try:
             admin = self.admin.get(request.path)
             if admin is not None:
-                label = request.method + " " + request.path
-                request.body = await self._body(receive, headers)
-                response = await admin(request)
-                await self._respond(send, response, headers, label, started)
-                return
-            route, params, exists = self.router.match(request.method, request.path)
-            if route is not None:
-                label = route.label
-            if self.maintenance:
-                raise unavailable("the exchange is in maintenance; try again later")
-            if route is None:
-                raise ApiError(5, "not found", status=405 if exists else 404)
-            request.params = params
-            request.body = await self._body(receive, headers)
-            response = await self._run(route, request)
+                request.label = request.method + " " + request.path
+                request.target = admin
+            else:
+                route, params, exists = self.router.match(request.method, request.path)
+                if route is not None:
+                    request.label = route.label
+                if self.maintenance:
+                    raise unavailable("the exchange is in maintenance; try again later")
+                if route is None:
+                    raise ApiError(5, "not found", status=405 if exists else 404)
+                request.params = params
+                request.target = route
+            limit = self.limits.max_body_bytes
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise ApiError(3, f"request body above {limit} bytes", status=413)
+        except ApiError as exc:
+            return self._complete(request, Response(exc.status, exc.body(), [JSON, *exc.headers]))
+        return None
+
+    async def finish(self, request: Request) -> Response:
+        """Its body is in: auth and the handler; an ``ApiError`` is the venue's error body,
+        anything else is logged and answered 500 with no detail."""
+        try:
+            target = request.target
+            if type(target) is Route:
+                response = await self._run(target, request)
+            else:
+                response = await target(request)  # an admin endpoint: its own auth
         except ApiError as exc:
             response = Response(exc.status, exc.body(), [JSON, *exc.headers])
         except Exception:
             log.exception("REST handler failed", extra={"path": request.path})
-            error = ApiError(13, "internal error")
-            response = Response(500, error.body(), [JSON])
-        await self._respond(send, response, headers, label, started)
+            response = Response(500, ApiError(13, "internal error").body(), [JSON])
+        return self._complete(request, response)
 
-    async def _respond(
-        self, send: Any, response: Response, headers: dict[str, str], label: str, started: float
-    ) -> None:
-        correlation = headers.get(CORRELATION)
-        # a content-length, so that uvicorn sends the body as it is, not in chunks
-        out = [*(response.headers or (JSON,)), (b"content-length", b"%d" % len(response.body))]
+    def too_large(self, request: Request) -> Response:
+        error = ApiError(3, f"request body above {self.limits.max_body_bytes} bytes", status=413)
+        return self._complete(request, Response(413, error.body(), [JSON]))
+
+    def _complete(self, request: Request, response: Response) -> Response:
+        """JSON unless the handler said otherwise, and ``poly-correlation-id`` echoed."""
+        headers = response.headers or [JSON]
+        correlation = request.headers.get(CORRELATION)
         if correlation and len(correlation) <= 64:
-            out.append((CORRELATION.encode(), correlation.encode("latin-1")))
-        await send({"type": "http.response.start", "status": response.status, "headers": out})
-        await send({"type": "http.response.body", "body": response.body})
-        seconds = time.perf_counter() - started
+            headers = [*headers, (_CORRELATION, correlation.encode("latin-1"))]
+        response.headers = headers
+        return response
+
+    def sent(self, request: Request, response: Response) -> None:
+        seconds = time.perf_counter() - request.started
+        label = request.label
         if self.metrics is not None:
             self.metrics.observe(label, response.status, seconds)
         if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
@@ -189,29 +195,17 @@ class VenueApp:
                     "route": label,
                     "status": response.status,
                     "ms": round(seconds * 1000, 3),
-                    "correlation_id": (correlation or "")[:64],
+                    "correlation_id": (request.headers.get(CORRELATION) or "")[:64],
                 },
             )
 
-    async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
-        limit = self.limits.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(3, f"request body above {limit} bytes", status=413)
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError(3, "client disconnected", status=400)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(3, f"request body above {limit} bytes", status=413)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        return b"".join(chunks)
+    # -------------------------------------------------------- WebSocket (ASGI)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """uvicorn's WebSocket protocol calls the app this way (HTTP requests come through
+        ``http.venue_protocol``: ``begin``, ``finish``, ``sent``)."""
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         handler = self.websockets.get(scope["path"])

@@ -1,14 +1,18 @@
-"""HTTP plumbing of the REST API: uvicorn in the server's loop, a bare ASGI app, limits.
+"""HTTP plumbing of the REST API: uvicorn in the server's loop, our protocol on httptools, limits.
 
 Why this stack (measured, BENCHMARKS.md "HTTP stack", ``bench/http_choice.py``):
 uvicorn with httptools and uvloop serving a bare ASGI callable costs about 55 us
 of server CPU per request on this machine where aiohttp costs 90-97 us and
 starlette's routing on the same uvicorn 95 us; the router here is a dict of
 exact paths and a short list of patterns, which is all the venue's API needs.
+HTTP requests skip uvicorn's ASGI layer too (``venue_protocol``: uvicorn's protocol
+for connections, parse errors, upgrades and shutdown; the requests handed to the app
+as ``Request`` objects and answered in one write; BENCHMARKS.md, venue, "own protocol").
 
 uvicorn runs inside the exchange's asyncio loop (``RestServer.start``), beside
 grpc.aio, on a socket this module binds (port 0: a free one). It does not touch
-the process's signals: ``pyexchange serve`` owns them.
+the process's signals: ``pyexchange serve`` owns them. WebSocket upgrades go to
+uvicorn's WebSocket protocol and the app's ASGI side.
 
 Limits a public endpoint needs, enforced before the app runs:
 
@@ -29,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import parse_qsl, unquote
 
+import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,18 @@ class HttpLimits:
 class Request:
     """One HTTP request as the handlers see it (the body is read whole, within the limit)."""
 
-    __slots__ = ("body", "client", "headers", "method", "params", "path", "query_string")
+    __slots__ = (
+        "body",
+        "client",
+        "headers",
+        "label",
+        "method",
+        "params",
+        "path",
+        "query_string",
+        "started",
+        "target",
+    )
 
     def __init__(
         self,
@@ -71,6 +88,9 @@ class Request:
         self.body = body
         self.client = client
         self.params: dict[str, str] = {}  # path parameters of the matched route
+        self.started = 0.0  # perf_counter() when it was begun
+        self.label = "unmatched"  # its metrics series: the route's pattern
+        self.target: Any = None  # what answers it (the app's business)
 
     def query(self) -> list[tuple[str, str]]:
         """The query as (name, value) pairs in order (repeated names repeat, as the SDK sends)."""
@@ -132,60 +152,75 @@ class Router(Generic[T]):
         return None, {}, other
 
 
-# ------------------------------------------------------ the guarded protocol
+# ------------------------------------------------------------ the protocol
+
+
+class Handler(Protocol):
+    """What the protocol serves requests with (``VenueApp``): a request is begun when its
+    head is complete and it is its connection's turn, finished when its body is in."""
+
+    def begin(self, request: Request) -> Response | None:
+        """Answer now (no body read: an unknown route, maintenance, a declared body above
+        the limit), or None to read the body and ``finish``."""
+
+    async def finish(self, request: Request) -> Response:
+        """The response to a request whose body is in (never raises)."""
+
+    def too_large(self, request: Request) -> Response:
+        """The response to a body that went past ``max_body_bytes`` while arriving."""
+
+    def sent(self, request: Request, response: Response) -> None:
+        """After the response went out (metrics, the log)."""
+
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# uvicorn's answer past ``limit_concurrency``, as it words it
+_OVERLOADED = Response(
+    503,
+    b"Service Unavailable",
+    [(b"content-type", b"text/plain; charset=utf-8")],
+)
 
 
-class _OneWrite:
-    """The transport as one response sees it: the status line and headers are held until
-    the body is written, and both go out in one send (uvicorn writes them apart; each send
-    on a socket is a system call, which on loopback also runs the receiver's side)."""
+class _Call:
+    """One request of a connection, from its head to its response."""
 
-    __slots__ = ("head", "transport")
+    __slots__ = ("body", "complete", "keep_alive", "request", "responded", "size", "waiting")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.head: bytes | None = None  # None: nothing written yet; b"": sent
-
-    def write(self, data: bytes) -> None:
-        head = self.head
-        if head is None:
-            if data != _CONTINUE:  # (a "100 Continue" is no response: the client waits for it)
-                self.head = data  # the response's first write: its head
-                return
-        elif head:
-            data = head + data
-            self.head = b""
-        self.transport.write(data)
-
-    def flush(self) -> None:
-        if self.head:
-            self.transport.write(self.head)
-            self.head = b""
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
+    def __init__(self, request: Request, keep_alive: bool) -> None:
+        self.request = request
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.size = 0
+        self.complete = False  # the whole message is in
+        self.waiting = False  # begun, its body still arriving
+        self.responded = False
 
 
-def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a bounded request head and head/body deadlines."""
+def venue_protocol(limits: HttpLimits, handler: Handler) -> type[HttpToolsProtocol]:
+    """HTTP/1.1 on httptools for ``handler``, in the shape of uvicorn's protocol (whose
+    connection bookkeeping, 400 on a parse error, WebSocket upgrade and graceful shutdown
+    it keeps) without its ASGI layer: no scope, cycle, message dicts or Event per request,
+    the head kept as the handler reads it, the response built and sent in one write.
+    Requests of a connection are answered in order (a pipelined one waits, reading
+    paused, as uvicorn does). Limits: a bounded request head (431), head and body
+    deadlines, the keep-alive deadline, all on one timer per connection that is moved
+    only when a deadline comes earlier than it (a timer made and canceled per deadline
+    cost 2-4 us a request); a body past ``max_body_bytes`` is answered 413 as it arrives."""
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    max_body = limits.max_body_bytes
+
+    class VenueHttpProtocol(HttpToolsProtocol):
         # The deadline of the phase the connection is in (loop time; 0.0: none), watched by
-        # one timer that is moved only when a deadline comes earlier than it: each request
-        # arms two deadlines and clears one, and a timer for each cost more than the rest of
-        # the guard (a timer handle made and canceled per deadline).
+        # one timer; ``_due`` finds a deadline moved later and waits for it.
         _head_bytes = 0
         _expires = 0.0
         _timer: asyncio.TimerHandle | None = None
+        _parsing: _Call | None = None  # the request whose message is being parsed
+        _active: _Call | None = None  # the request whose turn it is, not yet answered
+        _blocked = False  # the client does not read its responses: no next request yet
+        _expect = False
+        _queued: deque[_Call]
 
         def _arm(self, seconds: float) -> None:
             expires = self.loop.time() + seconds
@@ -195,9 +230,6 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
                 if timer is not None:
                     timer.cancel()
                 self._timer = self.loop.call_at(expires, self._due)
-
-        def _disarm(self) -> None:
-            self._expires = 0.0
 
         def _due(self) -> None:
             self._timer = None
@@ -211,24 +243,39 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._queued = deque()
+            self._address = self.client[0] if self.client else ""
             self._arm(limits.head_timeout_s)  # a connection that never sends a request
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            self._expires = 0.0
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            for call in (self._active, *self._queued):
+                if call is not None:
+                    call.responded = True  # nobody to answer: a handler running goes on
+            self._queued.clear()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            super().data_received(data)
+
+        # -------------------------------------------------------- the parser's
+
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            self.url = b""
+            self.headers = []
+            self._expect = False
             self._head_bytes = 0
             self._arm(limits.head_timeout_s)
 
         def _count(self, size: int) -> None:
             self._head_bytes += size
             if self._head_bytes > limits.max_head_bytes and not self.transport.is_closing():
-                self._disarm()
+                self._expires = 0.0
                 body = b'{"code":3,"message":"request header fields too large","details":[]}'
                 self.transport.write(
                     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -240,38 +287,174 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
-            super().on_url(url)
+            self.url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._count(len(name) + len(value) + 4)
-            if not self.transport.is_closing():
-                super().on_header(name, value)
+            if self.transport.is_closing():
+                return
+            name = name.lower()
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace (RFC 9110 5.5)
+            if name == b"expect" and value.lower() == b"100-continue":
+                self._expect = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             if self.transport.is_closing():
                 return
             self._arm(limits.body_timeout_s)
-            previous = self.cycle
-            super().on_headers_complete()
-            if self.cycle is not previous:  # a request (not an upgrade): its own writer
-                self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
+            parser = self.parser
+            method = parser.get_method().decode("ascii")
+            version = parser.get_http_version()
+            if parser.should_upgrade() and self._should_upgrade():
+                # uvicorn's WebSocket protocol takes over (``handle_websocket_upgrade``), and
+                # this protocol's deadline is no longer the connection's
+                self._expires = 0.0
+                self.scope = {"method": method, "headers": self.headers}  # type: ignore[typeddict-item]
+                return
+            parsed = httptools.parse_url(self.url)
+            path = parsed.path.decode("ascii")
+            if "%" in path:
+                path = unquote(path)
+            request = Request(
+                method,
+                path,
+                parsed.query or b"",
+                {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers},
+                b"",
+                self._address,
+            )
+            call = _Call(request, version != "1.0" and parser.should_keep_alive())
+            self._parsing = call
+            if self._active is not None or self._blocked:
+                self.flow.pause_reading()  # a pipelined request waits for its turn
+                self._queued.append(call)
+            else:
+                self._begin(call, self._expect)
 
-        def on_response_complete(self) -> None:
-            writer = self.cycle.transport if self.cycle is not None else None
-            if isinstance(writer, _OneWrite):
-                writer.flush()  # a head without a body (HEAD, 204) goes out now
-            super().on_response_complete()
+        def on_body(self, body: bytes) -> None:
+            call = self._parsing
+            if call is None or call.responded:
+                return
+            call.size += len(body)
+            if call.size > max_body:
+                call.body.clear()
+                if call is self._active:
+                    self._respond(call, handler.too_large(call.request))
+                return
+            call.body.append(body)
 
         def on_message_complete(self) -> None:
-            self._disarm()
-            super().on_message_complete()
+            self._expires = 0.0
+            call, self._parsing = self._parsing, None
+            if call is None:
+                return
+            call.complete = True
+            if call.waiting:
+                call.waiting = False
+                self._start(call)
+            elif call.responded and self._active is None:
+                self._idle()  # answered before its body was in (404, 413): keep-alive now
 
-        def data_received(self, data: bytes) -> None:
+        # -------------------------------------------------------- the handler's
+
+        def _begin(self, call: _Call, expect: bool) -> None:
+            self._active = call
+            limit = self.limit_concurrency
+            if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+                self.logger.warning("Exceeded concurrency limit.")
+                call.keep_alive = False
+                self._respond(call, _OVERLOADED, observe=False)
+                return
+            response = handler.begin(call.request)
+            if response is None and call.size > max_body:
+                response = handler.too_large(call.request)
+            if response is not None:
+                self._respond(call, response)
+            elif call.complete:
+                self._start(call)
+            else:
+                call.waiting = True
+                if expect:
+                    self.transport.write(_CONTINUE)
+
+        def _start(self, call: _Call) -> None:
+            call.request.body = b"".join(call.body)
+            call.body = []
+            task = self.loop.create_task(self._finish(call))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        async def _finish(self, call: _Call) -> None:
+            try:
+                response = await handler.finish(call.request)
+            except BaseException:
+                if not self.transport.is_closing():
+                    self.transport.close()
+                raise
+            self._respond(call, response)
+
+        def _respond(self, call: _Call, response: Response, observe: bool = True) -> None:
+            if call.responded:  # the connection is gone
+                return
+            call.responded = True
+            call.waiting = False  # (a body refused as it arrived: the rest is skipped)
+            request = call.request
+            body = response.body
+            out = [STATUS_LINE[response.status]]
+            for name, value in response.headers:
+                out += (name, b": ", value, b"\r\n")
+            out.append(b"content-length: %d\r\n" % len(body))
+            if not call.keep_alive:
+                out.append(b"connection: close\r\n")
+            out.append(b"\r\n")
+            if request.method != "HEAD":
+                out.append(body)
+            self.transport.write(b"".join(out))
+            if observe:
+                handler.sent(request, response)
+            self.server_state.total_requests += 1
+            if not call.keep_alive:
+                self.transport.close()
+                return
+            if call is self._active:
+                self._active = None
+                self._next()
+
+        def _next(self) -> None:
             if self.transport.is_closing():
                 return
-            super().data_received(data)
+            if self.flow.write_paused:  # the client is not reading: serve no more until it does
+                self._blocked = True
+                return
+            self._blocked = False
+            if self._queued:
+                call = self._queued.popleft()
+                self._begin(call, False)
+                if not self._queued:
+                    self.flow.resume_reading()
+            else:
+                self.flow.resume_reading()
+                self._idle()
 
-    return GuardedHttpToolsProtocol
+        def _idle(self) -> None:
+            if self._parsing is None:
+                self._arm(limits.keep_alive_s)  # an idle keep-alive connection is closed
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._blocked:
+                self._next()
+
+        def shutdown(self) -> None:
+            if self._active is None and self._parsing is None:
+                self.transport.close()
+            else:
+                for call in (self._active, self._parsing, *self._queued):
+                    if call is not None:
+                        call.keep_alive = False
+
+    return VenueHttpProtocol
 
 
 class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -297,7 +480,8 @@ class _QuietServer(uvicorn.Server):
 
 
 class RestServer:
-    """Serves an ASGI app on ``host:port`` inside the running loop."""
+    """Serves ``app`` (a ``Handler`` for HTTP, an ASGI app for WebSockets) on ``host:port``
+    inside the running loop."""
 
     def __init__(self, app: Any, host: str, port: int, limits: HttpLimits) -> None:
         self.app = app
@@ -323,7 +507,7 @@ class RestServer:
         config = uvicorn.Config(
             self.app,
             loop="none",  # the loop is already running
-            http=guarded_protocol(self.limits),
+            http=venue_protocol(self.limits, self.app),
             ws=AbortableWebSocketProtocol,
             ws_max_size=64 * 1024,  # client -> server messages are small subscribe requests
             ws_ping_interval=20.0,
