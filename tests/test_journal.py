@@ -58,6 +58,7 @@ from pyexchange import (
     Exchange,
     FsyncPolicy,
     IdempotencyTable,
+    JournalWriter,
     OldFormat,
     SequencerStopped,
     read_journal,
@@ -67,6 +68,7 @@ from pyexchange.engine.journal import (
     PREALLOCATE_BYTES,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    ZERO_AHEAD_BELOW,
     ReadReport,
     RecordKind,
     commands_after,
@@ -236,6 +238,26 @@ def test_preallocated_zeros_end_the_records(tmp_path: Path, stream: np.ndarray) 
         again.execute(stream[200:300])
         digest = again.engine.digest()
     assert recover(tmp_path).engine.digest() == digest
+
+
+def test_large_records_extend_the_segment_without_zeros(tmp_path: Path) -> None:
+    """A record of ZERO_AHEAD_BELOW bytes or more is written past the end (zeros first would
+    write it twice); a small one after it gets zeros ahead again; both read back."""
+    writer = JournalWriter(tmp_path, CONFIG, 1)
+    large = np.zeros(ZERO_AHEAD_BELOW // COMMAND_DTYPE.itemsize + 1, dtype=COMMAND_DTYPE)
+    large["seq"] = np.arange(1, len(large) + 1)
+    writer.append_batch(large)
+    (segment,) = tmp_path.glob("*.journal")
+    end = SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + large.nbytes
+    assert segment.stat().st_size == end  # no zeros ahead of the large record
+    small = large[:3].copy()
+    small["seq"] = np.arange(len(large) + 1, len(large) + 4)
+    writer.append_batch(small)
+    assert segment.stat().st_size > end + RECORD_HEADER_SIZE + small.nbytes
+    counts = [r.count for r in read_journal(tmp_path)]
+    writer.close()
+    assert counts == [len(large), 3] == [r.count for r in read_journal(tmp_path)]
+    assert segment.stat().st_size == end + RECORD_HEADER_SIZE + small.nbytes
 
 
 def test_zeros_ending_an_earlier_segment_stop_recovery(tmp_path: Path, stream: np.ndarray) -> None:
