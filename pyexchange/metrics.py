@@ -23,6 +23,7 @@ _ACCEPTED, _TRADE, _REJECTED = (
     int(k) for k in (EventType.ACCEPTED, EventType.TRADE, EventType.REJECTED)
 )
 _KINDS = max(_ACCEPTED, _TRADE, _REJECTED) + 1
+_SMALL_BATCH = 16  # commands or events: counted from lists up to this, by bincount beyond
 
 # Acknowledgement latency: 20 us .. 5 s.
 LATENCY_BUCKETS = (
@@ -144,18 +145,28 @@ class Metrics:
         self.subscribers.labels(feed).set_function(count)
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
-        """Sequencer thread: count one processed batch (one bincount per array; each
-        labelled child looked up once, as ``labels()`` takes a lock and builds a key)."""
+        """Sequencer thread: count one processed batch (each labelled child looked up once,
+        as ``labels()`` takes a lock and builds a key). A small batch is counted from its
+        lists (2 us for one command), a large one with one bincount per array (4.5 us)."""
         self.batch_size.observe(len(commands))
-        types = np.bincount(commands["type"])
-        for code in np.flatnonzero(types).tolist():
-            self._child(self.commands, code, _COMMAND_NAMES.get(code, "UNKNOWN")).inc(
-                int(types[code])
-            )
+        if len(commands) <= _SMALL_BATCH:
+            for code in commands["type"].tolist():
+                self._child(self.commands, code, _COMMAND_NAMES.get(code, "UNKNOWN")).inc()
+        else:
+            types = np.bincount(commands["type"])
+            for code in np.flatnonzero(types).tolist():
+                self._child(self.commands, code, _COMMAND_NAMES.get(code, "UNKNOWN")).inc(
+                    int(types[code])
+                )
         if not len(events):
             return
-        kinds = np.bincount(events["type"], minlength=_KINDS)
-        accepted, trades, rejects = kinds[[_ACCEPTED, _TRADE, _REJECTED]].tolist()
+        if len(events) <= _SMALL_BATCH:
+            kinds = events["type"].tolist()
+            accepted, trades = kinds.count(_ACCEPTED), kinds.count(_TRADE)
+            rejects = kinds.count(_REJECTED)
+        else:
+            counts = np.bincount(events["type"], minlength=_KINDS)
+            accepted, trades, rejects = counts[[_ACCEPTED, _TRADE, _REJECTED]].tolist()
         if accepted:
             self.orders.inc(accepted)
         if trades:

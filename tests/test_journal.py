@@ -58,16 +58,20 @@ from pyexchange import (
     Exchange,
     FsyncPolicy,
     IdempotencyTable,
+    JournalWriter,
     OldFormat,
     SequencerStopped,
     read_journal,
     recover,
 )
 from pyexchange.engine.journal import (
+    PREALLOCATE_BYTES,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    ZERO_AHEAD_BELOW,
     ReadReport,
     RecordKind,
+    commands_after,
     encode_record,
     read_segment_header,
 )
@@ -193,6 +197,80 @@ def test_truncated_at_every_byte_of_the_last_record(small_journal: tuple[Path, l
         assert exchange.engine.digest() == full
     assert recover(data_dir).engine.digest() == full
     assert segment.read_bytes() == data
+
+
+def test_preallocated_zeros_end_the_records(tmp_path: Path, stream: np.ndarray) -> None:
+    """The writer writes each record over zeros it wrote ahead (so an fdatasync changes no
+    file size); a crash leaves them: they end the records without being a torn tail, a
+    torn record in them is one, recovery cuts them and the journal goes on after them."""
+    exchange = open_exchange(tmp_path)
+    exchange.execute(stream[:100])
+    (segment,) = segments(tmp_path)
+    allocated = segment.stat().st_size
+    assert allocated >= SEGMENT_HEADER_SIZE + PREALLOCATE_BYTES // 2
+    for start in range(100, 200, 10):  # records written in place: the size never moves
+        exchange.execute(stream[start : start + 10])
+        assert segment.stat().st_size == allocated
+    digest, seq = exchange.engine.digest(), exchange.sequencer.next_seq
+    crashed = segment.read_bytes()  # as SIGKILL would leave it: the zeros after the records
+    exchange.close()
+    end = segment.stat().st_size  # closing cut the zeros
+    assert crashed[:end] == segment.read_bytes() and not crashed[end:].strip(b"\0")
+    assert commands_after(tmp_path / "journal", 0) >= seq - 1
+    segment.write_bytes(crashed)
+    assert commands_after(tmp_path / "journal", 0) >= seq - 1
+    report = ReadReport()
+    assert sum(r.count for r in read_journal(tmp_path / "journal", report=report)) == seq - 1
+    assert report.torn_tail is None and segment.stat().st_size == allocated  # no repair
+    recovered = recover(tmp_path)
+    assert recovered.engine.digest() == digest and recovered.next_seq == seq
+    assert recovered.journal.torn_tail is None and segment.stat().st_size == end
+    # A record torn in the zeros (its first 30 bytes written) is a torn tail.
+    torn = bytearray(crashed)
+    torn[end : end + 30] = crashed[SEGMENT_HEADER_SIZE : SEGMENT_HEADER_SIZE + 30]
+    segment.write_bytes(torn)
+    recovered = recover(tmp_path)
+    assert recovered.engine.digest() == digest and f"at {end}" in recovered.journal.torn_tail
+    assert segment.stat().st_size == end
+    # The exchange continues after the cut zeros, and a restart sees every record.
+    segment.write_bytes(crashed)
+    with open_exchange(tmp_path, clock=counter_clock(100)) as again:
+        again.execute(stream[200:300])
+        digest = again.engine.digest()
+    assert recover(tmp_path).engine.digest() == digest
+
+
+def test_large_records_extend_the_segment_without_zeros(tmp_path: Path) -> None:
+    """A record of ZERO_AHEAD_BELOW bytes or more is written past the end (zeros first would
+    write it twice); a small one after it gets zeros ahead again; both read back."""
+    writer = JournalWriter(tmp_path, CONFIG, 1)
+    large = np.zeros(ZERO_AHEAD_BELOW // COMMAND_DTYPE.itemsize + 1, dtype=COMMAND_DTYPE)
+    large["seq"] = np.arange(1, len(large) + 1)
+    writer.append_batch(large)
+    (segment,) = tmp_path.glob("*.journal")
+    end = SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + large.nbytes
+    assert segment.stat().st_size == end  # no zeros ahead of the large record
+    small = large[:3].copy()
+    small["seq"] = np.arange(len(large) + 1, len(large) + 4)
+    writer.append_batch(small)
+    assert segment.stat().st_size > end + RECORD_HEADER_SIZE + small.nbytes
+    counts = [r.count for r in read_journal(tmp_path)]
+    writer.close()
+    assert counts == [len(large), 3] == [r.count for r in read_journal(tmp_path)]
+    assert segment.stat().st_size == end + RECORD_HEADER_SIZE + small.nbytes
+
+
+def test_zeros_ending_an_earlier_segment_stop_recovery(tmp_path: Path, stream: np.ndarray) -> None:
+    """A rolled segment is cut to its last record: zeros after it are damage there."""
+    run_stream(tmp_path, stream[:300], [10] * 30, segment_bytes=2_000)
+    first = segments(tmp_path)[0]
+    last = [r for r in batches(tmp_path) if r.segment == first][-1]
+    assert len(segments(tmp_path)) > 1
+    assert first.stat().st_size == last.offset + RECORD_HEADER_SIZE + len(last.body)
+    with open(first, "ab") as f:
+        f.write(bytes(4096))
+    with pytest.raises(CorruptJournal, match=first.name):
+        recover(tmp_path)
 
 
 def test_flipped_bits_in_the_last_record_are_a_torn_tail(

@@ -37,7 +37,7 @@ from pyexchange.service import orders as so
 from pyexchange.service.auth import ADMIN, READ, TRADE, ApiKey
 from pyexchange.service.errors import Category, ServiceError
 from pyexchange.service.link import EngineLink
-from pyexchange.service.markets import Markets
+from pyexchange.service.markets import Markets, MarketSpec
 from pyexchange.service.pipeline import pipeline
 from pyexchange.service.queries import Queries
 
@@ -277,6 +277,29 @@ def test_many_requests_one_submission_every_one_answered_in_order(s: Service) ->
     assert canceled.canceled_count == 1 and canceled.seq > first.seq
     assert none_left.status == so.OrderStatus.CANCELED and none_left.canceled_count == 0
     assert sentinel.reject_reason == "UNKNOWN_MARKET"
+
+
+def test_records_array_is_numpys_conversion() -> None:
+    """The struct-packed command array has the bytes numpy's own conversion gives: every
+    kind of record, and each field at its bounds (COMMAND_DTYPE's field types)."""
+    markets = Markets()
+    markets.specs[1] = MarketSpec(1, int(MarketState.OPEN), 100, 1, 1)
+    order = so.Place(account=1, market=1, intent=Intent.SELL_NO, price="0.57", quantity="3")
+    rows = [
+        so.place_record(order, markets),
+        so.cancel_record(so.Cancel(account=3, order_id=2**64 - 1)),
+        so.cancel_client_record(so.CancelByClientId(account=2**32 - 1, client_order_id=9)),
+        so.cancel_all_record(so.CancelAll(account=1, market=None)),
+        so.replace_record(so.Replace(account=1, order_id=5, price="0.4321", quantity="12.34")),
+        so.record(CommandType.NEW_ORDER, account=1, market=7, price=-(2**31), quantity=-(2**63)),
+        so.record(CommandType.NEW_ORDER, price=2**31 - 1, quantity=2**63 - 1, expiry=-1),
+        tuple(np.iinfo(COMMAND_DTYPE.fields[n][0]).max for n in COMMAND_DTYPE.names or ()),
+        tuple(np.iinfo(COMMAND_DTYPE.fields[n][0]).min for n in COMMAND_DTYPE.names or ()),
+    ]
+    for count in (1, 2, len(rows)):
+        packed = so.records_array(rows[:count])
+        assert packed.dtype == COMMAND_DTYPE and packed.flags.writeable
+        assert packed.tobytes() == np.array(rows[:count], dtype=COMMAND_DTYPE).tobytes()
 
 
 def test_busy_closing_and_stopped_are_refusals(tmp_path: Path) -> None:

@@ -13,6 +13,15 @@ in the middle. A ``BATCH`` body is ``count`` COMMAND_DTYPE records (seq
 ``first_seq`` .. ``first_seq + count - 1``); a ``DIGEST`` body is the engine's
 state digest after ``first_seq`` (16 bytes).
 
+The writer keeps the active segment allocated ahead of its records: it writes
+zeros ``PREALLOCATE_BYTES`` at a time past the last record and then writes each
+record (below ``ZERO_AHEAD_BELOW`` bytes) over them, so the fdatasync of a small
+batch flushes its data without a change of the file's size (with ext4 that cut
+the CPU of an fdatasync from about 60 to about 40 us). A segment closed or rolled
+over is cut to its last record; one left by a crash ends in zeros, which a reader
+takes as the end of the records (no record starts with a zero sync word), and
+recovery cuts them.
+
 Reading checks the sync word, the length, the CRC and that sequence numbers
 follow each other. A bad record with nothing valid after it in the last
 segment is a torn tail (a write the crash interrupted): it is reported and cut.
@@ -33,6 +42,7 @@ order id, which is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import itertools
@@ -63,6 +73,11 @@ RECORD_HEADER_SIZE = _RECORD.size
 _CHECKED = struct.Struct("<B3xQI")  # kind, pad, first_seq, count: the header part the CRC covers
 MAX_RECORD_BYTES = 1 << 30
 COMMAND_SIZE = COMMAND_DTYPE.itemsize
+PREALLOCATE_BYTES = 1 << 20  # zeros written ahead of the records of the active segment
+# Larger records extend the file themselves: zeros first would write them twice (fsync per
+# batch of 8,192 commands 3.9 -> 3.6 M/s), and their sync's size update is shared by many.
+ZERO_AHEAD_BELOW = 64 << 10
+_ZEROS = memoryview(bytes(PREALLOCATE_BYTES))
 
 
 class RecordKind(enum.IntEnum):
@@ -184,7 +199,8 @@ def segment_name(first_seq: int) -> str:
 def commands_after(directory: Path, seq: int) -> int:
     """About how many commands the journal holds after ``seq``, without reading it (the
     total of a replay's progress): exact for every segment but the last (segment names
-    are their first seq), whose size bounds it from above (record headers, digests)."""
+    are their first seq), whose size (without the zeros a crash may leave past its
+    records) bounds it from above (record headers, digests)."""
     segments = sorted(Path(directory).glob("*.journal"))
     total = 0
     for i, path in enumerate(segments):
@@ -193,12 +209,32 @@ def commands_after(directory: Path, seq: int) -> int:
             if i + 1 < len(segments):
                 end = int(segments[i + 1].stem)  # one past the last seq of this segment
             else:
-                body = max(path.stat().st_size - SEGMENT_HEADER_SIZE, 0)
-                end = first + body // COMMAND_SIZE
+                body = max(_used_bytes(path) - SEGMENT_HEADER_SIZE, 0)
+                end = first + -(-body // COMMAND_SIZE)  # up: a command may end in zeros
         except (ValueError, OSError):
             continue  # not a segment name, or gone: the replay reports it
         total += max(end - max(first, seq + 1), 0)
     return total
+
+
+def _used_bytes(path: Path) -> int:
+    """The size of a segment without the zeros a crash left past its records."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(end - PREALLOCATE_BYTES, 0)
+            f.seek(start)
+            block = f.read(end - start)
+            kept = len(block.rstrip(b"\0"))
+            if kept:
+                return start + kept
+            end = start
+    return 0
+
+
+def _zero_tail(data: bytes, offset: int) -> bool:
+    """Only zeros from ``offset`` on: the preallocated end of a segment, no record."""
+    return data.count(0, offset) == len(data) - offset
 
 
 def record_crc(nonce: bytes, kind: int, first_seq: int, count: int, body: bytes) -> int:
@@ -214,12 +250,13 @@ def encode_record(
     return _RECORD.pack(sync, len(body), crc, kind, first_seq, count) + body
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is out (a short write is not an error by itself)."""
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """os.pwrite until every byte is out at ``offset`` (a short write is not an error)."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 def _fsync_dir(path: Path) -> None:
@@ -259,7 +296,8 @@ class JournalWriter:
         self.next_seq = next_seq
         self._fd: int | None = None
         self._nonce = b""
-        self._size = 0
+        self._size = 0  # where the next record goes
+        self._allocated = 0  # the file's size: zeros from _size on
         self._last_sync = time.monotonic()
         self.bytes_written = 0
         self.on_sync: Callable[[float], None] | None = None  # seconds of each batch's fdatasync
@@ -269,9 +307,10 @@ class JournalWriter:
 
     def _open(self, path: Path, *, create: bool) -> None:
         if self._fd is not None:
+            self._cut()  # a rolled segment ends at its last record
             os.close(self._fd)
             self._fd = None  # nothing points at a closed descriptor if the open fails
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o644)
         try:
             if create:
@@ -287,7 +326,7 @@ class JournalWriter:
                     self.next_seq,
                     self._nonce,
                 )
-                _write_all(fd, header + _SEGMENT_CRC.pack(google_crc32c.value(header)))
+                _pwrite_all(fd, header + _SEGMENT_CRC.pack(google_crc32c.value(header)), 0)
                 os.fsync(fd)
                 _fsync_dir(self.directory)
             else:
@@ -296,7 +335,26 @@ class JournalWriter:
             os.close(fd)
             raise
         self._fd = fd
-        self._size = os.fstat(fd).st_size
+        self._size = self._allocated = os.fstat(fd).st_size
+
+    def _cut(self) -> None:
+        """Drop the zeros past the last record and sync (closing or rolling the segment)."""
+        assert self._fd is not None
+        if self._allocated > self._size:
+            os.ftruncate(self._fd, self._size)
+            self._allocated = self._size
+        os.fsync(self._fd)
+
+    def _allocate(self, end: int) -> None:
+        """Zeros up to at least ``end`` (a chunk at a time, within the segment's size)."""
+        assert self._fd is not None
+        target = max(end, min(self._size + PREALLOCATE_BYTES, self.segment_bytes))
+        offset = self._allocated
+        while offset < target:
+            chunk = min(target - offset, PREALLOCATE_BYTES)
+            _pwrite_all(self._fd, _ZEROS[:chunk], offset)
+            offset += chunk
+        self._allocated = offset
 
     def append_batch(self, commands: np.ndarray) -> None:
         """Write a batch whose commands carry seq ``next_seq`` onward, then sync per policy."""
@@ -316,12 +374,18 @@ class JournalWriter:
             self._open(self.directory / segment_name(self.next_seq), create=True)
         assert self._fd is not None
         frame = encode_record(self._nonce, kind, first_seq, count, body)
+        end = self._size + len(frame)
         try:
-            _write_all(self._fd, frame)
+            if end > self._allocated and len(frame) < ZERO_AHEAD_BELOW:
+                self._allocate(end)
+            _pwrite_all(self._fd, frame, self._size)
         except BaseException:
-            os.ftruncate(self._fd, self._size)  # no half record may stay behind a later one
+            # no half record may stay behind a later one
+            os.ftruncate(self._fd, self._size)
+            self._allocated = self._size
             raise
-        self._size += len(frame)
+        self._allocated = max(self._allocated, end)
+        self._size = end
         self.bytes_written += len(frame)
         now = time.monotonic()
         if self.fsync == FsyncPolicy.BATCH or (
@@ -340,9 +404,16 @@ class JournalWriter:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            try:
+                if self._allocated > self._size:
+                    # zeros left in the last segment are read as its end: a failed cut
+                    # (the writer failed first) loses nothing
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_segment_header(path: Path) -> tuple[EngineConfig, int, bytes]:
@@ -434,6 +505,10 @@ def read_journal(
         offset = SEGMENT_HEADER_SIZE
         while offset < len(data):
             parsed = parse_record(data, offset, nonce)
+            if isinstance(parsed, str) and last_segment and _zero_tail(data, offset):
+                if repair:  # the writer's preallocated zeros, left by a crash: not torn
+                    os.truncate(path, offset)
+                return
             if isinstance(parsed, str):
                 later = _valid_record_after(data, offset, nonce)
                 if not last_segment or later is not None:

@@ -15,6 +15,8 @@ import numpy as np
 
 from matchcore import EventType
 
+_MARKET = int(EventType.MARKET)  # an int: an IntEnum compared with an array costs 2 us more
+
 
 class MarketSpec(NamedTuple):
     """What the gateway needs of a market (from its last MARKET event)."""
@@ -42,7 +44,7 @@ class Markets:
                 )
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
-        for row in np.nonzero(events["type"] == EventType.MARKET)[0]:
+        for row in (events["type"] == _MARKET).nonzero()[0]:
             e = events[row]
             market = int(e["market"])
             self.specs[market] = MarketSpec(
