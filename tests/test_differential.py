@@ -36,15 +36,52 @@ def test_core_matches_reference(seed: int) -> None:
     assert core.digest() == ref.digest()
 
 
+RESTING = 1 << 16  # engine.hpp PREFETCH_ORDERS
+
+
+def _resting_book(shape: testing.StreamShape, count: int) -> np.ndarray:
+    """An account and a market of their own (the ids past the stream's) holding
+    ``count`` resting bids at the lowest price, where the stream's orders never go."""
+    account, market = shape.accounts, shape.markets
+    out = np.zeros(count + 4, dtype=mc.COMMAND_DTYPE)
+    head = out[:4]
+    head["type"] = [
+        mc.CommandType.ADD_ACCOUNT,
+        mc.CommandType.CREATE_MARKET,
+        mc.CommandType.SET_MARKET_STATE,
+        mc.CommandType.DEPOSIT,
+    ]
+    head["account"], head["market"] = account, market
+    head["price"][1], head["quantity"][1], head["aux"][1] = 100, 1, 1  # tick, min size, lot
+    head["arg"][2] = mc.MarketState.OPEN
+    head["quantity"][3] = 10**12
+    if not shape.ledger:
+        out = np.delete(out, 3)
+    orders = out[-count:]
+    orders["type"], orders["account"], orders["market"] = mc.CommandType.NEW_ORDER, account, market
+    orders["intent"], orders["price"], orders["quantity"] = mc.Intent.BUY_YES, 100, 1
+    out["seq"] = np.arange(1, len(out) + 1)
+    return out
+
+
 @pytest.mark.parametrize("seed", range(2000, 2002))
 def test_prefetching_engine_matches_reference(seed: int) -> None:
-    """An engine whose tables pass 256 MiB prefetches the next commands' state in
-    process() (engine.hpp, PREFETCH_BYTES); a large level arena gets it there with
-    the same orders, markets and accounts: the same events and states as ever."""
-    capacities = dict(CAPACITIES, max_levels=1 << 24)
+    """An engine whose tables pass 256 MiB and that holds 2**16 resting orders
+    prefetches the next commands' state in process() (engine.hpp, PREFETCH_BYTES,
+    PREFETCH_ORDERS); a large level arena and a book of its own get it there: the
+    same events and states as ever."""
+    capacities = dict(
+        CAPACITIES,
+        max_levels=1 << 24,
+        max_orders=CAPACITIES["max_orders"] + RESTING,
+        max_positions=CAPACITIES["max_positions"] + 1,
+    )
     core, ref = mc.Engine(**capacities), reference.Engine(**capacities)
     tables = core.memory()
     assert sum(v for k, v in tables.items() if k != "order_slot") >= 256 << 20
+    book = _resting_book(SHAPE, RESTING)
+    assert np.array_equal(core.process(book), ref.process(book))
+    assert len(core.orders_of(SHAPE.accounts)) == RESTING
     commands = testing.random_stream(seed, 5_000, SHAPE)
     difference = testing.first_difference(core, ref, commands, chunk=100, validate_every=5)
     assert difference is None, f"seed {seed}: {difference}"

@@ -84,8 +84,11 @@ bool Engine::init(const Config& config, std::string& error) {
 }
 
 void Engine::process(const Command* commands, size_t count) {
-  if (!prefetch_) {
-    for (size_t i = 0; i < count; ++i) execute(commands[i]);
+  if (!full_prefetch()) {
+    for (size_t i = 0; i < count; ++i) {
+      prefetch_near(commands, i, count);
+      execute(commands[i]);
+    }
     return;
   }
   for (size_t i = 0; i < count; ++i) {
@@ -219,9 +222,14 @@ void Engine::process_timed(const Command* commands, size_t count, int64_t* nanos
   using Clock = std::chrono::steady_clock;
   const auto wall_start = Clock::now();
   const uint64_t tick_start = ticks();
+  const bool full = full_prefetch();
   for (size_t i = 0; i < count; ++i) {
     const uint64_t before = ticks();
-    if (prefetch_) prefetch_ahead(commands, i, count);
+    if (full) {
+      prefetch_ahead(commands, i, count);
+    } else {
+      prefetch_near(commands, i, count);
+    }
     execute(commands[i]);
     nanoseconds[i] = static_cast<int64_t>(ticks() - before);  // ticks until scaled below
   }

@@ -6,7 +6,8 @@
 // conserve cash exactly. All amounts are integers: cash in micro-dollars,
 // shares in 0.01-share units, prices in 1e-4 dollars, so a notional is
 // price * quantity with no rounding; only fees round, once per side of a
-// trade, with 128-bit intermediates (docs/matchcore.md §8).
+// trade, exact in 64 bits where the bounds allow it and with 128-bit
+// intermediates where not (docs/matchcore.md §8).
 #pragma once
 
 #include <algorithm>
@@ -22,8 +23,18 @@ namespace matchcore {
 constexpr int64_t CENT = 10'000;
 
 /// Round half to even of n / (10^8 * CENT) for n >= 0: a PQ numerator in cents.
+/// A numerator below 2^63 (every fill under 1.8e8 units, §8 of docs/matchcore.md)
+/// divides in 64 bits by a constant, which the compiler turns into a multiply;
+/// only larger ones pay the 128-bit division (a call to __divti3).
 inline int64_t round_cents(__int128 n) noexcept {
-  constexpr __int128 d = __int128{100'000'000} * CENT;
+  constexpr int64_t d = 100'000'000 * CENT;
+  if (n >= 0 && n <= INT64_MAX) {
+    const uint64_t u = static_cast<uint64_t>(n);
+    int64_t q = static_cast<int64_t>(u / d);
+    const uint64_t twice = 2 * (u % d);  // < 2 * 10^12: no wrap
+    if (twice > d || (twice == d && (q & 1))) ++q;
+    return q;
+  }
   int64_t q = static_cast<int64_t>(n / d);
   const __int128 twice = 2 * (n % d);
   if (twice > d || (twice == d && (q & 1))) ++q;
@@ -51,30 +62,60 @@ struct FeeSchedule {
   /// What a reservation multiplies the exact fee by to cover a charged one:
   /// a fee rounded to the cent half to even is at most twice the exact fee.
   int bound_factor() const noexcept { return base == FEE_PQ_CENTS ? 2 : 1; }
-  /// Fee base B for `quantity` of `intent`'s token at YES price `price`.
-  __int128 amount(uint8_t intent, int32_t price, int64_t quantity) const noexcept {
+  /// B per unit of quantity at YES price `price`, so that B = unit * quantity:
+  /// at most 10^4 (NOTIONAL, MIN) or 2.5 * 10^7 (PQ) for a price in 1 .. 9,999.
+  int64_t unit(uint8_t intent, int32_t price) const noexcept {
     switch (base) {
       case FEE_MIN:
-        return __int128{std::min(price, PRICE_SCALE - price)} * quantity;
+        return std::min(price, PRICE_SCALE - price);
       case FEE_PQ:
       case FEE_PQ_CENTS:
-        return __int128{price} * (PRICE_SCALE - price) * quantity;
+        return int64_t{price} * (PRICE_SCALE - price);
       default:
-        return __int128{token_price(intent, price)} * quantity;
+        return token_price(intent, price);
     }
+  }
+  /// Fee base B for `quantity` of `intent`'s token at YES price `price`.
+  __int128 amount(uint8_t intent, int32_t price, int64_t quantity) const noexcept {
+    return __int128{unit(intent, price)} * quantity;
+  }
+  /// ceil(rate * B / D) (`up`) or floor(rate * B / D), for a rate of at most
+  /// 2 * 32,767 (a bound factor times an int16 rate). rate * unit is then below
+  /// 2^41 and exact; times the quantity it fits in 63 bits whenever the
+  /// product does not wrap (checked, unsigned, so that a negative operand takes
+  /// the 128-bit way too): with rates within FEE_BPS_LIMIT and quantities within
+  /// MAX_QUANTITY that is always on NOTIONAL and MIN (<= 2 * 10^3 * 10^4 * 10^10
+  /// = 2 * 10^17 < 2^63) and on PQ up to a quantity of 1.8 * 10^8 (2 * 10^3 *
+  /// 2.5 * 10^7 * q < 2^63). Then the division is by the constant D, a multiply;
+  /// the rest takes the 128-bit division of before, with the same result.
+  int64_t scaled_fee(int64_t rate, uint8_t intent, int32_t price, int64_t quantity,
+                     bool up) const noexcept {
+    const uint64_t per_unit = static_cast<uint64_t>(rate * unit(intent, price));
+    uint64_t n;
+    if (__builtin_expect(
+            !__builtin_mul_overflow(per_unit, static_cast<uint64_t>(quantity), &n) && n >> 63 == 0,
+            1)) {
+      if (base >= FEE_PQ) return static_cast<int64_t>((n + (up ? 99'999'999 : 0)) / 100'000'000);
+      return static_cast<int64_t>((n + (up ? 9'999 : 0)) / 10'000);
+    }
+    return scaled_fee_wide(__int128{rate} * amount(intent, price, quantity), up);
+  }
+  /// scaled_fee() for a numerator past 64 bits: a division by the runtime divisor.
+  [[gnu::cold, gnu::noinline]] int64_t scaled_fee_wide(__int128 scaled, bool up) const noexcept {
+    const int64_t d = divisor();
+    return static_cast<int64_t>(up ? (scaled + d - 1) / d : scaled / d);
   }
   /// The fee of one fill (before any cap): bps * B / D rounded up when charged,
   /// toward zero for a rebate; on FEE_PQ_CENTS to the cent, half to even, either sign.
   int64_t fee(int32_t bps, uint8_t intent, int32_t price, int64_t quantity) const noexcept {
     if (bps == 0) return 0;
-    const __int128 scaled = __int128{bps < 0 ? -bps : bps} * amount(intent, price, quantity);
+    const int32_t rate = bps < 0 ? -bps : bps;
     if (base == FEE_PQ_CENTS) {
-      const int64_t cents = round_cents(scaled) * CENT;
+      const int64_t cents = round_cents(__int128{rate} * amount(intent, price, quantity)) * CENT;
       return bps > 0 ? cents : -cents;
     }
-    const int64_t d = divisor();
-    if (bps > 0) return static_cast<int64_t>((scaled + d - 1) / d);
-    return -static_cast<int64_t>(scaled / d);
+    if (bps > 0) return scaled_fee(rate, intent, price, quantity, true);
+    return -scaled_fee(rate, intent, price, quantity, false);
   }
   /// The taker fee of the next fill of a sweep. FEE_PQ_CENTS caps the sum of
   /// the sweep's charges at the rounding of its summed exact fees, lowering
@@ -99,9 +140,8 @@ struct FeeSchedule {
   /// of the fee at the highest rate, ceil(factor * f * B_lot / D), so that any
   /// fill of whole lots at the limit or better is covered (docs/matchcore.md §8).
   int64_t lot_reserve(uint8_t intent, int32_t limit, int64_t lot) const noexcept {
-    const __int128 scaled = __int128{bound_factor() * reserve_bps()} * amount(intent, limit, lot);
-    const int64_t d = divisor();
-    return token_price(intent, limit) * lot + static_cast<int64_t>((scaled + d - 1) / d);
+    return token_price(intent, limit) * lot +
+           scaled_fee(bound_factor() * reserve_bps(), intent, limit, lot, true);
   }
 };
 

@@ -176,6 +176,10 @@ class OrderPool {
   /// Hints the cache about the slot of an id about to be used.
   void prefetch(uint64_t order_id) const noexcept { slots_.prefetch(slot_of(order_id)); }
   void prefetch_slot(uint32_t slot) const noexcept { slots_.prefetch(slot); }
+  /// Asks for the line of an id's slot for writing: the slot a new order will take.
+  void prefetch_write(uint64_t order_id) const noexcept {
+    prefetch_line_write(&slots_[slot_of(order_id)]);
+  }
   Order& operator[](uint32_t slot) noexcept { return slots_[slot]; }
   const Order& operator[](uint32_t slot) const noexcept { return slots_[slot]; }
 
