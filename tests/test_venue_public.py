@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -507,29 +510,41 @@ def test_signatures_are_checked_off_the_loop_thread() -> None:
         checks.close()
 
 
+@contextlib.contextmanager
+def _bare_rest_server(limits: Any, answer: Any) -> Iterator[int]:
+    """The HTTP server alone on a loop thread, ``answer`` on POST /v1/x; yields its port."""
+    from pyexchange.api.rest.app import AddressLimiter, VenueApp
+    from pyexchange.api.rest.http import RestServer
+
+    app = VenueApp(limits, None, AddressLimiter(1e6, 10**6))
+    app.add("POST", "/v1/x", answer, None)
+    loop = asyncio.new_event_loop()
+    rest = RestServer(app, "127.0.0.1", 0, limits)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield asyncio.run_coroutine_threadsafe(rest.start(), loop).result(10)
+    finally:
+        asyncio.run_coroutine_threadsafe(rest.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def test_head_and_body_deadlines_close_only_stalled_connections() -> None:
     """One timer per connection watches its phase's deadline: a connection that sends
     nothing, or stalls in its head, or in a body whose deadline is shorter than the head's,
     is closed; a connection whose requests keep completing stays open past many head
     deadlines (its deadline moved, its timer found it not yet due)."""
     import socket
-    import threading
 
-    from pyexchange.api.rest.app import AddressLimiter, VenueApp, json_response
-    from pyexchange.api.rest.http import HttpLimits, RestServer
-
-    limits = HttpLimits(head_timeout_s=0.4, body_timeout_s=0.1, keep_alive_s=30)
-    app = VenueApp(limits, None, AddressLimiter(1e6, 10**6))
+    from pyexchange.api.rest.app import json_response
+    from pyexchange.api.rest.http import HttpLimits
 
     async def answer(request: Any, key: Any) -> Any:
         return json_response(b"{}")
 
-    app.add("POST", "/v1/x", answer, None)
-    loop = asyncio.new_event_loop()
-    rest = RestServer(app, "127.0.0.1", 0, limits)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(rest.start(), loop).result(10)
+    limits = HttpLimits(head_timeout_s=0.4, body_timeout_s=0.1, keep_alive_s=30)
     request = b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 
     def connect() -> socket.socket:
@@ -544,7 +559,7 @@ def test_head_and_body_deadlines_close_only_stalled_connections() -> None:
                 return True
             assert data.startswith(b"HTTP/1.1 200")
 
-    try:
+    with _bare_rest_server(limits, answer) as port:
         silent, head, body, busy = connect(), connect(), connect(), connect()
         head.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\n")
         body.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
@@ -558,11 +573,6 @@ def test_head_and_body_deadlines_close_only_stalled_connections() -> None:
             assert closed(sock)
         for sock in (silent, head, body, busy):
             sock.close()
-    finally:
-        asyncio.run_coroutine_threadsafe(rest.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_requests_of_a_connection_are_answered_in_order_within_their_limits() -> None:
@@ -571,26 +581,16 @@ def test_requests_of_a_connection_are_answered_in_order_within_their_limits() ->
     chunked body goes past the limit as it arrives (413) leave the connection serving the
     next request; HTTP/1.0 is answered and closed; the handler runs once per request."""
     import socket
-    import threading
 
-    from pyexchange.api.rest.app import AddressLimiter, VenueApp, json_response
-    from pyexchange.api.rest.http import HttpLimits, RestServer
+    from pyexchange.api.rest.app import json_response
+    from pyexchange.api.rest.http import HttpLimits
 
-    limits = HttpLimits(max_body_bytes=64)
-    app = VenueApp(limits, None, AddressLimiter(1e6, 10**6))
     bodies: list[bytes] = []
 
     async def answer(request: Any, key: Any) -> Any:
         bodies.append(request.body)
         await asyncio.sleep(0.01 if request.body == b"slow" else 0)
         return json_response(b'{"n":%d}' % len(bodies))
-
-    app.add("POST", "/v1/x", answer, None)
-    loop = asyncio.new_event_loop()
-    rest = RestServer(app, "127.0.0.1", 0, limits)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(rest.start(), loop).result(10)
 
     def post(body: bytes) -> bytes:
         return b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -613,7 +613,7 @@ def test_requests_of_a_connection_are_answered_in_order_within_their_limits() ->
             data = data[length:]
         return out
 
-    try:
+    with _bare_rest_server(HttpLimits(max_body_bytes=64), answer) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(post(b"slow") + post(b"a") + b"POST /v1/nope HTTP/1.1\r\nHost: x\r\n"
                       b"Content-Length: 2\r\n\r\n{}" + post(b"b"))  # fmt: skip
@@ -635,11 +635,6 @@ def test_requests_of_a_connection_are_answered_in_order_within_their_limits() ->
             assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":6}']
             assert s.recv(1) == b""  # closed
         assert bodies == [b"slow", b"a", b"b", b"c", b"d", b"e"]
-    finally:
-        asyncio.run_coroutine_threadsafe(rest.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:
