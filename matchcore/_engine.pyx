@@ -187,16 +187,22 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     return value
 
 
+cdef cnp.ndarray _records(object value, str name, object dtype, str dtype_name):
+    """``value`` as a 1-D array of the very record dtype, or the TypeError/ValueError."""
+    if not isinstance(value, cnp.ndarray):
+        raise TypeError(f"{name} must be a numpy array, not {type(value).__name__}")
+    cdef cnp.ndarray array = value
+    cdef object descr = <object> cnp.PyArray_DESCR(array)
+    if descr is not dtype and descr != dtype:
+        raise TypeError(f"{name} must have dtype matchcore.{dtype_name}, not {descr}")
+    if cnp.PyArray_NDIM(array) != 1:
+        raise ValueError(f"{name} must be one-dimensional, not {array.ndim}-D")
+    return array
+
+
 cdef int _check_out(object out, cnp.ndarray commands) except -1:
     """Refuse an ``out`` that ``process_into()`` cannot write the events into."""
-    if not isinstance(out, cnp.ndarray):
-        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-    cdef cnp.ndarray array = out
-    cdef object descr = <object> cnp.PyArray_DESCR(array)
-    if descr is not _EVENTS and descr != _EVENTS:
-        raise TypeError(f"out must have dtype matchcore.EVENT_DTYPE, not {descr}")
-    if cnp.PyArray_NDIM(array) != 1:
-        raise ValueError(f"out must be one-dimensional, not {array.ndim}-D")
+    cdef cnp.ndarray array = _records(out, "out", _EVENTS, "EVENT_DTYPE")
     if not cnp.PyArray_IS_C_CONTIGUOUS(array):
         raise ValueError("out must be C-contiguous")
     if not cnp.PyArray_ISWRITEABLE(array):
@@ -592,14 +598,7 @@ cdef class Engine:
         The usual array (its dtype the very COMMAND_DTYPE object, contiguous) takes
         C checks only: this is most of the fixed cost of a small batch.
         """
-        if not isinstance(commands, cnp.ndarray):
-            raise TypeError(f"commands must be a numpy array, not {type(commands).__name__}")
-        cdef cnp.ndarray array = commands
-        cdef object descr = <object> cnp.PyArray_DESCR(array)
-        if descr is not _COMMANDS and descr != _COMMANDS:
-            raise TypeError(f"commands must have dtype matchcore.COMMAND_DTYPE, not {descr}")
-        if cnp.PyArray_NDIM(array) != 1:
-            raise ValueError(f"commands must be one-dimensional, not {array.ndim}-D")
+        cdef cnp.ndarray array = _records(commands, "commands", _COMMANDS, "COMMAND_DTYPE")
         self._idle()  # before a copy; process() checks again
         if (cnp.PyArray_ISCARRAY_RO(array)
                 and <uintptr_t> cnp.PyArray_DATA(array) % lib.COMMAND_ALIGNMENT == 0):
