@@ -57,6 +57,17 @@ def duplicate_reject(command: np.void) -> np.ndarray:
     return event
 
 
+_NO_ROWS = np.zeros(0, dtype=np.intp)
+
+
+def _keyed_rows(commands: np.ndarray) -> np.ndarray:
+    """The rows of the NEW_ORDERs that carry a client order id."""
+    clients = commands["client_order_id"]
+    if not clients.any():  # the common batch has none: 1 us, not 3
+        return _NO_ROWS
+    return np.flatnonzero((commands["type"] == _NEW_ORDER) & (clients != 0))
+
+
 class IdempotencyTable:
     """(account, client order id) -> the first NEW_ORDER's fingerprint and events."""
 
@@ -97,11 +108,7 @@ class IdempotencyTable:
 
     def record_batch(self, commands: np.ndarray, events: np.ndarray) -> None:
         """Remember every NEW_ORDER with a client order id in a processed batch."""
-        if not commands["client_order_id"].any():  # the common batch: 1 us, not 3
-            return
-        keyed = np.flatnonzero(
-            (commands["type"] == _NEW_ORDER) & (commands["client_order_id"] != 0)
-        )
+        keyed = _keyed_rows(commands)
         if not len(keyed):
             return
         seqs = events["seq"]
@@ -124,12 +131,7 @@ class IdempotencyTable:
         sequencer, a cluster shard's replicas) answers repeats this one way.
         """
         answered: dict[int, object] = {}
-        clients = commands["client_order_id"]
-        keyed = (
-            np.flatnonzero((commands["type"] == _NEW_ORDER) & (clients != 0))
-            if clients.any()  # the common batch has none: 1 us, not 3
-            else ()
-        )
+        keyed = _keyed_rows(commands)
         if not len(keyed):
             return answered, np.ones(len(commands), dtype=bool)
         first_row: dict[tuple[int, int], tuple[int, bytes]] = {}

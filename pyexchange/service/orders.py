@@ -234,7 +234,7 @@ def records_array(rows: Sequence[tuple[int, ...]]) -> np.ndarray:
 
 
 def record(kind: int, **fields: int) -> tuple[int, ...]:
-    """A COMMAND_DTYPE record as a tuple (``np.array(rows, COMMAND_DTYPE)`` takes a list)."""
+    """A COMMAND_DTYPE record as a tuple (``records_array()`` takes a list of them)."""
     row = list(_ZERO)
     row[_FIELDS["type"]] = kind
     for name, value in fields.items():
