@@ -635,6 +635,19 @@ def test_requests_of_a_connection_are_answered_in_order_within_their_limits() ->
             assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":6}']
             assert s.recv(1) == b""  # closed
         assert bodies == [b"slow", b"a", b"b", b"c", b"d", b"e"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            # a pipelined request that expects "100 Continue" gets it on its turn
+            s.sendall(post(b"slow") + b"POST /v1/x HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 1\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
+            data = b""
+            while b"100 Continue\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 OK") and b'{"n":7}' in data
+            s.sendall(b"f")
+            assert responses(s, 1) == [b'HTTP/1.1 200 OK {"n":8}']
+        assert bodies[6:] == [b"slow", b"f"]
 
 
 def test_a_response_is_one_write_with_a_length(server: VenueServer) -> None:

@@ -185,11 +185,21 @@ _OVERLOADED = Response(
 class _Call:
     """One request of a connection, from its head to its response."""
 
-    __slots__ = ("body", "complete", "keep_alive", "request", "responded", "size", "waiting")
+    __slots__ = (
+        "body",
+        "complete",
+        "expect",
+        "keep_alive",
+        "request",
+        "responded",
+        "size",
+        "waiting",
+    )
 
-    def __init__(self, request: Request, keep_alive: bool) -> None:
+    def __init__(self, request: Request, keep_alive: bool, expect: bool) -> None:
         self.request = request
         self.keep_alive = keep_alive
+        self.expect = expect  # the client waits for "100 Continue" before its body
         self.body: list[bytes] = []
         self.size = 0
         self.complete = False  # the whole message is in
@@ -324,13 +334,13 @@ def venue_protocol(limits: HttpLimits, handler: Handler) -> type[HttpToolsProtoc
                 b"",
                 self._address,
             )
-            call = _Call(request, version != "1.0" and parser.should_keep_alive())
+            call = _Call(request, version != "1.0" and parser.should_keep_alive(), self._expect)
             self._parsing = call
             if self._active is not None or self._blocked:
                 self.flow.pause_reading()  # a pipelined request waits for its turn
                 self._queued.append(call)
             else:
-                self._begin(call, self._expect)
+                self._begin(call)
 
         def on_body(self, body: bytes) -> None:
             call = self._parsing
@@ -358,7 +368,7 @@ def venue_protocol(limits: HttpLimits, handler: Handler) -> type[HttpToolsProtoc
 
         # -------------------------------------------------------- the handler's
 
-        def _begin(self, call: _Call, expect: bool) -> None:
+        def _begin(self, call: _Call) -> None:
             self._active = call
             limit = self.limit_concurrency
             if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
@@ -375,7 +385,7 @@ def venue_protocol(limits: HttpLimits, handler: Handler) -> type[HttpToolsProtoc
                 self._start(call)
             else:
                 call.waiting = True
-                if expect:
+                if call.expect:
                     self.transport.write(_CONTINUE)
 
         def _start(self, call: _Call) -> None:
@@ -430,7 +440,7 @@ def venue_protocol(limits: HttpLimits, handler: Handler) -> type[HttpToolsProtoc
             self._blocked = False
             if self._queued:
                 call = self._queued.popleft()
-                self._begin(call, False)
+                self._begin(call)  # (a pipelined Expect gets its "100 Continue" now)
                 if not self._queued:
                     self.flow.resume_reading()
             else:
