@@ -206,7 +206,7 @@ class TradeStats(msgspec.Struct, gc=False):
 
 
 # A record's copy (msgspec's, in C: 0.05 us for an OrderRecord; dataclasses.replace took 2.8)
-_copy_order = _copy_position = msgspec.structs.replace
+_copy = msgspec.structs.replace
 
 
 @dataclass
@@ -387,7 +387,7 @@ class OrderHistory:
     def _execution(
         self, changes: dict[int, list[Change]], order: OrderRecord, kind: Kind, **fields: Any
     ) -> None:
-        execution = Execution(order=_copy_order(order), account=order.account, kind=kind, **fields)
+        execution = Execution(order=_copy(order), account=order.account, kind=kind, **fields)
         history = self.account(order.account)
         history.executions.append(execution)
         if order.order_id:
@@ -478,7 +478,7 @@ class OrderHistory:
             self._execution(changes, order, Kind.REJECTED, reason=e[_REASON], **at)
         elif kind == EventType.POSITION:  # split (+) or merge (-) of pairs
             position = self._position(e[_ACCOUNT], e[_MARKET])
-            before = _copy_position(position)
+            before = _copy(position)
             pairs = e[_QTY]
             if e[_COMMAND] == CommandType.SPLIT:
                 position.yes += pairs
@@ -491,18 +491,18 @@ class OrderHistory:
             position.updated_ns = time_ns
             change = PositionChange(
                 seq, index, time_ns, position.account, position.market, before,
-                _copy_position(position), False,
+                _copy(position), False,
             )  # fmt: skip
             changes.setdefault(position.account, []).append(change)
         elif kind == EventType.SETTLEMENT:
             position = self._position(e[_ACCOUNT], e[_MARKET])
-            before = _copy_position(position)
+            before = _copy(position)
             cost = _take(position, True, e[_LEAVES]) + _take(position, False, e[_MAKER_LEAVES])
             position.realized += e[_QTY] - cost
             position.updated_ns = time_ns
             resolution = Resolution(
                 seq, index, time_ns, position.account, position.market, e[_REASON], e[_QTY],
-                before, _copy_position(position),
+                before, _copy(position),
             )  # fmt: skip
             history = self.account(position.account)
             history.resolutions.append(resolution)
@@ -555,7 +555,7 @@ class OrderHistory:
             order.status = Status.PARTIALLY_FILLED if order.leaves else Status.FILLED
         order.updated_ns = at["time_ns"]
         position = self._position(order.account, order.market)
-        before = _copy_position(position)
+        before = _copy(position)
         intent = order.intent
         token_price = price if intent in (Intent.BUY_YES, Intent.SELL_YES) else ONE - price
         if intent in _BUYS:
@@ -589,7 +589,7 @@ class OrderHistory:
         )
         change = PositionChange(
             at["seq"], at["index"], at["time_ns"], order.account, order.market, before,
-            _copy_position(position), True,
+            _copy(position), True,
         )  # fmt: skip
         changes.setdefault(order.account, []).append(change)
 
