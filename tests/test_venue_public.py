@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -454,8 +455,11 @@ def test_signatures_are_checked_off_the_loop_thread() -> None:
     """``VerifyThread`` runs each check on its own thread and answers it on the loop: good
     and bad signatures of many concurrent checks each get their own answer, a check that
     raises fails only its caller, a caller that went away leaves the others answered,
-    and a closed thread is replaced at the next check. Concurrent requests with the same
-    headers are each accepted and remembered once."""
+    and a closed thread is replaced at the next check. Checks named alike while one is
+    pending share its verification (each caller its own answer, one that went away
+    changes nothing for the others; a check named so after the answer verifies again).
+    Concurrent requests with the same headers are each accepted, verified once and
+    remembered once."""
     import threading
 
     from pyexchange.api.rest import auth
@@ -488,6 +492,22 @@ def test_signatures_are_checked_off_the_loop_thread() -> None:
         checks.close()
         assert await checks.check(verify, messages[1], given[1]) is True
 
+        calls = []
+
+        def counted(message: bytes, signature: str) -> bool:
+            calls.append(message)
+            return verifier.verify(message, signature)
+
+        good, bad = ("k", b"m1", given[1]), ("k", b"m1", "x" * 88)
+        shared = [checks.check(counted, b"m1", given[1], good) for _ in range(4)]
+        shared[0].cancel()  # the first caller went away: the check still answers the rest
+        refused = [checks.check(counted, b"m1", "x" * 88, bad) for _ in range(3)]
+        assert await asyncio.gather(*shared[1:]) == [True] * 3
+        assert await asyncio.gather(*refused) == [False] * 3
+        assert len(calls) == 2
+        assert await checks.check(counted, b"m1", given[1], good) is True
+        assert len(calls) == 3
+
         key = ApiKey("k1", "", {"read"}, {1}, rate=1e6, burst=10**6, scheme=ED25519,
                      public_key=public)  # fmt: skip
         stamp = 1_700_000_000_000
@@ -498,9 +518,14 @@ def test_signatures_are_checked_off_the_loop_thread() -> None:
             "x-pm-signature": ed25519.sign(secret, f"{stamp}GET/v1/x".encode()),
         }
         try:
+            before = len(threads)
+            checker.checks = checks
+            calls.clear()
+            object.__setattr__(key, "_verifier", SimpleNamespace(verify=counted))
             same = [checker.authenticate(headers, "GET", "/v1/x", "read") for _ in range(5)]
             assert await asyncio.gather(*same) == [key] * 5
             assert len(checker._verified) == 1
+            assert len(calls) == 1 and len(threads) == before
         finally:
             checker.close()
 

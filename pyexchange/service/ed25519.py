@@ -23,7 +23,10 @@ libsodium releases the GIL while it verifies (PyNaCl's calls are cffi's, which
 release it), so the checks run beside the event loop instead of on it. The loop
 pays ~3-7 us a check (a Future, a queue put, its share of one wake-up per batch of
 answers) instead of the ~45-60 us of the check; ``run_in_executor`` would cost it
-17-24 us (a ``concurrent.futures.Future`` wrapped, one wake-up per check).
+17-24 us (a ``concurrent.futures.Future`` wrapped, one wake-up per check). A check
+the caller names (``same=``) that is still queued or running for an earlier caller
+is not queued again: it gets that check's answer (a client sending the same signed
+headers several times in one millisecond costs one verification, not one each).
 """
 
 from __future__ import annotations
@@ -120,6 +123,10 @@ class VerifyThread:
 
     ``check(verify, message, signature_b64)`` returns a Future of ``verify(message,
     signature_b64)``, which runs on the thread (an exception it raises is the Future's).
+    ``same``: a hashable naming what ``verify`` checks (the caller's key id, message and
+    signature): while a check of that name is pending on this loop, another gets its
+    answer without a check of its own (each caller still has its own Future, so one
+    that goes away changes nothing for the others).
     The thread takes every check queued since its last batch (at most ``MAX_BATCH``:
     the first check of a batch waits for the whole batch) and answers each loop once
     per batch. ``close()`` stops the thread; a later check starts another.
@@ -131,14 +138,28 @@ class VerifyThread:
         self.name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # (loop, same) -> the Futures waiting for that pending check (the loops' threads
+        # only: filled by ``check``, emptied by ``_settle``)
+        self._pending: dict[tuple[Any, Any], list[asyncio.Future[bool]]] = {}
 
-    def check(self, verify: Check, message: bytes, signature_b64: str) -> asyncio.Future[bool]:
+    def check(
+        self, verify: Check, message: bytes, signature_b64: str, same: Any = None
+    ) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        if same is not None:
+            name = (loop, same)
+            waiting = self._pending.get(name)
+            if waiting is not None:
+                waiting.append(future)
+                return future
+            waiting = self._pending[name] = [future]
+        else:
+            name, waiting = None, [future]
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
-        self._queue.put((loop, future, verify, message, signature_b64))
+        self._queue.put((loop, waiting, name, verify, message, signature_b64))
         return future
 
     def close(self) -> None:
@@ -157,24 +178,28 @@ class VerifyThread:
             for item in batch:
                 if item is None:
                     continue
-                loop, future, verify, message, signature = item
+                loop, waiting, name, verify, message, signature = item
                 try:
-                    answer: tuple[Any, ...] = (future, verify(message, signature), None)
+                    answer: tuple[Any, ...] = (waiting, name, verify(message, signature), None)
                 except Exception as exc:
-                    answer = (future, False, exc)
+                    answer = (waiting, name, False, exc)
                 answers.setdefault(loop, []).append(answer)
             for loop, results in answers.items():
                 with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, results)
+                    loop.call_soon_threadsafe(self._settle, results)
             if None in batch:
                 return
 
-
-def _settle(results: list[tuple[Any, ...]]) -> None:
-    for future, verified, error in results:
-        if future.done():  # its caller went away
-            continue
-        if error is None:
-            future.set_result(verified)
-        else:
-            future.set_exception(error)
+    def _settle(self, results: list[tuple[Any, ...]]) -> None:
+        """On the loop: every Future waiting for each answered check (the list is complete:
+        a later ``check`` of the same name queues a check of its own)."""
+        for waiting, name, verified, error in results:
+            if name is not None:
+                del self._pending[name]
+            for future in waiting:
+                if future.done():  # its caller went away
+                    continue
+                if error is None:
+                    future.set_result(verified)
+                else:
+                    future.set_exception(error)

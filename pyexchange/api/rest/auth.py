@@ -165,7 +165,7 @@ class VenueAuth:
         message = f"{stamp}{method}{path}"
         seen = (key_id, message, given)
         if seen not in self._verified:
-            if not await self.checks.check(key.verify_signature, message.encode(), given):
+            if not await self.checks.check(key.verify_signature, message.encode(), given, seen):
                 raise unauthenticated(
                     "invalid signature (Ed25519 over timestamp + method + path, base64)"
                 )
