@@ -30,8 +30,10 @@ order as they are listed above.
 Verified signatures are remembered (``VERIFIED_KEPT`` of them, the oldest forgotten
 first): a verification costs ~60 us of CPU, and a busy client sends the same headers
 for every call of one path in one millisecond (the SDK's timestamps are milliseconds),
-so the second and later cost a dict look-up. It is a memo of a pure function, checked
-after the key and the window: it changes no answer.
+so the second and later cost a dict look-up; one that arrives while the first is still
+being verified waits for that verification (``VerifyThread.check(..., same=)``) instead
+of queuing another. It is a memo of a pure function, checked after the key and the
+window: it changes no answer.
 
 Keys come from the server's key store (``DATA_DIR/keys.json``); a key made by
 ``pyexchange keys create`` while the server runs is picked up on its first use
