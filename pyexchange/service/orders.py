@@ -47,7 +47,6 @@ import numpy as np
 from matchcore import (
     ALL_MARKETS,
     COMMAND_DTYPE,
-    EVENT_DTYPE,
     PRICE_SCALE,
     CancelReason,
     CommandType,
@@ -60,6 +59,7 @@ from matchcore import (
     TimeInForce,
 )
 
+from ..engine import records
 from ..feeds.updates import shown_reject
 from ..units import (
     UnitError,
@@ -418,16 +418,14 @@ def command_record(request: Request, markets: Markets) -> tuple[int, ...] | Orde
 
 # ------------------------------------------------------------ events -> reply
 
-_E = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}
-_TYPE, _REASON, _ORDER, _ACCOUNT = _E["type"], _E["reason"], _E["order_id"], _E["account"]
-_MAKER, _PRICE, _QTY, _LEAVES, _FEE = (
-    _E["maker_order_id"],
-    _E["price"],
-    _E["quantity"],
-    _E["leaves_qty"],
-    _E["fee"],
-)
-_MATCH, _SEQ, _FLAGS = _E["match_type"], _E["seq"], _E["flags"]
+# The event fields a reply reads, in the order of the tuples ``order_reply`` takes
+# (``records.tuples``, ``Answer.rows``): half of EVENT_DTYPE's, so half the conversions.
+REPLY_FIELDS = (
+    "type", "reason", "order_id", "account", "maker_order_id", "price", "quantity",
+    "leaves_qty", "fee", "match_type", "seq", "flags",
+)  # fmt: skip
+(_TYPE, _REASON, _ORDER, _ACCOUNT, _MAKER, _PRICE, _QTY, _LEAVES, _FEE, _MATCH, _SEQ,
+ _FLAGS) = range(len(REPLY_FIELDS))  # fmt: skip
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
 # Enum members as ints for the per-order paths: reading an IntEnum member off its class
 # costs about 120 ns more than an int (EnumType.__getattr__), an int & a Flag a microsecond.
@@ -450,7 +448,8 @@ _REJECTED, _CANCELED, _ACCEPTED, _REPLACED, _TRADE = (
         EventType.TRADE,
     )
 )
-_USER = int(CancelReason.USER)
+_USER, _USER_NAME = int(CancelReason.USER), CancelReason.USER.name
+_USER_MESSAGE = CANCEL_MESSAGES[CancelReason.USER]
 _IOC, _GTC, _GTD = (int(t) for t in (TimeInForce.IOC, TimeInForce.GTC, TimeInForce.GTD))
 _POST_ONLY, _MARKET, _SLIPPAGE, _BY_CASH = (
     int(f)
@@ -461,7 +460,7 @@ _CANCELS = frozenset((int(CommandType.CANCEL), _CANCEL_CLIENT, _CANCEL_ALL))
 
 
 def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> OrderReply:
-    """The reply to one order-entry command from its events (EVENT_DTYPE tuples)."""
+    """The reply to one order-entry command from its events (tuples of ``REPLY_FIELDS``)."""
     kind = command[_C_TYPE]
     account = command[_C_ACCOUNT]
     reply = OrderReply(OrderStatus.REJECTED)
@@ -484,11 +483,11 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
         ]
         reply.status = OrderStatus.CANCELED
         reply.canceled_count = len(canceled)
-        reply.cancel_reason = CancelReason.USER.name
+        reply.cancel_reason = _USER_NAME
         reply.leaves_quantity = 0
         if kind != _CANCEL_ALL and canceled:
             reply.order_id = canceled[0][_ORDER]
-            reply.message = CANCEL_MESSAGES[CancelReason.USER]
+            reply.message = _USER_MESSAGE
         else:
             reply.message = f"{len(canceled)} order(s) canceled"
         return reply
@@ -571,7 +570,7 @@ class OrderEntry:
             return item
         commands = records_array([item])  # type: ignore[list-item]
         events = await self.link.run(commands, LABELS[item[_C_TYPE]])  # type: ignore[index]
-        return order_reply(item, events.tolist())  # type: ignore[arg-type]
+        return order_reply(item, records.tuples(events, REPLY_FIELDS))  # type: ignore[arg-type]
 
     def submit(
         self,
@@ -614,7 +613,7 @@ class OrderEntry:
                 for i in slots:
                     results[i] = error
             else:
-                for i, row, events in zip(slots, rows, answer.rows(), strict=True):
+                for i, row, events in zip(slots, rows, answer.rows(REPLY_FIELDS), strict=True):
                     try:
                         results[i] = order_reply(row, events)
                     except Exception:  # a bug: still an answer, never a silent drop
