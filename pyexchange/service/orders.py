@@ -249,6 +249,8 @@ def _whole(value: Any, what: str, limit: int) -> int:
 
 
 def _code(value: Any, allowed: frozenset[int], what: str) -> int:
+    if type(value) is int and value in allowed:  # the usual case, without the conversions
+        return value
     if type(value) is not int and not isinstance(value, enum.IntEnum):
         raise Invalid(f"{what} must be a code", "INVALID_ARGUMENT")
     if int(value) not in allowed:
@@ -270,6 +272,8 @@ def _units(value: Any, parse: Callable[..., int], check: Callable[..., int], *gr
 
 def _price(value: Any, tick: int) -> int:
     try:
+        if type(value) is str:  # the usual case, a call shorter
+            return parse_price(value, tick)
         return _units(value, parse_price, check_price, tick)
     except UnitError as exc:
         raise Invalid(str(exc), "INVALID_PRICE") from None
@@ -277,6 +281,8 @@ def _price(value: Any, tick: int) -> int:
 
 def _quantity(value: Any, lot: int) -> int:
     try:
+        if type(value) is str:
+            return parse_quantity(value, lot)
         return _units(value, parse_quantity, check_quantity, lot)
     except UnitError as exc:
         raise Invalid(str(exc), "INVALID_QUANTITY") from None
@@ -323,14 +329,15 @@ def place_record(r: Place, markets: Markets) -> tuple[int, ...]:
         by_cash = r.cash != ""
         quantity = _whole(r.cash if by_cash else r.quantity, "quantity", I64)
     else:
-        if _absent(r.price) and r.slippage is None:
+        no_price = _absent(r.price)
+        if no_price and r.slippage is None:
             raise Invalid(
                 "price is required (the limit, or a market order's worst-price bound)"
                 if not r.market_order
                 else "a market order needs a worst-price bound in price",
                 "MISSING_PRICE",
             )
-        price = 0 if _absent(r.price) else _price(r.price, tick)
+        price = 0 if no_price else _price(r.price, tick)
         by_cash = not _absent(r.cash)
         if by_cash:
             if not _absent(r.quantity):
@@ -588,6 +595,10 @@ class OrderEntry:
         slots: list[int] = []
         markets = self.markets
         authenticator = self.authenticator if charge else None
+        if authenticator is not None:
+            readable = sum(1 for r in requests if not isinstance(r, ServiceError))
+            if authenticator.try_acquire_all(key, readable):
+                authenticator = None  # every token taken: nothing left to charge one by one
         for i, request in enumerate(requests):
             try:
                 if isinstance(request, ServiceError):

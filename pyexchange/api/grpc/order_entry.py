@@ -72,17 +72,16 @@ def _enum(value: int, table: dict[int, int], what: str) -> int:
 # ------------------------------------------------------- protobuf <-> service
 
 
+_NO_INTENT, _NO_TIF = pb.INTENT_UNSPECIFIED, pb.TIME_IN_FORCE_UNSPECIFIED
+
+
 def place_of(r: pb.PlaceOrderRequest) -> so.Place:
-    if r.intent == pb.INTENT_UNSPECIFIED:
-        intent = None
-    else:
-        intent = _enum(r.intent, INTENT_FROM_PROTO, "intent")
+    # each field read once: a protobuf attribute costs about 60 ns
+    intent = r.intent
+    intent = None if intent == _NO_INTENT else _enum(intent, INTENT_FROM_PROTO, "intent")
     stp = _enum(r.self_trade_prevention, STP_FROM_PROTO, "self_trade_prevention")
-    tif = (
-        None
-        if r.time_in_force == pb.TIME_IN_FORCE_UNSPECIFIED
-        else _enum(r.time_in_force, TIF_FROM_PROTO, "time_in_force")
-    )
+    tif = r.time_in_force
+    tif = None if tif == _NO_TIF else _enum(tif, TIF_FROM_PROTO, "time_in_force")
     return so.Place(
         account=r.account,
         market=r.market,
