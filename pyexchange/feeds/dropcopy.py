@@ -191,7 +191,7 @@ def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
         return np.array(rows, dtype=DROP_DTYPE)
     types = events["type"]
     keep = _ACCOUNT_EVENT[types]
-    rejected = types == EventType.REJECTED
+    rejected = types == _REJECTED  # an int: an IntEnum compared with an array costs 2 us more
     if rejected.any():
         keep &= ~rejected | _ACCOUNT_COMMAND[events["command"]]
     rows = np.flatnonzero(keep)

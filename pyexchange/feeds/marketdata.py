@@ -330,7 +330,8 @@ class MarketDataPublisher:
         if len(events) <= _SMALL_BATCH:
             picked = [e for e in records.tuples(events, _FIELDS) if e[_TYPE] in _KINDS]
         else:
-            picked = records.tuples(events[np.flatnonzero(_MARKET_DATA[events["type"]])], _FIELDS)
+            rows = np.flatnonzero(_MARKET_DATA[events["type"]])
+            picked = records.tuples(records.take(events, rows), _FIELDS)
         if not picked:
             return
         self.batches += 1
