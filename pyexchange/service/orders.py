@@ -466,11 +466,21 @@ _HIDDEN_OWNER = frozenset((int(CommandType.CANCEL), _REPLACE))
 _CANCELS = frozenset((int(CommandType.CANCEL), _CANCEL_CLIENT, _CANCEL_ALL))
 
 
+# the statuses as module names: reading a member off its Enum class costs ~120 ns
+_ST_REJECTED, _ST_RESTING, _ST_FILLED, _ST_CANCELED, _ST_PARTIAL = (
+    OrderStatus.REJECTED,
+    OrderStatus.RESTING,
+    OrderStatus.FILLED,
+    OrderStatus.CANCELED,
+    OrderStatus.PARTIALLY_FILLED,
+)
+
+
 def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> OrderReply:
     """The reply to one order-entry command from its events (tuples of ``REPLY_FIELDS``)."""
     kind = command[_C_TYPE]
     account = command[_C_ACCOUNT]
-    reply = OrderReply(OrderStatus.REJECTED)
+    reply = OrderReply(_ST_REJECTED)
     if rows:
         reply.seq = rows[0][_SEQ]
     if kind in (_NEW_ORDER, _CANCEL_CLIENT):
@@ -488,7 +498,7 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
             for e in rows
             if e[_TYPE] == _CANCELED and e[_ACCOUNT] == account and e[_REASON] == _USER
         ]
-        reply.status = OrderStatus.CANCELED
+        reply.status = _ST_CANCELED
         reply.canceled_count = len(canceled)
         reply.cancel_reason = _USER_NAME
         reply.leaves_quantity = 0
@@ -537,7 +547,7 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
     if by_cash:
         leaves = 0  # a buy by cash never rests; its leaves are a budget, not shares
     if canceled_event is not None:
-        reply.status = OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.CANCELED
+        reply.status = _ST_PARTIAL if filled else _ST_CANCELED
         reply.cancel_reason, reason_text = cancel_text(canceled_event[_REASON])
         if by_cash:
             reason_text = (
@@ -551,9 +561,9 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
         reply.message = reason_text
         leaves = 0
     elif leaves == 0:
-        reply.status = OrderStatus.FILLED
+        reply.status = _ST_FILLED
     else:
-        reply.status = OrderStatus.RESTING
+        reply.status = _ST_RESTING
     reply.leaves_quantity = leaves
     return reply
 

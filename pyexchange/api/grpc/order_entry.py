@@ -60,6 +60,10 @@ STATUS_TO_PROTO: dict[so.OrderStatus, int] = {
     so.OrderStatus.CANCELED: pb.CANCELED,
     so.OrderStatus.PARTIALLY_FILLED: pb.PARTIALLY_FILLED,
 }
+# by the status's number: an Enum member as a dict key hashes in Python (Enum.__hash__)
+_STATUS_PB = [0] * (max(so.OrderStatus) + 1)
+for _status, _code in STATUS_TO_PROTO.items():
+    _STATUS_PB[_status] = _code
 
 
 def _enum(value: int, table: dict[int, int], what: str) -> int:
@@ -138,7 +142,7 @@ def fill_reply(reply: pb.OrderReply, r: so.OrderReply) -> None:
     """Write ``r`` into ``reply`` in place, setting only what differs from the default: a
     message passed to a constructor or a repeated field is copied, and a keyword set to
     its default still costs a conversion (2.4 -> 1.1 us per reply of a batch)."""
-    reply.status = STATUS_TO_PROTO[r.status]
+    reply.status = _STATUS_PB[r.status]
     if r.seq:
         reply.seq = r.seq
     if r.order_id:
