@@ -201,6 +201,7 @@ def format_price(units: int) -> str:
     return _format(units, PRICE_SCALE)
 
 
+@functools.lru_cache(maxsize=1 << 14)  # order sizes repeat: each reply formats two
 def format_quantity(units: int) -> str:
     return _format(units, QUANTITY_SCALE)
 

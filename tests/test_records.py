@@ -1,6 +1,7 @@
 """``pyexchange.engine.records``: joins and copies of record arrays through their bytes are the
 same rows as numpy's, in a fresh writable array; anything but one-dimensional arrays of the
-one dtype is refused."""
+one dtype is refused. ``tuples`` gives ``tolist()``'s rows of some fields, ``take`` numpy's
+fancy indexing, at every size and for strided arrays."""
 
 from __future__ import annotations
 
@@ -43,3 +44,26 @@ def test_other_dtypes_and_shapes_are_refused() -> None:
         records.join([_rows(1, 0), np.zeros(1, dtype=EVENT_DTYPE)], COMMAND_DTYPE)
     with pytest.raises(TypeError):
         records.join([np.zeros((2, 2), dtype=COMMAND_DTYPE)], COMMAND_DTYPE)
+
+
+def _events(n: int) -> np.ndarray:
+    raw = np.random.default_rng(n).integers(0, 256, (n, EVENT_DTYPE.itemsize), dtype=np.uint8)
+    return raw.view(EVENT_DTYPE).reshape(n).copy()  # every field, signed ones too, random
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 150])
+def test_tuples_are_tolist_of_those_fields(n: int) -> None:
+    events = _events(2 * n)
+    names = ("type", "price", "order_id", "fee", "seq")  # not in the dtype's order
+    for array in (events[:n], events[::2]):  # contiguous and strided
+        assert records.tuples(array, names) == array[list(names)].tolist()
+        assert records.tuples(array, EVENT_DTYPE.names) == array.tolist()
+
+
+@pytest.mark.parametrize("n", [0, 1, 117])
+def test_take_is_fancy_indexing(n: int) -> None:
+    events = _events(2 * n)
+    for array in (events[:n], events[::2]):
+        for rows in (np.arange(n), np.flatnonzero(array["type"] & 1), np.zeros(0, np.intp)):
+            taken = records.take(array, rows)
+            assert taken.dtype == EVENT_DTYPE and taken.tobytes() == array[rows].tobytes()

@@ -114,6 +114,8 @@ log = logging.getLogger(__name__)
 # One logged account event: the engine event, its index among its command's events,
 # and the command's engine time.
 DROP_DTYPE = np.dtype([("event", EVENT_DTYPE), ("index", "<u4"), ("_pad", "<u4"), ("time", "<i8")])
+_EVENT_SIZE = EVENT_DTYPE.itemsize  # the "event" field is a row's first bytes
+assert DROP_DTYPE.fields is not None and DROP_DTYPE.fields["event"][1] == 0
 
 ACCOUNT_EVENT_TYPES = np.array(
     [
@@ -189,7 +191,7 @@ def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
         return np.array(rows, dtype=DROP_DTYPE)
     types = events["type"]
     keep = _ACCOUNT_EVENT[types]
-    rejected = types == EventType.REJECTED
+    rejected = types == _REJECTED  # an int: an IntEnum compared with an array costs 2 us more
     if rejected.any():
         keep &= ~rejected | _ACCOUNT_COMMAND[events["command"]]
     rows = np.flatnonzero(keep)
@@ -197,7 +199,11 @@ def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
     if len(rows):
         seq = events["seq"]
         picked = seq[rows]
-        out["event"] = events[rows]
+        # the events' bytes into the first bytes of each row: a plain byte copy, where a
+        # record field assignment converts field by field (100 events: 14 -> 2.7 us)
+        raw = out.view(np.uint8).reshape(len(rows), DROP_DTYPE.itemsize)
+        whole = np.ascontiguousarray(events).view(np.uint8).reshape(len(events), _EVENT_SIZE)
+        raw[:, :_EVENT_SIZE] = whole[rows]
         out["index"] = rows - np.searchsorted(seq, picked)  # events come in seq order
         out["time"] = commands["time"][(picked - commands["seq"][0]).astype(np.intp)]
     return out

@@ -57,8 +57,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from matchcore import EVENT_DTYPE, Engine, EventType, MatchType, Side
+from matchcore import Engine, EventType, MatchType, Side
 
+from ..engine import records
 from ..engine.handover import Handover
 from .updates import (
     CONFLATED,
@@ -79,12 +80,12 @@ MARKET = int(EventType.MARKET)
 BID = int(Side.BID)
 
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
-_F = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}  # positions in a row tuple
-_TYPE, _MARKET, _SIDE, _PRICE, _QUANTITY, _COUNT, _SEQ, _STATE, _REASON, _MATCH = (
-    _F[n]
-    for n in ("type", "market", "side", "price", "quantity", "count", "seq", "state", "reason",
-              "match_type")
-)  # fmt: skip
+# the fields market data reads, in the order of its row tuples (records.tuples)
+_FIELDS = ("type", "market", "side", "price", "quantity", "count", "seq", "state", "reason",
+           "match_type")  # fmt: skip
+_TYPE, _MARKET, _SIDE, _PRICE, _QUANTITY, _COUNT, _SEQ, _STATE, _REASON, _MATCH = range(
+    len(_FIELDS)
+)
 _MARKET_DATA = np.zeros(256, dtype=bool)  # event types market data reads
 _MARKET_DATA[[LEVEL, TRADE, MARKET]] = True
 _KINDS = frozenset((LEVEL, TRADE, MARKET))
@@ -324,12 +325,13 @@ class MarketDataPublisher:
             self._tell(every, every)
 
     def _apply(self, events: np.ndarray) -> None:
-        # the rows as tuples (EVENT_DTYPE order) in one tolist: a small batch is filtered in
-        # Python (numpy's fancy indexing of a record array costs more than its tolist)
+        # the rows as tuples of _FIELDS: a small batch is filtered in Python (numpy's fancy
+        # indexing of a record array costs more than converting the rows it drops)
         if len(events) <= _SMALL_BATCH:
-            picked = [e for e in events.tolist() if e[_TYPE] in _KINDS]
+            picked = [e for e in records.tuples(events, _FIELDS) if e[_TYPE] in _KINDS]
         else:
-            picked = events[np.flatnonzero(_MARKET_DATA[events["type"]])].tolist()
+            rows = np.flatnonzero(_MARKET_DATA[events["type"]])
+            picked = records.tuples(records.take(events, rows), _FIELDS)
         if not picked:
             return
         self.batches += 1

@@ -494,3 +494,8 @@ class Authenticator:
         wait = self.rate_limiter.try_acquire(key, cost)
         if wait:
             raise RateLimited(self.rate_limiter.message(key, wait), retry_after_s=wait)
+
+    def try_acquire_all(self, key: ApiKey, count: int) -> bool:
+        """Charge ``count`` requests at once if the bucket holds their tokens (True), else
+        charge nothing: the caller then charges them one by one and refuses the rest."""
+        return self.rate_limiter.try_acquire(key, count) == 0.0

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -89,13 +89,14 @@ class Answer:
         s = self.starts
         return [self.events[s[j] : s[j + 1]] for j in range(self.lo, self.hi)]
 
-    def rows(self) -> list[list[tuple[Any, ...]]]:
-        """The events of each command as tuples (EVENT_DTYPE field order): one ``tolist``."""
+    def rows(self, names: Sequence[str]) -> list[list[tuple[Any, ...]]]:
+        """The events of each command as tuples of the fields ``names``, read once for the
+        whole span (``records.tuples``)."""
         if self.pieces is not None:
-            return [p.tolist() for p in self.pieces]
+            return [records.tuples(p, names) for p in self.pieces]
         bounds = self.starts[self.lo : self.hi + 1].tolist()
         first = bounds[0]
-        span = self.events[first : bounds[-1]].tolist()
+        span = records.tuples(self.events[first : bounds[-1]], names)
         return [span[a - first : b - first] for a, b in pairwise(bounds)]
 
 

@@ -74,19 +74,23 @@ CANCEL_MESSAGES: dict[CancelReason, str] = {
 }
 
 
+# code -> (name, message): a dict lookup per reply, not an Enum call (~0.5 us) and a
+# ``.name`` (~0.1 us)
+_REJECT_TEXT = {int(r): (r.name, REJECT_MESSAGES[r]) for r in REJECT_MESSAGES}
+_CANCEL_TEXT = {int(r): (r.name, CANCEL_MESSAGES[r]) for r in CANCEL_MESSAGES}
+
+
 def reject_text(code: int) -> tuple[str, str]:
     """(name, readable message) of an engine reject code."""
-    try:
-        reason = Reject(code)
-    except ValueError:
+    text = _REJECT_TEXT.get(code)
+    if text is None:
         return f"CODE_{code}", f"rejected by the engine (code {code})"
-    return reason.name, REJECT_MESSAGES[reason]
+    return text
 
 
 def cancel_text(code: int) -> tuple[str, str]:
     """(name, readable message) of an engine cancel reason."""
-    try:
-        reason = CancelReason(code)
-    except ValueError:
+    text = _CANCEL_TEXT.get(code)
+    if text is None:
         return f"CODE_{code}", "canceled"
-    return reason.name, CANCEL_MESSAGES[reason]
+    return text

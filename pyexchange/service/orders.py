@@ -47,7 +47,6 @@ import numpy as np
 from matchcore import (
     ALL_MARKETS,
     COMMAND_DTYPE,
-    EVENT_DTYPE,
     PRICE_SCALE,
     CancelReason,
     CommandType,
@@ -60,6 +59,7 @@ from matchcore import (
     TimeInForce,
 )
 
+from ..engine import records
 from ..feeds.updates import shown_reject
 from ..units import (
     UnitError,
@@ -249,6 +249,8 @@ def _whole(value: Any, what: str, limit: int) -> int:
 
 
 def _code(value: Any, allowed: frozenset[int], what: str) -> int:
+    if type(value) is int and value in allowed:  # the usual case, without the conversions
+        return value
     if type(value) is not int and not isinstance(value, enum.IntEnum):
         raise Invalid(f"{what} must be a code", "INVALID_ARGUMENT")
     if int(value) not in allowed:
@@ -270,6 +272,8 @@ def _units(value: Any, parse: Callable[..., int], check: Callable[..., int], *gr
 
 def _price(value: Any, tick: int) -> int:
     try:
+        if type(value) is str:  # the usual case, a call shorter
+            return parse_price(value, tick)
         return _units(value, parse_price, check_price, tick)
     except UnitError as exc:
         raise Invalid(str(exc), "INVALID_PRICE") from None
@@ -277,6 +281,8 @@ def _price(value: Any, tick: int) -> int:
 
 def _quantity(value: Any, lot: int) -> int:
     try:
+        if type(value) is str:
+            return parse_quantity(value, lot)
         return _units(value, parse_quantity, check_quantity, lot)
     except UnitError as exc:
         raise Invalid(str(exc), "INVALID_QUANTITY") from None
@@ -323,14 +329,15 @@ def place_record(r: Place, markets: Markets) -> tuple[int, ...]:
         by_cash = r.cash != ""
         quantity = _whole(r.cash if by_cash else r.quantity, "quantity", I64)
     else:
-        if _absent(r.price) and r.slippage is None:
+        no_price = _absent(r.price)
+        if no_price and r.slippage is None:
             raise Invalid(
                 "price is required (the limit, or a market order's worst-price bound)"
                 if not r.market_order
                 else "a market order needs a worst-price bound in price",
                 "MISSING_PRICE",
             )
-        price = 0 if _absent(r.price) else _price(r.price, tick)
+        price = 0 if no_price else _price(r.price, tick)
         by_cash = not _absent(r.cash)
         if by_cash:
             if not _absent(r.quantity):
@@ -418,16 +425,14 @@ def command_record(request: Request, markets: Markets) -> tuple[int, ...] | Orde
 
 # ------------------------------------------------------------ events -> reply
 
-_E = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}
-_TYPE, _REASON, _ORDER, _ACCOUNT = _E["type"], _E["reason"], _E["order_id"], _E["account"]
-_MAKER, _PRICE, _QTY, _LEAVES, _FEE = (
-    _E["maker_order_id"],
-    _E["price"],
-    _E["quantity"],
-    _E["leaves_qty"],
-    _E["fee"],
-)
-_MATCH, _SEQ, _FLAGS = _E["match_type"], _E["seq"], _E["flags"]
+# The event fields a reply reads, in the order of the tuples ``order_reply`` takes
+# (``records.tuples``, ``Answer.rows``): half of EVENT_DTYPE's, so half the conversions.
+REPLY_FIELDS = (
+    "type", "reason", "order_id", "account", "maker_order_id", "price", "quantity",
+    "leaves_qty", "fee", "match_type", "seq", "flags",
+)  # fmt: skip
+(_TYPE, _REASON, _ORDER, _ACCOUNT, _MAKER, _PRICE, _QTY, _LEAVES, _FEE, _MATCH, _SEQ,
+ _FLAGS) = range(len(REPLY_FIELDS))  # fmt: skip
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
 # Enum members as ints for the per-order paths: reading an IntEnum member off its class
 # costs about 120 ns more than an int (EnumType.__getattr__), an int & a Flag a microsecond.
@@ -450,7 +455,8 @@ _REJECTED, _CANCELED, _ACCEPTED, _REPLACED, _TRADE = (
         EventType.TRADE,
     )
 )
-_USER = int(CancelReason.USER)
+_USER, _USER_NAME = int(CancelReason.USER), CancelReason.USER.name
+_USER_MESSAGE = CANCEL_MESSAGES[CancelReason.USER]
 _IOC, _GTC, _GTD = (int(t) for t in (TimeInForce.IOC, TimeInForce.GTC, TimeInForce.GTD))
 _POST_ONLY, _MARKET, _SLIPPAGE, _BY_CASH = (
     int(f)
@@ -460,11 +466,21 @@ _HIDDEN_OWNER = frozenset((int(CommandType.CANCEL), _REPLACE))
 _CANCELS = frozenset((int(CommandType.CANCEL), _CANCEL_CLIENT, _CANCEL_ALL))
 
 
+# the statuses as module names: reading a member off its Enum class costs ~120 ns
+_ST_REJECTED, _ST_RESTING, _ST_FILLED, _ST_CANCELED, _ST_PARTIAL = (
+    OrderStatus.REJECTED,
+    OrderStatus.RESTING,
+    OrderStatus.FILLED,
+    OrderStatus.CANCELED,
+    OrderStatus.PARTIALLY_FILLED,
+)
+
+
 def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> OrderReply:
-    """The reply to one order-entry command from its events (EVENT_DTYPE tuples)."""
+    """The reply to one order-entry command from its events (tuples of ``REPLY_FIELDS``)."""
     kind = command[_C_TYPE]
     account = command[_C_ACCOUNT]
-    reply = OrderReply(OrderStatus.REJECTED)
+    reply = OrderReply(_ST_REJECTED)
     if rows:
         reply.seq = rows[0][_SEQ]
     if kind in (_NEW_ORDER, _CANCEL_CLIENT):
@@ -482,13 +498,13 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
             for e in rows
             if e[_TYPE] == _CANCELED and e[_ACCOUNT] == account and e[_REASON] == _USER
         ]
-        reply.status = OrderStatus.CANCELED
+        reply.status = _ST_CANCELED
         reply.canceled_count = len(canceled)
-        reply.cancel_reason = CancelReason.USER.name
+        reply.cancel_reason = _USER_NAME
         reply.leaves_quantity = 0
         if kind != _CANCEL_ALL and canceled:
             reply.order_id = canceled[0][_ORDER]
-            reply.message = CANCEL_MESSAGES[CancelReason.USER]
+            reply.message = _USER_MESSAGE
         else:
             reply.message = f"{len(canceled)} order(s) canceled"
         return reply
@@ -531,7 +547,7 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
     if by_cash:
         leaves = 0  # a buy by cash never rests; its leaves are a budget, not shares
     if canceled_event is not None:
-        reply.status = OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.CANCELED
+        reply.status = _ST_PARTIAL if filled else _ST_CANCELED
         reply.cancel_reason, reason_text = cancel_text(canceled_event[_REASON])
         if by_cash:
             reason_text = (
@@ -545,9 +561,9 @@ def order_reply(command: tuple[int, ...], rows: Sequence[tuple[Any, ...]]) -> Or
         reply.message = reason_text
         leaves = 0
     elif leaves == 0:
-        reply.status = OrderStatus.FILLED
+        reply.status = _ST_FILLED
     else:
-        reply.status = OrderStatus.RESTING
+        reply.status = _ST_RESTING
     reply.leaves_quantity = leaves
     return reply
 
@@ -571,7 +587,7 @@ class OrderEntry:
             return item
         commands = records_array([item])  # type: ignore[list-item]
         events = await self.link.run(commands, LABELS[item[_C_TYPE]])  # type: ignore[index]
-        return order_reply(item, events.tolist())  # type: ignore[arg-type]
+        return order_reply(item, records.tuples(events, REPLY_FIELDS))  # type: ignore[arg-type]
 
     def submit(
         self,
@@ -589,6 +605,10 @@ class OrderEntry:
         slots: list[int] = []
         markets = self.markets
         authenticator = self.authenticator if charge else None
+        if authenticator is not None:
+            readable = sum(1 for r in requests if not isinstance(r, ServiceError))
+            if authenticator.try_acquire_all(key, readable):
+                authenticator = None  # every token taken: nothing left to charge one by one
         for i, request in enumerate(requests):
             try:
                 if isinstance(request, ServiceError):
@@ -614,7 +634,7 @@ class OrderEntry:
                 for i in slots:
                     results[i] = error
             else:
-                for i, row, events in zip(slots, rows, answer.rows(), strict=True):
+                for i, row, events in zip(slots, rows, answer.rows(REPLY_FIELDS), strict=True):
                     try:
                         results[i] = order_reply(row, events)
                     except Exception:  # a bug: still an answer, never a silent drop

@@ -60,6 +60,10 @@ STATUS_TO_PROTO: dict[so.OrderStatus, int] = {
     so.OrderStatus.CANCELED: pb.CANCELED,
     so.OrderStatus.PARTIALLY_FILLED: pb.PARTIALLY_FILLED,
 }
+# by the status's number: an Enum member as a dict key hashes in Python (Enum.__hash__)
+_STATUS_PB = [0] * (max(so.OrderStatus) + 1)
+for _status, _code in STATUS_TO_PROTO.items():
+    _STATUS_PB[_status] = _code
 
 
 def _enum(value: int, table: dict[int, int], what: str) -> int:
@@ -72,17 +76,16 @@ def _enum(value: int, table: dict[int, int], what: str) -> int:
 # ------------------------------------------------------- protobuf <-> service
 
 
+_NO_INTENT, _NO_TIF = pb.INTENT_UNSPECIFIED, pb.TIME_IN_FORCE_UNSPECIFIED
+
+
 def place_of(r: pb.PlaceOrderRequest) -> so.Place:
-    if r.intent == pb.INTENT_UNSPECIFIED:
-        intent = None
-    else:
-        intent = _enum(r.intent, INTENT_FROM_PROTO, "intent")
+    # each field read once: a protobuf attribute costs about 60 ns
+    intent = r.intent
+    intent = None if intent == _NO_INTENT else _enum(intent, INTENT_FROM_PROTO, "intent")
     stp = _enum(r.self_trade_prevention, STP_FROM_PROTO, "self_trade_prevention")
-    tif = (
-        None
-        if r.time_in_force == pb.TIME_IN_FORCE_UNSPECIFIED
-        else _enum(r.time_in_force, TIF_FROM_PROTO, "time_in_force")
-    )
+    tif = r.time_in_force
+    tif = None if tif == _NO_TIF else _enum(tif, TIF_FROM_PROTO, "time_in_force")
     return so.Place(
         account=r.account,
         market=r.market,
@@ -139,7 +142,7 @@ def fill_reply(reply: pb.OrderReply, r: so.OrderReply) -> None:
     """Write ``r`` into ``reply`` in place, setting only what differs from the default: a
     message passed to a constructor or a repeated field is copied, and a keyword set to
     its default still costs a conversion (2.4 -> 1.1 us per reply of a batch)."""
-    reply.status = STATUS_TO_PROTO[r.status]
+    reply.status = _STATUS_PB[r.status]
     if r.seq:
         reply.seq = r.seq
     if r.order_id:
