@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 from cluster_support import (  # noqa: F401 - the fixtures are used by their names
     ACCOUNTS,
     CASH,
@@ -27,7 +28,7 @@ from matchcore import ALL_MARKETS, CancelReason, CommandType, EventType, Intent,
 from pyexchange.cluster import log as L
 from pyexchange.cluster.backend import BackendConfig, ClusterBackend, ShardUnavailable
 from pyexchange.cluster.natsrun import NatsCluster
-from pyexchange.cluster.router import SHARD_SHIFT, split_id
+from pyexchange.cluster.router import EVERY, SHARD_SHIFT, Unroutable, route, split_id
 
 MARKETS = {0: [1], 1: [2]}
 
@@ -70,6 +71,36 @@ def order(account: int, market: int, intent: Intent, price: int, qty: int, coid:
         "quantity": qty,
         "client_order_id": coid,
     }
+
+
+def test_route_sends_each_row_where_its_kind_says() -> None:
+    """Column-wise routing (``route``): by market, by the order id's shard (sent as its local
+    id), by the account's home shard, to every shard; a forged id refuses the submission."""
+    C, market_shard = CommandType, {1: 0, 2: 1, 3: 2}
+    rows = [
+        {"type": C.NEW_ORDER, "market": 2, "account": 1},
+        {"type": C.CANCEL, "order_id": (2 << SHARD_SHIFT) | 7, "account": 1},
+        {"type": C.DEPOSIT, "account": 4},
+        {"type": C.ADD_ACCOUNT, "account": 5},
+        {"type": C.CANCEL_ALL, "market": 3, "account": 1},
+        {"type": C.CANCEL_ALL, "market": ALL_MARKETS, "account": 1},
+        {"type": C.NEW_ORDER, "market": 1, "account": 2},
+        {"type": 250},  # unknown: to shard 0, which rejects it
+    ]
+    parts, targets = route(commands(rows), 3, market_shard.__getitem__)
+    assert targets.tolist() == [1, 2, 1, EVERY, 2, EVERY, 0, 0]
+    by_shard = {p.shard: p for p in parts}
+    assert {s: p.rows.tolist() for s, p in by_shard.items()} == {
+        0: [3, 5, 6, 7],
+        1: [0, 2, 3, 5],
+        2: [1, 3, 4, 5],
+    }
+    assert by_shard[2].commands["order_id"].tolist() == [7, 0, 0, 0]  # the local id
+    single, targets = route(commands([rows[0], rows[2], rows[3]]), 1, lambda m: 0)
+    assert [(p.shard, p.rows.tolist()) for p in single] == [(0, [0, 1, 2])]
+    assert targets.tolist() == [0, 0, 0]  # one shard: "every shard" is shard 0
+    with pytest.raises(Unroutable, match=f"order id {(2 << SHARD_SHIFT) | 7} names no shard"):
+        route(commands([rows[1]]), 2, market_shard.__getitem__)
 
 
 def start_shards(nats_cluster: NatsCluster, replicas: Any) -> None:

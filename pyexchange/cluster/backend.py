@@ -53,11 +53,12 @@ from matchcore import EVENT_DTYPE
 from . import log as L
 from .faults import fault
 from .mirror import ClusterView, Listener, ShardMirror
-from .router import Part, Unroutable, combine, route, to_cluster_events
+from .router import EVERY, Part, Unroutable, combine, route, to_cluster_events
 from .shard import credit_outcome, withdrew
 from .transfers import CREDITED, XFER_OUT, Transfer
 
 logger = logging.getLogger(__name__)
+_NO_TARGETS = np.zeros(0, dtype=np.int64)
 
 try:
     from pyexchange.engine.sequencer import SequencerStopped
@@ -92,9 +93,11 @@ class _Submission:
     sink: Sink
     token: Any
     kinds: np.ndarray  # command type per row
-    targets: list[list[int]]  # shards of each row
+    targets: np.ndarray  # the shard of each row (router.EVERY: every shard)
     waiting: int  # parts not answered yet
+    parts: int = 0  # parts sent
     answers: dict[int, list[np.ndarray]] = field(default_factory=dict)  # shard -> rows' events
+    rows: dict[int, np.ndarray] = field(default_factory=dict)  # shard -> the rows it answered
     failed: bool = False
 
 
@@ -471,7 +474,7 @@ class ClusterBackend:
 
     def _submit(self, commands: np.ndarray, sink: Sink, token: Any) -> None:
         """On the loop: route and queue; a shard that refuses fails the submission at once."""
-        submission = _Submission(sink, token, commands["type"].copy(), [], 0)
+        submission = _Submission(sink, token, commands["type"].copy(), _NO_TARGETS, 0)
         try:
             parts, submission.targets = route(commands, self.layout.shards, self.shard_of_market)
         except Unroutable as exc:
@@ -481,7 +484,7 @@ class ClusterBackend:
         if down:  # nothing is sent when any shard it needs refuses: never half a submission
             self._fail(submission, ShardUnavailable(down[0]))
             return
-        submission.waiting = len(parts)
+        submission.waiting = submission.parts = len(parts)
         for part in parts:
             self.links[part.shard].enqueue(_Queued(part, submission))
 
@@ -490,29 +493,30 @@ class ClusterBackend:
         if submission.failed:
             return
         submission.answers[queued.part.shard] = per_row
+        submission.rows[queued.part.shard] = queued.part.rows
         submission.waiting -= 1
         if submission.waiting:
             return
-        index = {
-            shard: dict(zip(part_rows.tolist(), range(len(part_rows)), strict=True))
-            for shard, part_rows in self._rows_by_shard(submission).items()
-        }
-        pieces = []
-        for row, shards in enumerate(submission.targets):
-            answers = [submission.answers[s][index[s][row]] for s in shards]
-            pieces.append(combine(int(submission.kinds[row]), answers))
+        # one part: every row went to this one shard, in order
+        pieces = per_row if submission.parts == 1 else self._combined(submission)
         empty = np.zeros(0, dtype=EVENT_DTYPE)
         submission.sink.answered(
             empty, np.zeros(1, dtype=np.int64), [(submission.token, 0, 0, pieces)]
         )
 
-    @staticmethod
-    def _rows_by_shard(submission: _Submission) -> dict[int, np.ndarray]:
-        rows: dict[int, list[int]] = {}
-        for row, shards in enumerate(submission.targets):
-            for shard in shards:
-                rows.setdefault(shard, []).append(row)
-        return {s: np.array(r, dtype=np.intp) for s, r in rows.items()}
+    def _combined(self, submission: _Submission) -> list[np.ndarray]:
+        """Each row's events from the parts of a submission split over several shards."""
+        index = {
+            shard: dict(zip(rows.tolist(), range(len(rows)), strict=True))
+            for shard, rows in submission.rows.items()
+        }
+        every = range(self.layout.shards)
+        pieces = []
+        for row, target in enumerate(submission.targets.tolist()):
+            shards = every if target == EVERY else (target,)
+            answers = [submission.answers[s][index[s][row]] for s in shards]
+            pieces.append(combine(int(submission.kinds[row]), answers))
+        return pieces
 
     def _fail(self, submission: _Submission, error: BaseException) -> None:
         if submission.failed:

@@ -14,6 +14,7 @@ where it is missing). ``find_nats_server()`` says where it is or why not.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -139,12 +140,22 @@ class NatsCluster:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C of the parent is not delivered to it
+                env=self._environment(),
             )
             log.close()
         deadline = time.monotonic() + wait
         for node in chosen:
             self._wait_healthy(node, deadline)
         return self
+
+    def _environment(self) -> dict[str, str]:
+        """The nodes share this machine: each gets its share of the cores as Go threads
+        (``GOMAXPROCS``, at least 1), unless the caller set it: three Go runtimes sized for
+        every core contend for the same ones (on 2 cores, 1 each cut the servers' CPU per
+        order by a sixth: BENCHMARKS.md, the cluster)."""
+        env = dict(os.environ)
+        env.setdefault("GOMAXPROCS", str(max(1, (os.cpu_count() or 1) // len(self.nodes))))
+        return env
 
     def _wait_healthy(self, node: NatsNode, deadline: float) -> None:
         """``/healthz`` answers 200 once the node serves JetStream with a current meta leader."""

@@ -82,39 +82,57 @@ class Unroutable(ValueError):
     """A command that names a shard this cluster does not have (a forged order id)."""
 
 
+EVERY = -1  # the target of a row sent to every shard (``route``)
+# how each command type is routed, looked up for a whole column at once (0: shard 0,
+# where the engine rejects an unknown type with INVALID_COMMAND)
+_MARKET, _ORDER, _ACCOUNT, _EVERY, _CANCEL_ALL = 1, 2, 3, 4, 5
+_CLASS = np.zeros(256, dtype=np.uint8)
+_CLASS[sorted(BY_MARKET)] = _MARKET
+_CLASS[sorted(BY_ORDER)] = _ORDER
+_CLASS[sorted(BY_ACCOUNT)] = _ACCOUNT
+_CLASS[sorted(EVERY_SHARD)] = _EVERY
+_CLASS[CommandType.CANCEL_ALL] = _CANCEL_ALL
+
+
 def route(
     commands: np.ndarray, shards: int, shard_of_market: Callable[[int], int]
-) -> tuple[list[Part], list[list[int]]]:
-    """Split a submission by shard: the parts, and for each row the shards it went to."""
-    targets: list[list[int]] = []
+) -> tuple[list[Part], np.ndarray]:
+    """Split a submission by shard: the parts, and each row's shard (``EVERY``: all of them).
+
+    Column-wise, not row by row: a gateway routes every submission it takes.
+    """
+    count = len(commands)
     local = commands.copy()
-    for row in range(len(commands)):
-        kind = int(commands["type"][row])
-        if kind in BY_MARKET or (
-            kind == CommandType.CANCEL_ALL and int(commands["market"][row]) != ALL_MARKETS
-        ):
-            targets.append([shard_of_market(int(commands["market"][row]))])
-        elif kind in BY_ORDER:
-            shard, order_id = split_id(int(commands["order_id"][row]))
-            if shard >= shards:
-                raise Unroutable(f"order id {int(commands['order_id'][row])} names no shard")
-            local["order_id"][row] = order_id
-            targets.append([shard])
-        elif kind in BY_ACCOUNT:
-            targets.append([int(commands["account"][row]) % shards])
-        elif kind in EVERY_SHARD or kind == CommandType.CANCEL_ALL:
-            targets.append(list(range(shards)))
-        else:  # unknown types go where the engine rejects them (INVALID_COMMAND)
-            targets.append([0])
-    by_shard: dict[int, list[int]] = {}
-    for row, shards_of_row in enumerate(targets):
-        for shard in shards_of_row:
-            by_shard.setdefault(shard, []).append(row)
-    parts = [
-        Part(shard, np.array(rows, dtype=np.intp), local[np.array(rows, dtype=np.intp)])
-        for shard, rows in sorted(by_shard.items())
-    ]
-    return parts, targets
+    classes = _CLASS[commands["type"]]
+    by_order = classes == _ORDER
+    ids = commands["order_id"][by_order]
+    if len(ids):
+        order_shards = ids >> SHARD_SHIFT
+        forged = order_shards >= shards
+        if forged.any():
+            raise Unroutable(f"order id {int(ids[forged][0])} names no shard")
+        local["order_id"][by_order] = ids & LOCAL_MASK
+    target = np.zeros(count, dtype=np.int64)
+    if not count:
+        return [], target
+    if shards == 1:
+        return [Part(0, np.arange(count, dtype=np.intp), local)], target
+    markets = commands["market"]
+    cancel_all = classes == _CANCEL_ALL
+    by_market = (classes == _MARKET) | (cancel_all & (markets != ALL_MARKETS))
+    target[by_market] = [shard_of_market(m) for m in markets[by_market].tolist()]
+    target[by_order] = order_shards if len(ids) else 0
+    by_account = classes == _ACCOUNT
+    target[by_account] = commands["account"][by_account] % shards
+    target[(classes == _EVERY) | (cancel_all & (markets == ALL_MARKETS))] = EVERY
+    if target[0] != EVERY and (target == target[0]).all():  # one shard: the whole submission
+        return [Part(int(target[0]), np.arange(count, dtype=np.intp), local)], target
+    parts = []
+    for shard in range(shards):
+        rows = np.flatnonzero((target == shard) | (target == EVERY))
+        if len(rows):
+            parts.append(Part(shard, rows, local[rows]))
+    return parts, target
 
 
 def combine(kind: int, answers: Sequence[np.ndarray]) -> np.ndarray:
