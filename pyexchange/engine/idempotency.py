@@ -60,8 +60,9 @@ def duplicate_reject(command: np.void) -> np.ndarray:
 _NO_ROWS = np.zeros(0, dtype=np.intp)
 
 
-def _keyed_rows(commands: np.ndarray) -> np.ndarray:
-    """The rows of the NEW_ORDERs that carry a client order id."""
+def keyed_rows(commands: np.ndarray) -> np.ndarray:
+    """The rows of the NEW_ORDERs that carry a client order id (``deduplicate`` and
+    ``record_batch`` take them when the caller has them already)."""
     clients = commands["client_order_id"]
     if not clients.any():  # the common batch has none: 1 us, not 3
         return _NO_ROWS
@@ -106,9 +107,12 @@ class IdempotencyTable:
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
-    def record_batch(self, commands: np.ndarray, events: np.ndarray) -> None:
+    def record_batch(
+        self, commands: np.ndarray, events: np.ndarray, keyed: np.ndarray | None = None
+    ) -> None:
         """Remember every NEW_ORDER with a client order id in a processed batch."""
-        keyed = _keyed_rows(commands)
+        if keyed is None:
+            keyed = keyed_rows(commands)
         if not len(keyed):
             return
         seqs = events["seq"]
@@ -120,7 +124,9 @@ class IdempotencyTable:
             if key not in self._entries:
                 self.remember(*key, seq, events[start:stop], fingerprint)
 
-    def deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
+    def deduplicate(
+        self, commands: np.ndarray, keyed: np.ndarray | None = None
+    ) -> tuple[dict[int, object], np.ndarray]:
         """The rows of a batch answered without running, and the mask of those to run.
 
         ``answered[row]`` is the events to answer it with (from the table, or the
@@ -131,7 +137,8 @@ class IdempotencyTable:
         sequencer, a cluster shard's replicas) answers repeats this one way.
         """
         answered: dict[int, object] = {}
-        keyed = _keyed_rows(commands)
+        if keyed is None:
+            keyed = keyed_rows(commands)
         if not len(keyed):
             return answered, np.ones(len(commands), dtype=bool)
         first_row: dict[tuple[int, int], tuple[int, bytes]] = {}

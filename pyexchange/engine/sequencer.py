@@ -56,7 +56,7 @@ import numpy as np
 from matchcore import COMMAND_DTYPE, EVENT_DTYPE, CommandType, Engine
 
 from . import records
-from .idempotency import IdempotencyTable
+from .idempotency import IdempotencyTable, keyed_rows
 from .journal import JournalWriter, prune_segments
 from .snapshots import prune_snapshots, write_snapshot
 
@@ -242,11 +242,9 @@ class Sequencer:
             pending = [first]
             deferred: _Query | None = None
             size = len(first.commands)  # type: ignore[attr-defined]
-            while size < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            # empty() first: the common batch of one would pay for raising queue.Empty
+            while size < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()  # this thread is the only consumer
                 if item is _STOP:
                     stop = True
                     break
@@ -308,13 +306,15 @@ class Sequencer:
             if len(pending) == 1
             else records.join([p.commands for p in pending], COMMAND_DTYPE)
         )
-        answered, keep = self._deduplicate(commands)
+        keyed = keyed_rows(commands)  # once for both: the common batch has none
+        answered, keep = self._deduplicate(commands, keyed)
         batch = commands[keep] if answered else commands
         count = len(batch)
         if count:
             now = max(self._last_time, self.clock())
             self._last_time = now
-            batch["seq"] = np.arange(self.next_seq, self.next_seq + count, dtype=np.uint64)
+            seq = self.next_seq
+            batch["seq"] = seq if count == 1 else np.arange(seq, seq + count, dtype=np.uint64)
             batch["time"] = now
             self.journal.append_batch(batch)  # before the engine sees it
             self.next_seq += count
@@ -322,7 +322,7 @@ class Sequencer:
             # outlive the batch (the market-data inbox, the answers posted to the loop,
             # the Futures' results), and the next batch would write over them.
             events = self.engine.process(batch)
-            self.idempotency.record_batch(batch, events)
+            self.idempotency.record_batch(batch, events, None if answered else keyed)
         else:
             events = np.zeros(0, dtype=EVENT_DTYPE)
         # Publishers first: once a client holds its reply, market data, drop
@@ -339,9 +339,11 @@ class Sequencer:
         if policy is not None and self._since_snapshot >= policy.every_commands:
             self.snapshot_now()
 
-    def _deduplicate(self, commands: np.ndarray) -> tuple[dict[int, object], np.ndarray]:
+    def _deduplicate(
+        self, commands: np.ndarray, keyed: np.ndarray
+    ) -> tuple[dict[int, object], np.ndarray]:
         """Rows answered without running (``IdempotencyTable.deduplicate``)."""
-        answered, keep = self.idempotency.deduplicate(commands)
+        answered, keep = self.idempotency.deduplicate(commands, keyed)
         self.stats.deduplicated += len(answered)
         return answered, keep
 
@@ -354,8 +356,12 @@ class Sequencer:
         events: np.ndarray,
         answered: dict[int, object],
     ) -> None:
-        starts = np.searchsorted(events["seq"], batch["seq"], side="left")
-        starts = np.append(starts, len(events))  # command j: events[starts[j]:starts[j + 1]]
+        # command j: events[starts[j]:starts[j + 1]]; a batch of one owns every event
+        if len(batch) == 1:
+            starts = np.array((0, len(events)))
+        else:
+            starts = np.searchsorted(events["seq"], batch["seq"], side="left")
+            starts = np.append(starts, len(events))
         position = np.cumsum(keep) - 1 if answered else None  # row -> index in batch
         sinks: dict[int, tuple[AnswerSink, list[Any]]] = {}
         row = 0

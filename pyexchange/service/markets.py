@@ -16,6 +16,7 @@ import numpy as np
 from matchcore import EventType
 
 _MARKET = int(EventType.MARKET)  # an int: an IntEnum compared with an array costs 2 us more
+_SMALL_BATCH = 16  # events
 
 
 class MarketSpec(NamedTuple):
@@ -44,7 +45,11 @@ class Markets:
                 )
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
-        for row in (events["type"] == _MARKET).nonzero()[0]:
+        kinds = events["type"]
+        # a small batch (the common one: no MARKET event) is looked at as a list: 0.5 us, not 3
+        if len(kinds) <= _SMALL_BATCH and _MARKET not in kinds.tolist():
+            return
+        for row in (kinds == _MARKET).nonzero()[0]:
             e = events[row]
             market = int(e["market"])
             self.specs[market] = MarketSpec(
