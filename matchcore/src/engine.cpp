@@ -124,13 +124,9 @@ void Engine::prefetch_resting(uint32_t slot, int stage) const noexcept {
     if (o.acct_next != NIL) pool_.prefetch_slot(o.acct_next);
     accounts_.prefetch(o.account);
     if (o.position != NIL) positions_.prefetch(o.position);
-    if (o.heap_pos != NIL) expiry_.prefetch(o.heap_pos);
     return;
   }
   prefetch_level(markets_[o.market], side_of(o.intent), o.price);
-  // Removing a GTD order moves the heap's last entry into its place and sifts it
-  // down: the first levels below are the entries it meets.
-  if (o.heap_pos != NIL) expiry_.prefetch_below(o.heap_pos);
 }
 
 void Engine::prefetch(const Command& c, int stage) const noexcept {
@@ -292,7 +288,7 @@ int64_t Engine::execute(const Command& c) {
 uint32_t Engine::expire_due() {
   uint32_t expired = 0;
   while (!expiry_.empty() && expiry_.top().expiry <= now_) {
-    const uint32_t slot = expiry_.top().slot;
+    const uint32_t slot = pool_.slot_of(expiry_.top().order_id);  // the top is never stale
     const Order& o = pool_[slot];
     Market& m = markets_[o.market];
     int side = side_of(o.intent);
@@ -392,7 +388,8 @@ int64_t Engine::new_order(const Command& c) {
   if (c.tif == FOK && !fok_completes(m, t)) return reject(c, R_FOK_NOT_FILLED);
 
   if (ledger) {
-    t.position = positions_.find_or_create(c.account, c.market);
+    // The position found by the capacity check, or a new one (one index probe).
+    if (t.position == NIL) t.position = positions_.create(c.account, c.market);
     // The taker counts as an order of its position while it runs, so that a
     // self-trade cancel of the account's last resting order cannot free it.
     ++positions_[t.position].orders;
@@ -803,7 +800,6 @@ uint32_t Engine::rest_new(const Taker& t, uint32_t market) {
   o.tif = t.tif;
   o.stp = t.stp;
   o.flags = t.flags;
-  o.heap_pos = NIL;
   o.position = t.position;
   if (t.client_order_id) client_index_.insert(ClientKey{t.client_order_id, t.account}, slot);
   if (t.tif == GTD) expiry_.push(pool_, slot, t.expiry);
@@ -904,7 +900,7 @@ void Engine::settle_side(const Market& m, uint32_t account, Position& p, uint8_t
 void Engine::retire(uint32_t slot) noexcept {
   Order& o = pool_[slot];
   if (o.client_order_id) client_index_.erase(ClientKey{o.client_order_id, o.account});
-  if (o.heap_pos != NIL) expiry_.remove(pool_, slot);
+  if (o.tif == GTD) expiry_.leave(pool_, o.order_id);
   Account& a = accounts_[o.account];
   if (o.acct_prev != NIL) {
     pool_[o.acct_prev].acct_next = o.acct_next;
@@ -1212,7 +1208,7 @@ int64_t Engine::split_or_merge(const Command& c) {
   if (split) {
     if (position == NIL && positions_.full()) return reject(c, R_CAPACITY);
     if (a.cash_free < cash) return reject(c, R_INSUFFICIENT_BALANCE);
-    position = positions_.find_or_create(c.account, c.market);
+    if (position == NIL) position = positions_.create(c.account, c.market);
     Position& p = positions_[position];
     a.cash_free -= cash;
     p.yes_free += pairs;

@@ -335,9 +335,9 @@ bool Engine::decode_state(const uint8_t* data, size_t size, std::string& error) 
           }
           const uint32_t slot = pool_.occupy(t.order_id);
           Order& o = pool_[slot];
-          o = Order{t.order_id, t.client_order_id, t.remaining, t.account, id,    NIL,
-                    NIL,        NIL,               NIL,         NIL,       NIL,   price,
-                    t.intent,   t.tif,             t.stp,       t.flags};
+          o = Order{t.order_id, t.client_order_id, t.remaining, t.account, id,       NIL,
+                    NIL,        NIL,               NIL,         NIL,       price,    t.intent,
+                    t.tif,      t.stp,             t.flags};
           if (t.client_order_id) client_index_.insert(ClientKey{t.client_order_id, t.account}, slot);
           if (t.tif == GTD) expiry_.push(pool_, slot, t.expiry);
           link_back(m, slot);
@@ -464,17 +464,9 @@ bool Engine::validate(std::string& error) const {
               return fail(error, id() + ": missing from the client order id index");
             }
           }
-          if ((o.tif == GTD) != (o.heap_pos != NIL)) {
-            return fail(error, id() + ": GTD orders, and only they, are in the expiry heap");
-          }
           if (o.tif == GTD) {
             ++gtd;
-            if (o.heap_pos >= expiry_.size() || expiry_.at(o.heap_pos).slot != slot ||
-                expiry_.at(o.heap_pos).order_id != o.order_id) {
-              return fail(error, id() + ": expiry heap entry points elsewhere");
-            }
-            const ExpiryHeap::Entry& entry = expiry_.at(o.heap_pos);
-            if (entry.expiry <= now_) return fail(error, id() + ": should have expired");
+            if (expiry_.expiry(slot) <= now_) return fail(error, id() + ": should have expired");
           }
           if (o.account >= config_.max_accounts || !accounts_[o.account].exists) {
             return fail(error, id() + ": unknown account");
@@ -508,12 +500,30 @@ bool Engine::validate(std::string& error) const {
     }
   }
   if (client_index_.size() != with_client_id) return fail(error, "client index size differs");
-  if (expiry_.size() != gtd) return fail(error, "expiry heap size differs");
-  for (uint32_t pos = 1; pos < expiry_.size(); ++pos) {
-    if (ExpiryHeap::before(expiry_.at(pos), expiry_.at((pos - 1) / 2))) {
+  // The expiry heap: in order, within its room, one entry per resting GTD order
+  // with its expiry (the others stale: their ids name no resting order), the top
+  // not stale.
+  if (expiry_.size() > expiry_.capacity()) return fail(error, "expiry heap overflows");
+  std::vector<uint8_t> listed_gtd(pool_.capacity(), 0);
+  uint32_t entries = 0;
+  for (uint64_t pos = 0; pos < expiry_.size(); ++pos) {
+    const ExpiryHeap::Entry& entry = expiry_.at(pos);
+    if (pos > 0 && ExpiryHeap::before(entry, expiry_.at(ExpiryHeap::parent(pos)))) {
       return fail(error, "expiry heap order is broken");
     }
+    const uint32_t slot = pool_.find(entry.order_id);
+    if (slot == NIL) {
+      if (pos == 0) return fail(error, "expiry heap top is stale");
+      continue;
+    }
+    if (pool_[slot].tif != GTD || listed_gtd[slot] || expiry_.expiry(slot) != entry.expiry) {
+      return fail(error, "expiry heap entry of order " + std::to_string(entry.order_id) +
+                             " is not its only one, or differs from it");
+    }
+    listed_gtd[slot] = 1;
+    ++entries;
   }
+  if (entries != gtd) return fail(error, "expiry heap misses resting GTD orders");
   if (levels_used != levels_in_use_ || levels_in_use_ > config_.max_levels) {
     return fail(error, "level arena accounting is wrong");
   }

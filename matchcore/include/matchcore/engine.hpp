@@ -153,7 +153,7 @@ class Engine {
   int64_t fees() const noexcept { return fees_; }
   /// A resting order's expiry time: 0 unless it is GTD.
   int64_t expiry_of(const Order& o) const noexcept {
-    return o.heap_pos == NIL ? 0 : expiry_.at(o.heap_pos).expiry;
+    return o.tif == GTD ? expiry_.expiry(pool_.slot_of(o.order_id)) : 0;
   }
   /// Up to `depth` non-empty levels of one side, best first; returns how many.
   size_t book_side(const Market& m, int side, size_t depth, BookLevel* out) const noexcept;
@@ -230,10 +230,11 @@ class Engine {
     // The next order to expire, once it is due by the time of a command ahead.
     if (expiry_.empty()) return;
     const ExpiryHeap::Entry& next = expiry_.top();
-    pool_.prefetch_slot(next.slot);
+    const uint32_t slot = pool_.slot_of(next.order_id);
+    pool_.prefetch_slot(slot);
     for (int stage = 1; stage < 3; ++stage) {
       if (i + AHEAD[stage] < count && next.expiry <= commands[i + AHEAD[stage]].time) {
-        prefetch_resting(next.slot, stage);
+        prefetch_resting(slot, stage);
       }
     }
   }

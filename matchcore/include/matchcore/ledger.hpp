@@ -180,9 +180,13 @@ class PositionTable {
   }
   /// The position, created empty if missing; NIL when a new one is needed and the table is full.
   uint32_t find_or_create(uint32_t account, uint32_t market) noexcept {
-    uint32_t slot = find(account, market);
-    if (slot != NIL || free_head_ == NIL) return slot;
-    slot = free_head_;
+    const uint32_t slot = find(account, market);
+    return slot != NIL ? slot : create(account, market);
+  }
+  /// A new empty position for a pair that has none (find() said so); NIL when the table is full.
+  uint32_t create(uint32_t account, uint32_t market) noexcept {
+    if (free_head_ == NIL) return NIL;
+    const uint32_t slot = free_head_;
     free_head_ = slots_[slot].next;
     slots_[slot] = Position{account, market, 0, 0, 0, 0, 0, NIL};
     index_.insert(key(account, market), slot);

@@ -30,9 +30,8 @@ namespace matchcore {
 
 /// One resting order. `prev`/`next` link the FIFO of its price level,
 /// `acct_prev`/`acct_next` the list of its account's orders (in acceptance
-/// order, hence ascending order id), `heap_pos` its entry in the expiry heap,
-/// which holds a GTD order's expiry time, `position` its slot in the position
-/// table (ledger).
+/// order, hence ascending order id), `position` its slot in the position table
+/// (ledger). A GTD order's expiry is in the expiry heap (expiry_heap.hpp).
 struct Order {
   uint64_t order_id;  ///< 0 in a free slot
   uint64_t client_order_id;
@@ -43,7 +42,6 @@ struct Order {
   uint32_t next;
   uint32_t acct_prev;
   uint32_t acct_next;
-  uint32_t heap_pos;  ///< NIL unless GTD
   uint32_t position;  ///< NIL without the ledger
   int32_t price;
   uint8_t intent;
