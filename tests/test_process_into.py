@@ -2,7 +2,8 @@
 (docs/matchcore.md §7). The same events and states as ``process()`` and the
 reference, whether they fit in ``out`` (a view of it is returned) or spill (a new
 array); the per-call events pending around it keep their semantics; a bad ``out``
-changes nothing; another thread is refused while it runs."""
+changes nothing; another thread is refused while it runs. And ``process()``'s own room
+(the same writing into an array it returns): outgrown, doubled, and past its cap."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import support
 
 import matchcore as mc
 from matchcore import reference, testing
@@ -257,3 +259,31 @@ def test_every_method_against_a_running_process_into(mode: str) -> None:
         f"exit status {result.returncode} in {ran[-1] if ran else 'the setup'}:\n"
         f"{result.stderr[-3000:]}"
     )
+
+
+def test_process_room_outgrown_then_doubled() -> None:
+    """process() writes a batch's events into a room of 4 a command that it returns
+    (docs/matchcore.md §7): sweeps of ~60 events a command outgrow it (the rest go on
+    in the core's buffer) and the next batch has a doubled room; every batch gives
+    the reference's events."""
+    engines = [support.new_engine(cls, max_orders=4_096) for cls in ENGINES]
+    sell = support.new_order(support.A2, support.M1, mc.Intent.SELL_YES, 5_000, 1)
+    buy = support.new_order(support.A1, support.M1, mc.Intent.BUY_YES, 5_000, 30)
+    rest = make_commands([sell] * 3_000)  # one event each: fits its room
+    take = make_commands([buy] * 50)  # 30 fills each
+    for batch in (rest, take, take):
+        core, ref = (engine.process(batch) for engine in engines)
+        assert np.array_equal(core, ref)
+    assert len(core) > 8 * len(take)  # past the doubled room too
+    assert engines[0].digest() == engines[1].digest()
+
+
+def test_process_past_its_largest_room() -> None:
+    """A call whose room would pass 2^22 events (over a million commands) is copied
+    out of the core's buffer: the events of the same commands in chunks."""
+    commands = _rejects(1_100_000)
+    one, chunked = _opened(mc.Engine), _opened(mc.Engine)
+    got = one.process(commands)
+    parts = [chunked.process(commands[i : i + 8_192]) for i in range(0, len(commands), 8_192)]
+    assert len(got) == len(commands)
+    assert np.array_equal(got, np.concatenate(parts))
