@@ -367,7 +367,8 @@ def cancel_record(r: Cancel) -> tuple[int, ...]:
     if _absent(r.order_id):
         raise Invalid("order_id is required", "MISSING_ORDER_ID")
     order_id = _whole(r.order_id, "order_id", U64)
-    return record(CommandType.CANCEL, account=account, order_id=order_id)
+    # tuples in COMMAND_DTYPE's field order, as place_record: record()'s keywords cost ~0.4 us
+    return (0, 0, order_id, 0, 0, 0, 0, account, 0, 0, _CANCEL, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def cancel_client_record(r: CancelByClientId) -> tuple[int, ...]:
@@ -375,7 +376,7 @@ def cancel_client_record(r: CancelByClientId) -> tuple[int, ...]:
     if _absent(r.client_order_id):
         raise Invalid("client_order_id is required", "MISSING_CLIENT_ORDER_ID")
     client = _whole(r.client_order_id, "client_order_id", U64)
-    return record(CommandType.CANCEL_CLIENT, account=account, client_order_id=client)
+    return (0, 0, 0, client, 0, 0, 0, account, 0, 0, _CANCEL_CLIENT, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def cancel_all_record(r: CancelAll) -> tuple[int, ...] | OrderReply:
@@ -402,9 +403,8 @@ def replace_record(r: Replace) -> tuple[int, ...]:
         raise Invalid("give a new price, a new quantity, or both", "INVALID_ARGUMENT")
     price = 0 if _absent(r.price) else _price(r.price, 1)
     quantity = 0 if _absent(r.quantity) else _quantity(r.quantity, 1)
-    return record(
-        CommandType.REPLACE, account=account, order_id=order_id, price=price, quantity=quantity
-    )
+    return (0, 0, order_id, 0, quantity, 0, 0, account, 0, price, _REPLACE, 0, 0, 0, 0, 0, 0, 0,
+            0, 0)  # fmt: skip
 
 
 def command_record(request: Request, markets: Markets) -> tuple[int, ...] | OrderReply:
@@ -436,10 +436,11 @@ REPLY_FIELDS = (
 _MATCH_NAMES = {int(m): m.name for m in MatchType}
 # Enum members as ints for the per-order paths: reading an IntEnum member off its class
 # costs about 120 ns more than an int (EnumType.__getattr__), an int & a Flag a microsecond.
-_NEW_ORDER, _CANCEL_CLIENT, _CANCEL_ALL, _REPLACE = (
+_NEW_ORDER, _CANCEL, _CANCEL_CLIENT, _CANCEL_ALL, _REPLACE = (
     int(c)
     for c in (
         CommandType.NEW_ORDER,
+        CommandType.CANCEL,
         CommandType.CANCEL_CLIENT,
         CommandType.CANCEL_ALL,
         CommandType.REPLACE,
@@ -462,8 +463,8 @@ _POST_ONLY, _MARKET, _SLIPPAGE, _BY_CASH = (
     int(f)
     for f in (OrderFlags.POST_ONLY, OrderFlags.MARKET, OrderFlags.SLIPPAGE, OrderFlags.BY_CASH)
 )
-_HIDDEN_OWNER = frozenset((int(CommandType.CANCEL), _REPLACE))
-_CANCELS = frozenset((int(CommandType.CANCEL), _CANCEL_CLIENT, _CANCEL_ALL))
+_HIDDEN_OWNER = frozenset((_CANCEL, _REPLACE))
+_CANCELS = frozenset((_CANCEL, _CANCEL_CLIENT, _CANCEL_ALL))
 
 
 # the statuses as module names: reading a member off its Enum class costs ~120 ns

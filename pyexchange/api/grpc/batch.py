@@ -27,12 +27,12 @@ from typing import Any
 import grpc
 
 from ...service.auth import TRADE
-from ...service.orders import OrderEntry
+from ...service.orders import OrderEntry, OrderReply
 from ...service.pipeline import pipeline
 from . import batch_pb2 as bpb
 from . import batch_pb2_grpc as bpb_grpc
 from .auth import GrpcAuth
-from .order_entry import DEFAULT_WINDOW, fill_stream_reply, stream_request_of
+from .order_entry import DEFAULT_WINDOW, fill_reply, fill_stream_reply, stream_request_of
 
 __all__ = ["OrderBatchService", "add_to_server"]
 
@@ -56,17 +56,24 @@ class OrderBatchService(bpb_grpc.OrderEntryBatchServicer):
         entry, auth = self.entry, self.auth
 
         def submit(message: bpb.OrderBatch, done: Callable[[Any], None]) -> int:
-            requests = message.requests
-            ids = [r.correlation_id for r in requests]
+            ids: list[int] = []
+            converted: list[Any] = []
+            keep, convert = ids.append, converted.append
+            for r in message.requests:  # one pass: each element wrapped once
+                keep(r.correlation_id)
+                convert(stream_request_of(r))
 
             def answered(results: list[Any]) -> None:
                 reply = bpb.OrderBatchReply()
                 add = reply.replies.add  # built in place: no copy per reply
                 for c, result in zip(ids, results, strict=True):
-                    fill_stream_reply(add(), c, result, auth)
+                    if type(result) is OrderReply:  # the usual case, without the refusal's check
+                        fill_reply(add(correlation_id=c).reply, result)
+                    else:
+                        fill_stream_reply(add(), c, result, auth)
                 done(reply)
 
-            entry.submit(key, [stream_request_of(r) for r in requests], answered)
+            entry.submit(key, converted, answered)
             return len(ids)
 
         async for reply in pipeline(request_iterator, submit, self.window):
