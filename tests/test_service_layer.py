@@ -302,6 +302,25 @@ def test_records_array_is_numpys_conversion() -> None:
         assert packed.tobytes() == np.array(rows[:count], dtype=COMMAND_DTYPE).tobytes()
 
 
+def test_positional_records_equal_the_keyword_form() -> None:
+    """cancel, cancel-by-client-id and replace records are tuples in COMMAND_DTYPE's field
+    order (record()'s keywords cost per order): each equals record() with its fields named."""
+    assert so.cancel_record(so.Cancel(account=3, order_id=2**64 - 1)) == so.record(
+        CommandType.CANCEL, account=3, order_id=2**64 - 1
+    )
+    assert so.cancel_client_record(so.CancelByClientId(account=7, client_order_id=9)) == so.record(
+        CommandType.CANCEL_CLIENT, account=7, client_order_id=9
+    )
+    replace = so.replace_record(so.Replace(account=1, order_id=5, price="0.43", quantity="12"))
+    assert replace == so.record(
+        CommandType.REPLACE,
+        account=1,
+        order_id=5,
+        price=so.parse_price("0.43", 1),
+        quantity=so.parse_quantity("12", 1),
+    )
+
+
 def test_busy_closing_and_stopped_are_refusals(tmp_path: Path) -> None:
     s = Service(tmp_path / "data", max_in_flight=2)
     try:
