@@ -13,10 +13,15 @@ gateway process, in place of the embedded ``Exchange`` (the same two calls:
    retried after a lost acknowledgement is stored once. The JetStream
    acknowledgement means a quorum of the three servers stored it: from then on
    the command will run, whatever dies.
-3. **Answer.** Event message *n* of a shard answers command message *n*; the
-   link follows the shard's event log and hands each row's events back. A
-   command sent to every shard (ADD_ACCOUNT, CANCEL_CLIENT...) is answered
-   once every shard answered (``router.combine``).
+3. **Answer.** Command message *n*'s events answer it, from whichever comes
+   first once the quorum stored it: the gateway's mirror of the shard applying
+   *n* (a replica like the engines: every replica computes the same events from
+   the stored log, so they are fixed once *n* is stored), or event message *n*
+   of the shard's event log. The mirror answers only while the event log is at
+   most ``answer_ahead`` messages behind, so acknowledgements never run far
+   ahead of the engines' durable record. A command sent to every shard
+   (ADD_ACCOUNT, CANCEL_CLIENT...) is answered once every shard answered
+   (``router.combine``).
 
 What a client sees when the cluster cannot store or answer (docs/cluster.md,
 failure table): no quorum for ``store_timeout`` seconds fails the submission
@@ -54,7 +59,7 @@ from . import log as L
 from .faults import fault
 from .mirror import ClusterView, Listener, ShardMirror
 from .router import EVERY, Part, Unroutable, combine, route, to_cluster_events
-from .shard import credit_outcome, withdrew
+from .shard import Applied, credit_outcome, withdrew
 from .transfers import CREDITED, XFER_OUT, Transfer
 
 logger = logging.getLogger(__name__)
@@ -86,6 +91,9 @@ class BackendConfig:
     publish_timeout: float = 1.0  # s per publish attempt
     api_timeout: float = 5.0  # s per JetStream API request (stream info, consumers, KV)
     start_timeout: float = 60.0  # s to read the layout and start the links and mirrors
+    # command messages the mirror may answer beyond the event log's end (past it, answers
+    # wait for the engines' event messages: no engine publishing stops acknowledgements)
+    answer_ahead: int = 1000
 
 
 @dataclass
@@ -140,9 +148,14 @@ class ShardLink:
         self.config = backend.config
         self.queue: list[_Queued] = []
         self.awaiting: dict[int, tuple[float, list[tuple[_Queued, int]]]] = {}
-        self.recent: OrderedDict[int, bytes] = OrderedDict()  # event bodies not claimed yet
+        # (events per row, events, from the mirror) of messages that may be ours, their
+        # acknowledgement not in yet
+        self.recent: OrderedDict[int, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
         self.answered_through = 0  # highest command message whose events this link handed out
         self.stored = 0  # messages this link had stored
+        self.events_seen = 0  # the event log's end as this link's follower saw it
+        self.from_mirror = 0  # messages answered from the mirror (the rest: the event log)
+        self._publishing = False  # a publish waits for its acknowledgement
         self.down: str = ""  # why the shard refuses at once, or ""
         self._wake = asyncio.Event()
         self._boot = os.urandom(4).hex()
@@ -151,6 +164,7 @@ class ShardLink:
 
     async def start(self) -> None:
         info = await self.js.stream_info(L.event_stream(self.shard))
+        self.events_seen = int(info.state.last_seq)
         sub = await self.js.subscribe(
             L.event_subject(self.shard),
             ordered_consumer=True,
@@ -199,11 +213,14 @@ class ShardLink:
         body = commands.tobytes()
         self._counter += 1
         msg_id = f"{self.config.gateway_id}.{self._boot}.{self.shard}.{self._counter}"
+        self._publishing = True
         try:
             seq = await self.store(body, {L.MSG_ID: msg_id})
         except _NotStored as exc:
             self._refuse(batch, exc.cause)
             return
+        finally:
+            self._publishing = False
         fault("gateway-stored")
         self.stored = max(self.stored, seq)
         rows, offset = [], 0
@@ -211,9 +228,11 @@ class ShardLink:
             rows.append((queued, offset))
             offset += len(queued.part.rows)
         self.awaiting[seq] = (time.monotonic(), rows)
-        body_events = self.recent.pop(seq, None)
-        if body_events is not None:  # its events came before its acknowledgement
-            self._answer(seq, body_events)
+        early = self.recent.pop(seq, None)
+        if early is not None and self._may_lead(seq):  # its events came before its ack
+            counts, events, mirrored = early
+            self.from_mirror += mirrored
+            self._answer(seq, counts, events)
 
     async def store(self, body: bytes, headers: dict[str, str]) -> int:
         """Publish a command message until a quorum stored it: its stream seq.
@@ -277,20 +296,36 @@ class ShardLink:
 
     # ------------------------------------------------------------- answers
 
+    def _may_lead(self, seq: int) -> bool:
+        """Whether the mirror may answer ``seq`` ahead of the event log (``answer_ahead``)."""
+        return seq - self.events_seen <= self.config.answer_ahead
+
+    def _keep(self, seq: int, counts: np.ndarray, events: np.ndarray, mirrored: bool) -> None:
+        self.recent[seq] = (counts, events, mirrored)
+        while len(self.recent) > 4096:
+            self.recent.popitem(last=False)
+
+    def mirrored(self, mirror: ShardMirror, seq: int, applied: Applied, _ran: np.ndarray) -> None:
+        """A mirror listener: the mirror applied message ``seq``; answer it if it is ours."""
+        if seq in self.awaiting:
+            if self._may_lead(seq):
+                self.from_mirror += 1
+                self._answer(seq, applied.counts, applied.events)
+        elif self._publishing and seq > self.stored:  # maybe the one in flight
+            self._keep(seq, applied.counts, applied.events, True)
+
     async def _follow(self, sub: Any) -> None:
         while True:
             msg = await sub.next_msg(timeout=None)
             seq = msg.metadata.sequence.stream
+            self.events_seen = max(self.events_seen, seq)
             if seq in self.awaiting:
-                self._answer(seq, msg.data)
+                self._answer(seq, *L.decode_events(msg.data))
             elif seq > self.stored:  # maybe ours, its acknowledgement still on the way
-                self.recent[seq] = msg.data
-                while len(self.recent) > 4096:
-                    self.recent.popitem(last=False)
+                self._keep(seq, *L.decode_events(msg.data), False)
 
-    def _answer(self, seq: int, body: bytes) -> None:
+    def _answer(self, seq: int, counts: np.ndarray, events: np.ndarray) -> None:
         _, rows = self.awaiting.pop(seq)
-        counts, events = L.decode_events(body)
         events = to_cluster_events(events, self.shard)
         bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).tolist()
         for queued, offset in rows:
@@ -358,7 +393,8 @@ class ClusterBackend:
         self.mirrors = []
         for s in range(self.layout.shards):
             mirror = ShardMirror(self.js, s, self.layout)
-            mirror.listeners.extend(self.listeners)
+            # the feeds first: they have a message before its answer goes out
+            mirror.listeners.extend([*self.listeners, self.links[s].mirrored])
             self.mirrors.append(
                 await L.until_answered(mirror.start, f"shard {s}'s command log", limit)
             )
