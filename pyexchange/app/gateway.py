@@ -296,7 +296,7 @@ class GatewayServer:
                 "shard": link.shard,
                 "stored": link.stored,
                 "answered": link.answered_through,
-                "answered_from_mirror": link.from_mirror,
+                "held": len(link.held),
                 "mirror_applied": mirror.applied,
                 "awaiting": len(link.awaiting),
                 "refusing": link.down,

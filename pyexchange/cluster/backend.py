@@ -13,13 +13,14 @@ gateway process, in place of the embedded ``Exchange`` (the same two calls:
    retried after a lost acknowledgement is stored once. The JetStream
    acknowledgement means a quorum of the three servers stored it: from then on
    the command will run, whatever dies.
-3. **Answer.** Command message *n*'s events answer it, from whichever comes
-   first once the quorum stored it: the gateway's mirror of the shard applying
-   *n* (a replica like the engines: every replica computes the same events from
-   the stored log, so they are fixed once *n* is stored), or event message *n*
-   of the shard's event log. The mirror answers only while the event log is at
-   most ``answer_ahead`` messages behind, so acknowledgements never run far
-   ahead of the engines' durable record. A command sent to every shard
+3. **Answer.** Once the quorum stored command message *n*, the gateway's
+   mirror of the shard (a replica like the engines: every replica computes the
+   same events from the stored log, so they are fixed once *n* is stored)
+   applies it and its events answer it: one quorum round per order, not two
+   (the event log's own is off the path; docs/cluster.md has the argument).
+   Only while the event log is at most ``answer_ahead`` messages behind (read
+   every ``EVENT_LOG_POLL_S``): with no engine publishing, acknowledgements stop
+   there instead of running ahead of the engines' durable record. A command sent to every shard
    (ADD_ACCOUNT, CANCEL_CLIENT...) is answered once every shard answered
    (``router.combine``).
 
@@ -51,7 +52,6 @@ from typing import Any, Protocol
 import nats
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from matchcore import EVENT_DTYPE
 
@@ -63,6 +63,7 @@ from .shard import Applied, credit_outcome, withdrew
 from .transfers import CREDITED, XFER_OUT, Transfer
 
 logger = logging.getLogger(__name__)
+EVENT_LOG_POLL_S = 0.25
 _NO_TARGETS = np.zeros(0, dtype=np.int64)
 
 try:
@@ -139,7 +140,7 @@ class TransferResult:
 
 
 class ShardLink:
-    """One shard's command publisher and event follower in a gateway."""
+    """One shard's command publisher and answerer in a gateway."""
 
     def __init__(self, backend: ClusterBackend, shard: int) -> None:
         self.backend = backend
@@ -148,13 +149,14 @@ class ShardLink:
         self.config = backend.config
         self.queue: list[_Queued] = []
         self.awaiting: dict[int, tuple[float, list[tuple[_Queued, int]]]] = {}
-        # (events per row, events, from the mirror) of messages that may be ours, their
-        # acknowledgement not in yet
-        self.recent: OrderedDict[int, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
+        # (events per row, events) the mirror computed for messages that may be ours:
+        # applied while a publish waited for its acknowledgement
+        self.recent: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # ours, computed, held back until the event log is within ``answer_ahead``
+        self.held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.answered_through = 0  # highest command message whose events this link handed out
         self.stored = 0  # messages this link had stored
-        self.events_seen = 0  # the event log's end as this link's follower saw it
-        self.from_mirror = 0  # messages answered from the mirror (the rest: the event log)
+        self.events_seen = 0  # the event log's end, read every EVENT_LOG_POLL_S
         self._publishing = False  # a publish waits for its acknowledgement
         self.down: str = ""  # why the shard refuses at once, or ""
         self._wake = asyncio.Event()
@@ -165,18 +167,9 @@ class ShardLink:
     async def start(self) -> None:
         info = await self.js.stream_info(L.event_stream(self.shard))
         self.events_seen = int(info.state.last_seq)
-        sub = await self.js.subscribe(
-            L.event_subject(self.shard),
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=nats.js.api.ConsumerConfig(opt_start_seq=int(info.state.last_seq) + 1),
-            pending_msgs_limit=100_000,
-            pending_bytes_limit=512 << 20,
-        )
         self._tasks = [
             asyncio.create_task(self._publisher(), name=f"publish-{self.shard}"),
-            asyncio.create_task(self._follow(sub), name=f"events-{self.shard}"),
+            asyncio.create_task(self._watch_events(), name=f"events-{self.shard}"),
             asyncio.create_task(self._sweeper(), name=f"sweep-{self.shard}"),
         ]
 
@@ -229,10 +222,8 @@ class ShardLink:
             offset += len(queued.part.rows)
         self.awaiting[seq] = (time.monotonic(), rows)
         early = self.recent.pop(seq, None)
-        if early is not None and self._may_lead(seq):  # its events came before its ack
-            counts, events, mirrored = early
-            self.from_mirror += mirrored
-            self._answer(seq, counts, events)
+        if early is not None:  # the mirror applied it before its acknowledgement came
+            self._answer_or_hold(seq, *early)
 
     async def store(self, body: bytes, headers: dict[str, str]) -> int:
         """Publish a command message until a quorum stored it: its stream seq.
@@ -296,33 +287,36 @@ class ShardLink:
 
     # ------------------------------------------------------------- answers
 
-    def _may_lead(self, seq: int) -> bool:
-        """Whether the mirror may answer ``seq`` ahead of the event log (``answer_ahead``)."""
-        return seq - self.events_seen <= self.config.answer_ahead
-
-    def _keep(self, seq: int, counts: np.ndarray, events: np.ndarray, mirrored: bool) -> None:
-        self.recent[seq] = (counts, events, mirrored)
-        while len(self.recent) > 4096:
-            self.recent.popitem(last=False)
-
     def mirrored(self, mirror: ShardMirror, seq: int, applied: Applied, _ran: np.ndarray) -> None:
         """A mirror listener: the mirror applied message ``seq``; answer it if it is ours."""
         if seq in self.awaiting:
-            if self._may_lead(seq):
-                self.from_mirror += 1
-                self._answer(seq, applied.counts, applied.events)
+            self._answer_or_hold(seq, applied.counts, applied.events)
         elif self._publishing and seq > self.stored:  # maybe the one in flight
-            self._keep(seq, applied.counts, applied.events, True)
+            self.recent[seq] = (applied.counts, applied.events)
+            while len(self.recent) > 4096:
+                self.recent.popitem(last=False)
 
-    async def _follow(self, sub: Any) -> None:
+    def _answer_or_hold(self, seq: int, counts: np.ndarray, events: np.ndarray) -> None:
+        if seq - self.events_seen <= self.config.answer_ahead:
+            self._answer(seq, counts, events)
+        else:  # no engine has published for a while: wait for the event log
+            self.held[seq] = (counts, events)
+
+    async def _watch_events(self) -> None:
+        """The event log's end (for ``answer_ahead``); answers held back go once it is near."""
         while True:
-            msg = await sub.next_msg(timeout=None)
-            seq = msg.metadata.sequence.stream
-            self.events_seen = max(self.events_seen, seq)
-            if seq in self.awaiting:
-                self._answer(seq, *L.decode_events(msg.data))
-            elif seq > self.stored:  # maybe ours, its acknowledgement still on the way
-                self._keep(seq, *L.decode_events(msg.data), False)
+            await asyncio.sleep(EVENT_LOG_POLL_S)
+            try:
+                info = await self.js.stream_info(L.event_stream(self.shard))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # no quorum, a leader election: the next poll
+                continue
+            self.events_seen = max(self.events_seen, int(info.state.last_seq))
+            for seq in sorted(self.held):
+                if seq - self.events_seen > self.config.answer_ahead:
+                    break
+                self._answer(seq, *self.held.pop(seq))
 
     def _answer(self, seq: int, counts: np.ndarray, events: np.ndarray) -> None:
         _, rows = self.awaiting.pop(seq)
@@ -344,6 +338,7 @@ class ShardLink:
             late = [s for s, (t, _) in self.awaiting.items() if now - t > self.config.reply_timeout]
             for seq in late:
                 _, rows = self.awaiting.pop(seq)
+                self.held.pop(seq, None)
                 error = SequencerStopped(
                     f"shard {self.shard}: stored as message {seq}, but no engine answered "
                     f"within {self.config.reply_timeout:g} s; it will still run: retry with the "
