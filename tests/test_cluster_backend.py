@@ -309,3 +309,38 @@ def test_an_idle_shard_writes_a_tick_only_when_an_order_is_due(
             await backend.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_the_mirror_answers_only_so_far_ahead_of_the_event_log(
+    nats_cluster: NatsCluster, replicas: Any
+) -> None:
+    """A gateway answers from its mirror (a replica: the events are fixed once the command
+    is stored), with no engine publishing up to ``answer_ahead`` messages past the event
+    log's end; beyond, the answer waits until an engine has published up to there."""
+    asyncio.run(lay_out(nats_cluster.urls, 1, {0: [1]}))  # message 1: the setup, no engine
+
+    async def scenario() -> None:
+        config = BackendConfig(nats_cluster.urls, "gw-ahead", answer_ahead=3)
+        backend = await ClusterBackend(config).start()
+        sink = Sink()
+        try:
+            for coid in (1, 2):  # messages 2 and 3: within 3 of the event log's end (0)
+                (placed,) = await submit(
+                    backend, sink, [order(1, 1, Intent.BUY_YES, 4_000, 1, coid)]
+                )
+                assert placed["type"][0] == EventType.ACCEPTED
+            token = object()
+            waiting = sink.expect(token)
+            backend.submit_to(commands([order(1, 1, Intent.BUY_YES, 4_000, 1, 3)]), sink, token)
+            await asyncio.sleep(2.0)
+            assert backend.mirrors[0].applied == 4 and not waiting.done()  # message 4 waits
+            assert list(backend.links[0].held) == [4]
+            replicas.add(0, "e0a")  # an engine publishes the events: message 4 may go
+            (placed,) = await asyncio.wait_for(waiting, 60)
+            assert placed["type"][0] == EventType.ACCEPTED
+            events = L.decode_events((await backend.js.get_msg(L.event_stream(0), 4)).data)[1]
+            assert events.tobytes() == placed.tobytes()
+        finally:
+            await backend.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))

@@ -16,6 +16,7 @@ import asyncio
 import os
 import random
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from cluster_support import (  # noqa: F401 - the fixtures are used by their nam
     lay_out,
     leader_of,
     nats_cluster_fixture,
+    read_log,
     replay,
     replicas_fixture,
     run,
@@ -37,8 +39,9 @@ from cluster_support import (  # noqa: F401 - the fixtures are used by their nam
 )
 
 from pyexchange.cluster import log as L
+from pyexchange.cluster.backend import BackendConfig, ClusterBackend
 from pyexchange.cluster.natsrun import NatsCluster
-from pyexchange.cluster.shard import XFER_OUT, Transfer
+from pyexchange.cluster.shard import BATCH, XFER_OUT, Transfer
 
 KILLS = int(os.environ.get("PYX_CLUSTER_KILLS", "20"))
 NATS_KILLS = int(os.environ.get("PYX_CLUSTER_NATS_KILLS", "5"))
@@ -240,6 +243,116 @@ def test_two_of_three_nats_nodes_down_refuses_then_resumes(
     nats_cluster.start(2)
     settle(urls, replicas, [0])
     check_shard(urls, replicas, 0, 1, flow)
+
+
+class GatewayFlow:
+    """A gateway's backend in a thread of its own, sending batches of orders (through
+    ``OrderFlow``'s generator) one after the other, every answer kept by (account, client
+    order id); every ``resend_every``-th batch is sent again (a client's retry)."""
+
+    def __init__(self, urls: list[str], markets: dict[int, list[int]]) -> None:
+        self.urls = urls
+        self.orders = OrderFlow(urls, markets, batch=5, seed=5)
+        self.answers: dict[tuple[int, int], bytes] = {}
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> GatewayFlow:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        backend = await ClusterBackend(BackendConfig(self.urls, "gw-flow")).start()
+        loop = asyncio.get_running_loop()
+        pending: dict[Any, asyncio.Future[Any]] = {}
+
+        class Sink:
+            def answered(self, events: Any, starts: Any, answers: list[Any]) -> None:
+                for token, _lo, _hi, pieces in answers:
+                    pending.pop(token).set_result(pieces)
+
+            def failed(self, tokens: list[Any], error: BaseException) -> None:
+                for token in tokens:
+                    pending.pop(token).set_exception(error)
+
+        try:
+            count = 0
+            while not self._stop.is_set():
+                batch, ids = self.orders._batch(0)
+                for _ in range(2 if count % 10 == 0 else 1):
+                    token = object()
+                    pending[token] = loop.create_future()
+                    backend.submit_to(batch.copy(), Sink(), token)
+                    try:
+                        rows = await asyncio.wait_for(pending[token], 30)
+                    except Exception as exc:
+                        self.failures.append(exc)
+                        continue
+                    for key, events in zip(ids, rows, strict=True):
+                        known = self.answers.setdefault(key, events.tobytes())
+                        assert known == events.tobytes(), f"{key} answered twice, differently"
+                count += 1
+                await asyncio.sleep(0.01)
+        finally:
+            await backend.close()
+
+
+async def _events_by_order(urls: list[str]) -> dict[tuple[int, int], bytes]:
+    """(account, client order id) -> its events in shard 0's event log (cluster ids are the
+    engine's on shard 0)."""
+    nc = await connect(urls)
+    js = nc.jetstream(timeout=5)
+    last_cmd, last_evt = await last_seqs(js, 0)
+    cmds = await read_log(js, L.command_stream(0), last_cmd)
+    evts = await read_log(js, L.event_stream(0), last_evt)
+    await nc.close()
+    out: dict[tuple[int, int], bytes] = {}
+    for cmd, evt in zip(cmds, evts, strict=True):
+        if (cmd.headers or {}).get(L.KIND) not in (None, BATCH):
+            continue
+        rows = L.decode_commands(cmd.data or b"")
+        counts, events = L.decode_events(evt.data or b"")
+        pieces = L.split_events(counts, events)
+        for row, piece in zip(rows, pieces, strict=True):
+            if row["client_order_id"]:
+                key = (int(row["account"]), int(row["client_order_id"]))
+                out.setdefault(key, piece.tobytes())
+    return out
+
+
+def test_gateway_answers_under_engine_kills_are_the_event_log_s(
+    nats_cluster: NatsCluster, replicas: Replicas
+) -> None:
+    """A gateway answers from its mirror. Across SIGKILLs of the active engine every answer
+    is, byte for byte, what the event log holds for that order afterwards (published by
+    whichever engine led); retries get the first result; no answer failed meanwhile."""
+    urls = nats_cluster.urls
+    markets = {0: [1, 2]}
+    run(lay_out(urls, 1, markets))
+    for node in ("e0a", "e0b"):
+        replicas.add(0, node)
+    flow = GatewayFlow(urls, markets).start()
+    try:
+        wait_for(lambda: len(flow.answers) > 50, 60, "answers")
+        for _ in range(3):
+            node, _seconds = kill_leader(replicas, urls, 0)
+            replicas.start(node)
+        answered = len(flow.answers)
+        wait_for(lambda: len(flow.answers) > answered + 50, 60, "answers after the kills")
+    finally:
+        flow.stop()
+    assert not flow.failures, flow.failures[:3]
+    settle(urls, replicas, [0])
+    check_shard(urls, replicas, 0, 1, None)
+    logged = run(_events_by_order(urls), 120)
+    for key, events in flow.answers.items():
+        assert logged[key] == events, f"order {key}: the answer differs from the event log"
+    print(f"\n{len(flow.answers)} orders answered")
 
 
 # ---------------------------------------------------------------- transfers

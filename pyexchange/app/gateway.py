@@ -296,6 +296,7 @@ class GatewayServer:
                 "shard": link.shard,
                 "stored": link.stored,
                 "answered": link.answered_through,
+                "held": len(link.held),
                 "mirror_applied": mirror.applied,
                 "awaiting": len(link.awaiting),
                 "refusing": link.down,

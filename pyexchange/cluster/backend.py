@@ -13,10 +13,16 @@ gateway process, in place of the embedded ``Exchange`` (the same two calls:
    retried after a lost acknowledgement is stored once. The JetStream
    acknowledgement means a quorum of the three servers stored it: from then on
    the command will run, whatever dies.
-3. **Answer.** Event message *n* of a shard answers command message *n*; the
-   link follows the shard's event log and hands each row's events back. A
-   command sent to every shard (ADD_ACCOUNT, CANCEL_CLIENT...) is answered
-   once every shard answered (``router.combine``).
+3. **Answer.** Once the quorum stored command message *n*, the gateway's
+   mirror of the shard (a replica like the engines: every replica computes the
+   same events from the stored log, so they are fixed once *n* is stored)
+   applies it and its events answer it: one quorum round per order, not two
+   (the event log's own is off the path; docs/cluster.md has the argument).
+   Only while the event log is at most ``answer_ahead`` messages behind (read
+   every ``EVENT_LOG_POLL_S``): with no engine publishing, acknowledgements stop
+   there instead of running ahead of the engines' durable record. A command sent to every shard
+   (ADD_ACCOUNT, CANCEL_CLIENT...) is answered once every shard answered
+   (``router.combine``).
 
 What a client sees when the cluster cannot store or answer (docs/cluster.md,
 failure table): no quorum for ``store_timeout`` seconds fails the submission
@@ -46,7 +52,6 @@ from typing import Any, Protocol
 import nats
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from matchcore import EVENT_DTYPE
 
@@ -54,10 +59,11 @@ from . import log as L
 from .faults import fault
 from .mirror import ClusterView, Listener, ShardMirror
 from .router import EVERY, Part, Unroutable, combine, route, to_cluster_events
-from .shard import credit_outcome, withdrew
+from .shard import Applied, credit_outcome, withdrew
 from .transfers import CREDITED, XFER_OUT, Transfer
 
 logger = logging.getLogger(__name__)
+EVENT_LOG_POLL_S = 0.25
 _NO_TARGETS = np.zeros(0, dtype=np.int64)
 
 try:
@@ -86,6 +92,9 @@ class BackendConfig:
     publish_timeout: float = 1.0  # s per publish attempt
     api_timeout: float = 5.0  # s per JetStream API request (stream info, consumers, KV)
     start_timeout: float = 60.0  # s to read the layout and start the links and mirrors
+    # command messages the mirror may answer beyond the event log's end (past it, answers
+    # wait for the engines' event messages: no engine publishing stops acknowledgements)
+    answer_ahead: int = 1000
 
 
 @dataclass
@@ -131,7 +140,7 @@ class TransferResult:
 
 
 class ShardLink:
-    """One shard's command publisher and event follower in a gateway."""
+    """One shard's command publisher and answerer in a gateway."""
 
     def __init__(self, backend: ClusterBackend, shard: int) -> None:
         self.backend = backend
@@ -140,9 +149,15 @@ class ShardLink:
         self.config = backend.config
         self.queue: list[_Queued] = []
         self.awaiting: dict[int, tuple[float, list[tuple[_Queued, int]]]] = {}
-        self.recent: OrderedDict[int, bytes] = OrderedDict()  # event bodies not claimed yet
+        # (events per row, events) the mirror computed for messages that may be ours:
+        # applied while a publish waited for its acknowledgement
+        self.recent: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # ours, computed, held back until the event log is within ``answer_ahead``
+        self.held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.answered_through = 0  # highest command message whose events this link handed out
         self.stored = 0  # messages this link had stored
+        self.events_seen = 0  # the event log's end, read every EVENT_LOG_POLL_S
+        self._publishing = False  # a publish waits for its acknowledgement
         self.down: str = ""  # why the shard refuses at once, or ""
         self._wake = asyncio.Event()
         self._boot = os.urandom(4).hex()
@@ -151,18 +166,10 @@ class ShardLink:
 
     async def start(self) -> None:
         info = await self.js.stream_info(L.event_stream(self.shard))
-        sub = await self.js.subscribe(
-            L.event_subject(self.shard),
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=nats.js.api.ConsumerConfig(opt_start_seq=int(info.state.last_seq) + 1),
-            pending_msgs_limit=100_000,
-            pending_bytes_limit=512 << 20,
-        )
+        self.events_seen = int(info.state.last_seq)
         self._tasks = [
             asyncio.create_task(self._publisher(), name=f"publish-{self.shard}"),
-            asyncio.create_task(self._follow(sub), name=f"events-{self.shard}"),
+            asyncio.create_task(self._watch_events(), name=f"events-{self.shard}"),
             asyncio.create_task(self._sweeper(), name=f"sweep-{self.shard}"),
         ]
 
@@ -199,11 +206,14 @@ class ShardLink:
         body = commands.tobytes()
         self._counter += 1
         msg_id = f"{self.config.gateway_id}.{self._boot}.{self.shard}.{self._counter}"
+        self._publishing = True
         try:
             seq = await self.store(body, {L.MSG_ID: msg_id})
         except _NotStored as exc:
             self._refuse(batch, exc.cause)
             return
+        finally:
+            self._publishing = False
         fault("gateway-stored")
         self.stored = max(self.stored, seq)
         rows, offset = [], 0
@@ -211,9 +221,9 @@ class ShardLink:
             rows.append((queued, offset))
             offset += len(queued.part.rows)
         self.awaiting[seq] = (time.monotonic(), rows)
-        body_events = self.recent.pop(seq, None)
-        if body_events is not None:  # its events came before its acknowledgement
-            self._answer(seq, body_events)
+        early = self.recent.pop(seq, None)
+        if early is not None:  # the mirror applied it before its acknowledgement came
+            self._answer_or_hold(seq, *early)
 
     async def store(self, body: bytes, headers: dict[str, str]) -> int:
         """Publish a command message until a quorum stored it: its stream seq.
@@ -277,20 +287,39 @@ class ShardLink:
 
     # ------------------------------------------------------------- answers
 
-    async def _follow(self, sub: Any) -> None:
-        while True:
-            msg = await sub.next_msg(timeout=None)
-            seq = msg.metadata.sequence.stream
-            if seq in self.awaiting:
-                self._answer(seq, msg.data)
-            elif seq > self.stored:  # maybe ours, its acknowledgement still on the way
-                self.recent[seq] = msg.data
-                while len(self.recent) > 4096:
-                    self.recent.popitem(last=False)
+    def mirrored(self, mirror: ShardMirror, seq: int, applied: Applied, _ran: np.ndarray) -> None:
+        """A mirror listener: the mirror applied message ``seq``; answer it if it is ours."""
+        if seq in self.awaiting:
+            self._answer_or_hold(seq, applied.counts, applied.events)
+        elif self._publishing and seq > self.stored:  # maybe the one in flight
+            self.recent[seq] = (applied.counts, applied.events)
+            while len(self.recent) > 4096:
+                self.recent.popitem(last=False)
 
-    def _answer(self, seq: int, body: bytes) -> None:
+    def _answer_or_hold(self, seq: int, counts: np.ndarray, events: np.ndarray) -> None:
+        if seq - self.events_seen <= self.config.answer_ahead:
+            self._answer(seq, counts, events)
+        else:  # no engine has published for a while: wait for the event log
+            self.held[seq] = (counts, events)
+
+    async def _watch_events(self) -> None:
+        """The event log's end (for ``answer_ahead``); answers held back go once it is near."""
+        while True:
+            await asyncio.sleep(EVENT_LOG_POLL_S)
+            try:
+                info = await self.js.stream_info(L.event_stream(self.shard))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # no quorum, a leader election: the next poll
+                continue
+            self.events_seen = max(self.events_seen, int(info.state.last_seq))
+            for seq in sorted(self.held):
+                if seq - self.events_seen > self.config.answer_ahead:
+                    break
+                self._answer(seq, *self.held.pop(seq))
+
+    def _answer(self, seq: int, counts: np.ndarray, events: np.ndarray) -> None:
         _, rows = self.awaiting.pop(seq)
-        counts, events = L.decode_events(body)
         events = to_cluster_events(events, self.shard)
         bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).tolist()
         for queued, offset in rows:
@@ -309,6 +338,7 @@ class ShardLink:
             late = [s for s, (t, _) in self.awaiting.items() if now - t > self.config.reply_timeout]
             for seq in late:
                 _, rows = self.awaiting.pop(seq)
+                self.held.pop(seq, None)
                 error = SequencerStopped(
                     f"shard {self.shard}: stored as message {seq}, but no engine answered "
                     f"within {self.config.reply_timeout:g} s; it will still run: retry with the "
@@ -358,7 +388,8 @@ class ClusterBackend:
         self.mirrors = []
         for s in range(self.layout.shards):
             mirror = ShardMirror(self.js, s, self.layout)
-            mirror.listeners.extend(self.listeners)
+            # the feeds first: they have a message before its answer goes out
+            mirror.listeners.extend([*self.listeners, self.links[s].mirrored])
             self.mirrors.append(
                 await L.until_answered(mirror.start, f"shard {s}'s command log", limit)
             )

@@ -1,12 +1,12 @@
 """A gateway's read replicas: every shard's state, followed from its command log.
 
-Order entry is answered from the events the shards' active engines publish;
-reads (an account's cash, positions and open orders, a book, a market) need
-the state itself. A gateway keeps a ``ShardMirror`` of each shard: the same
-``ShardState`` an engine replica holds, started from the shard's newest
-snapshot and fed the command log in order, never leading and never publishing.
-The engine is deterministic, so a mirror at message *n* is exactly the active
-engine at *n*.
+A gateway answers order entry from its mirrors' events (``ShardLink.mirrored``:
+the events of a stored message are fixed) and reads (an account's cash,
+positions and open orders, a book, a market) from their state. A gateway keeps
+a ``ShardMirror`` of each shard: the same ``ShardState`` an engine replica
+holds, started from the shard's newest snapshot and fed the command log in
+order, never leading and never publishing. The engine is deterministic, so a
+mirror at message *n* is exactly the active engine at *n*.
 
 ``ClusterView`` answers the engine's read methods across the mirrors (cash
 summed over shards, a market's book from its shard, cluster ids), so a service
