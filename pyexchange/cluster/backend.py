@@ -308,8 +308,6 @@ class ShardLink:
             await asyncio.sleep(EVENT_LOG_POLL_S)
             try:
                 info = await self.js.stream_info(L.event_stream(self.shard))
-            except asyncio.CancelledError:
-                raise
             except Exception:  # no quorum, a leader election: the next poll
                 continue
             self.events_seen = max(self.events_seen, int(info.state.last_seq))
