@@ -58,12 +58,22 @@ def duplicate_reject(command: np.void) -> np.ndarray:
 
 
 _NO_ROWS = np.zeros(0, dtype=np.intp)
+_SMALL_BATCH = 16  # commands: up to this, keyed_rows reads lists
 
 
 def keyed_rows(commands: np.ndarray) -> np.ndarray:
     """The rows of the NEW_ORDERs that carry a client order id (``deduplicate`` and
     ``record_batch`` take them when the caller has them already)."""
     clients = commands["client_order_id"]
+    if len(commands) <= _SMALL_BATCH:  # from lists: numpy's fixed costs would dominate
+        found = [
+            row
+            for row, (kind, client) in enumerate(
+                zip(commands["type"].tolist(), clients.tolist(), strict=True)
+            )
+            if client and kind == _NEW_ORDER
+        ]
+        return np.array(found, dtype=np.intp) if found else _NO_ROWS
     if not clients.any():  # the common batch has none: 1 us, not 3
         return _NO_ROWS
     return np.flatnonzero((commands["type"] == _NEW_ORDER) & (clients != 0))

@@ -362,6 +362,14 @@ class Sequencer:
         else:
             starts = np.searchsorted(events["seq"], batch["seq"], side="left")
             starts = np.append(starts, len(events))
+        if len(pending) == 1 and not answered and pending[0].sink is not None:
+            # the usual batch: one submission of a sink, every command run
+            only = pending[0]
+            try:
+                only.sink.answered(events, starts, [(only.token, 0, len(batch), None)])
+            except Exception:  # a sink's failure is its own, never the engine's
+                log.exception("answer sink failed")
+            return
         position = np.cumsum(keep) - 1 if answered else None  # row -> index in batch
         sinks: dict[int, tuple[AnswerSink, list[Any]]] = {}
         row = 0
