@@ -167,28 +167,34 @@ _ACCOUNT_COMMAND[ACCOUNT_COMMANDS] = True
 
 _ACCOUNT_EVENT_CODES = frozenset(ACCOUNT_EVENT_TYPES.tolist())
 _ACCOUNT_COMMAND_CODES = frozenset(ACCOUNT_COMMANDS.tolist())
-_FIELD = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}  # in a row's tuple
-_E_TYPE, _E_SEQ, _E_COMMAND = _FIELD["type"], _FIELD["seq"], _FIELD["command"]
 _REJECTED = int(EventType.REJECTED)
-_SMALL_BATCH = 16  # events: up to this, rows built in Python (~1 µs each) beat numpy (~18 µs)
+_SMALL_BATCH = 64  # events: up to this, rows joined in Python beat numpy's fixed cost
+_ROW_TAIL = struct.Struct("<IIq").pack  # a row's index, _pad and time after its event's bytes
+assert DROP_DTYPE.itemsize == _EVENT_SIZE + 16
 
 
 def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
     """The account events of commands (contiguous seqs) as DROP_DTYPE rows."""
-    if len(events) <= _SMALL_BATCH:  # one tolist and one array: numpy's fixed cost once
+    if len(events) <= _SMALL_BATCH:
+        # each kept event's bytes and its row's tail, joined and read by numpy once (15
+        # events: 3.5 us; rows of tuples through ``np.array(rows, DROP_DTYPE)``, which
+        # converts field by field: 15)
         first = int(commands["seq"][0])
         times = commands["time"].tolist()
-        rows = []
+        seqs = events["seq"].tolist()
+        raw = events.tobytes()
+        parts = []
         seq, start = -1, 0
-        for i, e in enumerate(events.tolist()):
-            if e[_E_SEQ] != seq:
-                seq, start = e[_E_SEQ], i
-            kind = e[_E_TYPE]
+        for i, kind in enumerate(events["type"].tolist()):
+            if seqs[i] != seq:
+                seq, start = seqs[i], i
             if kind in _ACCOUNT_EVENT_CODES and (
-                kind != _REJECTED or e[_E_COMMAND] in _ACCOUNT_COMMAND_CODES
+                kind != _REJECTED or int(events["command"][i]) in _ACCOUNT_COMMAND_CODES
             ):
-                rows.append((e, i - start, 0, times[seq - first]))
-        return np.array(rows, dtype=DROP_DTYPE)
+                at = i * _EVENT_SIZE
+                parts.append(raw[at : at + _EVENT_SIZE])
+                parts.append(_ROW_TAIL(i - start, 0, times[seq - first]))
+        return np.frombuffer(bytearray(b"".join(parts)), DROP_DTYPE)
     types = events["type"]
     keep = _ACCOUNT_EVENT[types]
     rejected = types == _REJECTED  # an int: an IntEnum compared with an array costs 2 us more
