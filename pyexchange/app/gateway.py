@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -282,10 +283,12 @@ class GatewayServer:
         }
         for link, mirror in zip(backend.links, backend.mirrors, strict=True):
             key = (self.config.gateway_id, str(link.shard))
-            gauges["stored"].labels(*key).set_function(lambda link=link: link.stored)
-            gauges["answered"].labels(*key).set_function(lambda link=link: link.answered_through)
-            gauges["mirror"].labels(*key).set_function(lambda m=mirror: m.applied)
-            gauges["down"].labels(*key).set_function(lambda link=link: 1 if link.down else 0)
+            # read when scraped (a bool gauge reads as 0 or 1)
+            gauges["stored"].labels(*key).set_function(partial(getattr, link, "stored"))
+            answered = partial(getattr, link, "answered_through")
+            gauges["answered"].labels(*key).set_function(answered)
+            gauges["mirror"].labels(*key).set_function(partial(getattr, mirror, "applied"))
+            gauges["down"].labels(*key).set_function(partial(getattr, link, "down"))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         backend = self.backend

@@ -135,8 +135,10 @@ DEFAULT_DEMO_MARKETS = (
     ),
 )
 # the demo's events and series (catalogue entries, pyexchange/service/catalogue.py)
-DEMO_SERIES = ({"id": 1, "slug": "demo", "title": "Demo markets", "recurrence": "daily"},)
-DEMO_EVENTS = (
+DEMO_SERIES: tuple[dict[str, Any], ...] = (
+    {"id": 1, "slug": "demo", "title": "Demo markets", "recurrence": "daily"},
+)
+DEMO_EVENTS: tuple[dict[str, Any], ...] = (
     {
         "id": 1,
         "slug": "paris-weather",
@@ -429,7 +431,7 @@ def demo_catalogue(config: ServerConfig) -> Catalogue:
     used = {m.event for m in config.demo_markets}
     for event in DEMO_EVENTS:
         if event["slug"] in used:
-            catalogue.add_event(EventEntry(**event))  # type: ignore[arg-type]
+            catalogue.add_event(EventEntry(**event))
     for m in config.demo_markets:
         catalogue.add_market(
             MarketEntry(

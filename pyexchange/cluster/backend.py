@@ -191,7 +191,8 @@ class ShardLink:
             await self._wake.wait()
             self._wake.clear()
             while self.queue:
-                batch, size = [], 0
+                batch: list[_Queued] = []
+                size = 0
                 while self.queue and (
                     not batch or size + len(self.queue[0].part.rows) <= self.config.max_batch
                 ):

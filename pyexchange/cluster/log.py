@@ -45,7 +45,7 @@ from nats.js.api import (
 )
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from matchcore import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore import COMMAND_DTYPE, EVENT_DTYPE, Engine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,9 +121,7 @@ class EngineSpec:
     max_accounts: int = 4_096
     ledger: bool = True
 
-    def build(self) -> object:
-        from matchcore import Engine
-
+    def build(self) -> Engine:
         return Engine(
             max_orders=self.max_orders,
             max_markets=self.max_markets,

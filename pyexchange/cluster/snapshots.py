@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
@@ -34,7 +35,7 @@ def pointer_key(shard: int) -> str:
     return f"snapshot.{shard}"
 
 
-async def _pointer(js: JetStreamContext, shard: int) -> dict[str, object] | None:
+async def _pointer(js: JetStreamContext, shard: int) -> dict[str, Any] | None:
     kv = await js.key_value(L.CLUSTER_BUCKET)
     try:
         entry = await kv.get(pointer_key(shard))

@@ -136,7 +136,7 @@ class IdempotencyTable:
 
     def deduplicate(
         self, commands: np.ndarray, keyed: np.ndarray | None = None
-    ) -> tuple[dict[int, object], np.ndarray]:
+    ) -> tuple[dict[int, np.ndarray | int], np.ndarray]:
         """The rows of a batch answered without running, and the mask of those to run.
 
         ``answered[row]`` is the events to answer it with (from the table, or the
@@ -146,7 +146,7 @@ class IdempotencyTable:
         different one the reject. Every caller that runs batches (the embedded
         sequencer, a cluster shard's replicas) answers repeats this one way.
         """
-        answered: dict[int, object] = {}
+        answered: dict[int, np.ndarray | int] = {}
         if keyed is None:
             keyed = keyed_rows(commands)
         if not len(keyed):

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -156,7 +157,7 @@ class EngineConfig:
         caps = engine.capacities  # type: ignore[attr-defined]
         return cls(**{name: caps[name] for name in cls.__dataclass_fields__})
 
-    def engine_kwargs(self) -> dict[str, object]:
+    def engine_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
@@ -445,7 +446,8 @@ def read_segment_header(path: Path) -> tuple[EngineConfig, int, bytes]:
         raise CorruptJournal(f"{path.name}: not a journal segment of this format")
     if google_crc32c.value(header) != crc:
         raise CorruptJournal(f"{path.name}: segment header checksum mismatch")
-    config = EngineConfig(*fields[1:6], ledger=bool(fields[6]))
+    orders, markets, accounts, levels, positions = fields[1:6]
+    config = EngineConfig(orders, markets, accounts, levels, positions, ledger=bool(fields[6]))
     return config, fields[7], fields[8]
 
 

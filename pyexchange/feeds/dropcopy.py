@@ -69,7 +69,7 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -795,7 +795,7 @@ class DropCopyPublisher:
 
     async def stream(
         self, accounts: frozenset[int] | None, from_seq: int = 0
-    ) -> AsyncIterator[AccountEvent]:
+    ) -> AsyncGenerator[AccountEvent, None]:
         """Events of ``accounts`` (None: all) after ``from_seq`` (0: now): history, then live."""
         loop = asyncio.get_running_loop()
         last = from_seq if from_seq else max(self._frontier, self.latest_seq)

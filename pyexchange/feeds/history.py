@@ -414,17 +414,18 @@ class OrderHistory:
                 history.by_order[order_id] = [execution]
             else:
                 mine.append(execution)
-        mine = changes.get(account)
-        if mine is None:
+        pending = changes.get(account)
+        if pending is None:
             changes[account] = [execution]
         else:
-            mine.append(execution)
+            pending.append(execution)
 
     def _event(
         self, e: tuple[Any, ...], index: int, time_ns: int, changes: dict[int, list[Change]]
     ) -> None:
         kind = e[_TYPE]
         seq = e[_SEQ]
+        order: OrderRecord | None
         if kind == _ACCEPTED:
             by_cash = bool(e[_FLAGS] & BY_CASH)
             order = OrderRecord(
@@ -552,7 +553,7 @@ class OrderHistory:
             history.resolutions.append(resolution)
             changes.setdefault(position.account, []).append(resolution)
         elif kind == _BALANCE:
-            change = CashChange(
+            cash = CashChange(
                 seq,
                 index,
                 time_ns,
@@ -560,8 +561,8 @@ class OrderHistory:
                 e[_QTY],
                 "DEPOSIT" if e[_QTY] > 0 else "WITHDRAWAL",
             )
-            self.account(change.account).cash.append(change)
-            changes.setdefault(change.account, []).append(change)
+            self.account(cash.account).cash.append(cash)
+            changes.setdefault(cash.account, []).append(cash)
 
     def _settle(self) -> None:
         """A buy by cash whose command ended without canceling it spent its budget: FILLED

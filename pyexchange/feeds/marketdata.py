@@ -51,7 +51,7 @@ import bisect
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -467,7 +467,7 @@ class MarketDataPublisher:
                 with contextlib.suppress(ValueError):
                     view.subscribers.remove(sub)
 
-    async def stream(self, sub: _Subscriber) -> AsyncIterator[MarketDataMessage]:
+    async def stream(self, sub: _Subscriber) -> AsyncGenerator[MarketDataMessage, None]:
         """The subscriber's messages: snapshots, updates, CONFLATED snapshots, DROPPED."""
         try:
             while True:

@@ -200,7 +200,7 @@ assert COMMAND_DTYPE.names == (
     "maker_fee_bps", "fee_base", "_pad",
 )  # fmt: skip
 
-LABELS = {
+LABELS: dict[int, str] = {
     CommandType.NEW_ORDER: "place",
     CommandType.CANCEL: "cancel",
     CommandType.CANCEL_CLIENT: "cancel",
@@ -584,11 +584,11 @@ class OrderEntry:
         """One request (its rate-limit token already taken): its reply, or a ``ServiceError``."""
         check_account(key, getattr(request, "account", None))
         item = command_record(request, self.markets)
-        if type(item) is OrderReply:
+        if isinstance(item, OrderReply):
             return item
-        commands = records_array([item])  # type: ignore[list-item]
-        events = await self.link.run(commands, LABELS[item[_C_TYPE]])  # type: ignore[index]
-        return order_reply(item, records.tuples(events, REPLY_FIELDS))  # type: ignore[arg-type]
+        commands = records_array([item])
+        events = await self.link.run(commands, LABELS[item[_C_TYPE]])
+        return order_reply(item, records.tuples(events, REPLY_FIELDS))
 
     def submit(
         self,

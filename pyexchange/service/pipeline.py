@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 M = TypeVar("M")
@@ -61,7 +62,7 @@ async def pipeline(
                 slot: list[Any] = [_PENDING, 1]
                 slots.append(slot)
                 try:
-                    weight = submit(message, lambda result, slot=slot: finish(slot, result))
+                    weight = submit(message, partial(finish, slot))
                 except Exception as exc:  # reported in order, then raised
                     finish(slot, _Failed(exc))
                     return

@@ -50,7 +50,7 @@ def _text(value: Number | None) -> str:
     return str(value)
 
 
-def _enum(enum: Any, value: str | int | None) -> int:
+def _enum(enum: Any, value: str | int | None) -> Any:  # the enum's value (an int)
     if value is None:
         return 0
     return enum.Value(value) if isinstance(value, str) else int(value)

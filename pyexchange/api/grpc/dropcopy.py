@@ -21,7 +21,7 @@ from . import exchange_pb2_grpc as pb_grpc
 
 def to_proto(e: AccountEvent) -> pb.DropCopyEvent:
     """The ``DropCopyEvent`` of one drop-copy event (only the fields that apply are set)."""
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if e.intent is not None:
         fields["intent"] = e.intent + 1  # the proto's 0 is "unspecified"
     if e.price is not None:

@@ -44,7 +44,7 @@ def _snapshot(u: BookSnapshot) -> pb.MarketDataUpdate:
         snapshot=pb.BookSnapshot(
             bids=_levels(u.bids),
             asks=_levels(u.asks),
-            state=u.state,  # MarketState: the core's numbers
+            state=u.state,  # type: ignore[arg-type]  # MarketState: the core's numbers
             tick=format_price(u.tick) if u.tick else "",
         ),
     )
@@ -99,9 +99,9 @@ def _status(u: MarketStatus) -> pb.MarketDataUpdate:
         market_seq=u.market_seq,
         engine_seq=u.engine_seq,
         status=pb.MarketStatus(
-            state=u.state,
+            state=u.state,  # type: ignore[arg-type]  # MarketState, Outcome: the core's numbers
             tick=format_price(u.tick),
-            outcome=u.outcome,
+            outcome=u.outcome,  # type: ignore[arg-type]
         ),
     )
 

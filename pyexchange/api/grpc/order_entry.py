@@ -61,7 +61,7 @@ STATUS_TO_PROTO: dict[so.OrderStatus, int] = {
     so.OrderStatus.PARTIALLY_FILLED: pb.PARTIALLY_FILLED,
 }
 # by the status's number: an Enum member as a dict key hashes in Python (Enum.__hash__)
-_STATUS_PB = [0] * (max(so.OrderStatus) + 1)
+_STATUS_PB: list[Any] = [0] * (max(so.OrderStatus) + 1)
 for _status, _code in STATUS_TO_PROTO.items():
     _STATUS_PB[_status] = _code
 
@@ -81,11 +81,10 @@ _NO_INTENT, _NO_TIF = pb.INTENT_UNSPECIFIED, pb.TIME_IN_FORCE_UNSPECIFIED
 
 def place_of(r: pb.PlaceOrderRequest) -> so.Place:
     # each field read once: a protobuf attribute costs about 60 ns
-    intent = r.intent
-    intent = None if intent == _NO_INTENT else _enum(intent, INTENT_FROM_PROTO, "intent")
+    pb_intent, pb_tif = r.intent, r.time_in_force
+    intent = None if pb_intent == _NO_INTENT else _enum(pb_intent, INTENT_FROM_PROTO, "intent")
     stp = _enum(r.self_trade_prevention, STP_FROM_PROTO, "self_trade_prevention")
-    tif = r.time_in_force
-    tif = None if tif == _NO_TIF else _enum(tif, TIF_FROM_PROTO, "time_in_force")
+    tif = None if pb_tif == _NO_TIF else _enum(pb_tif, TIF_FROM_PROTO, "time_in_force")
     return so.Place(
         account=r.account,
         market=r.market,

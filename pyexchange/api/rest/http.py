@@ -473,7 +473,7 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
     politely: the close frame would wait behind the frames it does not read)."""
 
     async def run_asgi(self) -> None:
-        self.scope["extensions"]["pyexchange.abort"] = self.transport.abort  # type: ignore[typeddict-unknown-key]
+        self.scope["extensions"]["pyexchange.abort"] = self.transport.abort  # type: ignore[assignment]
         await super().run_asgi()
 
 

@@ -151,6 +151,7 @@ def parse_create(body: Any, ctx: VenueContext, settings_cap: int) -> OrderSpec:
         raise bad_request("give exactly one of quantity and cashOrderQty")
     quantity_value = wire.decimal_of(quantity, "quantity") if quantity is not None else None
     cash_value = wire.amount_of(cash, "cashOrderQty") if cash is not None else None
+    tif: int
     if market_order or cash_value is not None:  # neither rests: IOC unless FOK
         tif = TimeInForce.FOK if tif_name == "TIME_IN_FORCE_FILL_OR_KILL" else TimeInForce.IOC
     else:
@@ -233,7 +234,7 @@ def order_request(spec: OrderSpec, account: int, ctx: VenueContext) -> Place:
     tick, lot = (market_spec.tick, market_spec.lot) if market_spec is not None else (100, 1)
     by_cash = spec.cash is not None
     market_order = spec.market_order or by_cash  # a buy by cash never rests: the core's MARKET
-    if by_cash:
+    if spec.cash is not None:
         quantity = min(wire.truncated_units(spec.cash, venue.CASH_SCALE, 1), MAX_CASH + 1)
     else:
         assert spec.quantity is not None
@@ -395,8 +396,8 @@ class OrdersApi:
 
     async def _submit_one(self, spec: OrderSpec, key: Any) -> dict[str, Any]:
         account = account_of(key)
-        (reply,) = await self._place(key, [order_request(spec, account, self.ctx)])
-        venue_id, core, seq = _created(reply)
+        (created,) = await self._place(key, [order_request(spec, account, self.ctx)])
+        venue_id, core, seq = _created(created)
         if spec.market == UNKNOWN_MARKET:
             self._remember_unknown(seq, spec.slug)
         reply: dict[str, Any] = {"id": venue_id}

@@ -290,7 +290,11 @@ class PublicApi:
         info = infos.get(market)
         if info is None or int(info.state) != MarketState.RESOLVED:
             raise not_found("Market not found or not settled")
-        value = {Outcome.YES: Decimal(1), Outcome.NO: Decimal(0), Outcome.HALF: Decimal("0.5")}
+        value: dict[int, Decimal] = {
+            Outcome.YES: Decimal(1),
+            Outcome.NO: Decimal(0),
+            Outcome.HALF: Decimal("0.5"),
+        }
         return json_response(
             wire.encode({"slug": slug, "settlement": value.get(int(info.outcome), Decimal(0))})
         )
