@@ -220,19 +220,18 @@ def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
     if _REJECTED in types and events["command"].tobytes().translate(None, _ACCOUNT_COMMAND_BYTES):
         keep = keep & ((events["type"] != _REJECTED) | _ACCOUNT_COMMAND[events["command"]])
     rows = keep.nonzero()[0]  # methods: np.flatnonzero, np.searchsorted are Python wrappers
-    out = np.empty(len(rows), dtype=_ROWS_DTYPE)
+    out = np.zeros(len(rows), dtype=_ROWS_DTYPE)  # (of DROP_DTYPE: 3x the time)
     seq = events["seq"]
     picked = seq[rows]
-    out["event"] = np.ascontiguousarray(events).view(_EVENT_VOID)[rows]
+    out["event"] = events.view(_EVENT_VOID)[rows]  # the same itemsize: any strides
     out["index"] = rows - seq.searchsorted(picked)  # events come in seq order
-    out["_pad"] = 0
     times = commands["time"]
     raw = times.tobytes()
     if raw == raw[: times.itemsize] * len(times):  # one time for every command: a batch
         out["time"] = times[0]
     else:
         out["time"] = times[(picked - commands["seq"][0]).astype(np.intp)]
-    return out.view(DROP_DTYPE)
+    return np.frombuffer(out, DROP_DTYPE)  # out.view(DROP_DTYPE) checks the fields: 1.1 us
 
 
 @dataclass
