@@ -496,25 +496,31 @@ def test_on_events_work_does_not_depend_on_subscribers(tmp_path: Path) -> None:
 
 
 def test_small_batches_pick_the_same_rows_as_the_vectorized_path() -> None:
+    """Both paths of account_events give the same bytes for any batch: one engine time
+    for every command (a sequencer batch) or one each (batches joined by the writer),
+    REJECTED events of commands that act for no account among them (dropped)."""
     engine = Engine(**CAPS)
     stream = random_stream(9, 6_000, SHAPE)
     stream["seq"] = np.arange(1, len(stream) + 1)
-    stream["time"] = np.arange(len(stream)) * 7 + 1_000
     rng = random.Random(9)
-    i = compared = 0
+    i = compared = dropped_rejects = 0
     while i < len(stream):
-        batch = stream[i : i + rng.choice([1, 2, 3, 8, 30])]
+        batch = stream[i : i + rng.choice([1, 2, 3, 8, 30, 200])]
         i += len(batch)
+        batch["time"] = 1_000 + 7 * i if rng.random() < 0.5 else np.arange(len(batch)) + i
         events = engine.process(batch)
-        if len(events) > dropcopy._SMALL_BATCH:
-            continue
-        small = account_events(batch, events)
         with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dropcopy, "_SMALL_BATCH", 1 << 30)
+            small = account_events(batch, events)
             patch.setattr(dropcopy, "_SMALL_BATCH", -1)
             vectorized = account_events(batch, events)
         assert small.dtype == vectorized.dtype and small.tobytes() == vectorized.tobytes()
+        kept = vectorized["event"]
+        assert set(kept["type"].tolist()) <= set(dropcopy.ACCOUNT_EVENT_TYPES.tolist())
+        rejected = events[events["type"] == EventType.REJECTED]
+        dropped_rejects += int((~dropcopy._ACCOUNT_COMMAND[rejected["command"]]).sum())
         compared += len(small)
-    assert compared > 1_000
+    assert compared > 5_000 and dropped_rejects > 10
 
 
 def test_the_writer_thread_takes_over_after_a_gap_and_hands_back(tmp_path: Path) -> None:

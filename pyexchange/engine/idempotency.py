@@ -150,7 +150,9 @@ class IdempotencyTable:
         if keyed is None:
             keyed = keyed_rows(commands)
         if not len(keyed):
-            return answered, np.ones(len(commands), dtype=bool)
+            keep = np.empty(len(commands), dtype=bool)  # np.ones is a Python wrapper
+            keep.fill(True)
+            return answered, keep
         first_row: dict[tuple[int, int], tuple[int, bytes]] = {}
         for row, fingerprint in zip(keyed, fingerprints(commands[keyed]), strict=True):
             command = commands[row]

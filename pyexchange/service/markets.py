@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from matchcore import EventType
+from matchcore import EVENT_DTYPE, EventType
 
 _MARKET = int(EventType.MARKET)  # an int: an IntEnum compared with an array costs 2 us more
-_SMALL_BATCH = 16  # events
+assert EVENT_DTYPE["type"].itemsize == 1  # on_events looks for _MARKET in the column's bytes
 
 
 class MarketSpec(NamedTuple):
@@ -46,8 +46,9 @@ class Markets:
 
     def on_events(self, commands: np.ndarray, events: np.ndarray) -> None:
         kinds = events["type"]
-        # a small batch (the common one: no MARKET event) is looked at as a list: 0.5 us, not 3
-        if len(kinds) <= _SMALL_BATCH and _MARKET not in kinds.tolist():
+        # the common batch has no MARKET event: looked for in the column's bytes, one C
+        # call (100 events: 0.2 us; a list 1.3, a numpy comparison and nonzero() 0.8)
+        if _MARKET not in kinds.tobytes():
             return
         for row in (kinds == _MARKET).nonzero()[0]:
             e = events[row]
