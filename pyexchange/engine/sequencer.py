@@ -341,7 +341,7 @@ class Sequencer:
 
     def _deduplicate(
         self, commands: np.ndarray, keyed: np.ndarray
-    ) -> tuple[dict[int, object], np.ndarray]:
+    ) -> tuple[dict[int, np.ndarray | int], np.ndarray]:
         """Rows answered without running (``IdempotencyTable.deduplicate``)."""
         answered, keep = self.idempotency.deduplicate(commands, keyed)
         self.stats.deduplicated += len(answered)
@@ -354,7 +354,7 @@ class Sequencer:
         keep: np.ndarray,
         batch: np.ndarray,
         events: np.ndarray,
-        answered: dict[int, object],
+        answered: dict[int, np.ndarray | int],
     ) -> None:
         # command j: events[starts[j]:starts[j + 1]]; a batch of one owns every event
         if len(batch) == 1:
@@ -366,11 +366,12 @@ class Sequencer:
             seq = self.next_seq - len(batch)  # the batch's first (none: all answered)
             bounds = np.arange(seq, self.next_seq + 1, dtype=np.uint64)
             starts = events["seq"].searchsorted(bounds)
-        if len(pending) == 1 and not answered and pending[0].sink is not None:
+        sink = pending[0].sink if len(pending) == 1 and not answered else None
+        if sink is not None:
             # the usual batch: one submission of a sink, every command run
             only = pending[0]
             try:
-                only.sink.answered(events, starts, [(only.token, 0, len(batch), None)])
+                sink.answered(events, starts, [(only.token, 0, len(batch), None)])
             except Exception:  # a sink's failure is its own, never the engine's
                 log.exception("answer sink failed")
             return
@@ -390,6 +391,7 @@ class Sequencer:
                         i = position[known]
                         pieces.append(events[starts[i] : starts[i + 1]])
             if submission.sink is not None:
+                answer: tuple[Any, int, int, list[np.ndarray] | None]
                 if pieces is None:
                     answer = (submission.token, lo, row, None)
                 else:

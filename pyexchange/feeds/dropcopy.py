@@ -182,9 +182,9 @@ _ROWS_DTYPE = np.dtype(
     [("event", f"V{_EVENT_SIZE}"), ("index", "<u4"), ("_pad", "<u4"), ("time", "<i8")]
 )
 assert _ROWS_DTYPE.itemsize == DROP_DTYPE.itemsize
-assert [DROP_DTYPE.fields[n][1] for n in DROP_DTYPE.names] == [  # type: ignore[index]
+assert [DROP_DTYPE.fields[n][1] for n in DROP_DTYPE.names or ()] == [  # type: ignore[index]
     _ROWS_DTYPE.fields[n][1]  # type: ignore[index]
-    for n in _ROWS_DTYPE.names  # type: ignore[union-attr]
+    for n in _ROWS_DTYPE.names or ()
 ]
 _EVENT_VOID = np.dtype(f"V{_EVENT_SIZE}")
 assert EVENT_DTYPE["type"].itemsize == EVENT_DTYPE["command"].itemsize == 1
@@ -221,10 +221,10 @@ def account_events(commands: np.ndarray, events: np.ndarray) -> np.ndarray:
         keep = keep & ((events["type"] != _REJECTED) | _ACCOUNT_COMMAND[events["command"]])
     rows = keep.nonzero()[0]  # methods: np.flatnonzero, np.searchsorted are Python wrappers
     out = np.zeros(len(rows), dtype=_ROWS_DTYPE)  # (of DROP_DTYPE: 3x the time)
-    seq = events["seq"]
-    picked = seq[rows]
+    event_seqs = events["seq"]
+    picked = event_seqs[rows]
     out["event"] = events.view(_EVENT_VOID)[rows]  # the same itemsize: any strides
-    out["index"] = rows - seq.searchsorted(picked)  # events come in seq order
+    out["index"] = rows - event_seqs.searchsorted(picked)  # events come in seq order
     times = commands["time"]
     raw = times.tobytes()
     if raw == raw[: times.itemsize] * len(times):  # one time for every command: a batch
@@ -894,7 +894,7 @@ def events_for(
     return out
 
 
-_F = {name: i for i, name in enumerate(EVENT_DTYPE.names)}
+_F = {name: i for i, name in enumerate(EVENT_DTYPE.names or ())}
 (
     _SEQ,
     _ORDER,
