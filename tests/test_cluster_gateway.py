@@ -305,3 +305,14 @@ def test_cash_moves_between_shards_through_the_admin_api(
             await trader.close()
 
     run(scenario(), 120)
+
+
+def test_the_refusing_gauge_reads_a_link_down_with_its_reason_as_one() -> None:
+    """``ShardLink.down`` holds the reason (a string); the gauge scraped from it is 0 or 1
+    (a reason read as the value made every /metrics scrape fail while a shard refused)."""
+    from types import SimpleNamespace
+
+    from pyexchange.app.gateway import _refusing
+
+    assert _refusing(SimpleNamespace(down="shard 1: the command log refuses")) == 1  # type: ignore[arg-type]
+    assert _refusing(SimpleNamespace(down="")) == 0  # type: ignore[arg-type]

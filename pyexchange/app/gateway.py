@@ -56,7 +56,7 @@ from ..api.grpc.auth import GrpcAuth
 from ..api.grpc.batch import add_to_server as add_batch_entry
 from ..api.grpc.dropcopy import DropCopyService, UnservedDropCopy
 from ..api.grpc.order_entry import OrderEntryService
-from ..cluster.backend import BackendConfig, ClusterBackend
+from ..cluster.backend import BackendConfig, ClusterBackend, ShardLink
 from ..cluster.dropcopy import ClusterDropCopy
 from ..cluster.status import StatusServer
 from ..feeds.marketdata import MarketDataPublisher
@@ -71,6 +71,11 @@ from ..service.queries import Queries
 from .server import _Guard, _Registrar, configure_logging
 
 log = logging.getLogger(__name__)
+
+
+def _refusing(link: ShardLink) -> int:
+    """1 while the shard's log refuses (``down`` holds the reason, "" when up)."""
+    return 1 if link.down else 0
 
 
 @dataclass
@@ -283,12 +288,12 @@ class GatewayServer:
         }
         for link, mirror in zip(backend.links, backend.mirrors, strict=True):
             key = (self.config.gateway_id, str(link.shard))
-            # read when scraped (a bool gauge reads as 0 or 1)
+            # read when scraped
             gauges["stored"].labels(*key).set_function(partial(getattr, link, "stored"))
             answered = partial(getattr, link, "answered_through")
             gauges["answered"].labels(*key).set_function(answered)
             gauges["mirror"].labels(*key).set_function(partial(getattr, mirror, "applied"))
-            gauges["down"].labels(*key).set_function(partial(getattr, link, "down"))
+            gauges["down"].labels(*key).set_function(partial(_refusing, link))
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         backend = self.backend
