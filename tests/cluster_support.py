@@ -79,7 +79,9 @@ async def lay_out(urls: list[str], shards: int, markets_of: dict[int, list[int]]
     """Streams and buckets for ``shards`` shards; each shard's setup batch in its log."""
     nc = await connect(urls)
     js = nc.jetstream(timeout=5)
-    await L.ensure_layout(js, shards, ENGINE)
+    # as `pyexchange cluster` does: a cluster a test has just restarted a node of may still
+    # be electing its meta leader, and answers with timeouts meanwhile
+    await L.until_answered(lambda: L.ensure_layout(js, shards, ENGINE), "the layout", 60)
     for shard, markets in markets_of.items():
         for m in markets:
             await L.place_market(js, m, shard)
