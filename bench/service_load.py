@@ -232,14 +232,13 @@ class ServerProcess:
         if self.setup.server_path:  # a baseline build of pyexchange for the server only
             env = {**os.environ, "PYTHONPATH": self.setup.server_path}
         self.proc = subprocess.Popen(
-            command,
+            _with_parent_death_signal(command),
             env=env,
             cwd=self.data_dir.parent,  # outside the repository: the installed packages
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
             bufsize=1,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         stderr.close()
         deadline = time.monotonic() + timeout
@@ -247,7 +246,14 @@ class ServerProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"the server exited at start: {self.stderr_tail()}")
+                try:
+                    code: int | None = self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    code = None
+                raise RuntimeError(
+                    f"the server closed its stdout at start (exit code {code}): "
+                    f"{self.stderr_tail()}"
+                )
             self.banner.append(line.rstrip())
             if m := re.search(r"listening on [\d.]+:(\d+)", line):
                 self.port = int(m.group(1))
@@ -323,14 +329,14 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def _die_with_parent() -> None:
-    """In the server's child process: SIGTERM it if the benchmark dies (PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """The server SIGTERMed if the benchmark dies (PR_SET_PDEATHSIG), set by ``setpriv``
+    rather than a ``preexec_fn``: a preexec_fn makes Popen fork() instead of vfork(),
+    which runs gRPC's fork handlers in the child; they restart gRPC's poller there,
+    subprocess closes its epoll descriptor before exec, and the child aborts with
+    ``epoll_wait error: Bad file descriptor`` (grpc/grpc#43055; seen in CI)."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", *command] if setpriv else command
 
 
 def fdatasync_floor(directory: Path, count: int = 500) -> dict[str, Any]:

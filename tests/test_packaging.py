@@ -53,6 +53,7 @@ def test_the_runtime_bounds_cover_the_generated_stubs() -> None:
     assert generated <= _lower_bound(runtime, "grpcio") == tools
     # the messages' gencode check: ValidateProtobufRuntimeVersion(PUBLIC, major, minor, patch, ...)
     source = Path(exchange_pb2.__file__).read_text()
-    call = re.search(r"ValidateProtobufRuntimeVersion\(\s*[\w.]+,\s*(\d+),\s*(\d+),\s*(\d+)", source)
+    gencode = r"ValidateProtobufRuntimeVersion\(\s*[\w.]+,\s*(\d+),\s*(\d+),\s*(\d+)"
+    call = re.search(gencode, source)
     assert call is not None
     assert tuple(int(x) for x in call.groups()) <= _lower_bound(runtime, "protobuf")
